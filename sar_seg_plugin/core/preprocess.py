@@ -1,0 +1,353 @@
+"""Raster-level preprocessing: speckle filtering, dB conversion and normalisation, streamed by blocks.
+
+Each function takes file paths, parameters and ``progress`` / ``is_canceled`` callables, and returns a
+small dict describing what it did; the Processing algorithms are thin wrappers around them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import radiometry, speckle
+from .errors import SarSegError
+from .raster_io import (
+    CancelFn,
+    GeoTiffWriter,
+    ProgressFn,
+    RasterInfo,
+    Window,
+    map_blocks,
+    open_raster,
+    read_info,
+    read_window,
+    sample_band,
+)
+
+#: Pixels of each band read to estimate statistics (the whole band below this size).
+STATS_SAMPLE = 4_000_000
+
+
+def check_not_same_file(inputs: Sequence[str], output: str) -> None:
+    """Refuse to write over an input: the input would be destroyed while it is read."""
+    out = os.path.realpath(output)
+    for path in inputs:
+        if path and os.path.exists(path) and os.path.realpath(path) == out:
+            raise SarSegError(
+                f"The output '{output}' is the input raster. Choose another output file; inputs are never overwritten."
+            )
+
+
+def check_has_data(ds: object, info: RasterInfo) -> list[np.ndarray]:
+    """Sample every band; refuse a raster whose sampled pixels are all nodata."""
+    samples = [sample_band(ds, b + 1, STATS_SAMPLE) for b in range(info.band_count)]
+    if all(s.size == 0 for s in samples):
+        raise SarSegError(
+            f"The raster '{info.path}' holds no valid pixel: every pixel is nodata"
+            f"{'' if info.nodata[0] is None else f' ({info.nodata[0]})'}. Check the input or its nodata value."
+        )
+    return samples
+
+
+def _output_nodata(info: RasterInfo) -> float:
+    nd = info.nodata[0]
+    return float("nan") if nd is None else float(nd)
+
+
+def _fill(out: np.ndarray, nodata: float) -> np.ndarray:
+    if np.isnan(nodata):
+        return out
+    return np.where(np.isfinite(out), out, nodata).astype(np.float32)
+
+
+# --- Speckle filter -----------------------------------------------------------------------------------
+
+
+@dataclass
+class SpeckleSettings:
+    """Parameters of a speckle filter run."""
+
+    filter_name: str = "lee"
+    window: int = 7
+    looks: float | None = 4.4  # None: estimate from the image
+    damping: float = 2.0
+    sigma: float = 0.9
+    input_scale: str = "auto"  # "auto" | "linear" | "dB"
+
+
+def estimate_raster_looks(ds: object, info: RasterInfo, band: int, scale: str, cells: int = 16) -> float:
+    """Estimate the ENL of a band from up to ``cells`` contiguous 256x256 windows spread over it."""
+    size = 256
+    nx = max(1, min(int(np.sqrt(cells)), info.width // size))
+    ny = max(1, min(int(np.sqrt(cells)), info.height // size))
+    pieces = []
+    for j in range(ny):
+        for i in range(nx):
+            w = min(size, info.width)
+            h = min(size, info.height)
+            x = int((info.width - w) * (i + 0.5) / nx) if nx > 1 else (info.width - w) // 2
+            y = int((info.height - h) * (j + 0.5) / ny) if ny > 1 else (info.height - h) // 2
+            data = read_window(ds, Window(x, y, w, h), [band])[0]
+            valid = np.isfinite(data)
+            if info.nodata[band - 1] is not None:
+                valid &= data != info.nodata[band - 1]
+            if scale == radiometry.DB:
+                data = radiometry.from_db(data)
+            pieces.append(np.where(valid, data, np.nan))
+    values = np.concatenate([p.reshape(-1, p.shape[-1]) for p in pieces], axis=0)
+    return speckle.estimate_looks(values, np.isfinite(values))
+
+
+def speckle_filter_raster(
+    src_path: str,
+    dst_path: str,
+    settings: SpeckleSettings,
+    progress: ProgressFn | None = None,
+    is_canceled: CancelFn | None = None,
+    log: ProgressFn | None = None,
+) -> dict[str, object]:
+    """Filter every band of a raster; dB input is converted to linear power, filtered and converted back.
+
+    Returns ``{"looks": [...], "scale": [...]}`` with the looks and scale used per band.
+    """
+    if settings.filter_name not in speckle.FILTERS:
+        raise SarSegError(
+            f"Unknown speckle filter '{settings.filter_name}'. Choose one of {', '.join(speckle.FILTERS)}."
+        )
+    check_not_same_file([src_path], dst_path)
+    ds = open_raster(src_path)
+    info = read_info(ds)
+    samples = check_has_data(ds, info)
+    say = log or (lambda _msg: None)
+
+    scales = []
+    for b, sample in enumerate(samples):
+        if settings.input_scale == "auto":
+            scale = radiometry.detect_scale(info.units[b], sample)
+        else:
+            scale = radiometry.DB if settings.input_scale.lower() == "db" else radiometry.LINEAR
+        scales.append(scale)
+        if scale == radiometry.DB:
+            say(
+                f"{info.band_label(b + 1)} is in dB: speckle is multiplicative in linear power, so it is "
+                "converted to linear power, filtered, and converted back to dB."
+            )
+
+    uses_looks = settings.filter_name in speckle.USES_LOOKS
+    looks: list[float] = []
+    for b in range(info.band_count):
+        if settings.looks is None and uses_looks:
+            value = estimate_raster_looks(ds, info, b + 1, scales[b])
+            say(f"Estimated number of looks for {info.band_label(b + 1)}: {value:.2f}")
+        elif settings.looks is not None:
+            value = float(settings.looks)
+        else:
+            value = float("nan")
+        looks.append(value)
+
+    thresholds: list[float | None] = [None] * info.band_count
+    if settings.filter_name == "lee_sigma":
+        for b, sample in enumerate(samples):
+            lin = radiometry.from_db(sample) if scales[b] == radiometry.DB else sample
+            thresholds[b] = float(np.percentile(lin, 98)) if lin.size else None
+
+    window = int(settings.window)
+    halo = speckle.filter_halo(settings.filter_name, window)
+    nodata = _output_nodata(info)
+
+    def run(data: np.ndarray, valid: np.ndarray, _block: object) -> np.ndarray:
+        out = np.empty(data.shape, np.float32)
+        for b in range(data.shape[0]):
+            x = radiometry.from_db(data[b]) if scales[b] == radiometry.DB else data[b]
+            y = speckle.apply_filter(
+                settings.filter_name,
+                x,
+                valid[b],
+                window=window,
+                looks=looks[b],
+                damping=settings.damping,
+                sigma=settings.sigma,
+                point_threshold=thresholds[b],
+            )
+            if scales[b] == radiometry.DB:
+                y = np.where(np.isfinite(y), radiometry.to_db(y), np.nan)
+            out[b] = _fill(y, nodata)
+        return out
+
+    # Validate parameters once on a tiny array, so bad values fail before any output exists.
+    probe = np.ones((window + 2, window + 2), np.float32)
+    speckle.apply_filter(settings.filter_name, probe, None, window=window, looks=looks[0] if uses_looks else 1.0,
+                         damping=settings.damping, sigma=settings.sigma)  # fmt: skip
+
+    metadata = dict(info.metadata)
+    metadata.update(
+        {
+            "SARSEG_SPECKLE_FILTER": settings.filter_name,
+            "SARSEG_WINDOW": str(window),
+            "SARSEG_LOOKS": json.dumps([round(v, 4) if np.isfinite(v) else None for v in looks]),
+        }
+    )
+    units = [info.units[b] or (radiometry.DB if scales[b] == radiometry.DB else radiometry.LINEAR)
+             for b in range(info.band_count)]  # fmt: skip
+    with GeoTiffWriter(
+        dst_path,
+        info.width,
+        info.height,
+        info.band_count,
+        np.float32,
+        info.geotransform,
+        info.projection,
+        nodata=nodata,
+        descriptions=info.descriptions,
+        units=units,
+        metadata=metadata,
+    ) as writer:
+        map_blocks(ds, writer, run, halo=halo, progress=progress, is_canceled=is_canceled)
+    return {"looks": looks, "scale": scales}
+
+
+# --- dB conversion ------------------------------------------------------------------------------------
+
+TO_DB = "to_db"
+TO_LINEAR = "to_linear"
+
+
+def convert_db_raster(
+    src_path: str,
+    dst_path: str,
+    direction: str = "auto",
+    floor_db: float = radiometry.DEFAULT_FLOOR_DB,
+    nonpositive_to_nodata: bool = False,
+    progress: ProgressFn | None = None,
+    is_canceled: CancelFn | None = None,
+) -> dict[str, object]:
+    """Convert every band between linear power and dB.
+
+    ``direction`` is ``to_db``, ``to_linear`` or ``auto`` (each band by its unit or values). Linear values
+    at or below the floor (zeros, negatives) become ``floor_db``, or nodata with ``nonpositive_to_nodata``.
+    """
+    check_not_same_file([src_path], dst_path)
+    ds = open_raster(src_path)
+    info = read_info(ds)
+    samples = check_has_data(ds, info)
+    directions = []
+    for b, sample in enumerate(samples):
+        if direction == "auto":
+            scale = radiometry.detect_scale(info.units[b], sample)
+            directions.append(TO_LINEAR if scale == radiometry.DB else TO_DB)
+        elif direction in (TO_DB, TO_LINEAR):
+            directions.append(direction)
+        else:
+            raise SarSegError(f"Unknown conversion '{direction}'. Use '{TO_DB}', '{TO_LINEAR}' or 'auto'.")
+    nodata = _output_nodata(info)
+    floor = 10.0 ** (floor_db / 10.0)
+
+    def run(data: np.ndarray, valid: np.ndarray, _block: object) -> np.ndarray:
+        out = np.empty(data.shape, np.float32)
+        for b in range(data.shape[0]):
+            if directions[b] == TO_DB:
+                y = radiometry.to_db(data[b], floor_db)
+                ok = valid[b] & (data[b] > floor) if nonpositive_to_nodata else valid[b]
+            else:
+                y = radiometry.from_db(data[b])
+                ok = valid[b]
+            out[b] = np.where(ok, y, nodata)
+        return out
+
+    units = [radiometry.DB if d == TO_DB else radiometry.LINEAR for d in directions]
+    metadata = dict(info.metadata)
+    metadata["SARSEG_CONVERSION"] = ",".join(directions)
+    with GeoTiffWriter(
+        dst_path,
+        info.width,
+        info.height,
+        info.band_count,
+        np.float32,
+        info.geotransform,
+        info.projection,
+        nodata=nodata,
+        descriptions=info.descriptions,
+        units=units,
+        metadata=metadata,
+    ) as writer:
+        map_blocks(ds, writer, run, progress=progress, is_canceled=is_canceled)
+    return {"directions": directions}
+
+
+# --- Normalisation -----------------------------------------------------------------------------------
+
+
+def compute_normalization_stats(
+    src_path: str, method: str, low_percentile: float = 2.0, high_percentile: float = 98.0
+) -> radiometry.NormalizationStats:
+    """Per-band statistics over the raster (a regular sample of at most 4 M pixels per band)."""
+    ds = open_raster(src_path)
+    info = read_info(ds)
+    samples = check_has_data(ds, info)
+    bands = [
+        radiometry.band_stats(info.band_label(b + 1), s, low_percentile, high_percentile) for b, s in enumerate(samples)
+    ]
+    return radiometry.NormalizationStats(method=method, bands=bands)
+
+
+def normalize_raster(
+    src_path: str,
+    dst_path: str,
+    method: str = radiometry.ZSCORE,
+    low_percentile: float = 2.0,
+    high_percentile: float = 98.0,
+    stats: radiometry.NormalizationStats | None = None,
+    stats_path: str | None = None,
+    progress: ProgressFn | None = None,
+    is_canceled: CancelFn | None = None,
+) -> radiometry.NormalizationStats:
+    """Standardise every band; the statistics used are written to the output metadata (and ``stats_path``).
+
+    Give ``stats`` to reuse statistics from an earlier run (e.g. those of a model's training data).
+    """
+    check_not_same_file([src_path], dst_path)
+    ds = open_raster(src_path)
+    info = read_info(ds)
+    if stats is None:
+        stats = compute_normalization_stats(src_path, method, low_percentile, high_percentile)
+    else:
+        check_has_data(ds, info)
+        stats = radiometry.NormalizationStats(method=method, bands=stats.bands)
+    radiometry.check_stats_fit(stats, [info.band_label(b + 1) for b in range(info.band_count)])
+    nodata = _output_nodata(info)
+
+    def run(data: np.ndarray, valid: np.ndarray, _block: object) -> np.ndarray:
+        out = np.empty(data.shape, np.float32)
+        for b in range(data.shape[0]):
+            out[b] = np.where(valid[b], radiometry.normalize_values(data[b], stats.bands[b], method), nodata)
+        return out
+
+    metadata = dict(info.metadata)
+    metadata[radiometry.NORMALIZATION_METADATA_KEY] = stats.to_json()
+    band_metadata = [
+        {"SARSEG_MEAN": b.mean, "SARSEG_STD": b.std, "SARSEG_LOW": b.low, "SARSEG_HIGH": b.high} for b in stats.bands
+    ]
+    with GeoTiffWriter(
+        dst_path,
+        info.width,
+        info.height,
+        info.band_count,
+        np.float32,
+        info.geotransform,
+        info.projection,
+        nodata=nodata,
+        descriptions=info.descriptions,
+        metadata=metadata,
+        band_metadata=band_metadata,
+    ) as writer:
+        map_blocks(ds, writer, run, progress=progress, is_canceled=is_canceled)
+    if stats_path:
+        tmp = f"{stats_path}.partial"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(stats.to_json())
+        os.replace(tmp, stats_path)
+    return stats

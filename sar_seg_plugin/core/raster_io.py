@@ -1,0 +1,387 @@
+"""Block-wise raster reading and atomic GeoTIFF writing on GDAL (QGIS's own ``osgeo.gdal``).
+
+Every algorithm streams through this module: rasters are read window by window (with a halo for
+neighbourhood filters) and written tile by tile, so memory is bounded by the block, not the raster.
+Outputs are written to a hidden temporary file beside the destination and moved into place only when
+the run succeeds; a failed or cancelled run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from osgeo import gdal, gdal_array
+
+from .errors import CancelledError, SarSegError
+
+DEFAULT_BLOCK = 512
+#: GDAL keeps category names and some metadata in a side-car file next to the GeoTIFF.
+SIDECAR_SUFFIXES = ("", ".aux.xml", ".msk")
+
+ProgressFn = Callable[[float], None]
+CancelFn = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class Window:
+    """A pixel rectangle of a raster."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        return slice(self.y, self.y + self.height), slice(self.x, self.x + self.width)
+
+
+@dataclass(frozen=True)
+class Block:
+    """A block to produce (``core``) and the larger window to read for it (``read`` = core + halo)."""
+
+    index: int
+    core: Window
+    read: Window
+
+    @property
+    def inner(self) -> tuple[slice, slice]:
+        """Slices of the core inside an array read over ``read``."""
+        oy = self.core.y - self.read.y
+        ox = self.core.x - self.read.x
+        return slice(oy, oy + self.core.height), slice(ox, ox + self.core.width)
+
+
+def iter_blocks(width: int, height: int, block_size: int = DEFAULT_BLOCK, halo: int = 0) -> list[Block]:
+    """Cover a ``width`` x ``height`` raster with blocks; each read window is the block grown by
+    ``halo`` pixels and clipped to the raster (pixels outside the raster count as missing)."""
+    if width <= 0 or height <= 0:
+        raise SarSegError(f"The raster is empty ({width} x {height} pixels).")
+    blocks = []
+    for y in range(0, height, block_size):
+        for x in range(0, width, block_size):
+            w = min(block_size, width - x)
+            h = min(block_size, height - y)
+            rx, ry = max(0, x - halo), max(0, y - halo)
+            rw = min(width, x + w + halo) - rx
+            rh = min(height, y + h + halo) - ry
+            blocks.append(Block(len(blocks), Window(x, y, w, h), Window(rx, ry, rw, rh)))
+    return blocks
+
+
+@dataclass
+class RasterInfo:
+    """What an algorithm needs to know about an input raster."""
+
+    path: str
+    width: int
+    height: int
+    band_count: int
+    geotransform: tuple[float, ...]
+    projection: str
+    nodata: list[float | None]
+    descriptions: list[str]
+    units: list[str]
+    dtype: np.dtype
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pixel_count(self) -> int:
+        return self.width * self.height
+
+    def band_label(self, band: int) -> str:
+        """A readable label for a 1-based band: its description or 'band N'."""
+        description = self.descriptions[band - 1]
+        return description if description else f"band {band}"
+
+
+def open_raster(path: str | os.PathLike) -> gdal.Dataset:
+    """Open a raster read-only, with a clear error when GDAL cannot read it."""
+    path = str(path)
+    if not path:
+        raise SarSegError("No raster was given. Choose a raster layer or file.")
+    if not path.startswith("/vsi") and not os.path.exists(path):
+        raise SarSegError(f"The raster file '{path}' does not exist. Check the path.")
+    ds = gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_READONLY)
+    if ds is None:
+        raise SarSegError(
+            f"'{path}' could not be opened as a raster ({gdal.GetLastErrorMsg() or 'unknown format'}). "
+            "Give a GDAL-readable raster such as a GeoTIFF."
+        )
+    if ds.RasterCount == 0:
+        raise SarSegError(f"'{path}' has no raster bands. Give a raster with at least one band.")
+    return ds
+
+
+def read_info(ds: gdal.Dataset) -> RasterInfo:
+    """Describe an open dataset: size, georeferencing, nodata, band descriptions and units."""
+    bands = [ds.GetRasterBand(i + 1) for i in range(ds.RasterCount)]
+    dtype = np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(bands[0].DataType))
+    return RasterInfo(
+        path=ds.GetDescription(),
+        width=ds.RasterXSize,
+        height=ds.RasterYSize,
+        band_count=ds.RasterCount,
+        geotransform=tuple(ds.GetGeoTransform(can_return_null=True) or (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)),
+        projection=ds.GetProjection() or "",
+        nodata=[b.GetNoDataValue() for b in bands],
+        descriptions=[b.GetDescription() or "" for b in bands],
+        units=[b.GetUnitType() or "" for b in bands],
+        dtype=dtype,
+        metadata=ds.GetMetadata() or {},
+    )
+
+
+def read_window(
+    ds: gdal.Dataset, window: Window, bands: Sequence[int] | None = None, dtype: np.dtype = np.float32
+) -> np.ndarray:
+    """Read ``window`` of the 1-based ``bands`` (all by default) as a (bands, rows, cols) array."""
+    band_list = list(bands) if bands is not None else list(range(1, ds.RasterCount + 1))
+    out = np.empty((len(band_list), window.height, window.width), dtype=dtype)
+    for i, b in enumerate(band_list):
+        arr = ds.GetRasterBand(b).ReadAsArray(window.x, window.y, window.width, window.height)
+        if arr is None:
+            raise SarSegError(f"Reading band {b} of '{ds.GetDescription()}' failed: {gdal.GetLastErrorMsg()}")
+        out[i] = arr
+    return out
+
+
+def valid_mask(data: np.ndarray, nodata: Sequence[float | None]) -> np.ndarray:
+    """True where a pixel holds data: finite and not the band's nodata value. ``data`` is (bands, h, w)."""
+    valid = np.isfinite(data) if np.issubdtype(data.dtype, np.floating) else np.ones(data.shape, bool)
+    for i, nd in enumerate(nodata):
+        if nd is not None and np.isfinite(nd):
+            valid[i] &= data[i] != nd
+    return valid
+
+
+def sample_band(ds: gdal.Dataset, band: int, max_pixels: int = 1_000_000) -> np.ndarray:
+    """Valid values of a band on a regular decimated grid (all pixels for small rasters).
+
+    GDAL does the decimation while reading, so memory stays at ``max_pixels`` whatever the raster size.
+    """
+    w, h = ds.RasterXSize, ds.RasterYSize
+    step = max(1.0, np.sqrt(w * h / max_pixels))
+    bw, bh = max(1, int(w / step)), max(1, int(h / step))
+    rb = ds.GetRasterBand(band)
+    arr = rb.ReadAsArray(0, 0, w, h, buf_xsize=bw, buf_ysize=bh)
+    if arr is None:
+        raise SarSegError(f"Reading band {band} of '{ds.GetDescription()}' failed: {gdal.GetLastErrorMsg()}")
+    arr = arr.astype(np.float64, copy=False)
+    ok = valid_mask(arr[None], [rb.GetNoDataValue()])[0]
+    return arr[ok]
+
+
+def _creation_options(dtype: np.dtype, band_count: int, compress: str) -> list[str]:
+    opts = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "BIGTIFF=IF_SAFER", f"COMPRESS={compress}"]
+    if compress in ("DEFLATE", "ZSTD", "LZW"):
+        opts.append("PREDICTOR=2" if np.issubdtype(dtype, np.integer) else "PREDICTOR=3")
+        opts.append("NUM_THREADS=ALL_CPUS")
+    if compress == "DEFLATE":
+        opts.append("ZLEVEL=1")
+    if band_count > 1:
+        opts.append("INTERLEAVE=BAND")
+    return opts
+
+
+class GeoTiffWriter:
+    """Write a tiled, compressed GeoTIFF window by window; atomic on success, nothing left on failure.
+
+    Use as a context manager: leaving the block normally moves the file into place, an exception
+    (including :class:`CancelledError`) deletes the temporary file and leaves any existing file untouched.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        width: int,
+        height: int,
+        band_count: int,
+        dtype: np.dtype | type,
+        geotransform: Sequence[float],
+        projection: str,
+        nodata: float | None = None,
+        descriptions: Sequence[str] | None = None,
+        units: Sequence[str] | None = None,
+        metadata: dict[str, str] | None = None,
+        band_metadata: Sequence[dict[str, str]] | None = None,
+        color_table: dict[int, tuple[int, int, int, int]] | None = None,
+        category_names: Sequence[str] | None = None,
+        compress: str = "DEFLATE",
+    ) -> None:
+        self.path = Path(path)
+        if self.path.suffix.lower() not in (".tif", ".tiff"):
+            raise SarSegError(f"Output '{self.path}' must be a GeoTIFF file ending in .tif.")
+        if not self.path.parent.exists():
+            raise SarSegError(f"The output folder '{self.path.parent}' does not exist. Create it or choose another.")
+        self.dtype = np.dtype(dtype)
+        self.tmp_path = self.path.with_name(f".{self.path.stem}.{uuid.uuid4().hex[:8]}.partial.tif")
+        driver = gdal.GetDriverByName("GTiff")
+        gdal_type = gdal_array.NumericTypeCodeToGDALTypeCode(self.dtype)
+        self.ds = driver.Create(
+            str(self.tmp_path),
+            width,
+            height,
+            band_count,
+            gdal_type,
+            options=_creation_options(self.dtype, band_count, compress),
+        )
+        if self.ds is None:
+            raise SarSegError(f"Cannot create '{self.path}': {gdal.GetLastErrorMsg()}. Check the folder is writable.")
+        self.ds.SetGeoTransform(list(geotransform))
+        if projection:
+            self.ds.SetProjection(projection)
+        if metadata:
+            self.ds.SetMetadata({k: str(v) for k, v in metadata.items()})
+        for i in range(band_count):
+            band = self.ds.GetRasterBand(i + 1)
+            if nodata is not None:
+                band.SetNoDataValue(float(nodata))
+            if descriptions and i < len(descriptions) and descriptions[i]:
+                band.SetDescription(descriptions[i])
+            if units and i < len(units) and units[i]:
+                band.SetUnitType(units[i])
+            if band_metadata and i < len(band_metadata) and band_metadata[i]:
+                band.SetMetadata({k: str(v) for k, v in band_metadata[i].items()})
+        if color_table:
+            ct = gdal.ColorTable()
+            for value, rgba in color_table.items():
+                ct.SetColorEntry(int(value), tuple(int(c) for c in rgba))
+            self.ds.GetRasterBand(1).SetRasterColorTable(ct)
+            self.ds.GetRasterBand(1).SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
+        if category_names:
+            self.ds.GetRasterBand(1).SetCategoryNames(list(category_names))
+        self.band_count = band_count
+
+    def write(self, window: Window, array: np.ndarray) -> None:
+        """Write a (bands, rows, cols) array (or (rows, cols) for one band) at ``window``."""
+        if array.ndim == 2:
+            array = array[None]
+        if array.shape != (self.band_count, window.height, window.width):
+            raise ValueError(f"block shape {array.shape} does not match window {window} x {self.band_count} bands")
+        for i in range(self.band_count):
+            err = self.ds.GetRasterBand(i + 1).WriteArray(array[i].astype(self.dtype, copy=False), window.x, window.y)
+            if err != 0:
+                raise SarSegError(f"Writing '{self.path}' failed: {gdal.GetLastErrorMsg()}. Is the disk full?")
+
+    def set_band_metadata(self, band: int, metadata: dict[str, str]) -> None:
+        """Add metadata to a 1-based band (e.g. statistics known only after the pass)."""
+        rb = self.ds.GetRasterBand(band)
+        current = rb.GetMetadata() or {}
+        current.update({k: str(v) for k, v in metadata.items()})
+        rb.SetMetadata(current)
+
+    def set_metadata(self, metadata: dict[str, str]) -> None:
+        current = self.ds.GetMetadata() or {}
+        current.update({k: str(v) for k, v in metadata.items()})
+        self.ds.SetMetadata(current)
+
+    def commit(self) -> Path:
+        """Flush, close and move the finished file (and its side-cars) into place."""
+        self.ds.FlushCache()
+        self.ds = None
+        for suffix in SIDECAR_SUFFIXES:
+            tmp = Path(str(self.tmp_path) + suffix)
+            dst = Path(str(self.path) + suffix)
+            if tmp.exists():
+                os.replace(tmp, dst)
+            elif suffix and dst.exists():
+                dst.unlink()  # a stale side-car from an earlier output would describe the wrong file
+        return self.path
+
+    def abort(self) -> None:
+        """Close and delete the temporary file; the destination is left as it was."""
+        self.ds = None
+        for suffix in SIDECAR_SUFFIXES:
+            tmp = Path(str(self.tmp_path) + suffix)
+            if tmp.exists():
+                tmp.unlink()
+
+    def __enter__(self) -> GeoTiffWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+BlockFn = Callable[[np.ndarray, np.ndarray, Block], np.ndarray]
+
+
+def map_blocks(
+    src: gdal.Dataset,
+    writer: GeoTiffWriter,
+    func: BlockFn,
+    *,
+    halo: int = 0,
+    block_size: int = DEFAULT_BLOCK,
+    bands: Sequence[int] | None = None,
+    progress: ProgressFn | None = None,
+    is_canceled: CancelFn | None = None,
+    workers: int | None = None,
+) -> None:
+    """Stream ``src`` through ``func`` block by block into ``writer``.
+
+    ``func(data, valid, block)`` receives the float32 (bands, h, w) pixels of ``block.read`` (core + halo)
+    and their validity mask, and returns a (out_bands, h, w) array over the same read window; its core
+    is written. Blocks are computed on a small thread pool (numpy and scipy release the GIL) while reads
+    and writes stay on this thread; at most ``2 * workers`` blocks are in memory at once.
+    """
+    info = read_info(src)
+    band_list = list(bands) if bands is not None else list(range(1, info.band_count + 1))
+    nodata = [info.nodata[b - 1] for b in band_list]
+    blocks = iter_blocks(info.width, info.height, block_size, halo)
+    workers = workers or max(1, min(4, os.cpu_count() or 1))
+    pending: deque[tuple[Block, Future]] = deque()
+    done = 0
+
+    def flush_one() -> None:
+        nonlocal done
+        block, fut = pending.popleft()
+        out = fut.result()
+        if out.ndim == 2:
+            out = out[None]
+        writer.write(block.core, out[(slice(None), *block.inner)])
+        done += 1
+        if progress:
+            progress(100.0 * done / len(blocks))
+
+    def compute(data: np.ndarray, block: Block) -> np.ndarray:
+        return func(data, valid_mask(data, nodata), block)
+
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        for block in blocks:
+            if is_canceled and is_canceled():
+                raise CancelledError("Cancelled by the user.")
+            data = read_window(src, block.read, band_list)
+            pending.append((block, pool.submit(compute, data, block)))
+            while len(pending) >= 2 * workers:
+                flush_one()
+        while pending:
+            if is_canceled and is_canceled():
+                raise CancelledError("Cancelled by the user.")
+            flush_one()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def iter_read_blocks(
+    ds: gdal.Dataset, block_size: int = DEFAULT_BLOCK, bands: Sequence[int] | None = None
+) -> Iterator[tuple[Block, np.ndarray, np.ndarray]]:
+    """Yield (block, data, valid) over a raster without halo, for statistics passes."""
+    info = read_info(ds)
+    band_list = list(bands) if bands is not None else list(range(1, info.band_count + 1))
+    nodata = [info.nodata[b - 1] for b in band_list]
+    for block in iter_blocks(info.width, info.height, block_size, 0):
+        data = read_window(ds, block.read, band_list)
+        yield block, data, valid_mask(data, nodata)

@@ -1,0 +1,1 @@
+"""Model registry: bundled default ONNX models and the metadata contract (filled by the training issue)."""

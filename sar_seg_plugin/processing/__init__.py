@@ -1,0 +1,1 @@
+"""The ``sarseg`` Processing provider and its algorithms (thin wrappers over ``core``)."""

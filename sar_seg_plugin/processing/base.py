@@ -1,0 +1,103 @@
+"""Shared plumbing of SAR Seg algorithms: naming, groups, help, input checks and error translation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsRasterLayer,
+)
+from qgis.PyQt.QtCore import QCoreApplication
+from qgis.PyQt.QtGui import QIcon
+
+from ..core.errors import CancelledError, SarSegError
+
+ICON = Path(__file__).resolve().parent.parent / "icons" / "sarseg.svg"
+GROUPS = {
+    "preprocessing": "Preprocessing",
+    "segmentation": "Segmentation",
+    "forecasting": "Forecasting",
+    "clustering": "Clustering",
+}
+T = TypeVar("T")
+
+
+class SarSegAlgorithm(QgsProcessingAlgorithm):
+    """Base class: subclasses set NAME, DISPLAY_NAME, GROUP_ID and HELP and implement the rest."""
+
+    NAME = ""
+    DISPLAY_NAME = ""
+    GROUP_ID = "preprocessing"
+    HELP = ""
+
+    def tr(self, text: str) -> str:
+        return QCoreApplication.translate(type(self).__name__, text)
+
+    def createInstance(self) -> SarSegAlgorithm:  # noqa: N802 - QGIS API name
+        return type(self)()
+
+    def name(self) -> str:
+        return self.NAME
+
+    def displayName(self) -> str:  # noqa: N802 - QGIS API name
+        return self.tr(self.DISPLAY_NAME)
+
+    def group(self) -> str:
+        return self.tr(GROUPS[self.GROUP_ID])
+
+    def groupId(self) -> str:  # noqa: N802 - QGIS API name
+        return self.GROUP_ID
+
+    def shortHelpString(self) -> str:  # noqa: N802 - QGIS API name
+        return self.tr(self.HELP)
+
+    def icon(self) -> QIcon:
+        return QIcon(str(ICON))
+
+    # --- helpers for subclasses ---------------------------------------------------------------------
+
+    def raster_layer(self, parameters: dict, name: str, context: QgsProcessingContext) -> QgsRasterLayer:
+        """The raster layer of a parameter, or a clear error when it is missing or not a file raster."""
+        layer = self.parameterAsRasterLayer(parameters, name, context)
+        if layer is None or not layer.isValid():
+            raise QgsProcessingException(
+                self.invalidRasterError(parameters, name)
+                + " "
+                + self.tr("Give a raster layer or a raster file such as a GeoTIFF.")
+            )
+        if layer.providerType() != "gdal":
+            raise QgsProcessingException(
+                self.tr(
+                    f"Layer '{layer.name()}' is a '{layer.providerType()}' raster; SAR Seg reads file rasters "
+                    "(GDAL). Export it to GeoTIFF first (right-click > Export > Save As)."
+                )
+            )
+        return layer
+
+    def raster_path(self, parameters: dict, name: str, context: QgsProcessingContext) -> str:
+        return self.raster_layer(parameters, name, context).source().split("|")[0]
+
+    @staticmethod
+    def callbacks(feedback: QgsProcessingFeedback) -> dict[str, Callable]:
+        """progress / is_canceled / log callables for core functions."""
+        return {
+            "progress": feedback.setProgress,
+            "is_canceled": feedback.isCanceled,
+        }
+
+    def run_core(self, fn: Callable[[], T]) -> T:
+        """Run core code, turning its errors into QgsProcessingException with the same plain message."""
+        try:
+            return fn()
+        except CancelledError as exc:
+            raise QgsProcessingException(self.tr("Cancelled by the user: no output was written.")) from exc
+        except SarSegError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        except MemoryError as exc:
+            raise QgsProcessingException(self.tr("Out of memory; no output was written.")) from exc

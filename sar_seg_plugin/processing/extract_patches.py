@@ -1,0 +1,159 @@
+"""sarseg:extract_patches — training patches with a leak-free spatial train/validation split."""
+
+from __future__ import annotations
+
+from qgis.core import (
+    QgsCoordinateTransform,
+    QgsProcessing,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingOutputFile,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsWkbTypes,
+)
+
+from ..core.patches import FORMATS, extract_patches
+from .base import SarSegAlgorithm
+
+
+class ExtractPatchesAlgorithm(SarSegAlgorithm):
+    INPUT = "INPUT"
+    LABELS = "LABELS"
+    AOI = "AOI"
+    PATCH_SIZE = "PATCH_SIZE"
+    STRIDE = "STRIDE"
+    MIN_VALID = "MIN_VALID"
+    VAL_FRACTION = "VAL_FRACTION"
+    SPLIT_BLOCK = "SPLIT_BLOCK"
+    FORMAT = "FORMAT"
+    SEED = "SEED"
+    OUTPUT = "OUTPUT"
+    TRAIN_COUNT = "TRAIN_COUNT"
+    VAL_COUNT = "VAL_COUNT"
+    INDEX = "INDEX"
+
+    NAME = "extract_patches"
+    DISPLAY_NAME = "Extract training patches"
+    GROUP_ID = "preprocessing"
+    HELP = (
+        "Cuts a raster (and its label raster) into square patches for training a segmentation model.\n\n"
+        "<b>Label raster</b> (optional): class ids per pixel; resampled (nearest) to the image grid if needed.\n"
+        "<b>Area of interest</b> (optional): polygons; only pixels inside them count as valid.\n"
+        "<b>Patch size / stride</b>: patch side and step in pixels (stride < size gives overlapping patches).\n"
+        "<b>Minimum valid fraction</b>: a patch is kept when at least this fraction of its pixels hold data "
+        "in every band, have a label and lie inside the AOI.\n"
+        "<b>Validation fraction / split block size</b>: the raster is cut into square blocks (default 4 "
+        "patch sizes); a random fraction of whole blocks goes to validation. Patches that would overlap both "
+        "a training and a validation block are dropped, so no pixel is shared between the two splits.\n"
+        "<b>Format</b>: GeoTIFF pairs (train|val/images|labels/patch_NNNNNN.tif) or NumPy archives "
+        "(train.npz, val.npz with images, labels and positions). An index.csv lists every patch.\n"
+    )
+
+    def initAlgorithm(self, config: dict | None = None) -> None:  # noqa: N802 - QGIS API name
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Image raster")))
+        self.addParameter(QgsProcessingParameterRasterLayer(self.LABELS, self.tr("Label raster"), optional=True))
+        self.addParameter(
+            QgsProcessingParameterFeatureSource(
+                self.AOI, self.tr("Area of interest"), [QgsProcessing.TypeVectorPolygon], optional=True
+            )
+        )
+        integer, double = QgsProcessingParameterNumber.Integer, QgsProcessingParameterNumber.Double
+        self.addParameter(
+            QgsProcessingParameterNumber(self.PATCH_SIZE, self.tr("Patch size (pixels)"), integer, 256, False, 8)
+        )
+        self.addParameter(QgsProcessingParameterNumber(self.STRIDE, self.tr("Stride (pixels)"), integer, 256, False, 1))
+        self.addParameter(
+            QgsProcessingParameterNumber(self.MIN_VALID, self.tr("Minimum valid fraction"), double, 0.9, False, 0, 1)
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(self.VAL_FRACTION, self.tr("Validation fraction"), double, 0.2, False, 0, 0.9)
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.SPLIT_BLOCK,
+                self.tr("Split block size (pixels, 0 = 4 patch sizes)"),
+                integer,
+                0,
+                False,
+                0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.FORMAT,
+                self.tr("Format"),
+                options=[self.tr("GeoTIFF pairs"), self.tr("NumPy .npz")],
+                defaultValue=0,
+            )
+        )
+        self.addParameter(QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"), integer, 0, False, 0))
+        self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT, self.tr("Output folder")))
+        self.addOutput(QgsProcessingOutputNumber(self.TRAIN_COUNT, self.tr("Training patches")))
+        self.addOutput(QgsProcessingOutputNumber(self.VAL_COUNT, self.tr("Validation patches")))
+        self.addOutput(QgsProcessingOutputFile(self.INDEX, self.tr("Patch index (CSV)")))
+
+    def _aoi_wkts(self, parameters: dict, context: QgsProcessingContext, raster_crs: object) -> list[str] | None:
+        source = self.parameterAsSource(parameters, self.AOI, context)
+        if source is None:
+            return None
+        transform = QgsCoordinateTransform(source.sourceCrs(), raster_crs, context.transformContext())
+        wkts = []
+        for feature in source.getFeatures():
+            geom = feature.geometry()
+            if geom.isEmpty() or QgsWkbTypes.geometryType(geom.wkbType()) != QgsWkbTypes.PolygonGeometry:
+                continue
+            if not geom.isGeosValid():
+                geom = geom.makeValid()
+            geom.transform(transform)
+            wkts.append(geom.asWkt())
+        if not wkts:
+            raise QgsProcessingException(
+                self.tr("The area-of-interest layer has no polygon. Give polygons or leave the AOI empty.")
+            )
+        return wkts
+
+    def processAlgorithm(  # noqa: N802 - QGIS API name
+        self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> dict:
+        layer = self.raster_layer(parameters, self.INPUT, context)
+        image = layer.source().split("|")[0]
+        labels = None
+        if parameters.get(self.LABELS):
+            labels = self.raster_path(parameters, self.LABELS, context)
+        aoi = self._aoi_wkts(parameters, context, layer.crs())
+        out_dir = self.parameterAsString(parameters, self.OUTPUT, context)
+        result = self.run_core(
+            lambda: extract_patches(
+                image,
+                out_dir,
+                size=self.parameterAsInt(parameters, self.PATCH_SIZE, context),
+                stride=self.parameterAsInt(parameters, self.STRIDE, context),
+                label_path=labels,
+                aoi_wkts=aoi,
+                min_valid=self.parameterAsDouble(parameters, self.MIN_VALID, context),
+                val_fraction=self.parameterAsDouble(parameters, self.VAL_FRACTION, context),
+                split_block=self.parameterAsInt(parameters, self.SPLIT_BLOCK, context) or None,
+                fmt=FORMATS[self.parameterAsEnum(parameters, self.FORMAT, context)],
+                seed=self.parameterAsInt(parameters, self.SEED, context),
+                **self.callbacks(feedback),
+            )
+        )
+        feedback.pushInfo(
+            self.tr(
+                f"{result['train']} training and {result['val']} validation patches of {result['candidates']} "
+                f"candidates ({result['dropped_invalid']} with too little valid data, "
+                f"{result['dropped_at_split_borders']} dropped at train/validation borders)."
+            )
+        )
+        return {
+            self.OUTPUT: out_dir,
+            self.TRAIN_COUNT: result["train"],
+            self.VAL_COUNT: result["val"],
+            self.INDEX: result["index"],
+        }

@@ -1,0 +1,49 @@
+"""The ``sarseg`` Processing provider: an explicit list of algorithms, a stable id."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+from .convert_db import ConvertDbAlgorithm
+from .extract_patches import ExtractPatchesAlgorithm
+from .normalize import NormalizeAlgorithm
+from .speckle_filter import SpeckleFilterAlgorithm
+from .stack_time_series import StackTimeSeriesAlgorithm
+
+ICON = Path(__file__).resolve().parent.parent / "icons" / "sarseg.svg"
+
+
+class SarSegProvider(QgsProcessingProvider):
+    """SAR Seg algorithms in the Processing toolbox, the modeler, batch mode and qgis_process."""
+
+    def loadAlgorithms(self) -> None:  # noqa: N802 - QGIS API name
+        for algorithm in (
+            SpeckleFilterAlgorithm(),
+            ConvertDbAlgorithm(),
+            NormalizeAlgorithm(),
+            ExtractPatchesAlgorithm(),
+            StackTimeSeriesAlgorithm(),
+        ):
+            self.addAlgorithm(algorithm)
+
+    def id(self) -> str:
+        return "sarseg"
+
+    def name(self) -> str:
+        return "SAR Seg"
+
+    def longName(self) -> str:
+        return "SAR Seg — SAR segmentation, forecasting and clustering"
+
+    def icon(self) -> QIcon:
+        return QIcon(str(ICON))
+
+    def svgIconPath(self) -> str:  # noqa: N802 - QGIS API name
+        return str(ICON)
+
+    def supportedOutputRasterLayerExtensions(self) -> list[str]:  # noqa: N802 - QGIS API name
+        # Outputs are streamed as tiled, compressed GeoTIFF.
+        return ["tif"]
