@@ -1,0 +1,34 @@
+# SAR Seg — every target installs what it needs first (make setup is a no-op when all is there).
+SHELL := /bin/bash
+PY := .venv/bin/python
+export QT_QPA_PLATFORM ?= offscreen
+
+.PHONY: setup test demo lint format package bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+test: setup
+	$(PY) -m pytest -q -rs
+
+demo: setup
+	$(PY) scripts/demo.py --out demo_output
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+format: setup
+	.venv/bin/ruff format .
+	.venv/bin/ruff check --fix .
+
+package: setup
+	$(PY) scripts/package.py --out dist
+
+# Benchmarks print figures; Orfeo ToolBox (otb-bin) is the speckle baseline.
+bench: setup
+	@bash scripts/setup.sh otb-bin
+	$(PY) bench/speckle.py
+
+clean:
+	rm -rf demo_output dist build .pytest_cache .ruff_cache
