@@ -123,16 +123,23 @@ class _AoiMask:
 
 
 class _NpzStream:
-    """Appends patches to the members of an .npz archive without holding them in memory."""
+    """Appends patches to the arrays of an .npz archive without holding them in memory.
+
+    Each array is streamed to its own .npy file (header first, since the count is known), and the
+    files are packed into the archive at the end (zip allows one open member at a time).
+    """
 
     def __init__(self, path: Path, shapes: dict[str, tuple[tuple[int, ...], np.dtype, int]]) -> None:
-        self.zip = zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True)
+        self.path = path
+        self.files: dict[str, Path] = {}
         self.handles = {}
         for name, (shape, dtype, count) in shapes.items():
-            handle = self.zip.open(f"{name}.npy", "w", force_zip64=True)
+            member = path.with_name(f"{path.stem}.{name}.npy")
+            handle = open(member, "wb")  # noqa: SIM115 - closed in close()
             header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
                       "shape": (count, *shape)}  # fmt: skip
             np.lib.format.write_array_header_2_0(handle, header)
+            self.files[name] = member
             self.handles[name] = handle
 
     def append(self, name: str, array: np.ndarray) -> None:
@@ -141,7 +148,10 @@ class _NpzStream:
     def close(self) -> None:
         for handle in self.handles.values():
             handle.close()
-        self.zip.close()
+        with zipfile.ZipFile(self.path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+            for name, member in self.files.items():
+                archive.write(member, f"{name}.npy")
+                member.unlink()
 
 
 def extract_patches(

@@ -102,6 +102,15 @@ class RasterInfo:
         return description if description else f"band {band}"
 
 
+def try_open(path: str, flags: int = gdal.OF_RASTER | gdal.OF_READONLY) -> gdal.Dataset | None:
+    """``gdal.OpenEx`` that returns None on failure whether or not GDAL exceptions are enabled
+    (QGIS enables them; plain GDAL scripts usually do not)."""
+    try:
+        return gdal.OpenEx(path, flags)
+    except RuntimeError:
+        return None
+
+
 def open_raster(path: str | os.PathLike) -> gdal.Dataset:
     """Open a raster read-only, with a clear error when GDAL cannot read it."""
     path = str(path)
@@ -109,7 +118,7 @@ def open_raster(path: str | os.PathLike) -> gdal.Dataset:
         raise SarSegError("No raster was given. Choose a raster layer or file.")
     if not path.startswith("/vsi") and not os.path.exists(path):
         raise SarSegError(f"The raster file '{path}' does not exist. Check the path.")
-    ds = gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_READONLY)
+    ds = try_open(path)
     if ds is None:
         raise SarSegError(
             f"'{path}' could not be opened as a raster ({gdal.GetLastErrorMsg() or 'unknown format'}). "
@@ -225,14 +234,17 @@ class GeoTiffWriter:
         self.tmp_path = self.path.with_name(f".{self.path.stem}.{uuid.uuid4().hex[:8]}.partial.tif")
         driver = gdal.GetDriverByName("GTiff")
         gdal_type = gdal_array.NumericTypeCodeToGDALTypeCode(self.dtype)
-        self.ds = driver.Create(
-            str(self.tmp_path),
-            width,
-            height,
-            band_count,
-            gdal_type,
-            options=_creation_options(self.dtype, band_count, compress),
-        )
+        try:
+            self.ds = driver.Create(
+                str(self.tmp_path),
+                width,
+                height,
+                band_count,
+                gdal_type,
+                options=_creation_options(self.dtype, band_count, compress),
+            )
+        except RuntimeError:
+            self.ds = None
         if self.ds is None:
             raise SarSegError(f"Cannot create '{self.path}': {gdal.GetLastErrorMsg()}. Check the folder is writable.")
         self.ds.SetGeoTransform(list(geotransform))

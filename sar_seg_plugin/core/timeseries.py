@@ -182,19 +182,22 @@ def aligned(path: str, reference: Grid, resampling: str = "bilinear") -> gdal.Da
     check_overlap(grid, reference, Path(path).name)
     xmin, ymin, xmax, ymax = reference.bounds
     nodata = info.nodata[0]
-    warped = gdal.Warp(
-        f"/vsimem/sarseg_align_{uuid.uuid4().hex}.vrt",
-        ds,
-        format="VRT",
-        outputBounds=(xmin, ymin, xmax, ymax),
-        width=reference.width,
-        height=reference.height,
-        dstSRS=reference.projection,
-        resampleAlg=RESAMPLING[resampling],
-        srcNodata=nodata,
-        dstNodata=nodata if nodata is not None else float("nan"),
-        multithread=True,
-    )
+    try:
+        warped = gdal.Warp(
+            f"/vsimem/sarseg_align_{uuid.uuid4().hex}.vrt",
+            ds,
+            format="VRT",
+            outputBounds=(xmin, ymin, xmax, ymax),
+            width=reference.width,
+            height=reference.height,
+            dstSRS=reference.projection,
+            resampleAlg=RESAMPLING[resampling],
+            srcNodata=nodata,
+            dstNodata=nodata if nodata is not None else float("nan"),
+            multithread=True,
+        )
+    except RuntimeError:
+        warped = None
     if warped is None:
         raise SarSegError(f"Aligning '{path}' to the reference grid failed: {gdal.GetLastErrorMsg()}")
     return warped

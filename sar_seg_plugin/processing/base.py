@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -11,12 +12,14 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingParameterRasterLayer,
     QgsRasterLayer,
 )
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from ..core.errors import CancelledError, SarSegError
+from ..core.raster_io import try_open
 
 ICON = Path(__file__).resolve().parent.parent / "icons" / "sarseg.svg"
 GROUPS = {
@@ -60,6 +63,21 @@ class SarSegAlgorithm(QgsProcessingAlgorithm):
     def icon(self) -> QIcon:
         return QIcon(str(ICON))
 
+    def checkParameterValues(self, parameters: dict, context: QgsProcessingContext) -> tuple[bool, str]:  # noqa: N802
+        """Say plainly when a raster parameter points at a file that is not a raster (e.g. a vector)."""
+        for definition in self.parameterDefinitions():
+            if not isinstance(definition, QgsProcessingParameterRasterLayer):
+                continue
+            value = parameters.get(definition.name())
+            if isinstance(value, str) and os.path.isfile(value.split("|")[0]):
+                path = value.split("|")[0]
+                if try_open(path) is None:
+                    return False, self.tr(
+                        f"'{path}' is not a raster file ({definition.description()}). "
+                        "Give a raster layer or a raster file such as a GeoTIFF."
+                    )
+        return super().checkParameterValues(parameters, context)
+
     # --- helpers for subclasses ---------------------------------------------------------------------
 
     def raster_layer(self, parameters: dict, name: str, context: QgsProcessingContext) -> QgsRasterLayer:
@@ -101,3 +119,5 @@ class SarSegAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(str(exc)) from exc
         except MemoryError as exc:
             raise QgsProcessingException(self.tr("Out of memory; no output was written.")) from exc
+        except RuntimeError as exc:  # GDAL errors, raised as RuntimeError when GDAL exceptions are on
+            raise QgsProcessingException(self.tr(f"GDAL error: {exc}. No output was written.")) from exc

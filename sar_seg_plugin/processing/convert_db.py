@@ -30,6 +30,7 @@ class ConvertDbAlgorithm(SarSegAlgorithm):
     GROUP_ID = "preprocessing"
     HELP = (
         "Converts every band between linear power (sigma0, gamma0) and decibels: dB = 10 log10(linear).\n\n"
+        "<b>Raster</b>: any raster of backscatter values, one or more bands.\n"
         "<b>Direction</b>: linear to dB, dB to linear, or auto (each band by its unit, 'dB' or 'linear', "
         "or else by its values: negative values mean dB).\n"
         "<b>Floor (dB)</b>: zeros and negative values have no logarithm; values at or below the floor "

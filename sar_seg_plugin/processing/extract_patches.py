@@ -43,6 +43,7 @@ class ExtractPatchesAlgorithm(SarSegAlgorithm):
     GROUP_ID = "preprocessing"
     HELP = (
         "Cuts a raster (and its label raster) into square patches for training a segmentation model.\n\n"
+        "<b>Image raster</b>: the bands to cut (e.g. VV/VH in dB).\n"
         "<b>Label raster</b> (optional): class ids per pixel; resampled (nearest) to the image grid if needed.\n"
         "<b>Area of interest</b> (optional): polygons; only pixels inside them count as valid.\n"
         "<b>Patch size / stride</b>: patch side and step in pixels (stride < size gives overlapping patches).\n"
@@ -53,6 +54,7 @@ class ExtractPatchesAlgorithm(SarSegAlgorithm):
         "a training and a validation block are dropped, so no pixel is shared between the two splits.\n"
         "<b>Format</b>: GeoTIFF pairs (train|val/images|labels/patch_NNNNNN.tif) or NumPy archives "
         "(train.npz, val.npz with images, labels and positions). An index.csv lists every patch.\n"
+        "<b>Random seed</b>: which blocks go to validation; the same seed gives the same split.\n"
     )
 
     def initAlgorithm(self, config: dict | None = None) -> None:  # noqa: N802 - QGIS API name

@@ -39,7 +39,7 @@ class NormalizeAlgorithm(SarSegAlgorithm):
     HELP = (
         "Standardises every band, e.g. before training or running a model.\n\n"
         "<b>Method</b>: z-score ((x - mean) / std), or percentile clip then min-max to [0, 1].\n"
-        "<b>Low / high percentile</b>: the clip limits of the percentile method (default 2 and 98).\n"
+        "<b>Low percentile / high percentile</b>: the clip limits of the percentile method (default 2 and 98).\n"
         "<b>Statistics file</b> (optional): reuse the statistics of an earlier run (the JSON this tool "
         "writes), e.g. those of the training scenes, instead of computing them on this raster.\n\n"
         "Statistics are computed over the whole raster (a regular sample of 4 million pixels per band for "

@@ -39,6 +39,7 @@ class SpeckleFilterAlgorithm(SarSegAlgorithm):
     GROUP_ID = "preprocessing"
     HELP = (
         "Reduces speckle in SAR intensity images with the filters ESA SNAP offers, on every band.\n\n"
+        "<b>SAR raster</b>: intensity (linear power) or dB bands, e.g. Sentinel-1 VV and VH.\n"
         "<b>Filter</b>: Lee, Refined Lee (edge-aligned windows), Lee Sigma (improved sigma filter of Lee et al. "
         "2009, keeps point targets), Frost, Gamma-MAP, Kuan, Boxcar (mean) or Median.\n"
         "<b>Window size</b>: odd size of the moving window in pixels (7 is a good start; Refined Lee needs "

@@ -1,0 +1,196 @@
+"""Bad input: a clear QgsProcessingException, inputs untouched, nothing half-written left behind."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import file_digest, leftovers
+from osgeo import gdal, osr
+
+
+def write_raster(path: Path, data: np.ndarray, epsg: int | None = 32631, nodata: float | None = 0.0,
+                 origin: tuple[float, float] = (500000.0, 4800000.0), pixel: float = 10.0) -> Path:  # fmt: skip
+    data = data if data.ndim == 3 else data[None]
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), data.shape[2], data.shape[1], data.shape[0], gdal.GDT_Float32)
+    ds.SetGeoTransform((origin[0], pixel, 0, origin[1], 0, -pixel))
+    if epsg:
+        srs = osr.SpatialReference()
+        srs.ImportFromEPSG(epsg)
+        ds.SetProjection(srs.ExportToWkt())
+    for i, band in enumerate(data):
+        ds.GetRasterBand(i + 1).WriteArray(band)
+        if nodata is not None:
+            ds.GetRasterBand(i + 1).SetNoDataValue(nodata)
+    ds = None
+    return path
+
+
+def speckled(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    return (0.05 * np.random.default_rng(seed).gamma(4.4, 1 / 4.4, size=shape)).astype(np.float32)
+
+
+def assert_fails(sarseg, algorithm: str, params: dict, *fragments: str, inputs=(), out_dir: Path | None = None):
+    from qgis.core import QgsProcessingException
+
+    digests = {p: file_digest(p) for p in inputs}
+    before = sorted(p.name for p in out_dir.iterdir()) if out_dir else []
+    with pytest.raises(QgsProcessingException) as error:
+        sarseg.run(algorithm, params)
+    message = str(error.value)
+    for fragment in fragments:
+        assert fragment in message, f"'{fragment}' not in: {message}"
+    for path, digest in digests.items():
+        assert file_digest(path) == digest, f"{path} was modified"
+    if out_dir is not None:
+        assert sorted(p.name for p in out_dir.iterdir()) == before, "a failed run left files behind"
+        assert leftovers(out_dir) == []
+    return message
+
+
+@pytest.fixture
+def scene(tmp_path) -> Path:
+    return write_raster(tmp_path / "scene_20260301.tif", speckled((2, 64, 64)))
+
+
+def test_vector_file_as_raster_input(sarseg, sample_dir, tmp_path):
+    gpkg = sample_dir / "communes.gpkg"
+    assert_fails(sarseg, "sarseg:speckle_filter", {"INPUT": str(gpkg), "OUTPUT": str(tmp_path / "o.tif")},
+                 "is not a raster file", inputs=[gpkg], out_dir=tmp_path)  # fmt: skip
+
+
+def test_corrupt_raster_file(sarseg, tmp_path):
+    bad = tmp_path / "broken.tif"
+    bad.write_bytes(b"II*\x00" + b"\x13" * 500)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert_fails(sarseg, "sarseg:convert_db", {"INPUT": str(bad), "OUTPUT": str(out / "o.tif")},
+                 "is not a raster file", inputs=[bad], out_dir=out)  # fmt: skip
+
+
+def test_all_nodata_raster(sarseg, tmp_path):
+    empty = write_raster(tmp_path / "empty.tif", np.zeros((2, 40, 40), np.float32), nodata=0.0)
+    assert_fails(sarseg, "sarseg:speckle_filter", {"INPUT": str(empty), "OUTPUT": str(tmp_path / "o.tif")},
+                 "no valid pixel", inputs=[empty], out_dir=tmp_path)  # fmt: skip
+
+
+def test_output_path_is_the_input(sarseg, scene, tmp_path):
+    assert_fails(sarseg, "sarseg:speckle_filter", {"INPUT": str(scene), "OUTPUT": str(scene)},
+                 "is the input raster", inputs=[scene], out_dir=tmp_path)  # fmt: skip
+
+
+def test_convert_db_output_is_the_input(sarseg, scene, tmp_path):
+    assert_fails(sarseg, "sarseg:convert_db", {"INPUT": str(scene), "OUTPUT": str(scene)},
+                 "is the input raster", inputs=[scene], out_dir=tmp_path)  # fmt: skip
+
+
+def test_even_window_size(sarseg, scene, tmp_path):
+    assert_fails(sarseg, "sarseg:speckle_filter", {"INPUT": str(scene), "WINDOW": 6, "OUTPUT": str(tmp_path / "o.tif")},
+                 "odd number", inputs=[scene], out_dir=tmp_path)  # fmt: skip
+
+
+def test_refined_lee_window_too_small(sarseg, scene, tmp_path):
+    assert_fails(sarseg, "sarseg:speckle_filter",
+                 {"INPUT": str(scene), "FILTER": 1, "WINDOW": 3, "OUTPUT": str(tmp_path / "o.tif")},
+                 ">= 5", inputs=[scene], out_dir=tmp_path)  # fmt: skip
+
+
+def test_cancel_mid_run_leaves_no_output(sarseg, tmp_path):
+    from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+    big = write_raster(tmp_path / "big.tif", speckled((1, 1300, 1300)))
+    existing = tmp_path / "filtered.tif"
+    shutil.copy(big, existing)  # an earlier result at the destination must survive a cancelled run
+    digest = file_digest(existing)
+    feedback = QgsProcessingFeedback()
+    feedback.progressChanged.connect(lambda _p: feedback.cancel())
+    with pytest.raises(QgsProcessingException, match="Cancelled"):
+        sarseg.run(
+            "sarseg:speckle_filter", {"INPUT": str(big), "FILTER": 0, "OUTPUT": str(existing)}, feedback=feedback
+        )
+    assert file_digest(existing) == digest
+    assert leftovers(tmp_path) == []
+
+
+def test_stack_duplicate_dates(sarseg, tmp_path):
+    a = write_raster(tmp_path / "a_20260301.tif", speckled((2, 32, 32), 1))
+    b = write_raster(tmp_path / "b_20260301.tif", speckled((2, 32, 32), 2))
+    assert_fails(sarseg, "sarseg:stack_time_series", {"INPUTS": [str(a), str(b)], "OUTPUT": str(tmp_path / "s.tif")},
+                 "same date 2026-03-01", inputs=[a, b], out_dir=tmp_path)  # fmt: skip
+
+
+def test_stack_rasters_that_do_not_overlap(sarseg, tmp_path):
+    a = write_raster(tmp_path / "a_20260301.tif", speckled((2, 32, 32), 1))
+    b = write_raster(tmp_path / "b_20260302.tif", speckled((2, 32, 32), 2), origin=(700000.0, 4800000.0))
+    assert_fails(sarseg, "sarseg:stack_time_series", {"INPUTS": [str(a), str(b)], "OUTPUT": str(tmp_path / "s.tif")},
+                 "does not overlap", inputs=[a, b], out_dir=tmp_path)  # fmt: skip
+
+
+def test_stack_raster_without_crs(sarseg, tmp_path):
+    a = write_raster(tmp_path / "a_20260301.tif", speckled((2, 32, 32), 1))
+    b = write_raster(tmp_path / "b_20260302.tif", speckled((2, 32, 32), 2), epsg=None)
+    assert_fails(sarseg, "sarseg:stack_time_series", {"INPUTS": [str(a), str(b)], "OUTPUT": str(tmp_path / "s.tif")},
+                 "no valid coordinate reference system", inputs=[a, b], out_dir=tmp_path)  # fmt: skip
+
+
+def test_stack_different_band_counts(sarseg, tmp_path):
+    a = write_raster(tmp_path / "a_20260301.tif", speckled((2, 32, 32), 1))
+    b = write_raster(tmp_path / "b_20260302.tif", speckled((1, 32, 32), 2))
+    assert_fails(sarseg, "sarseg:stack_time_series", {"INPUTS": [str(a), str(b)], "OUTPUT": str(tmp_path / "s.tif")},
+                 "same bands", inputs=[a, b], out_dir=tmp_path)  # fmt: skip
+
+
+def test_stack_without_dates(sarseg, tmp_path):
+    a = write_raster(tmp_path / "a.tif", speckled((2, 32, 32), 1))
+    b = write_raster(tmp_path / "b.tif", speckled((2, 32, 32), 2))
+    assert_fails(sarseg, "sarseg:stack_time_series", {"INPUTS": [str(a), str(b)], "OUTPUT": str(tmp_path / "s.tif")},
+                 "No date found", inputs=[a, b], out_dir=tmp_path)  # fmt: skip
+
+
+def test_stack_wrong_number_of_dates(sarseg, tmp_path):
+    a = write_raster(tmp_path / "a.tif", speckled((2, 32, 32), 1))
+    b = write_raster(tmp_path / "b.tif", speckled((2, 32, 32), 2))
+    assert_fails(sarseg, "sarseg:stack_time_series",
+                 {"INPUTS": [str(a), str(b)], "DATES": "2026-03-01", "OUTPUT": str(tmp_path / "s.tif")},
+                 "1 date(s) given for 2 rasters", inputs=[a, b], out_dir=tmp_path)  # fmt: skip
+
+
+def test_normalize_statistics_for_other_bands(sarseg, scene, tmp_path):
+    stats = tmp_path / "stats.json"
+    stats.write_text(json.dumps({"method": "zscore", "bands": [
+        {"name": "HH", "mean": 0.0, "std": 1.0, "low": 0.0, "high": 1.0, "low_percentile": 2.0,
+         "high_percentile": 98.0, "sample_size": 10}]}))  # fmt: skip
+    params = {"INPUT": str(scene), "STATS_FILE": str(stats), "OUTPUT": str(tmp_path / "n.tif")}
+    assert_fails(sarseg, "sarseg:normalize", params,
+                 "describes 1 band(s) (HH) but the raster has 2", inputs=[scene, stats], out_dir=tmp_path)  # fmt: skip
+
+
+def test_normalize_statistics_file_not_json(sarseg, scene, tmp_path):
+    stats = tmp_path / "stats.json"
+    stats.write_text("not json")
+    params = {"INPUT": str(scene), "STATS_FILE": str(stats), "OUTPUT": str(tmp_path / "n.tif")}
+    assert_fails(sarseg, "sarseg:normalize", params,
+                 "not a SAR Seg normalisation JSON", inputs=[scene, stats], out_dir=tmp_path)  # fmt: skip
+
+
+def test_patches_larger_than_the_raster(sarseg, scene, tmp_path):
+    out = tmp_path / "patches"
+    assert_fails(sarseg, "sarseg:extract_patches", {"INPUT": str(scene), "PATCH_SIZE": 128, "OUTPUT": str(out)},
+                 "larger than the raster", inputs=[scene], out_dir=tmp_path)  # fmt: skip
+
+
+def test_patches_aoi_outside_the_raster(sarseg, scene, tmp_path):
+    from qgis.core import QgsFeature, QgsGeometry, QgsRectangle, QgsVectorLayer
+
+    aoi = QgsVectorLayer("Polygon?crs=EPSG:32631", "aoi", "memory")
+    feature = QgsFeature()
+    feature.setGeometry(QgsGeometry.fromRect(QgsRectangle(0, 0, 1000, 1000)))
+    aoi.dataProvider().addFeatures([feature])
+    out = tmp_path / "patches"
+    out.mkdir()
+    assert_fails(sarseg, "sarseg:extract_patches",
+                 {"INPUT": str(scene), "AOI": aoi, "PATCH_SIZE": 16, "STRIDE": 16, "OUTPUT": str(out)},
+                 "No patch has at least", inputs=[scene], out_dir=out)  # fmt: skip
