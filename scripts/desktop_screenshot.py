@@ -1,0 +1,41 @@
+"""Screenshot of the speckle filter dialog in the real QGIS desktop (run under Xvfb).
+
+    Xvfb :99 -screen 0 1600x1000x24 &
+    DISPLAY=:99 QGIS_PLUGINPATH=$PWD PYTHONPATH=$PWD/.venv/lib/python3.11/site-packages \
+        SARSEG_SHOT=docs/speckle_filter_dialog.png SARSEG_INPUT=demo_output/data/sar_20260301.tif \
+        qgis --nologo --noversioncheck --profiles-path /tmp/sarseg-profile --code scripts/desktop_screenshot.py
+
+The profile must have the plugin enabled ([PythonPlugins] sar_seg_plugin=true in QGIS/QGIS3.ini).
+"""
+
+import os
+
+import processing
+from qgis.core import QgsApplication, QgsProject
+from qgis.PyQt.QtCore import QTimer
+from qgis.utils import iface
+
+state = {}
+
+
+def open_dialog() -> None:
+    provider = QgsApplication.processingRegistry().providerById("sarseg")
+    print("sarseg provider:", sorted(a.id() for a in provider.algorithms()) if provider else None, flush=True)
+    iface.mainWindow().setGeometry(0, 0, 1600, 1000)
+    dialog = processing.createAlgorithmDialog("sarseg:speckle_filter", {"INPUT": os.environ.get("SARSEG_INPUT", "")})
+    dialog.setGeometry(200, 80, 900, 820)
+    dialog.show()
+    state["dialog"] = dialog
+    QTimer.singleShot(2500, take_shot)
+
+
+def take_shot() -> None:
+    target = os.environ.get("SARSEG_SHOT", "speckle_filter_dialog.png")
+    state["dialog"].grab().save(target)
+    print("saved", target, flush=True)
+    state["dialog"].close()
+    QgsProject.instance().removeAllMapLayers()
+    iface.actionExit().trigger()
+
+
+QTimer.singleShot(3000, open_dialog)
