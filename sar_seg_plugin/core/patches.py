@@ -107,7 +107,10 @@ class _AoiMask:
             srs.ImportFromWkt(projection)
         self.layer = self.ds.CreateLayer("aoi", srs, ogr.wkbUnknown)
         for wkt in wkts:
-            geom = ogr.CreateGeometryFromWkt(wkt)
+            try:
+                geom = ogr.CreateGeometryFromWkt(wkt)
+            except RuntimeError:  # GDAL exceptions on (as inside QGIS)
+                geom = None
             if geom is None:
                 raise SarSegError("An area-of-interest geometry could not be read. Fix the AOI layer's geometries.")
             feature = ogr.Feature(self.layer.GetLayerDefn())

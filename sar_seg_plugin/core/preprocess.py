@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +20,7 @@ from .raster_io import (
     ProgressFn,
     RasterInfo,
     Window,
+    check_not_same_file,
     map_blocks,
     open_raster,
     read_info,
@@ -30,16 +30,6 @@ from .raster_io import (
 
 #: Pixels of each band read to estimate statistics (the whole band below this size).
 STATS_SAMPLE = 4_000_000
-
-
-def check_not_same_file(inputs: Sequence[str], output: str) -> None:
-    """Refuse to write over an input: the input would be destroyed while it is read."""
-    out = os.path.realpath(output)
-    for path in inputs:
-        if path and os.path.exists(path) and os.path.realpath(path) == out:
-            raise SarSegError(
-                f"The output '{output}' is the input raster. Choose another output file; inputs are never overwritten."
-            )
 
 
 def check_has_data(ds: object, info: RasterInfo) -> list[np.ndarray]:
@@ -53,9 +43,11 @@ def check_has_data(ds: object, info: RasterInfo) -> list[np.ndarray]:
     return samples
 
 
-def _output_nodata(info: RasterInfo) -> float:
+def _output_nodata(info: RasterInfo, keep_input_nodata: bool) -> float:
+    """The input's nodata value where no valid output can take it (speckle-filtered linear power stays
+    positive), else NaN: a dB or normalised value may well equal the input's nodata (0 dB is 0)."""
     nd = info.nodata[0]
-    return float("nan") if nd is None else float(nd)
+    return float(nd) if (keep_input_nodata and nd is not None) else float("nan")
 
 
 def _fill(out: np.ndarray, nodata: float) -> np.ndarray:
@@ -157,7 +149,7 @@ def speckle_filter_raster(
 
     window = int(settings.window)
     halo = speckle.filter_halo(settings.filter_name, window)
-    nodata = _output_nodata(info)
+    nodata = _output_nodata(info, keep_input_nodata=radiometry.DB not in scales)
 
     def run(data: np.ndarray, valid: np.ndarray, _block: object) -> np.ndarray:
         out = np.empty(data.shape, np.float32)
@@ -243,7 +235,7 @@ def convert_db_raster(
             directions.append(direction)
         else:
             raise SarSegError(f"Unknown conversion '{direction}'. Use '{TO_DB}', '{TO_LINEAR}' or 'auto'.")
-    nodata = _output_nodata(info)
+    nodata = _output_nodata(info, keep_input_nodata=False)
     floor = 10.0 ** (floor_db / 10.0)
 
     def run(data: np.ndarray, valid: np.ndarray, _block: object) -> np.ndarray:
@@ -318,7 +310,7 @@ def normalize_raster(
         check_has_data(ds, info)
         stats = radiometry.NormalizationStats(method=method, bands=stats.bands)
     radiometry.check_stats_fit(stats, [info.band_label(b + 1) for b in range(info.band_count)])
-    nodata = _output_nodata(info)
+    nodata = _output_nodata(info, keep_input_nodata=False)
 
     def run(data: np.ndarray, valid: np.ndarray, _block: object) -> np.ndarray:
         out = np.empty(data.shape, np.float32)

@@ -129,6 +129,17 @@ def open_raster(path: str | os.PathLike) -> gdal.Dataset:
     return ds
 
 
+def check_not_same_file(inputs: Sequence[str | os.PathLike | None], output: str | os.PathLike) -> None:
+    """Refuse to write over an input: the input would be destroyed while it is read."""
+    out = os.path.realpath(output)
+    for path in inputs:
+        if path and os.path.exists(path) and os.path.realpath(path) == out:
+            raise SarSegError(
+                f"The output '{output}' is the input raster '{path}'. Choose another output file; "
+                "inputs are never overwritten."
+            )
+
+
 def read_info(ds: gdal.Dataset) -> RasterInfo:
     """Describe an open dataset: size, georeferencing, nodata, band descriptions and units."""
     bands = [ds.GetRasterBand(i + 1) for i in range(ds.RasterCount)]

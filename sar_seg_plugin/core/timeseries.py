@@ -22,6 +22,7 @@ from .raster_io import (
     GeoTiffWriter,
     ProgressFn,
     RasterInfo,
+    check_not_same_file,
     iter_blocks,
     open_raster,
     read_info,
@@ -219,11 +220,8 @@ def stack_rasters(
     if len(items) < 2:
         raise SarSegError("Give at least two rasters to stack into a time series.")
     ordered, notes = order_by_date(items)
-    infos = []
-    for item in ordered:
-        if reference_path is None and str(Path(item.path).resolve()) == str(Path(dst_path).resolve()):
-            raise SarSegError(f"The output '{dst_path}' is one of the inputs. Choose another output file.")
-        infos.append(read_info(open_raster(item.path)))
+    check_not_same_file([item.path for item in ordered] + [reference_path], dst_path)
+    infos = [read_info(open_raster(item.path)) for item in ordered]
     for info in infos:
         require_crs(info)
     bands = infos[0].band_count

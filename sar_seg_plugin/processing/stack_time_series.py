@@ -144,11 +144,6 @@ class StackTimeSeriesAlgorithm(SarSegAlgorithm):
         items = self.dated_rasters(parameters, context)
         reference = self.raster_path(parameters, self.REFERENCE, context) if parameters.get(self.REFERENCE) else None
         dst = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
-        for item in items:
-            if Path(item.path).resolve() == Path(dst).resolve():
-                raise QgsProcessingException(
-                    self.tr(f"The output '{dst}' is one of the inputs. Choose another output file.")
-                )
         resampling = RESAMPLINGS[self.parameterAsEnum(parameters, self.RESAMPLING, context)]
         result = self.run_core(
             lambda: timeseries.stack_rasters(items, dst, reference, resampling, **self.callbacks(feedback))

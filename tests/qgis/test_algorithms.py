@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,17 @@ def read(path: Path) -> np.ndarray:
 def unit(path: Path, band: int) -> str:
     ds = gdal.Open(str(path))  # keep the dataset alive while its band is used
     return ds.GetRasterBand(band).GetUnitType()
+
+
+def assert_nan_nodata(path: Path, data: np.ndarray, invalid: np.ndarray) -> None:
+    """Every band declares NaN as nodata; invalid input pixels are NaN in ``data``, the others finite."""
+    ds = gdal.Open(str(path))
+    for i in range(ds.RasterCount):
+        nodata = ds.GetRasterBand(i + 1).GetNoDataValue()
+        assert nodata is not None and math.isnan(nodata), f"band {i + 1} nodata is {nodata}, not NaN"
+    assert invalid.any() and (~invalid).any()
+    assert np.isnan(data[invalid]).all(), "nodata pixels must be NaN"
+    assert np.isfinite(data[~invalid]).all(), "valid pixels must stay finite"
 
 
 def scene(sample_dir: Path, day: int = 0) -> Path:
@@ -81,11 +93,13 @@ def test_speckle_filter_on_db_input_filters_in_linear_power(sarseg, sample_dir, 
     sarseg.run("sarseg:convert_db", {"INPUT": str(scene(sample_dir)), "DIRECTION": 0, "OUTPUT": str(db)})
     out = tmp_path / "lee_db.tif"
     sarseg.run("sarseg:speckle_filter", {"INPUT": str(db), "FILTER": 0, "WINDOW": 5, "LOOKS": 4.4, "OUTPUT": str(out)})
-    x_db, got = read(db), read(out)
-    valid = x_db != synthetic.SAR_NODATA
-    linear = 10 ** (x_db[0] / 10)
+    x, x_db, got = read(scene(sample_dir)), read(db), read(out)
+    valid = x != synthetic.SAR_NODATA
+    assert_nan_nodata(db, x_db, ~valid)  # the dB input holds its nodata as NaN
+    linear = 10 ** (np.where(valid[0], x_db[0], 0.0) / 10)
     expected = 10 * np.log10(speckle.lee_filter(linear, 5, 4.4, valid[0]).astype(np.float64))
     np.testing.assert_allclose(got[0][valid[0]], expected[valid[0]], atol=1e-4)
+    assert_nan_nodata(out, got, ~valid)  # filtered in dB: NaN nodata
     assert unit(out, 1) == "dB"
 
 
@@ -110,7 +124,10 @@ def test_convert_db_round_trip(sarseg, sample_dir, tmp_path):
     valid = x != synthetic.SAR_NODATA
     np.testing.assert_allclose(y[valid], 10 * np.log10(x[valid]), atol=2e-5)
     np.testing.assert_allclose(z[valid], x[valid], rtol=2e-6)
-    assert np.all(z[~valid] == synthetic.SAR_NODATA)
+    # The dB values may equal the input nodata (0 dB), so both outputs write NaN as nodata, not 0.
+    assert_nan_nodata(db, y, ~valid)
+    assert_nan_nodata(back, z, ~valid)
+    assert gdal.Open(str(back)).GetRasterBand(1).GetNoDataValue() != synthetic.SAR_NODATA
     assert unit(db, 2) == "dB"
     assert unit(back, 2) == "linear"
 
@@ -124,6 +141,7 @@ def test_normalize_zscore_and_reused_statistics(sarseg, sample_dir, tmp_path):
     for band in range(2):
         v = x[band][valid[band]]
         np.testing.assert_allclose(y[band][valid[band]], (v - v.mean()) / v.std(), rtol=1e-4, atol=1e-5)
+    assert_nan_nodata(out_a, y, ~valid)
     saved = json.loads(stats.read_text())
     assert saved["method"] == "zscore" and saved["bands"][0]["name"] == "VV"
     assert json.loads(gdal.Open(str(out_a)).GetMetadataItem("SARSEG_NORMALIZATION")) == saved
@@ -134,6 +152,7 @@ def test_normalize_zscore_and_reused_statistics(sarseg, sample_dir, tmp_path):
     vb = xb != synthetic.SAR_NODATA
     mean, std = saved["bands"][1]["mean"], saved["bands"][1]["std"]
     np.testing.assert_allclose(yb[1][vb[1]], (xb[1][vb[1]] - mean) / std, rtol=1e-4, atol=1e-5)
+    assert_nan_nodata(out_b, yb, ~vb)
 
 
 def test_normalize_percentile_clip(sarseg, sample_dir, tmp_path):
@@ -143,10 +162,14 @@ def test_normalize_percentile_clip(sarseg, sample_dir, tmp_path):
         "sarseg:normalize",
         {"INPUT": str(src), "METHOD": 1, "LOW_PERCENTILE": 5, "HIGH_PERCENTILE": 95, "OUTPUT": str(out)},
     )
-    x, y = read(src)[0], read(out)[0]
+    x_all, y_all = read(src), read(out)
+    assert_nan_nodata(out, y_all, x_all == synthetic.SAR_NODATA)
+    x, y = x_all[0], y_all[0]
     valid = x != synthetic.SAR_NODATA
     lo, hi = np.percentile(x[valid], [5, 95])
     np.testing.assert_allclose(y[valid], (np.clip(x[valid], lo, hi) - lo) / (hi - lo), atol=1e-5)
+    # The low clip maps about 5 % of the valid pixels to 0.0 (the input nodata value): they stay valid.
+    assert (y[valid] == 0.0).mean() == pytest.approx(0.05, abs=0.01)
 
 
 def test_extract_patches_split_without_leakage(sarseg, sample_dir, tmp_path):
@@ -234,7 +257,9 @@ def test_modeler_model_chains_speckle_filter_and_db(sarseg, sample_dir, tmp_path
     out = tmp_path / "model_out.tif"
     result = sarseg.run(model, {"sar": str(scene(sample_dir)), "filtered_db": str(out)})
     assert Path(result["filtered_db"]) == out
-    x = read(scene(sample_dir))[1]
+    x_all, got = read(scene(sample_dir)), read(out)
+    x = x_all[1]
     valid = x != synthetic.SAR_NODATA
     expected = 10 * np.log10(speckle.lee_filter(x, 5, 4.4, valid).astype(np.float64))
-    np.testing.assert_allclose(read(out)[1][valid], expected[valid], atol=1e-4)
+    np.testing.assert_allclose(got[1][valid], expected[valid], atol=1e-4)
+    assert_nan_nodata(out, got, x_all == synthetic.SAR_NODATA)  # the dB step writes NaN nodata

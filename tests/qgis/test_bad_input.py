@@ -194,3 +194,19 @@ def test_patches_aoi_outside_the_raster(sarseg, scene, tmp_path):
     assert_fails(sarseg, "sarseg:extract_patches",
                  {"INPUT": str(scene), "AOI": aoi, "PATCH_SIZE": 16, "STRIDE": 16, "OUTPUT": str(out)},
                  "No patch has at least", inputs=[scene], out_dir=out)  # fmt: skip
+
+
+def test_stack_output_is_an_input(sarseg, tmp_path):
+    a = write_raster(tmp_path / "a_20260301.tif", speckled((2, 32, 32), 1))
+    b = write_raster(tmp_path / "b_20260302.tif", speckled((2, 32, 32), 2))
+    assert_fails(sarseg, "sarseg:stack_time_series", {"INPUTS": [str(a), str(b)], "OUTPUT": str(b)},
+                 "is the input raster", inputs=[a, b], out_dir=tmp_path)  # fmt: skip
+
+
+def test_stack_output_is_the_reference_grid(sarseg, tmp_path):
+    a = write_raster(tmp_path / "a_20260301.tif", speckled((2, 32, 32), 1))
+    b = write_raster(tmp_path / "b_20260302.tif", speckled((2, 32, 32), 2))
+    ref = write_raster(tmp_path / "grid.tif", speckled((1, 16, 16), 3), pixel=20.0)
+    assert_fails(sarseg, "sarseg:stack_time_series",
+                 {"INPUTS": [str(a), str(b)], "REFERENCE": str(ref), "OUTPUT": str(ref)},
+                 "is the input raster", inputs=[a, b, ref], out_dir=tmp_path)  # fmt: skip

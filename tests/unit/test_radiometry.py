@@ -1,0 +1,151 @@
+"""Tests of dB conversions, scale detection and normalisation statistics (sar_seg_plugin.core.radiometry)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from sar_seg_plugin.core import radiometry
+from sar_seg_plugin.core.errors import SarSegError
+from sar_seg_plugin.core.radiometry import BandStats, NormalizationStats
+
+
+def test_to_db_matches_10_log10_and_round_trips():
+    rng = np.random.default_rng(0)
+    x = rng.gamma(4.4, 0.05 / 4.4, 10_000).astype(np.float32) + 1e-4
+    db = radiometry.to_db(x)
+    assert db.dtype == np.float32
+    np.testing.assert_allclose(db, 10.0 * np.log10(x.astype(np.float64)), rtol=1e-6)
+    np.testing.assert_allclose(radiometry.from_db(db), x, rtol=1e-6)
+    d = np.linspace(-40.0, 10.0, 501, dtype=np.float32)
+    np.testing.assert_allclose(radiometry.from_db(d), 10.0 ** (d.astype(np.float64) / 10.0), rtol=1e-6)
+    np.testing.assert_allclose(radiometry.to_db(radiometry.from_db(d)), d, rtol=1e-6, atol=1e-5)
+    assert radiometry.to_db(np.array([1.0]))[0] == 0.0
+    assert radiometry.to_db(np.array([100.0]))[0] == pytest.approx(20.0)
+
+
+def test_to_db_of_zero_and_negative_is_the_floor():
+    x = np.array([0.0, -1.0, -1e-9, 1e-9, 1e-5, 1e-6], np.float64)
+    np.testing.assert_array_equal(radiometry.to_db(x), np.float32([-50.0, -50.0, -50.0, -50.0, -50.0, -50.0]))
+    y = radiometry.to_db(x, floor_db=-30.0)
+    np.testing.assert_allclose(y, [-30.0, -30.0, -30.0, -30.0, -30.0, -30.0], rtol=1e-6)
+    assert radiometry.to_db(np.array([1e-2]), floor_db=-30.0)[0] == pytest.approx(-20.0)
+    # NaN stays NaN (not the floor).
+    assert np.isnan(radiometry.to_db(np.array([np.nan]))[0])
+
+
+@pytest.mark.parametrize(
+    ("unit", "expected"),
+    [("dB", "dB"), ("DB", "dB"), (" decibels ", "dB"), ("decibel", "dB"), ("linear", "linear"),
+     ("Intensity", "linear"), ("power", "linear"), ("linear power", "linear")],
+)  # fmt: skip
+def test_detect_scale_by_unit_overrides_values(unit, expected):
+    negative = np.full(50, -15.0)
+    positive = np.full(50, 0.05)
+    assert radiometry.detect_scale(unit, negative) == expected
+    assert radiometry.detect_scale(unit, positive) == expected
+
+
+def test_detect_scale_by_values():
+    rng = np.random.default_rng(1)
+    lin = rng.gamma(4.4, 0.05 / 4.4, 1000)
+    assert radiometry.detect_scale("", lin) == radiometry.LINEAR
+    assert radiometry.detect_scale("", 10 * np.log10(lin)) == radiometry.DB
+    assert radiometry.detect_scale("m", 10 * np.log10(lin)) == radiometry.DB  # unknown unit: values decide
+    # Median decides, not the mean; NaNs are ignored.
+    mostly_negative = np.array([-20.0, -18.0, -15.0, 300.0, np.nan, np.nan, np.nan])
+    assert radiometry.detect_scale(None, mostly_negative) == radiometry.DB
+    assert radiometry.detect_scale("", np.array([np.nan, np.nan])) == radiometry.LINEAR
+    assert radiometry.detect_scale("", np.array([])) == radiometry.LINEAR
+
+
+def test_band_stats_matches_numpy():
+    rng = np.random.default_rng(2)
+    v = rng.normal(3.0, 2.0, 5000)
+    v[:17] = np.nan
+    v[17:20] = np.inf
+    s = radiometry.band_stats("VV", v, 5.0, 95.0)
+    good = v[np.isfinite(v)]
+    assert s.name == "VV"
+    assert s.sample_size == good.size == 4980
+    assert s.mean == pytest.approx(good.mean(), rel=1e-12)
+    assert s.std == pytest.approx(good.std(), rel=1e-12)
+    lo, hi = np.percentile(good, [5.0, 95.0])
+    assert s.low == pytest.approx(lo, rel=1e-12) and s.high == pytest.approx(hi, rel=1e-12)
+    assert (s.low_percentile, s.high_percentile) == (5.0, 95.0)
+
+
+def test_band_stats_refuses_empty_and_bad_percentiles():
+    with pytest.raises(SarSegError):
+        radiometry.band_stats("VV", np.array([np.nan, np.inf]))
+    with pytest.raises(SarSegError):
+        radiometry.band_stats("VV", np.arange(10.0), 50.0, 50.0)
+    with pytest.raises(SarSegError):
+        radiometry.band_stats("VV", np.arange(10.0), -1.0, 50.0)
+    with pytest.raises(SarSegError):
+        radiometry.band_stats("VV", np.arange(10.0), 2.0, 101.0)
+
+
+def _stats(mean=2.0, std=4.0, low=-1.0, high=7.0) -> BandStats:
+    return BandStats("b", mean, std, low, high, 2.0, 98.0, 100)
+
+
+def test_normalize_values_zscore_formula():
+    x = np.linspace(-10.0, 10.0, 41)
+    got = radiometry.normalize_values(x, _stats(), radiometry.ZSCORE)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, (x - 2.0) / 4.0, rtol=1e-6, atol=1e-7)
+    # A constant band (std 0) is only centred.
+    np.testing.assert_allclose(radiometry.normalize_values(x, _stats(std=0.0), radiometry.ZSCORE), x - 2.0, atol=1e-6)
+
+
+def test_normalize_values_percentile_formula():
+    x = np.linspace(-10.0, 10.0, 41)
+    got = radiometry.normalize_values(x, _stats(), radiometry.PERCENTILE)
+    expected = (np.clip(x, -1.0, 7.0) + 1.0) / 8.0
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+    assert got.min() == 0.0 and got.max() == 1.0
+    assert got[x == 3.0][0] == pytest.approx(0.5)
+    flat = radiometry.normalize_values(x, _stats(low=1.0, high=1.0), radiometry.PERCENTILE)
+    np.testing.assert_allclose(flat, np.clip(x, 1.0, 1.0) - 1.0, atol=1e-7)
+
+
+def test_normalize_values_unknown_method():
+    with pytest.raises(SarSegError):
+        radiometry.normalize_values(np.ones(3), _stats(), "minmax")
+
+
+def test_normalization_stats_json_round_trip():
+    stats = NormalizationStats(
+        method=radiometry.PERCENTILE,
+        bands=[
+            BandStats("VV", 0.0512345678901234, 0.03, 0.001, 0.2, 2.0, 98.0, 25600),
+            BandStats("VH", -17.25, 3.5, -26.0, -9.0, 1.0, 99.0, 123),
+        ],
+    )
+    text = stats.to_json()
+    data = json.loads(text)
+    assert data["method"] == "percentile"
+    assert [b["name"] for b in data["bands"]] == ["VV", "VH"]
+    assert NormalizationStats.from_json(text) == stats
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "not json", "[1, 2]", '{"method": "zscore"}', '{"bands": []}', '{"method": "zscore", "bands": [{"x": 1}]}',
+     '{"method": "zscore", "bands": [1]}'],
+)  # fmt: skip
+def test_normalization_stats_from_garbage_raises(text):
+    with pytest.raises(SarSegError):
+        NormalizationStats.from_json(text)
+
+
+def test_check_stats_fit():
+    stats = NormalizationStats(radiometry.ZSCORE, [_stats(), _stats()])
+    radiometry.check_stats_fit(stats, ["VV", "VH"])
+    with pytest.raises(SarSegError, match="2 band"):
+        radiometry.check_stats_fit(stats, ["VV"])
+    with pytest.raises(SarSegError):
+        radiometry.check_stats_fit(stats, ["VV", "VH", "ratio"])
