@@ -231,9 +231,13 @@ def _write_patches(ds: gdal.Dataset, info: object, labels_ds: gdal.Dataset | Non
     # Pass 1 decides which patches are kept (npz headers need the counts up front).
     kept: list[tuple[Patch, float]] = []
     dropped_border = dropped_invalid = 0
+    row = 0
     for i, patch in enumerate(plan):
         if is_canceled and is_canceled():
             raise CancelledError("Cancelled by the user.")
+        if patch.y != row:  # patches go row by row: free finished tiles from GDAL's cache
+            row = patch.y
+            ds.FlushCache()
         if patch.split is None:
             dropped_border += 1
             continue

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+from osgeo import gdal
 
 from . import radiometry, speckle
 from .errors import SarSegError
@@ -26,15 +27,26 @@ from .raster_io import (
     read_info,
     read_window,
     sample_band,
+    sample_windows,
 )
 
 #: Pixels of each band read to estimate statistics (the whole band below this size).
 STATS_SAMPLE = 4_000_000
 
 
-def check_has_data(ds: object, info: RasterInfo) -> list[np.ndarray]:
-    """Sample every band; refuse a raster whose sampled pixels are all nodata."""
-    samples = [sample_band(ds, b + 1, STATS_SAMPLE) for b in range(info.band_count)]
+def check_has_data(ds: gdal.Dataset, info: RasterInfo, full: bool = False) -> list[np.ndarray]:
+    """Sample every band; refuse a raster whose pixels are all nodata.
+
+    By default the sample comes from a few windows spread over the raster (cheap on large rasters);
+    only when those hold no data is the whole raster scanned before refusing it. ``full`` samples the
+    whole raster on a regular grid instead (for statistics).
+    """
+    if full:
+        samples = [sample_band(ds, b + 1, STATS_SAMPLE) for b in range(info.band_count)]
+    else:
+        samples = [sample_windows(ds, b + 1) for b in range(info.band_count)]
+        if all(s.size == 0 for s in samples):
+            samples = [sample_band(ds, b + 1, STATS_SAMPLE) for b in range(info.band_count)]
     if all(s.size == 0 for s in samples):
         raise SarSegError(
             f"The raster '{info.path}' holds no valid pixel: every pixel is nodata"
@@ -279,7 +291,7 @@ def compute_normalization_stats(
     """Per-band statistics over the raster (a regular sample of at most 4 M pixels per band)."""
     ds = open_raster(src_path)
     info = read_info(ds)
-    samples = check_has_data(ds, info)
+    samples = check_has_data(ds, info, full=True)
     bands = [
         radiometry.band_stats(info.band_label(b + 1), s, low_percentile, high_percentile) for b, s in enumerate(samples)
     ]

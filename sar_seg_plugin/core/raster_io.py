@@ -199,6 +199,28 @@ def sample_band(ds: gdal.Dataset, band: int, max_pixels: int = 1_000_000) -> np.
     return arr[ok]
 
 
+def sample_windows(ds: gdal.Dataset, band: int, count: int = 16, size: int = 256) -> np.ndarray:
+    """Valid values of a band read from up to ``count`` windows of ``size`` pixels spread over it.
+
+    Cheaper than :func:`sample_band` on large rasters (only the tiles under the windows are decoded);
+    good for telling the scale of the data or a percentile, not for whole-raster statistics.
+    """
+    w, h = ds.RasterXSize, ds.RasterYSize
+    if w * h <= count * size * size:
+        return sample_band(ds, band, w * h)
+    side = max(1, int(np.sqrt(count)))
+    pieces = []
+    rb = ds.GetRasterBand(band)
+    for j in range(side):
+        for i in range(side):
+            ww, wh = min(size, w), min(size, h)
+            x = int((w - ww) * (i + 0.5) / side)
+            y = int((h - wh) * (j + 0.5) / side)
+            data = read_window(ds, Window(x, y, ww, wh), [band], np.float64)
+            pieces.append(data[valid_mask(data, [rb.GetNoDataValue()])])
+    return np.concatenate(pieces)
+
+
 def _creation_options(dtype: np.dtype, band_count: int, compress: str) -> list[str]:
     opts = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "BIGTIFF=IF_SAFER", f"COMPRESS={compress}"]
     if compress in ("DEFLATE", "ZSTD", "LZW"):
@@ -294,6 +316,14 @@ class GeoTiffWriter:
             if err != 0:
                 raise SarSegError(f"Writing '{self.path}' failed: {gdal.GetLastErrorMsg()}. Is the disk full?")
 
+    def release_cache(self) -> None:
+        """Write finished tiles to disk and drop them from GDAL's block cache.
+
+        GDAL keeps written tiles cached up to its process-wide limit (5 % of RAM by default), so without
+        this the memory of a run grows with the raster instead of staying at a block's worth.
+        """
+        self.ds.FlushCache()
+
     def set_band_metadata(self, band: int, metadata: dict[str, str]) -> None:
         """Add metadata to a 1-based band (e.g. statistics known only after the pass)."""
         rb = self.ds.GetRasterBand(band)
@@ -374,6 +404,7 @@ def map_blocks(
         if out.ndim == 2:
             out = out[None]
         writer.write(block.core, out[(slice(None), *block.inner)])
+        writer.release_cache()
         done += 1
         if progress:
             progress(100.0 * done / len(blocks))
@@ -382,10 +413,15 @@ def map_blocks(
         return func(data, valid_mask(data, nodata), block)
 
     pool = ThreadPoolExecutor(max_workers=workers)
+    row = 0
     try:
         for block in blocks:
             if is_canceled and is_canceled():
                 raise CancelledError("Cancelled by the user.")
+            if block.core.y != row:
+                # Tiles above this block row are not read again: free them from GDAL's cache.
+                src.FlushCache()
+                row = block.core.y
             data = read_window(src, block.read, band_list)
             pending.append((block, pool.submit(compute, data, block)))
             while len(pending) >= 2 * workers:

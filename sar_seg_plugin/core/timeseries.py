@@ -275,7 +275,12 @@ def stack_rasters(
         metadata=metadata,
     ) as writer:
         done = 0
+        row = 0
         for block in blocks:
+            if block.core.y != row:  # free the tiles of finished rows from GDAL's cache
+                row = block.core.y
+                for src in sources:
+                    src.FlushCache()
             out = np.empty((bands * len(sources), block.core.height, block.core.width), out_dtype)
             for t, src in enumerate(sources):
                 if is_canceled and is_canceled():
@@ -289,6 +294,7 @@ def stack_rasters(
                 if progress:
                     progress(100.0 * done / total)
             writer.write(block.core, out)
+            writer.release_cache()
     virtual = [src.GetDescription() for src in sources if src.GetDescription().startswith("/vsimem/")]
     sources.clear()  # close the warped datasets before freeing their in-memory files
     for path in virtual:
