@@ -197,19 +197,7 @@ def speckle_filter_raster(
     )
     units = [info.units[b] or (radiometry.DB if scales[b] == radiometry.DB else radiometry.LINEAR)
              for b in range(info.band_count)]  # fmt: skip
-    with GeoTiffWriter(
-        dst_path,
-        info.width,
-        info.height,
-        info.band_count,
-        np.float32,
-        info.geotransform,
-        info.projection,
-        nodata=nodata,
-        descriptions=info.descriptions,
-        units=units,
-        metadata=metadata,
-    ) as writer:
+    with GeoTiffWriter.like(dst_path, info, nodata=nodata, units=units, metadata=metadata) as writer:
         map_blocks(ds, writer, run, halo=halo, progress=progress, is_canceled=is_canceled)
     return {"looks": looks, "scale": scales}
 
@@ -265,19 +253,7 @@ def convert_db_raster(
     units = [radiometry.DB if d == TO_DB else radiometry.LINEAR for d in directions]
     metadata = dict(info.metadata)
     metadata["SARSEG_CONVERSION"] = ",".join(directions)
-    with GeoTiffWriter(
-        dst_path,
-        info.width,
-        info.height,
-        info.band_count,
-        np.float32,
-        info.geotransform,
-        info.projection,
-        nodata=nodata,
-        descriptions=info.descriptions,
-        units=units,
-        metadata=metadata,
-    ) as writer:
+    with GeoTiffWriter.like(dst_path, info, nodata=nodata, units=units, metadata=metadata) as writer:
         map_blocks(ds, writer, run, progress=progress, is_canceled=is_canceled)
     return {"directions": directions}
 
@@ -335,19 +311,7 @@ def normalize_raster(
     band_metadata = [
         {"SARSEG_MEAN": b.mean, "SARSEG_STD": b.std, "SARSEG_LOW": b.low, "SARSEG_HIGH": b.high} for b in stats.bands
     ]
-    with GeoTiffWriter(
-        dst_path,
-        info.width,
-        info.height,
-        info.band_count,
-        np.float32,
-        info.geotransform,
-        info.projection,
-        nodata=nodata,
-        descriptions=info.descriptions,
-        metadata=metadata,
-        band_metadata=band_metadata,
-    ) as writer:
+    with GeoTiffWriter.like(dst_path, info, nodata=nodata, metadata=metadata, band_metadata=band_metadata) as writer:
         map_blocks(ds, writer, run, progress=progress, is_canceled=is_canceled)
     if stats_path:
         tmp = f"{stats_path}.partial"

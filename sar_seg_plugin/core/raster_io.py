@@ -305,6 +305,15 @@ class GeoTiffWriter:
             self.ds.GetRasterBand(1).SetCategoryNames(list(category_names))
         self.band_count = band_count
 
+    @classmethod
+    def like(
+        cls, path: str | os.PathLike, info: RasterInfo, dtype: np.dtype | type = np.float32, **options: object
+    ) -> GeoTiffWriter:
+        """A writer on the grid of ``info`` (size, geotransform, CRS, band count and descriptions);
+        ``options`` are the other constructor arguments (nodata, units, metadata, ...)."""
+        options.setdefault("descriptions", info.descriptions)
+        return cls(path, info.width, info.height, info.band_count, dtype, info.geotransform, info.projection, **options)
+
     def write(self, window: Window, array: np.ndarray) -> None:
         """Write a (bands, rows, cols) array (or (rows, cols) for one band) at ``window``."""
         if array.ndim == 2:

@@ -101,31 +101,37 @@ def _ci2(mean: np.ndarray, var: np.ndarray) -> np.ndarray:
         return np.where(mean > 0, var / (mean * mean), 0.0)
 
 
+def _window_stats(
+    intensity: np.ndarray, window: int, looks: float, valid: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Checked inputs and the local statistics the MMSE-family filters share: x, ok, mean, var, Ci²."""
+    window, looks = _check_window(window), _check_looks(looks)
+    x, ok = _prepare(intensity, valid)
+    _, mean, var = local_moments(x, ok, window)
+    return x, ok, mean, var, _ci2(mean, var)
+
+
+def _lee_weight(ci2: np.ndarray, cu2: float) -> np.ndarray:
+    """``max(0, 1 - Cu²/Ci²)``: 0 where the window looks homogeneous (Ci <= Cu)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(ci2 > cu2, 1.0 - cu2 / ci2, 0.0)
+
+
 def lee_filter(
     intensity: np.ndarray, window: int = 7, looks: float = 4.4, valid: np.ndarray | None = None
 ) -> np.ndarray:
     """Lee (1980) MMSE filter: ``mean + w (I - mean)``, ``w = max(0, 1 - Cu²/Ci²)``, ``Cu² = 1/L``."""
-    window, looks = _check_window(window), _check_looks(looks)
-    x, ok = _prepare(intensity, valid)
-    _, mean, var = local_moments(x, ok, window)
-    ci2 = _ci2(mean, var)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        w = np.where(ci2 > 1.0 / looks, 1.0 - (1.0 / looks) / ci2, 0.0)
-    return _mmse_combine(x, mean, w, ok)
+    x, ok, mean, _, ci2 = _window_stats(intensity, window, looks, valid)
+    return _mmse_combine(x, mean, _lee_weight(ci2, 1.0 / looks), ok)
 
 
 def kuan_filter(
     intensity: np.ndarray, window: int = 7, looks: float = 4.4, valid: np.ndarray | None = None
 ) -> np.ndarray:
     """Kuan (1985) filter: ``w = max(0, (1 - Cu²/Ci²) / (1 + Cu²))``."""
-    window, looks = _check_window(window), _check_looks(looks)
-    x, ok = _prepare(intensity, valid)
-    _, mean, var = local_moments(x, ok, window)
-    ci2 = _ci2(mean, var)
+    x, ok, mean, _, ci2 = _window_stats(intensity, window, looks, valid)
     cu2 = 1.0 / looks
-    with np.errstate(divide="ignore", invalid="ignore"):
-        w = np.where(ci2 > cu2, (1.0 - cu2 / ci2) / (1.0 + cu2), 0.0)
-    return _mmse_combine(x, mean, w, ok)
+    return _mmse_combine(x, mean, _lee_weight(ci2, cu2) / (1.0 + cu2), ok)
 
 
 def gamma_map_filter(
@@ -133,10 +139,7 @@ def gamma_map_filter(
 ) -> np.ndarray:
     """Gamma-MAP (Lopes et al. 1990): the mean where Ci <= Cu, the pixel where Ci >= sqrt(2) Cu, and the
     MAP estimate under a Gamma-distributed scene in between."""
-    window, looks = _check_window(window), _check_looks(looks)
-    x, ok = _prepare(intensity, valid)
-    _, mean, var = local_moments(x, ok, window)
-    ci2 = _ci2(mean, var)
+    x, ok, mean, _, ci2 = _window_stats(intensity, window, looks, valid)
     cu2 = 1.0 / looks
     cmax2 = 2.0 * cu2
     with np.errstate(divide="ignore", invalid="ignore"):

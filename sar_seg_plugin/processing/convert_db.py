@@ -87,6 +87,5 @@ class ConvertDbAlgorithm(SarSegAlgorithm):
             lambda: convert_db_raster(src, dst, direction, floor_db, to_nodata, **self.callbacks(feedback))
         )
         feedback.pushInfo(self.tr(f"Conversion per band: {', '.join(result['directions'])}"))
-        self._style = GrayStretchStyle()
-        style_on_load(context, dst, self._style)
+        style_on_load(context, dst, GrayStretchStyle())
         return {self.OUTPUT: dst}

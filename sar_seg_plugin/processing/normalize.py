@@ -124,6 +124,5 @@ class NormalizeAlgorithm(SarSegAlgorithm):
                 self.tr(f"{band.name}: mean {band.mean:.4g}, std {band.std:.4g}, "
                         f"p{band.low_percentile:g} {band.low:.4g}, p{band.high_percentile:g} {band.high:.4g}")
             )  # fmt: skip
-        self._style = GrayStretchStyle()
-        style_on_load(context, dst, self._style)
+        style_on_load(context, dst, GrayStretchStyle())
         return {self.OUTPUT: dst, self.OUTPUT_STATS: stats_out}

@@ -145,6 +145,5 @@ class SpeckleFilterAlgorithm(SarSegAlgorithm):
         result = self.run_core(
             lambda: speckle_filter_raster(src, dst, settings, log=feedback.pushWarning, **self.callbacks(feedback))
         )
-        self._style = GrayStretchStyle()
-        style_on_load(context, dst, self._style)
+        style_on_load(context, dst, GrayStretchStyle())
         return {self.OUTPUT: dst, self.LOOKS_USED: result["looks"][0]}

@@ -151,6 +151,5 @@ class StackTimeSeriesAlgorithm(SarSegAlgorithm):
         for note in result["notes"]:
             feedback.pushWarning(self.tr(note))
         feedback.pushInfo(self.tr(f"Dates in band order: {', '.join(result['dates'])}"))
-        self._style = GrayStretchStyle()
-        style_on_load(context, dst, self._style)
+        style_on_load(context, dst, GrayStretchStyle())
         return {self.OUTPUT: dst, self.DATES_OUT: ",".join(result["dates"])}

@@ -33,9 +33,15 @@ class GrayStretchStyle(QgsProcessingLayerPostProcessorInterface):
         layer.triggerRepaint()
 
 
+#: The context holds post-processors by pointer; Python must keep them alive until QGIS has used them,
+#: which is after the algorithm instance that made them is gone. One per output path is enough.
+_ALIVE: dict[str, QgsProcessingLayerPostProcessorInterface] = {}
+
+
 def style_on_load(
     context: QgsProcessingContext, output: str, processor: QgsProcessingLayerPostProcessorInterface
 ) -> None:
     """Attach a style to an output that QGIS will load when the algorithm finishes."""
     if context.willLoadLayerOnCompletion(output):
+        _ALIVE[output] = processor
         context.layerToLoadOnCompletionDetails(output).setPostProcessor(processor)
