@@ -4,6 +4,7 @@ against independent computations on the whole arrays."""
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 from pathlib import Path
@@ -11,14 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from osgeo import gdal
+from rasters import read_raster
 
 from sar_seg_plugin.core import speckle
 from training import synthetic
 
-
-def read(path: Path) -> np.ndarray:
-    ds = gdal.Open(str(path))
-    return np.stack([ds.GetRasterBand(i + 1).ReadAsArray() for i in range(ds.RasterCount)]).astype(np.float64)
+read = functools.partial(read_raster, dtype=np.float64)
 
 
 def unit(path: Path, band: int) -> str:

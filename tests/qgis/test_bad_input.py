@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import file_digest, leftovers
-from osgeo import gdal, osr
+import rasters
+from rasters import file_digest, partial_files
 
-
-def write_raster(path: Path, data: np.ndarray, epsg: int | None = 32631, nodata: float | None = 0.0,
-                 origin: tuple[float, float] = (500000.0, 4800000.0), pixel: float = 10.0) -> Path:  # fmt: skip
-    data = data if data.ndim == 3 else data[None]
-    ds = gdal.GetDriverByName("GTiff").Create(str(path), data.shape[2], data.shape[1], data.shape[0], gdal.GDT_Float32)
-    ds.SetGeoTransform((origin[0], pixel, 0, origin[1], 0, -pixel))
-    if epsg:
-        srs = osr.SpatialReference()
-        srs.ImportFromEPSG(epsg)
-        ds.SetProjection(srs.ExportToWkt())
-    for i, band in enumerate(data):
-        ds.GetRasterBand(i + 1).WriteArray(band)
-        if nodata is not None:
-            ds.GetRasterBand(i + 1).SetNoDataValue(nodata)
-    ds = None
-    return path
+write_raster = functools.partial(rasters.write_raster, nodata=0.0)
 
 
 def speckled(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
@@ -47,7 +33,7 @@ def assert_fails(sarseg, algorithm: str, params: dict, *fragments: str, inputs=(
         assert file_digest(path) == digest, f"{path} was modified"
     if out_dir is not None:
         assert sorted(p.name for p in out_dir.iterdir()) == before, "a failed run left files behind"
-        assert leftovers(out_dir) == []
+        assert partial_files(out_dir) == []
     return message
 
 
@@ -112,7 +98,7 @@ def test_cancel_mid_run_leaves_no_output(sarseg, tmp_path):
             "sarseg:speckle_filter", {"INPUT": str(big), "FILTER": 0, "OUTPUT": str(existing)}, feedback=feedback
         )
     assert file_digest(existing) == digest
-    assert leftovers(tmp_path) == []
+    assert partial_files(tmp_path) == []
 
 
 def test_stack_duplicate_dates(sarseg, tmp_path):

@@ -13,41 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from osgeo import gdal, ogr, osr
+from rasters import GT, read_raster
 
 from sar_seg_plugin.core import patches
 from sar_seg_plugin.core.errors import CancelledError, SarSegError
-
-GT = (600000.0, 10.0, 0.0, 4900000.0, 0.0, -10.0)
-
-
-def _wkt(epsg: int = 32631) -> str:
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(epsg)
-    return srs.ExportToWkt()
-
-
-def write_tif(path, array, nodata=None, geotransform=GT):
-    array = np.asarray(array)
-    if array.ndim == 2:
-        array = array[None]
-    bands, rows, cols = array.shape
-    gdal_type = gdal.GDT_Byte if array.dtype == np.uint8 else gdal.GDT_Float32
-    ds = gdal.GetDriverByName("GTiff").Create(str(path), cols, rows, bands, gdal_type)
-    ds.SetGeoTransform(geotransform)
-    ds.SetProjection(_wkt())
-    for b in range(bands):
-        band = ds.GetRasterBand(b + 1)
-        if nodata is not None:
-            band.SetNoDataValue(nodata)
-        band.WriteArray(array[b])
-    ds.FlushCache()
-    ds = None
-    return str(path)
-
-
-def read_all(path) -> np.ndarray:
-    ds = gdal.Open(str(path))
-    return np.stack([ds.GetRasterBand(b + 1).ReadAsArray() for b in range(ds.RasterCount)])
 
 
 def read_index(out_dir) -> list[dict[str, str]]:
@@ -68,8 +37,8 @@ def sample(sample_dir, sample_series):
     return {
         "sar": str(sar),
         "labels": str(labels),
-        "image": read_all(sar),
-        "label": read_all(labels)[0],
+        "image": read_raster(sar),
+        "label": read_raster(labels)[0],
         "valid": sample_series.valid,
     }
 
@@ -195,9 +164,9 @@ def test_extract_patches_tif_layout_matches_source_windows(tmp_path, sample):
         assert row["image"] == f"{split}/images/{row['patch_id']}.tif"
         assert row["label"] == f"{split}/labels/{row['patch_id']}.tif"
         listed |= {row["image"], row["label"]}
-        image = read_all(out / row["image"])
+        image = read_raster(out / row["image"])
         np.testing.assert_array_equal(image, sample["image"][:, y : y + size, x : x + size])
-        label = read_all(out / row["label"])[0]
+        label = read_raster(out / row["label"])[0]
         np.testing.assert_array_equal(label, sample["label"][y : y + size, x : x + size])
         for path in (out / row["image"], out / row["label"]):
             ds = gdal.Open(str(path))
@@ -229,7 +198,7 @@ def test_extract_patches_without_labels(tmp_path, sample):
     assert not (out / "train" / "labels").exists()
     for row in rows:
         x, y = int(row["col"]), int(row["row"])
-        np.testing.assert_array_equal(read_all(out / row["image"]), sample["image"][:, y : y + 40, x : x + 40])
+        np.testing.assert_array_equal(read_raster(out / row["image"]), sample["image"][:, y : y + 40, x : x + 40])
 
 
 # --- Extraction: npz layout ---------------------------------------------------------------------------

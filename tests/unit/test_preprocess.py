@@ -12,45 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from osgeo import gdal, osr
+from rasters import GT, read_raster, write_raster
 
 from sar_seg_plugin.core import preprocess, radiometry, raster_io, speckle
 from sar_seg_plugin.core.errors import CancelledError, SarSegError
 from sar_seg_plugin.core.preprocess import SpeckleSettings
 
-GT = (600000.0, 10.0, 0.0, 4900000.0, 0.0, -10.0)
-
-
-def _wkt(epsg: int = 32631) -> str:
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(epsg)
-    return srs.ExportToWkt()
-
-
-def write_tif(path, array, nodata=None, units=None, descriptions=None, geotransform=GT):
-    array = np.asarray(array, np.float32)
-    if array.ndim == 2:
-        array = array[None]
-    bands, rows, cols = array.shape
-    ds = gdal.GetDriverByName("GTiff").Create(str(path), cols, rows, bands, gdal.GDT_Float32)
-    ds.SetGeoTransform(geotransform)
-    ds.SetProjection(_wkt())
-    for b in range(bands):
-        band = ds.GetRasterBand(b + 1)
-        if nodata is not None:
-            band.SetNoDataValue(nodata)
-        if units:
-            band.SetUnitType(units[b])
-        if descriptions:
-            band.SetDescription(descriptions[b])
-        band.WriteArray(array[b])
-    ds.FlushCache()
-    ds = None
-    return str(path)
-
-
-def read_all(path) -> np.ndarray:
-    ds = gdal.Open(str(path))
-    return np.stack([ds.GetRasterBand(b + 1).ReadAsArray() for b in range(ds.RasterCount)])
+write_tif = functools.partial(write_raster, geotransform=GT)
 
 
 def band_info(path) -> tuple[list, list, list]:
@@ -83,7 +51,7 @@ def sample_sar(sample_dir):
 
 @pytest.fixture(scope="module")
 def sample_array(sample_sar):
-    return read_all(sample_sar)
+    return read_raster(sample_sar)
 
 
 @pytest.fixture
@@ -100,7 +68,7 @@ def test_speckle_filter_raster_equals_filter_on_whole_band(tmp_path, sample_sar,
     dst = tmp_path / f"{name}.tif"
     result = preprocess.speckle_filter_raster(sample_sar, str(dst), SpeckleSettings(filter_name=name))
     assert result["scale"] == ["linear", "linear"]
-    got = read_all(dst)
+    got = read_raster(dst)
     for b in range(2):
         valid = sample_array[b] != 0.0
         np.testing.assert_allclose(got[b], reference_filter(name, sample_array[b], valid), rtol=1e-6, atol=0)
@@ -110,7 +78,7 @@ def test_speckle_filter_raster_equals_filter_on_whole_band(tmp_path, sample_sar,
 def test_speckle_filter_raster_is_seamless_across_blocks(tmp_path, sample_sar, sample_array, small_blocks, name):
     dst = tmp_path / f"{name}.tif"
     preprocess.speckle_filter_raster(sample_sar, str(dst), SpeckleSettings(filter_name=name))
-    got = read_all(dst)
+    got = read_raster(dst)
     for b in range(2):
         valid = sample_array[b] != 0.0
         if name == "lee_sigma":
@@ -126,7 +94,7 @@ def test_speckle_filter_raster_is_seamless_across_blocks(tmp_path, sample_sar, s
 def test_speckle_filter_raster_keeps_nodata_georeferencing_and_descriptions(tmp_path, sample_sar, sample_array):
     dst = tmp_path / "lee.tif"
     preprocess.speckle_filter_raster(sample_sar, str(dst), SpeckleSettings(filter_name="lee", window=5))
-    got = read_all(dst)
+    got = read_raster(dst)
     invalid = sample_array == 0.0
     assert invalid.any() and (~invalid).any()
     assert (got[invalid] == 0.0).all()
@@ -148,7 +116,7 @@ def test_speckle_filter_raster_keeps_nodata_georeferencing_and_descriptions(tmp_
 
 def _db_copy_without_units(path_in, path_out):
     """The sample in dB (0 = nodata), with no unit: the scale must be recognised from the values."""
-    a = read_all(path_in)
+    a = read_raster(path_in)
     db = np.where(a != 0.0, radiometry.to_db(a), 0.0)
     return write_tif(path_out, db, nodata=0.0, descriptions=["VV", "VH"])
 
@@ -162,14 +130,14 @@ def test_speckle_filter_raster_on_db_input_filters_in_linear(tmp_path, sample_sa
     else:
         _db_copy_without_units(sample_sar, db_path)
         assert band_info(db_path)[1] == ["", ""]
-    db = read_all(db_path)
+    db = read_raster(db_path)
     in_valid = sample_array != 0.0
     # The dB input holds its nodata as NaN (convert_db_raster) or 0 (the copy's declared nodata).
     assert (np.isnan(db[~in_valid]) if source == "convert_db_raster" else db[~in_valid] == 0.0).all()
     dst = tmp_path / "lee_db.tif"
     result = preprocess.speckle_filter_raster(str(db_path), str(dst), SpeckleSettings(filter_name="lee"))
     assert result["scale"] == ["dB", "dB"]
-    got = read_all(dst)
+    got = read_raster(dst)
     # Bands in dB: the output nodata is NaN whatever the input's (0 dB is a valid value).
     assert_nan_nodata(dst, got, ~in_valid)
     for b in range(2):
@@ -191,7 +159,7 @@ def test_speckle_filter_raster_input_scale_forced(tmp_path, sample_sar, sample_a
         sample_sar, str(dst), SpeckleSettings(filter_name="boxcar", input_scale="dB")
     )
     assert result["scale"] == ["dB", "dB"]
-    all_bands = read_all(dst)
+    all_bands = read_raster(dst)
     # Filtered as dB: the input nodata 0 is not kept, the output nodata is NaN.
     assert_nan_nodata(dst, all_bands, sample_array == 0.0)
     got = all_bands[0]
@@ -223,7 +191,7 @@ def test_speckle_filter_raster_output_nodata_policy(tmp_path, units, nodata, kep
     dst = tmp_path / "f.tif"
     result = preprocess.speckle_filter_raster(src, str(dst), SpeckleSettings("lee", window=5))
     assert result["scale"] == units
-    got = read_all(dst)
+    got = read_raster(dst)
     if kept:
         assert band_info(dst)[2] == [nodata, nodata]
         assert (got[invalid] == nodata).all()
@@ -254,7 +222,7 @@ def test_speckle_filter_raster_estimates_looks_on_the_sample(tmp_path, sample_sa
     assert any("Estimated number of looks" in m for m in messages)
     assert json.loads(gdal.Open(str(dst)).GetMetadata()["SARSEG_LOOKS"]) == [round(v, 4) for v in looks]
     # The estimate is the one used by the filter.
-    got = read_all(dst)
+    got = read_raster(dst)
     for b in range(2):
         valid = sample_array[b] != 0.0
         want = reference_filter("lee", sample_array[b], valid, looks=looks[b])
@@ -304,7 +272,7 @@ def test_convert_db_raster_values_units_and_nodata(tmp_path, sample_sar, sample_
     progress = []
     result = preprocess.convert_db_raster(sample_sar, str(dst), progress=progress.append)
     assert result["directions"] == ["to_db", "to_db"]  # auto: the bands say 'linear'
-    got = read_all(dst)
+    got = read_raster(dst)
     valid = sample_array != 0.0
     np.testing.assert_allclose(got[valid], 10.0 * np.log10(sample_array[valid].astype(np.float64)), rtol=1e-6)
     assert_nan_nodata(dst, got, ~valid)
@@ -316,7 +284,7 @@ def test_convert_db_raster_values_units_and_nodata(tmp_path, sample_sar, sample_
     back = tmp_path / "lin.tif"
     result = preprocess.convert_db_raster(str(dst), str(back))
     assert result["directions"] == ["to_linear", "to_linear"]
-    lin = read_all(back)
+    lin = read_raster(back)
     np.testing.assert_allclose(lin[valid], sample_array[valid], rtol=1e-5)
     assert_nan_nodata(back, lin, ~valid)
     assert band_info(back)[1] == ["linear", "linear"]
@@ -329,7 +297,7 @@ def test_convert_db_raster_floor_and_nonpositive_to_nodata(tmp_path, nonpositive
     dst = tmp_path / "b.tif"
     preprocess.convert_db_raster(src, str(dst), direction="to_db", floor_db=-40.0,
                                  nonpositive_to_nodata=nonpositive_to_nodata)  # fmt: skip
-    got = read_all(dst)[0]
+    got = read_raster(dst)[0]
     # The input nodata -9999 is not reused: NaN is the output nodata, and 1.0 gives a valid 0 dB.
     assert math.isnan(band_info(dst)[2][0])
     low = np.nan if nonpositive_to_nodata else -40.0
@@ -346,7 +314,7 @@ def test_convert_db_raster_without_nodata_uses_nan(tmp_path):
     src = write_tif(tmp_path / "d.tif", a, units=["dB"])
     dst = tmp_path / "l.tif"
     preprocess.convert_db_raster(src, str(dst))
-    got = read_all(dst)
+    got = read_raster(dst)
     invalid = np.isnan(a)
     assert_nan_nodata(dst, got, invalid)
     np.testing.assert_allclose(got[~invalid], 10.0 ** (np.array([10.0, -3.0, -20.0]) / 10.0), rtol=1e-6)
@@ -380,7 +348,7 @@ def test_normalize_raster_zscore_gives_zero_mean_unit_std(tmp_path):
     dst = tmp_path / "n.tif"
     stats_path = tmp_path / "stats.json"
     stats = preprocess.normalize_raster(src, str(dst), stats_path=str(stats_path))
-    got = read_all(dst)
+    got = read_raster(dst)
     ok = _valid(a)
     for b in range(2):
         v = a[b][ok[b]].astype(np.float64)
@@ -409,7 +377,7 @@ def test_normalize_raster_percentile(tmp_path):
     src = write_tif(tmp_path / "a.tif", a, nodata=-9999.0)
     dst = tmp_path / "p.tif"
     stats = preprocess.normalize_raster(src, str(dst), method="percentile", low_percentile=5, high_percentile=90)
-    got = read_all(dst)
+    got = read_raster(dst)
     ok = _valid(a)
     for b in range(2):
         v = a[b][ok[b]].astype(np.float64)
@@ -431,7 +399,7 @@ def test_normalize_raster_reuses_stats_of_another_raster(tmp_path):
     stats_a = preprocess.normalize_raster(src_a, str(tmp_path / "na.tif"))
     stats_b = preprocess.normalize_raster(src_b, str(tmp_path / "nb.tif"), stats=stats_a)
     assert [s.mean for s in stats_b.bands] == [s.mean for s in stats_a.bands]
-    got = read_all(tmp_path / "nb.tif")
+    got = read_raster(tmp_path / "nb.tif")
     ok_a, ok_b = _valid(a), _valid(b)
     for k in range(2):
         va = a[k][ok_a[k]].astype(np.float64)
@@ -497,7 +465,7 @@ def test_normalize_raster_percentile_keeps_every_valid_pixel_valid(tmp_path, sam
     input nodata: the output nodata is NaN so that those valid pixels stay valid."""
     dst = tmp_path / "p.tif"
     preprocess.normalize_raster(sample_sar, str(dst), method="percentile")
-    got = read_all(dst)
+    got = read_raster(dst)
     ds = raster_io.open_raster(str(dst))
     info = raster_io.read_info(ds)
     assert all(math.isnan(nd) for nd in info.nodata)
@@ -522,7 +490,7 @@ def test_convert_db_raster_keeps_a_linear_one_valid(tmp_path):
     src = write_tif(tmp_path / "a.tif", a, nodata=0.0)
     dst = tmp_path / "db.tif"
     preprocess.convert_db_raster(src, str(dst), direction="to_db")
-    got = read_all(dst)
+    got = read_raster(dst)
     ds = raster_io.open_raster(str(dst))
     info = raster_io.read_info(ds)
     assert math.isnan(info.nodata[0])

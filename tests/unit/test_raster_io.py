@@ -6,59 +6,20 @@ what was written through plain GDAL calls.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
 import pytest
 from osgeo import gdal, osr
+from rasters import GT, leftovers, read_raster, wkt, write_raster
 from scipy import ndimage
 
 from sar_seg_plugin.core import raster_io
 from sar_seg_plugin.core.errors import CancelledError, SarSegError
 from sar_seg_plugin.core.raster_io import GeoTiffWriter, Window
 
-GT = (600000.0, 10.0, 0.0, 4900000.0, 0.0, -10.0)
-
-
-def _wkt(epsg: int = 32631) -> str:
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(epsg)
-    return srs.ExportToWkt()
-
-
-def write_tif(path, array, nodata=None, geotransform=GT, epsg=32631, descriptions=None, units=None):
-    """Write a (bands, rows, cols) or (rows, cols) array with plain GDAL."""
-    array = np.asarray(array)
-    if array.ndim == 2:
-        array = array[None]
-    bands, rows, cols = array.shape
-    gdal_type = gdal.GDT_Float32 if array.dtype == np.float32 else gdal.GDT_Byte
-    ds = gdal.GetDriverByName("GTiff").Create(str(path), cols, rows, bands, gdal_type)
-    ds.SetGeoTransform(geotransform)
-    if epsg:
-        ds.SetProjection(_wkt(epsg))
-    for b in range(bands):
-        band = ds.GetRasterBand(b + 1)
-        if nodata is not None:
-            band.SetNoDataValue(nodata)
-        if descriptions:
-            band.SetDescription(descriptions[b])
-        if units:
-            band.SetUnitType(units[b])
-        band.WriteArray(array[b])
-    ds.FlushCache()
-    ds = None
-    return str(path)
-
-
-def read_all(path) -> np.ndarray:
-    ds = gdal.Open(str(path))
-    return np.stack([ds.GetRasterBand(b + 1).ReadAsArray() for b in range(ds.RasterCount)])
-
-
-def leftovers(folder, keep=()) -> list[str]:
-    """Names in ``folder`` other than ``keep`` (temporary files, partial outputs)."""
-    return sorted(n for n in os.listdir(folder) if n not in keep)
+write_tif = functools.partial(write_raster, geotransform=GT)
 
 
 # --- iter_blocks ------------------------------------------------------------------------------------
@@ -190,7 +151,7 @@ def test_writer_keeps_georeferencing_nodata_descriptions_units_metadata_and_colo
     data[:, 0, 0] = 255
     colours = {0: (31, 120, 180, 255), 1: (178, 223, 138, 255), 4: (217, 178, 111, 255), 255: (0, 0, 0, 0)}
     gt = (500010.0, 20.0, 0.0, 4100030.0, 0.0, -20.0)
-    wkt = _wkt(32630)
+    crs = wkt(32630)
     dst = tmp_path / "out.tif"
     with GeoTiffWriter(
         dst,
@@ -199,7 +160,7 @@ def test_writer_keeps_georeferencing_nodata_descriptions_units_metadata_and_colo
         2,
         np.uint8,
         gt,
-        wkt,
+        crs,
         nodata=255,
         descriptions=["class", "other"],
         units=["", "m"],
@@ -217,8 +178,8 @@ def test_writer_keeps_georeferencing_nodata_descriptions_units_metadata_and_colo
     assert leftovers(tmp_path) == ["out.tif", "out.tif.aux.xml"]
     ds = gdal.Open(str(dst))
     assert ds.GetGeoTransform() == gt
-    assert osr.SpatialReference(wkt=ds.GetProjection()).IsSame(osr.SpatialReference(wkt=wkt))
-    np.testing.assert_array_equal(read_all(dst), data)
+    assert osr.SpatialReference(wkt=ds.GetProjection()).IsSame(osr.SpatialReference(wkt=crs))
+    np.testing.assert_array_equal(read_raster(dst), data)
     b1, b2 = ds.GetRasterBand(1), ds.GetRasterBand(2)
     assert b1.DataType == gdal.GDT_Byte
     assert b1.GetNoDataValue() == 255 and b2.GetNoDataValue() == 255
@@ -243,26 +204,26 @@ def test_writer_float_nodata_nan_and_single_band_2d_write(tmp_path):
     a = np.arange(12, dtype=np.float32).reshape(3, 4)
     a[1, 1] = np.nan
     dst = tmp_path / "f.tif"
-    with GeoTiffWriter(dst, 4, 3, 1, np.float32, GT, _wkt(), nodata=float("nan")) as w:
+    with GeoTiffWriter(dst, 4, 3, 1, np.float32, GT, wkt(), nodata=float("nan")) as w:
         w.write(Window(0, 0, 4, 3), a)
-    got = read_all(dst)[0]
+    got = read_raster(dst)[0]
     np.testing.assert_array_equal(got, a)  # NaN compares equal at the same place
     assert np.isnan(gdal.Open(str(dst)).GetRasterBand(1).GetNoDataValue())
 
 
 def test_writer_rejects_bad_paths_and_shapes(tmp_path):
     with pytest.raises(SarSegError):
-        GeoTiffWriter(tmp_path / "x.png", 4, 4, 1, np.float32, GT, _wkt())
+        GeoTiffWriter(tmp_path / "x.png", 4, 4, 1, np.float32, GT, wkt())
     with pytest.raises(SarSegError):
-        GeoTiffWriter(tmp_path / "missing" / "x.tif", 4, 4, 1, np.float32, GT, _wkt())
-    with pytest.raises(ValueError), GeoTiffWriter(tmp_path / "x.tif", 4, 4, 2, np.float32, GT, _wkt()) as w:
+        GeoTiffWriter(tmp_path / "missing" / "x.tif", 4, 4, 1, np.float32, GT, wkt())
+    with pytest.raises(ValueError), GeoTiffWriter(tmp_path / "x.tif", 4, 4, 2, np.float32, GT, wkt()) as w:
         w.write(Window(0, 0, 4, 4), np.zeros((1, 4, 4), np.float32))
     assert leftovers(tmp_path) == []
 
 
 def test_writer_exception_leaves_nothing_and_no_partial_file(tmp_path):
     dst = tmp_path / "out.tif"
-    with pytest.raises(RuntimeError, match="boom"), GeoTiffWriter(dst, 20, 10, 1, np.float32, GT, _wkt()) as w:
+    with pytest.raises(RuntimeError, match="boom"), GeoTiffWriter(dst, 20, 10, 1, np.float32, GT, wkt()) as w:
         w.write(Window(0, 0, 20, 10), np.ones((10, 20), np.float32))
         assert any(".partial" in n for n in os.listdir(tmp_path))  # the work happens in a temporary file
         raise RuntimeError("boom")
@@ -272,32 +233,32 @@ def test_writer_exception_leaves_nothing_and_no_partial_file(tmp_path):
 
 def test_writer_exception_leaves_existing_destination_byte_identical(tmp_path):
     dst = tmp_path / "out.tif"
-    with GeoTiffWriter(dst, 8, 8, 1, np.float32, GT, _wkt(), category_names=["a", "b"]) as w:
+    with GeoTiffWriter(dst, 8, 8, 1, np.float32, GT, wkt(), category_names=["a", "b"]) as w:
         w.write(Window(0, 0, 8, 8), np.full((8, 8), 7.0, np.float32))
     before = {n: (tmp_path / n).read_bytes() for n in os.listdir(tmp_path)}
     assert "out.tif" in before
     with (
         pytest.raises(CancelledError),
-        GeoTiffWriter(dst, 8, 8, 1, np.float32, GT, _wkt(), category_names=["c"]) as w,
+        GeoTiffWriter(dst, 8, 8, 1, np.float32, GT, wkt(), category_names=["c"]) as w,
     ):
         w.write(Window(0, 0, 8, 8), np.zeros((8, 8), np.float32))
         raise CancelledError("stop")
     after = {n: (tmp_path / n).read_bytes() for n in os.listdir(tmp_path)}
     assert after == before
-    np.testing.assert_array_equal(read_all(dst), np.full((1, 8, 8), 7.0, np.float32))
+    np.testing.assert_array_equal(read_raster(dst), np.full((1, 8, 8), 7.0, np.float32))
 
 
 def test_writer_success_replaces_existing_file_and_stale_sidecar(tmp_path):
     dst = tmp_path / "out.tif"
-    with GeoTiffWriter(dst, 8, 8, 1, np.uint8, GT, _wkt(), category_names=["old"]) as w:
+    with GeoTiffWriter(dst, 8, 8, 1, np.uint8, GT, wkt(), category_names=["old"]) as w:
         w.write(Window(0, 0, 8, 8), np.ones((8, 8), np.uint8))
     sidecar = tmp_path / "out.tif.aux.xml"
     if not sidecar.exists():  # make sure there is a stale side-car to remove
         sidecar.write_text("<PAMDataset><Metadata><MDI key='STALE'>1</MDI></Metadata></PAMDataset>")
-    with GeoTiffWriter(dst, 8, 8, 1, np.uint8, GT, _wkt()) as w:
+    with GeoTiffWriter(dst, 8, 8, 1, np.uint8, GT, wkt()) as w:
         w.write(Window(0, 0, 8, 8), np.full((8, 8), 3, np.uint8))
     assert not sidecar.exists()
-    np.testing.assert_array_equal(read_all(dst), np.full((1, 8, 8), 3, np.uint8))
+    np.testing.assert_array_equal(read_raster(dst), np.full((1, 8, 8), 3, np.uint8))
     assert leftovers(tmp_path) == ["out.tif"]
 
 
@@ -325,12 +286,12 @@ def test_map_blocks_with_halo_equals_the_whole_image_result(tmp_path, block_size
     src = raster_io.open_raster(src_path)
     dst = tmp_path / "dst.tif"
     progress = []
-    with GeoTiffWriter(dst, 150, 97, 2, np.float32, GT, _wkt()) as w:
+    with GeoTiffWriter(dst, 150, 97, 2, np.float32, GT, wkt()) as w:
         raster_io.map_blocks(
             src, w, _correlate_blocks, halo=2, block_size=block_size, workers=workers, progress=progress.append
         )
     expected = np.stack([ndimage.correlate(a[b].astype(np.float64), KERNEL, mode="nearest") for b in range(2)])
-    np.testing.assert_array_equal(read_all(dst), expected.astype(np.float32))
+    np.testing.assert_array_equal(read_raster(dst), expected.astype(np.float32))
     n_blocks = -(-150 // block_size) * -(-97 // block_size)
     assert len(progress) == n_blocks
     assert progress == sorted(progress)
@@ -341,10 +302,10 @@ def test_map_blocks_without_enough_halo_differs_from_the_whole_image(tmp_path):
     """Control for the test above: with no halo the block seams show, so that comparison can fail."""
     a = _integer_valued((1, 97, 150), seed=1)
     src = raster_io.open_raster(write_tif(tmp_path / "src.tif", a))
-    with GeoTiffWriter(tmp_path / "dst.tif", 150, 97, 1, np.float32, GT, _wkt()) as w:
+    with GeoTiffWriter(tmp_path / "dst.tif", 150, 97, 1, np.float32, GT, wkt()) as w:
         raster_io.map_blocks(src, w, _correlate_blocks, halo=0, block_size=64)
     expected = ndimage.correlate(a[0].astype(np.float64), KERNEL, mode="nearest").astype(np.float32)
-    assert not np.array_equal(read_all(tmp_path / "dst.tif")[0], expected)
+    assert not np.array_equal(read_raster(tmp_path / "dst.tif")[0], expected)
 
 
 def test_map_blocks_uniform_filter_matches_whole_image(tmp_path):
@@ -355,10 +316,10 @@ def test_map_blocks_uniform_filter_matches_whole_image(tmp_path):
     def smooth(data, valid, block):
         return ndimage.uniform_filter(data.astype(np.float64), size=(1, 7, 7), mode="reflect")
 
-    with GeoTiffWriter(tmp_path / "dst.tif", 150, 97, 1, np.float32, GT, _wkt()) as w:
+    with GeoTiffWriter(tmp_path / "dst.tif", 150, 97, 1, np.float32, GT, wkt()) as w:
         raster_io.map_blocks(src, w, smooth, halo=3, block_size=64)
     expected = ndimage.uniform_filter(a[0].astype(np.float64), size=7, mode="reflect")
-    np.testing.assert_allclose(read_all(tmp_path / "dst.tif")[0], expected, rtol=1e-6)
+    np.testing.assert_allclose(read_raster(tmp_path / "dst.tif")[0], expected, rtol=1e-6)
 
 
 def test_map_blocks_passes_the_validity_mask_and_selected_bands(tmp_path):
@@ -373,9 +334,9 @@ def test_map_blocks_passes_the_validity_mask_and_selected_bands(tmp_path):
         seen.append(block.index)
         return np.concatenate([valid.astype(np.float32), data], axis=0)
 
-    with GeoTiffWriter(tmp_path / "dst.tif", 70, 50, 4, np.float32, GT, _wkt()) as w:
+    with GeoTiffWriter(tmp_path / "dst.tif", 70, 50, 4, np.float32, GT, wkt()) as w:
         raster_io.map_blocks(src, w, echo, halo=1, block_size=32, bands=[2, 1])
-    got = read_all(tmp_path / "dst.tif")
+    got = read_raster(tmp_path / "dst.tif")
     sel = a[[1, 0]]
     np.testing.assert_array_equal(got[:2], (np.isfinite(sel) & (sel != -5.0)).astype(np.float32))
     np.testing.assert_array_equal(got[2:], sel)
@@ -392,7 +353,7 @@ def test_map_blocks_cancel_raises_and_leaves_no_output(tmp_path):
         return len(calls) > 1
 
     dst = tmp_path / "dst.tif"
-    with pytest.raises(CancelledError), GeoTiffWriter(dst, 150, 97, 1, np.float32, GT, _wkt()) as w:
+    with pytest.raises(CancelledError), GeoTiffWriter(dst, 150, 97, 1, np.float32, GT, wkt()) as w:
         raster_io.map_blocks(src, w, _correlate_blocks, halo=2, block_size=64, is_canceled=is_canceled)
     assert len(calls) == 2
     assert not dst.exists()
@@ -407,7 +368,7 @@ def test_map_blocks_error_in_function_leaves_no_output(tmp_path):
             raise ZeroDivisionError("bad block")
         return data
 
-    with pytest.raises(ZeroDivisionError), GeoTiffWriter(tmp_path / "d.tif", 40, 40, 1, np.float32, GT, _wkt()) as w:
+    with pytest.raises(ZeroDivisionError), GeoTiffWriter(tmp_path / "d.tif", 40, 40, 1, np.float32, GT, wkt()) as w:
         raster_io.map_blocks(src, w, fail, block_size=16)
     assert leftovers(tmp_path) == ["src.tif"]
 

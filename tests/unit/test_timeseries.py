@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 from pathlib import Path
@@ -11,47 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from osgeo import gdal, osr
+from rasters import GT, read_raster, wkt, write_raster
 
 from sar_seg_plugin.core import timeseries
 from sar_seg_plugin.core.errors import CancelledError, SarSegError
 from sar_seg_plugin.core.timeseries import DatedRaster, Grid
 
-GT = (600000.0, 10.0, 0.0, 4900000.0, 0.0, -10.0)
-
-
-def _wkt(epsg: int = 32631) -> str:
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(epsg)
-    return srs.ExportToWkt()
-
-
-def write_tif(path, array, nodata=None, geotransform=GT, epsg=32631, descriptions=None, units=None):
-    array = np.asarray(array)
-    if array.ndim == 2:
-        array = array[None]
-    bands, rows, cols = array.shape
-    gdal_type = {np.dtype(np.float32): gdal.GDT_Float32, np.dtype(np.uint8): gdal.GDT_Byte}[array.dtype]
-    ds = gdal.GetDriverByName("GTiff").Create(str(path), cols, rows, bands, gdal_type)
-    ds.SetGeoTransform(geotransform)
-    if epsg:
-        ds.SetProjection(_wkt(epsg))
-    for b in range(bands):
-        band = ds.GetRasterBand(b + 1)
-        if nodata is not None:
-            band.SetNoDataValue(nodata)
-        if descriptions:
-            band.SetDescription(descriptions[b])
-        if units:
-            band.SetUnitType(units[b])
-        band.WriteArray(array[b])
-    ds.FlushCache()
-    ds = None
-    return str(path)
-
-
-def read_all(path) -> np.ndarray:
-    ds = gdal.Open(str(path))
-    return np.stack([ds.GetRasterBand(b + 1).ReadAsArray() for b in range(ds.RasterCount)])
+write_tif = functools.partial(write_raster, geotransform=GT)
 
 
 D = dt.date
@@ -124,12 +91,12 @@ def test_order_by_date_refuses_duplicates():
 
 
 def test_grid_bounds_and_same_as():
-    g = Grid(40, 30, GT, _wkt())
+    g = Grid(40, 30, GT, wkt())
     assert g.bounds == (600000.0, 4900000.0 - 300.0, 600400.0, 4900000.0)
-    assert g.same_as(Grid(40, 30, GT, _wkt()))
-    assert not g.same_as(Grid(41, 30, GT, _wkt()))
-    assert not g.same_as(Grid(40, 30, (600005.0, 10.0, 0.0, 4900000.0, 0.0, -10.0), _wkt()))
-    assert not g.same_as(Grid(40, 30, GT, _wkt(32630)))
+    assert g.same_as(Grid(40, 30, GT, wkt()))
+    assert not g.same_as(Grid(41, 30, GT, wkt()))
+    assert not g.same_as(Grid(40, 30, (600005.0, 10.0, 0.0, 4900000.0, 0.0, -10.0), wkt()))
+    assert not g.same_as(Grid(40, 30, GT, wkt(32630)))
 
 
 # --- Stacking ---------------------------------------------------------------------------------------
@@ -160,10 +127,10 @@ def test_stack_rasters_sample_in_date_order(tmp_path, sample_dir, sample_series)
     assert ds.GetGeoTransform() == sample_series.geotransform
     assert ds.GetRasterBand(1).DataType == gdal.GDT_Float32
     assert ds.GetRasterBand(1).GetUnitType() == "linear"
-    got = read_all(dst)
+    got = read_raster(dst)
     valid = sample_series.valid
     for t in range(4):
-        source = read_all(files[t])
+        source = read_raster(files[t])
         for b in range(2):
             band = got[2 * t + b]
             np.testing.assert_array_equal(band[valid], source[b][valid])
@@ -182,9 +149,9 @@ def test_stack_rasters_resamples_coarse_raster_with_nearest(tmp_path):
     items = [DatedRaster(c, D(2026, 3, 2), "coarse"), DatedRaster(f, D(2026, 3, 1), "fine")]
     dst = tmp_path / "s.tif"
     result = timeseries.stack_rasters(items, str(dst), resampling="nearest")
-    assert result["grid"].same_as(Grid(40, 30, GT, _wkt()))
+    assert result["grid"].same_as(Grid(40, 30, GT, wkt()))
     assert any("coarse" in n and "resampled" in n for n in result["notes"])
-    got = read_all(dst)
+    got = read_raster(dst)
     assert got.shape == (2, 30, 40)
     np.testing.assert_array_equal(got[0], fine)
     np.testing.assert_array_equal(got[1], np.repeat(np.repeat(coarse, 2, 0), 2, 1))
@@ -206,7 +173,7 @@ def test_stack_rasters_onto_reference_grid_of_another_raster(tmp_path):
     dst = tmp_path / "s.tif"
     items = [DatedRaster(pa, D(2026, 3, 1)), DatedRaster(pb, D(2026, 3, 2))]
     timeseries.stack_rasters(items, str(dst), reference_path=ref, resampling="average")
-    got = read_all(dst)
+    got = read_raster(dst)
     assert got.shape == (4, 15, 20)
     for t, src in enumerate((a, b)):
         for k in range(2):
@@ -226,7 +193,7 @@ def test_stack_rasters_integer_labels_stay_integer_with_nodata(tmp_path):
     ds = gdal.Open(str(dst))
     assert ds.GetRasterBand(1).DataType == gdal.GDT_Byte
     assert ds.GetRasterBand(1).GetNoDataValue() == 255
-    np.testing.assert_array_equal(read_all(dst), np.stack([a, b]))
+    np.testing.assert_array_equal(read_raster(dst), np.stack([a, b]))
     assert "2 day(s) missing between 2026-03-01 and 2026-03-04." in result["notes"]
 
 
@@ -243,7 +210,7 @@ def test_stack_rasters_refuses_non_overlapping_raster_in_other_crs(tmp_path):
 def test_stack_rasters_reprojects_overlapping_raster_in_other_crs(tmp_path):
     """Control for the test above: an overlapping raster in WGS 84 is accepted and warped."""
     a = write_tif(tmp_path / "a_20260301.tif", np.ones((10, 10), np.float32))
-    utm, geo = osr.SpatialReference(wkt=_wkt()), osr.SpatialReference(wkt=_wkt(4326))
+    utm, geo = osr.SpatialReference(wkt=wkt()), osr.SpatialReference(wkt=wkt(4326))
     geo.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)  # (lon, lat) like a GeoTIFF geotransform
     to_geo = osr.CoordinateTransformation(utm, geo)
     xmin, ymin, xmax, ymax = to_geo.TransformBounds(GT[0] - 200, GT[3] - 300, GT[0] + 300, GT[3] + 200, 21)
@@ -251,7 +218,7 @@ def test_stack_rasters_reprojects_overlapping_raster_in_other_crs(tmp_path):
     b = write_tif(tmp_path / "b_20260302.tif", np.full((50, 50), 2.0, np.float32), geotransform=gt, epsg=4326)
     dst = tmp_path / "s.tif"
     timeseries.stack_rasters([DatedRaster(a, D(2026, 3, 1)), DatedRaster(b, D(2026, 3, 2))], str(dst))
-    got = read_all(dst)
+    got = read_raster(dst)
     np.testing.assert_allclose(got[1], 2.0)
 
 
@@ -305,9 +272,9 @@ def test_stack_rasters_cancel_leaves_nothing(tmp_path, sample_dir):
 def test_aligned_returns_the_raster_itself_on_the_same_grid(tmp_path):
     a = np.arange(12, dtype=np.float32).reshape(3, 4)
     p = write_tif(tmp_path / "a.tif", a)
-    ds = timeseries.aligned(p, Grid(4, 3, GT, _wkt()))
+    ds = timeseries.aligned(p, Grid(4, 3, GT, wkt()))
     assert ds.GetDescription() == p
-    shifted = timeseries.aligned(p, Grid(4, 3, (GT[0] + 10.0, 10.0, 0.0, GT[3], 0.0, -10.0), _wkt()), "nearest")
+    shifted = timeseries.aligned(p, Grid(4, 3, (GT[0] + 10.0, 10.0, 0.0, GT[3], 0.0, -10.0), wkt()), "nearest")
     got = shifted.GetRasterBand(1).ReadAsArray()
     np.testing.assert_array_equal(got[:, :3], a[:, 1:])
     assert np.isnan(got[:, 3]).all()
@@ -351,4 +318,4 @@ def test_stack_rasters_with_reference_writes_another_output(tmp_path):
     items, ref = _stack_with_reference_inputs(tmp_path)
     dst = tmp_path / "stack.tif"
     timeseries.stack_rasters(items, str(dst), reference_path=ref)
-    np.testing.assert_array_equal(read_all(dst), np.stack([np.ones((4, 4)), np.full((4, 4), 2.0)]))
+    np.testing.assert_array_equal(read_raster(dst), np.stack([np.ones((4, 4)), np.full((4, 4), 2.0)]))

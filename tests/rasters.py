@@ -1,0 +1,95 @@
+"""Raster helpers shared by the unit and QGIS tests: small GeoTIFFs written and read back with plain GDAL,
+independently of the plugin's own raster code, plus file checks (digests, files left behind).
+
+Importable as ``from rasters import ...`` (``tests`` is on the pytest ``pythonpath``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+from osgeo import gdal, gdal_array, osr
+
+GT = (600000.0, 10.0, 0.0, 4900000.0, 0.0, -10.0)
+"""Geotransform of the unit tests' small rasters: UTM 31N metres, 10 m pixels, north up."""
+
+
+def wkt(epsg: int = 32631) -> str:
+    """The WKT of an EPSG coordinate reference system."""
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(epsg)
+    return srs.ExportToWkt()
+
+
+def write_raster(
+    path,
+    array,
+    *,
+    nodata: float | None = None,
+    epsg: int | None = 32631,
+    geotransform: tuple[float, ...] | None = None,
+    origin: tuple[float, float] = (500000.0, 4800000.0),
+    pixel: float = 10.0,
+    descriptions: list[str] | None = None,
+    units: list[str] | None = None,
+    dtype=None,
+) -> str:
+    """Write a (bands, rows, cols) or (rows, cols) array as a GeoTIFF with plain GDAL; return the path as a str.
+
+    ``dtype`` is the file's data type; by default uint8 arrays are written as Byte and anything else as
+    Float32. ``geotransform`` wins over ``origin`` (top-left corner) and ``pixel`` (square pixel size).
+    ``epsg=None`` writes no coordinate reference system. ``nodata``, ``descriptions`` and ``units`` apply
+    to every band (one description / unit per band).
+    """
+    array = np.asarray(array)
+    if dtype is None:
+        dtype = np.uint8 if array.dtype == np.uint8 else np.float32
+    array = array.astype(dtype, copy=False)
+    if array.ndim == 2:
+        array = array[None]
+    bands, rows, cols = array.shape
+    if geotransform is None:
+        geotransform = (origin[0], pixel, 0.0, origin[1], 0.0, -pixel)
+    gdal_type = gdal_array.NumericTypeCodeToGDALTypeCode(array.dtype)
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), cols, rows, bands, gdal_type)
+    ds.SetGeoTransform(geotransform)
+    if epsg:
+        ds.SetProjection(wkt(epsg))
+    for b in range(bands):
+        band = ds.GetRasterBand(b + 1)  # ``ds`` stays alive while its bands are used
+        if nodata is not None:
+            band.SetNoDataValue(nodata)
+        if descriptions:
+            band.SetDescription(descriptions[b])
+        if units:
+            band.SetUnitType(units[b])
+        band.WriteArray(array[b])
+    ds.FlushCache()
+    ds = None
+    return str(path)
+
+
+def read_raster(path, dtype=None) -> np.ndarray:
+    """All bands of a raster as a (bands, rows, cols) array, in the file's data type unless ``dtype`` is given."""
+    ds = gdal.Open(str(path))  # keep the dataset alive while its bands are read
+    data = np.stack([ds.GetRasterBand(b + 1).ReadAsArray() for b in range(ds.RasterCount)])
+    ds = None
+    return data if dtype is None else data.astype(dtype)
+
+
+def file_digest(path) -> str:
+    """SHA-256 of a file's bytes (to check that an input was left untouched)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def leftovers(folder, keep=()) -> list[str]:
+    """Names in ``folder`` other than ``keep`` (temporary files, partial outputs), sorted."""
+    return sorted(n for n in os.listdir(folder) if n not in keep)
+
+
+def partial_files(folder) -> list[str]:
+    """Names in ``folder`` of the temporary (``.partial``) files a failed run might leave behind, sorted."""
+    return sorted(p.name for p in Path(folder).iterdir() if ".partial" in p.name)
