@@ -262,3 +262,33 @@ def test_modeler_model_chains_speckle_filter_and_db(sarseg, sample_dir, tmp_path
     expected = 10 * np.log10(speckle.lee_filter(x, 5, 4.4, valid).astype(np.float64))
     np.testing.assert_allclose(got[1][valid], expected[valid], atol=1e-4)
     assert_nan_nodata(out, got, x_all == synthetic.SAR_NODATA)  # the dB step writes NaN nodata
+
+
+def test_stack_dates_from_layer_temporal_properties(sarseg, sample_dir, tmp_path):
+    """Layers whose file names hold no date, dated through QGIS's temporal properties."""
+    import datetime as dt
+    import shutil
+
+    from qgis.core import QgsDateTimeRange, QgsRasterLayer, QgsRasterLayerTemporalProperties
+    from qgis.PyQt.QtCore import QDate, QDateTime, QTime
+
+    manifest = json.loads((sample_dir / "manifest.json").read_text())
+    layers = []
+    for name, day in (("late", 2), ("early", 0), ("middle", 1)):
+        path = tmp_path / f"{name}.tif"
+        shutil.copy(sample_dir / manifest["files"][day]["sar"], path)
+        layer = QgsRasterLayer(str(path), name)
+        props = layer.temporalProperties()
+        props.setIsActive(True)
+        props.setMode(QgsRasterLayerTemporalProperties.ModeFixedTemporalRange)
+        date = dt.date.fromisoformat(manifest["files"][day]["date"])
+        start = QDateTime(QDate(date.year, date.month, date.day), QTime(0, 0))
+        props.setFixedTemporalRange(QgsDateTimeRange(start, start.addDays(1)))
+        layers.append(layer)
+    out = tmp_path / "stack.tif"
+    result = sarseg.run("sarseg:stack_time_series", {"INPUTS": layers, "DATE_SOURCE": 3, "OUTPUT": str(out)})
+    assert result["DATES_OUT"] == ",".join(f["date"] for f in manifest["files"][:3])
+    stack = read(out)
+    early = read(sample_dir / manifest["files"][0]["sar"])
+    valid = early != synthetic.SAR_NODATA
+    np.testing.assert_array_equal(stack[0:2][valid], early[valid])
