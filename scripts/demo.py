@@ -41,7 +41,10 @@ def main() -> int:
     filtered = results / "sar_lee_refined.tif"
     r = step("2/6 Speckle filter", "sarseg:speckle_filter",
              {"INPUT": scenes[0], "FILTER": 1, "WINDOW": 7, "ESTIMATE_LOOKS": "true", "OUTPUT": filtered})  # fmt: skip
-    print(f"    estimated number of looks (VV): {r['LOOKS_USED']:.2f} (generator: {manifest['looks']})")
+    print(
+        f"    estimated number of looks (VV): {r['LOOKS_USED']:.2f}; the generator's speckle has {manifest['looks']} "
+        "looks, forest/urban texture and field edges lower the image's effective ENL"
+    )
     db = results / "sar_lee_refined_db.tif"
     step("3/6 Convert to dB", "sarseg:convert_db", {"INPUT": filtered, "DIRECTION": 0, "OUTPUT": db})
     normalized = results / "sar_lee_refined_db_zscore.tif"
