@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +21,6 @@ from .raster_io import (
     GeoTiffWriter,
     ProgressFn,
     RasterInfo,
-    Window,
     check_not_same_file,
     map_blocks,
     open_raster,
@@ -28,6 +28,8 @@ from .raster_io import (
     read_window,
     sample_band,
     sample_windows,
+    spread_windows,
+    valid_mask,
 )
 
 #: Pixels of each band read to estimate statistics (the whole band below this size).
@@ -83,27 +85,21 @@ class SpeckleSettings:
     input_scale: str = "auto"  # "auto" | "linear" | "dB"
 
 
-def estimate_raster_looks(ds: object, info: RasterInfo, band: int, scale: str, cells: int = 16) -> float:
+def estimate_raster_looks(ds: gdal.Dataset, info: RasterInfo, band: int, scale: str, cells: int = 16) -> float:
     """Estimate the ENL of a band from up to ``cells`` contiguous 256x256 windows spread over it."""
-    size = 256
-    nx = max(1, min(int(np.sqrt(cells)), info.width // size))
-    ny = max(1, min(int(np.sqrt(cells)), info.height // size))
     pieces = []
-    for j in range(ny):
-        for i in range(nx):
-            w = min(size, info.width)
-            h = min(size, info.height)
-            x = int((info.width - w) * (i + 0.5) / nx) if nx > 1 else (info.width - w) // 2
-            y = int((info.height - h) * (j + 0.5) / ny) if ny > 1 else (info.height - h) // 2
-            data = read_window(ds, Window(x, y, w, h), [band])[0]
-            valid = np.isfinite(data)
-            if info.nodata[band - 1] is not None:
-                valid &= data != info.nodata[band - 1]
-            if scale == radiometry.DB:
-                data = radiometry.from_db(data)
-            pieces.append(np.where(valid, data, np.nan))
+    for window in spread_windows(info.width, info.height, cells, 256):
+        data = read_window(ds, window, [band])
+        valid = valid_mask(data, [info.nodata[band - 1]])[0]
+        linear = radiometry.from_db(data[0]) if scale == radiometry.DB else data[0]
+        pieces.append(np.where(valid, linear, np.nan))
     values = np.concatenate([p.reshape(-1, p.shape[-1]) for p in pieces], axis=0)
     return speckle.estimate_looks(values, np.isfinite(values))
+
+
+def _carried_metadata(info: RasterInfo) -> dict[str, str]:
+    """The input's dataset metadata minus SAR Seg's own keys, which describe the input, not the output."""
+    return {k: v for k, v in info.metadata.items() if not k.startswith("SARSEG_")}
 
 
 def speckle_filter_raster(
@@ -112,7 +108,7 @@ def speckle_filter_raster(
     settings: SpeckleSettings,
     progress: ProgressFn | None = None,
     is_canceled: CancelFn | None = None,
-    log: ProgressFn | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, object]:
     """Filter every band of a raster; dB input is converted to linear power, filtered and converted back.
 
@@ -187,7 +183,7 @@ def speckle_filter_raster(
     speckle.apply_filter(settings.filter_name, probe, None, window=window, looks=looks[0] if uses_looks else 1.0,
                          damping=settings.damping, sigma=settings.sigma)  # fmt: skip
 
-    metadata = dict(info.metadata)
+    metadata = _carried_metadata(info)
     metadata.update(
         {
             "SARSEG_SPECKLE_FILTER": settings.filter_name,
@@ -251,7 +247,7 @@ def convert_db_raster(
         return out
 
     units = [radiometry.DB if d == TO_DB else radiometry.LINEAR for d in directions]
-    metadata = dict(info.metadata)
+    metadata = _carried_metadata(info)
     metadata["SARSEG_CONVERSION"] = ",".join(directions)
     with GeoTiffWriter.like(dst_path, info, nodata=nodata, units=units, metadata=metadata) as writer:
         map_blocks(ds, writer, run, progress=progress, is_canceled=is_canceled)
@@ -290,6 +286,8 @@ def normalize_raster(
     Give ``stats`` to reuse statistics from an earlier run (e.g. those of a model's training data).
     """
     check_not_same_file([src_path], dst_path)
+    if stats_path:
+        check_not_same_file([src_path, dst_path], stats_path)
     ds = open_raster(src_path)
     info = read_info(ds)
     if stats is None:
@@ -306,16 +304,27 @@ def normalize_raster(
             out[b] = np.where(valid[b], radiometry.normalize_values(data[b], stats.bands[b], method), nodata)
         return out
 
-    metadata = dict(info.metadata)
+    metadata = _carried_metadata(info)
     metadata[radiometry.NORMALIZATION_METADATA_KEY] = stats.to_json()
     band_metadata = [
         {"SARSEG_MEAN": b.mean, "SARSEG_STD": b.std, "SARSEG_LOW": b.low, "SARSEG_HIGH": b.high} for b in stats.bands
     ]
-    with GeoTiffWriter.like(dst_path, info, nodata=nodata, metadata=metadata, band_metadata=band_metadata) as writer:
-        map_blocks(ds, writer, run, progress=progress, is_canceled=is_canceled)
-    if stats_path:
-        tmp = f"{stats_path}.partial"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(stats.to_json())
-        os.replace(tmp, stats_path)
+    # The statistics file is written beside its destination first, and both outputs are moved into place
+    # only when the raster is complete: a failure leaves neither.
+    stats_tmp = f"{stats_path}.partial" if stats_path else None
+    if stats_tmp:
+        try:
+            with open(stats_tmp, "w", encoding="utf-8") as fh:
+                fh.write(stats.to_json())
+        except OSError as exc:
+            raise SarSegError(f"Cannot write the statistics file '{stats_path}': {exc.strerror}.") from exc
+    try:
+        with GeoTiffWriter.like(dst_path, info, nodata=nodata, metadata=metadata, band_metadata=band_metadata) as w:
+            map_blocks(ds, w, run, progress=progress, is_canceled=is_canceled)
+    except BaseException:
+        if stats_tmp and os.path.exists(stats_tmp):
+            os.unlink(stats_tmp)
+        raise
+    if stats_tmp:
+        os.replace(stats_tmp, stats_path)
     return stats

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,17 +84,14 @@ class RasterInfo:
     width: int
     height: int
     band_count: int
-    geotransform: tuple[float, ...]
+    geotransform: tuple[float, ...]  # a unit pixel grid when the raster has none (see georeferenced)
     projection: str
     nodata: list[float | None]
     descriptions: list[str]
     units: list[str]
     dtype: np.dtype
     metadata: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def pixel_count(self) -> int:
-        return self.width * self.height
+    georeferenced: bool = True  # False for e.g. radar-geometry images: outputs then get no geotransform either
 
     def band_label(self, band: int) -> str:
         """A readable label for a 1-based band: its description or 'band N'."""
@@ -112,14 +109,18 @@ def try_open(path: str, flags: int = gdal.OF_RASTER | gdal.OF_READONLY) -> gdal.
 
 
 def open_raster(path: str | os.PathLike) -> gdal.Dataset:
-    """Open a raster read-only, with a clear error when GDAL cannot read it."""
+    """Open a raster read-only, with a clear error when GDAL cannot read it.
+
+    Besides file paths, GDAL connection strings (``GPKG:file.gpkg:table``, ``NETCDF:...``, ``/vsizip/...``)
+    are accepted.
+    """
     path = str(path)
     if not path:
         raise SarSegError("No raster was given. Choose a raster layer or file.")
-    if not path.startswith("/vsi") and not os.path.exists(path):
-        raise SarSegError(f"The raster file '{path}' does not exist. Check the path.")
     ds = try_open(path)
     if ds is None:
+        if not os.path.exists(path) and ":" not in path and not path.startswith("/vsi"):
+            raise SarSegError(f"The raster file '{path}' does not exist. Check the path.")
         raise SarSegError(
             f"'{path}' could not be opened as a raster ({gdal.GetLastErrorMsg() or 'unknown format'}). "
             "Give a GDAL-readable raster such as a GeoTIFF."
@@ -140,22 +141,35 @@ def check_not_same_file(inputs: Sequence[str | os.PathLike | None], output: str 
             )
 
 
+UNIT_GRID = (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+def _geotransform(ds: gdal.Dataset) -> tuple[float, ...] | None:
+    try:
+        gt = ds.GetGeoTransform(can_return_null=True)
+    except RuntimeError:
+        gt = None
+    return tuple(gt) if gt else None
+
+
 def read_info(ds: gdal.Dataset) -> RasterInfo:
     """Describe an open dataset: size, georeferencing, nodata, band descriptions and units."""
     bands = [ds.GetRasterBand(i + 1) for i in range(ds.RasterCount)]
+    geotransform = _geotransform(ds)
     dtype = np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(bands[0].DataType))
     return RasterInfo(
         path=ds.GetDescription(),
         width=ds.RasterXSize,
         height=ds.RasterYSize,
         band_count=ds.RasterCount,
-        geotransform=tuple(ds.GetGeoTransform(can_return_null=True) or (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)),
+        geotransform=geotransform or UNIT_GRID,
         projection=ds.GetProjection() or "",
         nodata=[b.GetNoDataValue() for b in bands],
         descriptions=[b.GetDescription() or "" for b in bands],
         units=[b.GetUnitType() or "" for b in bands],
         dtype=dtype,
         metadata=ds.GetMetadata() or {},
+        georeferenced=geotransform is not None,
     )
 
 
@@ -199,6 +213,18 @@ def sample_band(ds: gdal.Dataset, band: int, max_pixels: int = 1_000_000) -> np.
     return arr[ok]
 
 
+def spread_windows(width: int, height: int, count: int = 16, size: int = 256) -> list[Window]:
+    """Up to ``count`` non-overlapping ``size`` x ``size`` windows spread evenly from edge to edge."""
+    w, h = min(size, width), min(size, height)
+    side = max(1, int(np.sqrt(count)))
+    nx, ny = max(1, min(side, width // size)), max(1, min(side, height // size))
+
+    def starts(n: int, length: int, extent: int) -> list[int]:
+        return [(length - extent) // 2] if n == 1 else [k * (length - extent) // (n - 1) for k in range(n)]
+
+    return [Window(x, y, w, h) for y in starts(ny, height, h) for x in starts(nx, width, w)]
+
+
 def sample_windows(ds: gdal.Dataset, band: int, count: int = 16, size: int = 256) -> np.ndarray:
     """Valid values of a band read from up to ``count`` windows of ``size`` pixels spread over it.
 
@@ -208,16 +234,11 @@ def sample_windows(ds: gdal.Dataset, band: int, count: int = 16, size: int = 256
     w, h = ds.RasterXSize, ds.RasterYSize
     if w * h <= count * size * size:
         return sample_band(ds, band, w * h)
-    side = max(1, int(np.sqrt(count)))
+    nodata = [ds.GetRasterBand(band).GetNoDataValue()]
     pieces = []
-    rb = ds.GetRasterBand(band)
-    for j in range(side):
-        for i in range(side):
-            ww, wh = min(size, w), min(size, h)
-            x = int((w - ww) * (i + 0.5) / side)
-            y = int((h - wh) * (j + 0.5) / side)
-            data = read_window(ds, Window(x, y, ww, wh), [band], np.float64)
-            pieces.append(data[valid_mask(data, [rb.GetNoDataValue()])])
+    for window in spread_windows(w, h, count, size):
+        data = read_window(ds, window, [band], np.float64)
+        pieces.append(data[valid_mask(data, nodata)])
     return np.concatenate(pieces)
 
 
@@ -247,7 +268,7 @@ class GeoTiffWriter:
         height: int,
         band_count: int,
         dtype: np.dtype | type,
-        geotransform: Sequence[float],
+        geotransform: Sequence[float] | None,
         projection: str,
         nodata: float | None = None,
         descriptions: Sequence[str] | None = None,
@@ -261,7 +282,7 @@ class GeoTiffWriter:
         self.path = Path(path)
         if self.path.suffix.lower() not in (".tif", ".tiff"):
             raise SarSegError(f"Output '{self.path}' must be a GeoTIFF file ending in .tif.")
-        if not self.path.parent.exists():
+        if not self.path.parent.is_dir():
             raise SarSegError(f"The output folder '{self.path.parent}' does not exist. Create it or choose another.")
         self.dtype = np.dtype(dtype)
         self.tmp_path = self.path.with_name(f".{self.path.stem}.{uuid.uuid4().hex[:8]}.partial.tif")
@@ -280,7 +301,8 @@ class GeoTiffWriter:
             self.ds = None
         if self.ds is None:
             raise SarSegError(f"Cannot create '{self.path}': {gdal.GetLastErrorMsg()}. Check the folder is writable.")
-        self.ds.SetGeoTransform(list(geotransform))
+        if geotransform is not None:
+            self.ds.SetGeoTransform(list(geotransform))
         if projection:
             self.ds.SetProjection(projection)
         if metadata:
@@ -312,7 +334,8 @@ class GeoTiffWriter:
         """A writer on the grid of ``info`` (size, geotransform, CRS, band count and descriptions);
         ``options`` are the other constructor arguments (nodata, units, metadata, ...)."""
         options.setdefault("descriptions", info.descriptions)
-        return cls(path, info.width, info.height, info.band_count, dtype, info.geotransform, info.projection, **options)
+        geotransform = info.geotransform if info.georeferenced else None
+        return cls(path, info.width, info.height, info.band_count, dtype, geotransform, info.projection, **options)
 
     def write(self, window: Window, array: np.ndarray) -> None:
         """Write a (bands, rows, cols) array (or (rows, cols) for one band) at ``window``."""
@@ -332,18 +355,6 @@ class GeoTiffWriter:
         this the memory of a run grows with the raster instead of staying at a block's worth.
         """
         self.ds.FlushCache()
-
-    def set_band_metadata(self, band: int, metadata: dict[str, str]) -> None:
-        """Add metadata to a 1-based band (e.g. statistics known only after the pass)."""
-        rb = self.ds.GetRasterBand(band)
-        current = rb.GetMetadata() or {}
-        current.update({k: str(v) for k, v in metadata.items()})
-        rb.SetMetadata(current)
-
-    def set_metadata(self, metadata: dict[str, str]) -> None:
-        current = self.ds.GetMetadata() or {}
-        current.update({k: str(v) for k, v in metadata.items()})
-        self.ds.SetMetadata(current)
 
     def commit(self) -> Path:
         """Flush, close and move the finished file (and its side-cars) into place."""
@@ -441,15 +452,3 @@ def map_blocks(
             flush_one()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-def iter_read_blocks(
-    ds: gdal.Dataset, block_size: int = DEFAULT_BLOCK, bands: Sequence[int] | None = None
-) -> Iterator[tuple[Block, np.ndarray, np.ndarray]]:
-    """Yield (block, data, valid) over a raster without halo, for statistics passes."""
-    info = read_info(ds)
-    band_list = list(bands) if bands is not None else list(range(1, info.band_count + 1))
-    nodata = [info.nodata[b - 1] for b in band_list]
-    for block in iter_blocks(info.width, info.height, block_size, 0):
-        data = read_window(ds, block.read, band_list)
-        yield block, data, valid_mask(data, nodata)

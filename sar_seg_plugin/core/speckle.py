@@ -202,6 +202,11 @@ def boxcar_filter(intensity: np.ndarray, window: int = 7, valid: np.ndarray | No
     return np.where(ok, mean, np.nan).astype(np.float32)
 
 
+def _gather_chunk(window: int, budget: int = 2_000_000) -> int:
+    """Pixels per chunk when whole windows are gathered, so a chunk holds ~``budget`` values (16 MB)."""
+    return max(256, budget // (window * window))
+
+
 def median_filter(intensity: np.ndarray, window: int = 7, valid: np.ndarray | None = None) -> np.ndarray:
     """Median of the valid pixels in the window (for an even count, the mean of the two middle values)."""
     window = _check_window(window)
@@ -216,8 +221,9 @@ def median_filter(intensity: np.ndarray, window: int = 7, valid: np.ndarray | No
     if ys.size:
         padded = np.pad(np.where(ok, x, np.nan), r, constant_values=np.nan)
         view = np.lib.stride_tricks.sliding_window_view(padded, (window, window))
-        for start in range(0, ys.size, 65536):
-            sl = slice(start, start + 65536)
+        step = _gather_chunk(window)
+        for start in range(0, ys.size, step):
+            sl = slice(start, start + step)
             out[ys[sl], xs[sl]] = np.nanmedian(view[ys[sl], xs[sl]].reshape(-1, window * window), axis=1)
     return np.where(ok, out, np.nan).astype(np.float32)
 
@@ -256,8 +262,10 @@ def refined_lee_filter(
     okf = ok.astype(np.float64)
     # Sub-window sums and counts; a sub-window with no valid pixel takes the centre sub-window's mean,
     # so the result depends only on pixels inside the window (and blocks stay seamless).
-    sub_sum = np.pad(_box_sum(x, sub), stride)
-    sub_count = np.pad(np.rint(_box_sum(okf, sub)), stride)
+    # Box sums over the array padded by the stride, so a sub-window centred just outside the array still
+    # counts the pixels it has inside.
+    sub_sum = _box_sum(np.pad(x, stride), sub)
+    sub_count = np.rint(_box_sum(np.pad(okf, stride), sub))
     with np.errstate(divide="ignore", invalid="ignore"):
         centre = np.nan_to_num(_shifted(sub_sum, stride, 0, 0, shape) / _shifted(sub_count, stride, 0, 0, shape))
 
@@ -295,8 +303,9 @@ def refined_lee_filter(
     for k, mask in enumerate(masks):
         ys, xs = np.nonzero((choice == k) & ok)
         mk = mask.astype(np.float64)
-        for start in range(0, ys.size, 32768):
-            sl = slice(start, start + 32768)
+        step = _gather_chunk(window)
+        for start in range(0, ys.size, step):
+            sl = slice(start, start + step)
             wx = xv[ys[sl], xs[sl]]
             n[ys[sl], xs[sl]] = np.einsum("kij,ij->k", vv[ys[sl], xs[sl]], mk)
             s1[ys[sl], xs[sl]] = np.einsum("kij,ij->k", wx, mk)
@@ -356,7 +365,8 @@ def lee_sigma_filter(
     """Improved Lee Sigma filter (Lee, Wen, Ainsworth et al. 2009).
 
     1. Point targets: pixels whose 3x3 neighbourhood holds at least ``min_target_pixels`` values above
-       ``point_threshold`` (the image's 98th percentile; computed from this array when None) are kept.
+       ``point_threshold`` are kept. Give the image's 98th percentile (the tool estimates it from a sample
+       of the raster); when None it is computed from this array.
     2. A priori mean from a 3x3 Lee MMSE estimate.
     3. Only pixels of the window inside ``[I1, I2]`` x prior (see :func:`sigma_range`) are used for an MMSE
        estimate with the truncated speckle's standard deviation.
@@ -471,13 +481,13 @@ def estimate_looks(intensity: np.ndarray, valid: np.ndarray | None = None, windo
         raise SarSegError("The image has constant areas; the number of looks cannot be estimated from it.")
     looks = 1.0 / observed
     for _ in range(8):
-        simulated = _speckle_cv2_quartile(round(looks, 3), window * window)
+        simulated = _speckle_cv2_percentile(round(looks, 3), window * window)
         looks *= simulated / observed
     return float(looks)
 
 
 @lru_cache(maxsize=256)
-def _speckle_cv2_quartile(looks: float, n: int, cells: int = 8000) -> float:
+def _speckle_cv2_percentile(looks: float, n: int, cells: int = 8000) -> float:
     """Low percentile of the sample CV² of ``n``-pixel cells of pure L-look Gamma speckle."""
     rng = np.random.default_rng(12345)
     sample = rng.gamma(looks, 1.0 / looks, size=(cells, n))

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from qgis.core import (
+    QgsMapLayer,
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
@@ -22,6 +23,13 @@ from ..core.errors import CancelledError, SarSegError
 from ..core.raster_io import try_open
 
 ICON = Path(__file__).resolve().parent.parent / "icons" / "sarseg.svg"
+
+
+def layer_path(layer: QgsMapLayer) -> str:
+    """The file behind a GDAL layer (its source without ``|option`` suffixes)."""
+    return layer.source().split("|")[0]
+
+
 GROUPS = {
     "preprocessing": "Preprocessing",
     "segmentation": "Segmentation",
@@ -69,13 +77,12 @@ class SarSegAlgorithm(QgsProcessingAlgorithm):
             if not isinstance(definition, QgsProcessingParameterRasterLayer):
                 continue
             value = parameters.get(definition.name())
-            if isinstance(value, str) and os.path.isfile(value.split("|")[0]):
-                path = value.split("|")[0]
-                if try_open(path) is None:
-                    return False, self.tr(
-                        f"'{path}' is not a raster file ({definition.description()}). "
-                        "Give a raster layer or a raster file such as a GeoTIFF."
-                    )
+            path = value.split("|")[0] if isinstance(value, str) else ""
+            if path and os.path.isfile(path) and try_open(path) is None:
+                return False, self.tr(
+                    f"'{path}' is not a raster file ({definition.description()}). "
+                    "Give a raster layer or a raster file such as a GeoTIFF."
+                )
         return super().checkParameterValues(parameters, context)
 
     # --- helpers for subclasses ---------------------------------------------------------------------
@@ -99,11 +106,11 @@ class SarSegAlgorithm(QgsProcessingAlgorithm):
         return layer
 
     def raster_path(self, parameters: dict, name: str, context: QgsProcessingContext) -> str:
-        return self.raster_layer(parameters, name, context).source().split("|")[0]
+        return layer_path(self.raster_layer(parameters, name, context))
 
     @staticmethod
     def callbacks(feedback: QgsProcessingFeedback) -> dict[str, Callable]:
-        """progress / is_canceled / log callables for core functions."""
+        """progress / is_canceled callables for core functions."""
         return {
             "progress": feedback.setProgress,
             "is_canceled": feedback.isCanceled,
@@ -119,5 +126,10 @@ class SarSegAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(str(exc)) from exc
         except MemoryError as exc:
             raise QgsProcessingException(self.tr("Out of memory; no output was written.")) from exc
+        except OSError as exc:  # disk full, no permission, a folder where a file was expected...
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise QgsProcessingException(
+                self.tr(f"Could not write an output{where}: {exc.strerror or exc}. No output was written.")
+            ) from exc
         except RuntimeError as exc:  # GDAL errors, raised as RuntimeError when GDAL exceptions are on
             raise QgsProcessingException(self.tr(f"GDAL error: {exc}. No output was written.")) from exc

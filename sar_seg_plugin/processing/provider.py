@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from .base import ICON
 from .convert_db import ConvertDbAlgorithm
 from .extract_patches import ExtractPatchesAlgorithm
 from .normalize import NormalizeAlgorithm
 from .speckle_filter import SpeckleFilterAlgorithm
 from .stack_time_series import StackTimeSeriesAlgorithm
-
-ICON = Path(__file__).resolve().parent.parent / "icons" / "sarseg.svg"
 
 
 class SarSegProvider(QgsProcessingProvider):

@@ -49,7 +49,7 @@ class SpeckleFilterAlgorithm(SarSegAlgorithm):
         "<b>Estimate the number of looks</b>: measure the ENL on the most homogeneous parts of the image "
         "instead (reported in the log and as the LOOKS_USED output).\n"
         "<b>Frost damping factor</b>: how fast Frost weights fall with distance (larger keeps edges better).\n"
-        "<b>Lee Sigma sigma</b>: the fraction of speckle kept in the sigma range (0.5-0.95, default 0.9).\n"
+        "<b>Lee Sigma sigma</b>: the fraction of speckle kept in the sigma range (0.5-0.99, default 0.9).\n"
         "<b>Input scale</b>: speckle is multiplicative in linear power; a band in dB (detected from its unit "
         "or its negative values) is converted to linear power, filtered, and converted back to dB.\n\n"
         "Nodata pixels stay nodata and are ignored by the local statistics. The raster is processed block "

@@ -499,3 +499,48 @@ def test_convert_db_raster_keeps_a_linear_one_valid(tmp_path):
     assert_nan_nodata(dst, got, a == 0.0)
     assert got[0, 0, 0] == 0.0
     np.testing.assert_allclose(got[valid & (a != 1.0)], 10.0 * np.log10(0.5), rtol=1e-6)
+
+
+# --- Outputs never overwrite inputs; failures leave nothing; metadata describes the output ------------
+
+
+def test_normalize_refuses_a_statistics_file_that_is_the_input(tmp_path, sample_sar):
+    src = tmp_path / "in.tif"
+    src.write_bytes(Path(sample_sar).read_bytes())
+    before = src.read_bytes()
+    with pytest.raises(SarSegError, match="is the input raster"):
+        preprocess.normalize_raster(str(src), str(tmp_path / "out.tif"), stats_path=str(src))
+    assert src.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif"]
+
+
+def test_normalize_with_an_unwritable_statistics_file_leaves_no_raster(tmp_path, sample_sar):
+    out = tmp_path / "out.tif"
+    with pytest.raises(SarSegError, match="Cannot write the statistics file"):
+        preprocess.normalize_raster(sample_sar, str(out), stats_path=str(tmp_path / "missing" / "stats.json"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sarseg_metadata_of_the_input_is_not_carried_to_the_output(tmp_path, sample_sar):
+    normalized, converted = tmp_path / "n.tif", tmp_path / "c.tif"
+    preprocess.normalize_raster(sample_sar, str(normalized))
+    ds = gdal.Open(str(normalized))
+    assert radiometry.NORMALIZATION_METADATA_KEY in ds.GetMetadata()
+    preprocess.convert_db_raster(str(normalized), str(converted), direction="to_linear")
+    out = gdal.Open(str(converted))
+    assert radiometry.NORMALIZATION_METADATA_KEY not in out.GetMetadata()
+    assert out.GetMetadataItem("ACQUISITION_DATE") == ds.GetMetadataItem("ACQUISITION_DATE") == "2026-03-01"
+
+
+def test_raster_without_georeferencing_gives_an_output_without_it(tmp_path):
+    rng = np.random.default_rng(3)
+    data = (0.05 * rng.gamma(4.4, 1 / 4.4, size=(40, 50))).astype(np.float32)
+    src = tmp_path / "radar_geometry.tif"
+    ds = gdal.GetDriverByName("GTiff").Create(str(src), 50, 40, 1, gdal.GDT_Float32)
+    ds.GetRasterBand(1).WriteArray(data)
+    ds = None
+    out = tmp_path / "lee.tif"
+    preprocess.speckle_filter_raster(str(src), str(out), SpeckleSettings("lee", 5, 4.4))
+    result = gdal.Open(str(out))
+    assert result.GetGeoTransform(can_return_null=True) is None
+    np.testing.assert_allclose(result.GetRasterBand(1).ReadAsArray(), speckle.lee_filter(data, 5, 4.4), rtol=1e-6)

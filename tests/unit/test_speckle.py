@@ -401,7 +401,7 @@ def _blockwise(name: str, img: np.ndarray, valid: np.ndarray, window: int, **kwa
     return out
 
 
-@pytest.mark.parametrize("window", [5, 7])
+@pytest.mark.parametrize("window", [5, 7, 11])
 @pytest.mark.parametrize("name", speckle.FILTERS)
 def test_blockwise_equals_whole_image(name, window, block_scene):
     img, valid = block_scene
@@ -522,3 +522,96 @@ def test_bad_damping_and_unknown_filter_raise():
         speckle.apply_filter("wiener", img)
     with pytest.raises(SarSegError):
         speckle.estimate_looks(img[:5, :5])
+
+
+# --- Refined Lee and Lee Sigma against per-pixel loops of their descriptions ---------------------------
+
+
+def _refined_lee_pixel(img: np.ndarray, valid: np.ndarray, y: int, x: int, window: int, looks: float) -> float:
+    """Refined Lee at one pixel, written from the description (Lee 1981), one loop at a time."""
+    h, w = img.shape
+    r = window // 2
+    sub = 2 * ((window - 1) // 4) + 1
+    stride = (window - sub) // 2
+
+    def inside(yy: int, xx: int) -> bool:
+        return 0 <= yy < h and 0 <= xx < w and bool(valid[yy, xx])
+
+    def sub_mean(cy: int, cx: int) -> float | None:
+        vals = [img[yy, xx] for yy in range(cy - sub // 2, cy + sub // 2 + 1)
+                for xx in range(cx - sub // 2, cx + sub // 2 + 1) if inside(yy, xx)]  # fmt: skip
+        return float(np.mean(vals)) if vals else None
+
+    centre = sub_mean(y, x)
+    m = [[sub_mean(y + (i - 1) * stride, x + (j - 1) * stride) for j in range(3)] for i in range(3)]
+    m = [[centre if v is None else v for v in row] for row in m]
+    gradients = [
+        abs(m[0][2] + m[1][2] + m[2][2] - m[0][0] - m[1][0] - m[2][0]),
+        abs(m[0][1] + m[0][2] + m[1][2] - m[1][0] - m[2][0] - m[2][1]),
+        abs(m[2][0] + m[2][1] + m[2][2] - m[0][0] - m[0][1] - m[0][2]),
+        abs(m[0][0] + m[0][1] + m[1][0] - m[1][2] - m[2][1] - m[2][2]),
+    ]
+    direction = int(np.argmax(gradients))
+    a, b = [((1, 0), (1, 2)), ((0, 2), (2, 0)), ((0, 1), (2, 1)), ((0, 0), (2, 2))][direction]
+    side = 1 if abs(centre - m[b[0]][b[1]]) < abs(centre - m[a[0]][a[1]]) else 0
+    half = [
+        (lambda dy, dx: dx <= 0, lambda dy, dx: dx >= 0),
+        (lambda dy, dx: dx - dy >= 0, lambda dy, dx: dx - dy <= 0),
+        (lambda dy, dx: dy <= 0, lambda dy, dx: dy >= 0),
+        (lambda dy, dx: dx + dy <= 0, lambda dy, dx: dx + dy >= 0),
+    ][direction][side]
+    vals = [float(img[y + dy, x + dx]) for dy in range(-r, r + 1) for dx in range(-r, r + 1)
+            if half(dy, dx) and inside(y + dy, x + dx)]  # fmt: skip
+    mean, var_y = _mean_var(vals)
+    cu2 = 1.0 / looks
+    var_x = (var_y - mean * mean * cu2) / (1.0 + cu2)
+    weight = min(max(var_x / var_y, 0.0), 1.0) if var_y > 0 else 0.0
+    return mean + weight * (float(img[y, x]) - mean)
+
+
+@pytest.mark.parametrize("window", [5, 7, 9, 11])
+@pytest.mark.parametrize("with_invalid", [False, True])
+def test_refined_lee_matches_a_per_pixel_loop(window, with_invalid):
+    img = _structured_image(seed=11, shape=(22, 22))
+    valid = _sparse_invalid((22, 22)) if with_invalid else np.ones(img.shape, bool)
+    got = speckle.refined_lee_filter(img, window, LOOKS, valid)
+    expected = np.full(img.shape, np.nan)
+    for y, x in zip(*np.nonzero(valid)):
+        expected[y, x] = _refined_lee_pixel(img, valid, y, x, window, LOOKS)
+    _assert_close_nan(got, expected, rtol=1e-5)
+
+
+def _lee_sigma_pixel(img, valid, y, x, window, looks, sigma, threshold):
+    """Improved Lee Sigma (Lee et al. 2009) at one pixel, from the description."""
+    h, w = img.shape
+
+    def values(cy, cx, half):
+        return [float(img[yy, xx]) for yy in range(cy - half, cy + half + 1) for xx in range(cx - half, cx + half + 1)
+                if 0 <= yy < h and 0 <= xx < w and valid[yy, xx]]  # fmt: skip
+
+    if sum(v > threshold for v in values(y, x, 1)) >= 5:
+        return float(img[y, x])  # point target: kept
+    mean3, var3 = _mean_var(values(y, x, 1))
+    ci2 = _ci2(mean3, var3)
+    weight = max(0.0, 1.0 - (1.0 / looks) / ci2) if ci2 > 1.0 / looks else 0.0
+    prior = mean3 + weight * (float(img[y, x]) - mean3)
+    i1, i2, eta = speckle.sigma_range(looks, sigma)
+    chosen = [v for v in values(y, x, window // 2) if prior * i1 <= v <= prior * i2]
+    if not chosen:
+        return prior
+    mean, var_y = _mean_var(chosen)
+    var_x = (var_y - mean * mean * eta * eta) / (1.0 + eta * eta)
+    b = min(max(var_x / var_y, 0.0), 1.0) if var_y > 0 else 0.0
+    return mean + b * (float(img[y, x]) - mean)
+
+
+@pytest.mark.parametrize("window", [5, 9])
+def test_lee_sigma_matches_a_per_pixel_loop(window):
+    img = _structured_image(seed=12, shape=(22, 22))
+    valid = _sparse_invalid((22, 22))
+    threshold = float(np.percentile(img[valid], 98))
+    got = speckle.lee_sigma_filter(img, window, LOOKS, 0.9, threshold, valid)
+    expected = np.full(img.shape, np.nan)
+    for y, x in zip(*np.nonzero(valid)):
+        expected[y, x] = _lee_sigma_pixel(img, valid, y, x, window, LOOKS, 0.9, threshold)
+    _assert_close_nan(got, expected, rtol=1e-5)
