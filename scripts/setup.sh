@@ -47,9 +47,11 @@ if [ ! -x .venv/bin/python ]; then
   /usr/bin/python3 -m venv --system-site-packages .venv
 fi
 stamp=.venv/.requirements.sha
-want=$(cat requirements-dev.txt constraints.txt | sha256sum | cut -d' ' -f1)
+want=$(cat requirements-dev.txt requirements-train.txt requirements-nodeps.txt constraints.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing Python packages into .venv"
-  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -r requirements-dev.txt
+  pip_install() { .venv/bin/python -m pip install -q --disable-pip-version-check "$@"; }
+  pip_install -c constraints.txt -r requirements-dev.txt -r requirements-train.txt
+  pip_install --no-deps -r requirements-nodeps.txt
   echo "$want" > "$stamp"
 fi
