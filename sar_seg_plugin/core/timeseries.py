@@ -5,12 +5,13 @@ Shared by ``sarseg:stack_time_series`` and the forecasting tool.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,8 @@ RESAMPLING = {
     "cubic": gdal.GRA_Cubic,
     "average": gdal.GRA_Average,
 }
+#: Warped copies made by :func:`aligned` live in GDAL's memory file system under this prefix.
+_ALIGN_PREFIX = "/vsimem/sarseg_align_"
 
 
 def date_from_name(name: str) -> dt.date | None:
@@ -99,16 +102,17 @@ def order_by_date(items: Sequence[DatedRaster]) -> tuple[list[DatedRaster], list
 
 @dataclass(frozen=True)
 class Grid:
-    """A raster grid: size, geotransform and CRS (WKT)."""
+    """A raster grid: size, geotransform and CRS (WKT); ``name`` (the raster it comes from) is for messages."""
 
     width: int
     height: int
     geotransform: tuple[float, ...]
     projection: str
+    name: str = field(default="", compare=False)
 
     @classmethod
     def of(cls, info: RasterInfo) -> Grid:
-        return cls(info.width, info.height, tuple(info.geotransform), info.projection)
+        return cls(info.width, info.height, tuple(info.geotransform), info.projection, info.path)
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -133,23 +137,39 @@ def _srs(wkt: str) -> osr.SpatialReference:
     return srs
 
 
+def _valid_crs(wkt: str) -> bool:
+    if not wkt:
+        return False
+    try:  # with GDAL exceptions on (as in QGIS), a corrupt WKT raises instead of returning an error code
+        return _srs(wkt).Validate() == 0
+    except RuntimeError:
+        return False
+
+
 def same_crs(a: str, b: str) -> bool:
     if not a or not b:
         return a == b
-    return bool(_srs(a).IsSame(_srs(b)))
+    try:
+        return bool(_srs(a).IsSame(_srs(b)))
+    except RuntimeError:
+        return a == b
 
 
-def require_crs(info: RasterInfo) -> None:
-    """Refuse a raster without a usable coordinate reference system."""
-    if not info.projection or _srs(info.projection).Validate() != 0:
+def _refuse_without_crs(projection: str, what: str) -> None:
+    if not _valid_crs(projection):
         raise SarSegError(
-            f"The raster '{info.path}' has no valid coordinate reference system (CRS). Assign one first "
+            f"The {what} has no valid coordinate reference system (CRS). Assign one first "
             "(Raster > Projections > Assign Projection) so it can be placed on the map and aligned."
         )
 
 
+def require_crs(info: RasterInfo) -> None:
+    """Refuse a raster without a usable coordinate reference system."""
+    _refuse_without_crs(info.projection, f"raster '{info.path}'")
+
+
 def bounds_in(grid: Grid, target_wkt: str) -> tuple[float, float, float, float]:
-    """The grid's bounds expressed in another CRS."""
+    """The grid's bounds expressed in another CRS (both must be valid: see :func:`require_crs`)."""
     if same_crs(grid.projection, target_wkt):
         return grid.bounds
     ct = osr.CoordinateTransformation(_srs(grid.projection), _srs(target_wkt))
@@ -157,22 +177,37 @@ def bounds_in(grid: Grid, target_wkt: str) -> tuple[float, float, float, float]:
     return tuple(ct.TransformBounds(xmin, ymin, xmax, ymax, 21))
 
 
-def check_overlap(grid: Grid, reference: Grid, name: str) -> None:
-    """Refuse a raster that does not overlap the reference grid."""
-    xmin, ymin, xmax, ymax = bounds_in(grid, reference.projection)
+def check_overlap(grid: Grid, reference: Grid, name: str, role: str = "reference raster") -> None:
+    """Refuse a raster that does not overlap the reference grid (``role`` names that grid in messages)."""
+    try:
+        xmin, ymin, xmax, ymax = bounds_in(grid, reference.projection)
+    except (RuntimeError, TypeError) as exc:  # TypeError: no transformation object without GDAL exceptions
+        raise SarSegError(
+            f"The extent of '{name}' cannot be expressed in the CRS of the {role} ({gdal.GetLastErrorMsg() or exc}). "
+            "Check both coordinate reference systems."
+        ) from exc
     rxmin, rymin, rxmax, rymax = reference.bounds
     if xmin >= rxmax or xmax <= rxmin or ymin >= rymax or ymax <= rymin:
         raise SarSegError(
-            f"'{name}' does not overlap the reference raster (its extent {xmin:.1f}, {ymin:.1f}, {xmax:.1f}, "
-            f"{ymax:.1f} vs {rxmin:.1f}, {rymin:.1f}, {rxmax:.1f}, {rymax:.1f} in the reference CRS). "
+            f"'{name}' does not overlap the {role} (its extent {xmin:.1f}, {ymin:.1f}, {xmax:.1f}, "
+            f"{ymax:.1f} vs {rxmin:.1f}, {rymin:.1f}, {rxmax:.1f}, {rymax:.1f} in the CRS of the {role}). "
             "Give rasters that cover the same area."
         )
 
 
-def aligned(path: str, reference: Grid, resampling: str = "bilinear") -> gdal.Dataset:
+def fill_value(dtype: np.dtype) -> float:
+    """The nodata value for pixels a warp leaves empty when the raster declares none: NaN for floating-point
+    data, the largest value of the type for integers (255 for Byte, 65535 for UInt16), so class 0 stays a class."""
+    dtype = np.dtype(dtype)
+    return float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else float("nan")
+
+
+def aligned(path: str, reference: Grid, resampling: str = "bilinear", role: str = "reference raster") -> gdal.Dataset:
     """The raster on the reference grid: itself when already aligned, else a virtual warped copy.
 
-    The warp is a VRT (computed block by block when read), so nothing is loaded whole.
+    The warp is a VRT (computed block by block when read), so nothing is loaded whole. Pixels outside the
+    raster get its nodata value, or :func:`fill_value` when it has none; either way the warped bands declare
+    it (``GetNoDataValue()``). Free the result with :func:`release`. ``role`` names the reference in messages.
     """
     ds = open_raster(path)
     info = read_info(ds)
@@ -180,12 +215,14 @@ def aligned(path: str, reference: Grid, resampling: str = "bilinear") -> gdal.Da
     if grid.same_as(reference):
         return ds
     require_crs(info)
-    check_overlap(grid, reference, Path(path).name)
+    reference_name = Path(reference.name).name if reference.name else ""
+    _refuse_without_crs(reference.projection, f"{role} '{reference_name}'" if reference_name else role)
+    check_overlap(grid, reference, Path(path).name, role=role)
     xmin, ymin, xmax, ymax = reference.bounds
     nodata = info.nodata[0]
     try:
         warped = gdal.Warp(
-            f"/vsimem/sarseg_align_{uuid.uuid4().hex}.vrt",
+            f"{_ALIGN_PREFIX}{uuid.uuid4().hex}.vrt",
             ds,
             format="VRT",
             outputBounds=(xmin, ymin, xmax, ymax),
@@ -194,14 +231,58 @@ def aligned(path: str, reference: Grid, resampling: str = "bilinear") -> gdal.Da
             dstSRS=reference.projection,
             resampleAlg=RESAMPLING[resampling],
             srcNodata=nodata,
-            dstNodata=nodata if nodata is not None else float("nan"),
+            dstNodata=nodata if nodata is not None else fill_value(info.dtype),
             multithread=True,
         )
     except RuntimeError:
         warped = None
     if warped is None:
-        raise SarSegError(f"Aligning '{path}' to the reference grid failed: {gdal.GetLastErrorMsg()}")
+        raise SarSegError(f"Aligning '{path}' to the grid of the {role} failed: {gdal.GetLastErrorMsg()}")
     return warped
+
+
+def release(ds: gdal.Dataset | None) -> None:
+    """Free a dataset returned by :func:`aligned`: a warped copy's in-memory file is deleted (the dataset
+    object stays readable until dropped); a raster returned as it is, or None, is left alone."""
+    if ds is None:
+        return
+    path = ds.GetDescription()
+    if not path.startswith(_ALIGN_PREFIX):
+        return
+    # A VRT writes its definition when flushed; once flushed it is not written again when it is
+    # eventually closed, so the file deleted below does not come back.
+    with contextlib.suppress(RuntimeError):
+        ds.FlushCache()
+    with contextlib.suppress(RuntimeError):
+        gdal.Unlink(path)
+
+
+def _common_nodata(infos: Sequence[RasterInfo], dtype: np.dtype, warped: bool) -> float | None:
+    """The one nodata value of an integer stack: the first raster's when the type can hold it, else the
+    largest value of the type; None when no raster has nodata and none is warped (every pixel is data)."""
+    first = infos[0].nodata[0]
+    if first is not None and _holds(dtype, first):
+        return float(first)
+    if warped or any(nd is not None for info in infos for nd in info.nodata):
+        return fill_value(dtype)
+    return None
+
+
+def _holds(dtype: np.dtype, value: float) -> bool:
+    """Whether an integer type can hold ``value`` (so pixels may equal it)."""
+    info = np.iinfo(dtype)
+    return bool(np.isfinite(value) and float(value).is_integer() and info.min <= value <= info.max)
+
+
+def _palette(path: str) -> tuple[dict[int, tuple[int, ...]], list[str]] | None:
+    """The colour table (index -> RGBA) and category names of a raster's first band, if it has a colour table."""
+    ds = open_raster(path)  # kept in a name: a band of a dataset already freed crashes GDAL
+    band = ds.GetRasterBand(1)
+    table = band.GetRasterColorTable()
+    if table is None:
+        return None
+    colors = {i: tuple(table.GetColorEntry(i)) for i in range(table.GetCount())}
+    return colors, list(band.GetCategoryNames() or [])
 
 
 def stack_rasters(
@@ -215,7 +296,10 @@ def stack_rasters(
     """Align dated rasters to one grid and write them, in date order, as one multi-band GeoTIFF.
 
     Band ``t * B + b`` holds band ``b`` of date ``t``; band descriptions read "YYYY-MM-DD <band>" and the
-    dataset metadata ``SARSEG_DATES`` lists the dates. Returns the dates, notes and the grid used.
+    dataset metadata ``SARSEG_DATES`` lists the dates. Floating-point stacks mark nodata with NaN; integer
+    stacks (class maps of one data type) with one value on every band (:func:`_common_nodata`), each input's
+    own nodata being recoded to it, and keep the first raster's colour table and category names.
+    Returns the dates, notes, the grid used and whether the output is ``paletted``.
     """
     if len(items) < 2:
         raise SarSegError("Give at least two rasters to stack into a time series.")
@@ -240,16 +324,16 @@ def stack_rasters(
         resampling = "nearest" if integer else "bilinear"
     if resampling not in RESAMPLING:
         raise SarSegError(f"Unknown resampling '{resampling}'. Use one of {', '.join(RESAMPLING)}.")
-    sources = [aligned(item.path, reference, resampling) for item in ordered]
-    for item, info in zip(ordered, infos):
-        if not Grid.of(info).same_as(reference):
+    warped = [not Grid.of(info).same_as(reference) for info in infos]
+    for item, resampled in zip(ordered, warped):
+        if resampled:
             notes.append(f"'{item.name or Path(item.path).name}' was resampled ({resampling}) to the reference grid.")
 
     same_dtype = len({i.dtype for i in infos}) == 1
     out_dtype = infos[0].dtype if (integer and same_dtype) else np.dtype(np.float32)
-    nodatas = {i.nodata[0] for i in infos}
-    integer_nodata = nodatas.pop() if len(nodatas) == 1 else None
-    nodata = integer_nodata if np.issubdtype(out_dtype, np.integer) else float("nan")
+    integer_out = np.issubdtype(out_dtype, np.integer)
+    nodata = _common_nodata(infos, out_dtype, any(warped)) if integer_out else float("nan")
+    palette = _palette(ordered[0].path) if integer_out and bands == 1 else None
     labels = [infos[0].band_label(b + 1) for b in range(bands)]
     descriptions = [f"{item.date.isoformat()} {label}" for item in ordered for label in labels]
     dates = [item.date.isoformat() for item in ordered]
@@ -260,43 +344,83 @@ def stack_rasters(
     }
     first = infos[0]
     blocks = iter_blocks(reference.width, reference.height)
-    total = len(blocks) * len(sources)
-    with GeoTiffWriter(
-        dst_path,
-        reference.width,
-        reference.height,
-        bands * len(sources),
-        out_dtype,
-        reference.geotransform,
-        reference.projection,
-        nodata=nodata,
-        descriptions=descriptions,
-        units=first.units * len(sources),
-        metadata=metadata,
-    ) as writer:
-        done = 0
-        row = 0
-        for block in blocks:
-            if block.core.y != row:  # free the tiles of finished rows from GDAL's cache
-                row = block.core.y
-                for src in sources:
-                    src.FlushCache()
-            out = np.empty((bands * len(sources), block.core.height, block.core.width), out_dtype)
-            for t, src in enumerate(sources):
-                if is_canceled and is_canceled():
-                    raise CancelledError("Cancelled by the user.")
-                data = read_window(src, block.core, dtype=out_dtype)
-                if np.issubdtype(out_dtype, np.floating):
-                    ok = valid_mask(data, [src.GetRasterBand(b + 1).GetNoDataValue() for b in range(bands)])
-                    data = np.where(ok, data, np.nan)
-                out[t * bands : (t + 1) * bands] = data
-                done += 1
-                if progress:
-                    progress(100.0 * done / total)
-            writer.write(block.core, out)
-            writer.release_cache()
-    virtual = [src.GetDescription() for src in sources if src.GetDescription().startswith("/vsimem/")]
-    sources.clear()  # close the warped datasets before freeing their in-memory files
-    for path in virtual:
-        gdal.Unlink(path)
-    return {"dates": dates, "notes": notes, "grid": reference}
+    sources: list[gdal.Dataset] = []
+    try:
+        for item in ordered:
+            sources.append(aligned(item.path, reference, resampling))
+        source_nodata = [[src.GetRasterBand(b + 1).GetNoDataValue() for b in range(bands)] for src in sources]
+        with GeoTiffWriter(
+            dst_path,
+            reference.width,
+            reference.height,
+            bands * len(sources),
+            out_dtype,
+            reference.geotransform,
+            reference.projection,
+            nodata=nodata,
+            descriptions=descriptions,
+            units=first.units * len(sources),
+            metadata=metadata,
+            color_table=palette[0] if palette else None,
+        ) as writer:
+            if palette and palette[1]:
+                # GeoTIFF holds one colour table (band 1's: GDAL refuses it on other bands); category
+                # names go to the side-car file and can be given to every band.
+                for i in range(writer.band_count):
+                    writer.ds.GetRasterBand(i + 1).SetCategoryNames(palette[1])
+            done = 0
+            row = 0
+            for block in blocks:
+                if block.core.y != row:  # free the tiles of finished rows from GDAL's cache
+                    row = block.core.y
+                    for src in sources:
+                        src.FlushCache()
+                out = np.empty((bands * len(sources), block.core.height, block.core.width), out_dtype)
+                for t, src in enumerate(sources):
+                    if is_canceled and is_canceled():
+                        raise CancelledError("Cancelled by the user.")
+                    data = read_window(src, block.core, dtype=out_dtype)
+                    if integer_out:
+                        _recode_nodata(data, source_nodata[t], nodata, ordered[t], ordered[0], first.nodata[0])
+                    else:
+                        data = np.where(valid_mask(data, source_nodata[t]), data, np.nan)
+                    out[t * bands : (t + 1) * bands] = data
+                    done += 1
+                    if progress:
+                        progress(100.0 * done / (len(blocks) * len(sources)))
+                writer.write(block.core, out)
+                writer.release_cache()
+    finally:
+        for src in sources:
+            release(src)
+        sources.clear()
+    return {"dates": dates, "notes": notes, "grid": reference, "paletted": palette is not None}
+
+
+def _recode_nodata(
+    data: np.ndarray,
+    source_nodata: Sequence[float | None],
+    nodata: float | None,
+    item: DatedRaster,
+    first: DatedRaster,
+    first_nodata: float | None,
+) -> None:
+    """In place: a (bands, h, w) integer block's own nodata pixels become the stack's ``nodata``; a valid
+    pixel that already holds that value is refused (it would silently turn into nodata)."""
+    if nodata is None:
+        return
+    for b, own in enumerate(source_nodata):
+        missing = data[b] == own if own is not None and _holds(data.dtype, own) else np.zeros(data[b].shape, bool)
+        clash = (data[b] == nodata) & ~missing
+        if clash.any():
+            source = (
+                f"the nodata value of '{first.name or Path(first.path).name}'"
+                if first_nodata is not None and float(first_nodata) == nodata
+                else f"the largest {data.dtype} value, used for nodata"
+            )
+            raise SarSegError(
+                f"'{item.name or Path(item.path).name}' holds the value {nodata:g} in valid pixels (band {b + 1}), "
+                f"but in the stack {nodata:g} is {source}. Give all rasters the same nodata value, one that no "
+                "class uses (Raster > Conversion > Translate, or the layer's Transparency properties)."
+            )
+        data[b][missing] = nodata

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from qgis.core import (
     QgsCoordinateTransform,
+    QgsCsException,
     QgsProcessing,
     QgsProcessingContext,
     QgsProcessingException,
@@ -44,17 +45,27 @@ class ExtractPatchesAlgorithm(SarSegAlgorithm):
     HELP = (
         "Cuts a raster (and its label raster) into square patches for training a segmentation model.\n\n"
         "<b>Image raster</b>: the bands to cut (e.g. VV/VH in dB).\n"
-        "<b>Label raster</b> (optional): class ids per pixel; resampled (nearest) to the image grid if needed.\n"
+        "<b>Label raster</b> (optional): class ids per pixel (band 1), whole numbers from 0 to 254; resampled "
+        "(nearest) to the image grid if needed. Label patches are 8-bit with 255 = no label (declared as their "
+        "nodata value): the label raster's nodata and pixels it does not cover become 255. A value outside 0..254 "
+        "stops the run; if it marks unlabelled pixels, set it as the label raster's nodata value.\n"
         "<b>Area of interest</b> (optional): polygons; only pixels inside them count as valid.\n"
         "<b>Patch size / stride</b>: patch side and step in pixels (stride < size gives overlapping patches).\n"
         "<b>Minimum valid fraction</b>: a patch is kept when at least this fraction of its pixels hold data "
         "in every band, have a label and lie inside the AOI.\n"
         "<b>Validation fraction / split block size</b>: the raster is cut into square blocks (default 4 "
-        "patch sizes); a random fraction of whole blocks goes to validation. Patches that would overlap both "
-        "a training and a validation block are dropped, so no pixel is shared between the two splits.\n"
+        "patch sizes, made smaller, down to one patch size, when the raster would otherwise be a single block); "
+        "a random fraction of whole blocks goes to validation. Patches that would overlap both "
+        "a training and a validation block are dropped, so no pixel is shared between the two splits. "
+        "A run that would give an empty training or validation set stops and says which setting to change.\n"
         "<b>Format</b>: GeoTIFF pairs (train|val/images|labels/patch_NNNNNN.tif) or NumPy archives "
-        "(train.npz, val.npz with images, labels and positions). An index.csv lists every patch.\n"
+        "(train.npz, val.npz with images (N, bands, size, size, float32), positions (N, 2: column, row) and, with "
+        "a label raster, labels (N, size, size, uint8) and label_nodata (255)). An index.csv lists every patch.\n"
         "<b>Random seed</b>: which blocks go to validation; the same seed gives the same split.\n"
+        "<b>Output folder</b>: a new or empty folder, or the folder of an earlier run of this tool, whose "
+        "train/, val/, train.npz, val.npz and index.csv are replaced (other files are left alone). A folder "
+        "holding such names that this tool did not write is refused before any work: choose an empty folder or "
+        "delete them. A failed or cancelled run leaves the folder as it was.\n"
     )
 
     def initAlgorithm(self, config: dict | None = None) -> None:  # noqa: N802 - QGIS API name
@@ -112,7 +123,15 @@ class ExtractPatchesAlgorithm(SarSegAlgorithm):
                 continue
             if not geom.isGeosValid():
                 geom = geom.makeValid()
-            geom.transform(transform)
+            try:
+                geom.transform(transform)
+            except QgsCsException as exc:
+                raise QgsProcessingException(
+                    self.tr(
+                        f"An area-of-interest polygon cannot be reprojected to the image raster's CRS ({exc}); it "
+                        "probably lies far outside the image. Give polygons that cover part of the image."
+                    )
+                ) from exc
             wkts.append(geom.asWkt())
         if not wkts:
             raise QgsProcessingException(
@@ -150,7 +169,8 @@ class ExtractPatchesAlgorithm(SarSegAlgorithm):
             self.tr(
                 f"{result['train']} training and {result['val']} validation patches of {result['candidates']} "
                 f"candidates ({result['dropped_invalid']} with too little valid data, "
-                f"{result['dropped_at_split_borders']} dropped at train/validation borders)."
+                f"{result['dropped_at_split_borders']} dropped at train/validation borders; split blocks of "
+                f"{result['split_block']} pixels)."
             )
         )
         return {

@@ -60,6 +60,9 @@ class StackTimeSeriesAlgorithm(SarSegAlgorithm):
         "by default the earliest raster.\n"
         "<b>Resampling</b>: auto uses nearest neighbour for integer rasters (class maps) and bilinear "
         "otherwise.\n\n"
+        "Integer rasters (class maps) of one data type stay integer, with one nodata value on every band (the "
+        "earliest raster's, else the largest value of the data type); a class map keeps its colour table and "
+        "category names.\n\n"
         "Rasters in another order are sorted; duplicated dates, rasters with different band counts, without "
         "CRS, or not overlapping the reference are refused. Missing days are reported in the log."
     )
@@ -151,5 +154,6 @@ class StackTimeSeriesAlgorithm(SarSegAlgorithm):
         for note in result["notes"]:
             feedback.pushWarning(self.tr(note))
         feedback.pushInfo(self.tr(f"Dates in band order: {', '.join(result['dates'])}"))
-        style_on_load(context, dst, GrayStretchStyle())
+        if not result["paletted"]:  # a class map keeps its colour table; a grey stretch would hide it
+            style_on_load(context, dst, GrayStretchStyle())
         return {self.OUTPUT: dst, self.DATES_OUT: ",".join(result["dates"])}

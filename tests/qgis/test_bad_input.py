@@ -179,7 +179,7 @@ def test_patches_aoi_outside_the_raster(sarseg, scene, tmp_path):
     out.mkdir()
     assert_fails(sarseg, "sarseg:extract_patches",
                  {"INPUT": str(scene), "AOI": aoi, "PATCH_SIZE": 16, "STRIDE": 16, "OUTPUT": str(out)},
-                 "No patch has at least", inputs=[scene], out_dir=out)  # fmt: skip
+                 "The area of interest does not overlap the image raster", inputs=[scene], out_dir=out)  # fmt: skip
 
 
 def test_stack_output_is_an_input(sarseg, tmp_path):
@@ -196,3 +196,46 @@ def test_stack_output_is_the_reference_grid(sarseg, tmp_path):
     assert_fails(sarseg, "sarseg:stack_time_series",
                  {"INPUTS": [str(a), str(b)], "REFERENCE": str(ref), "OUTPUT": str(ref)},
                  "is the input raster", inputs=[a, b, ref], out_dir=tmp_path)  # fmt: skip
+
+
+def test_patches_output_folder_with_files_of_the_user(sarseg, scene, tmp_path):
+    out = tmp_path / "mywork"
+    (out / "train").mkdir(parents=True)
+    notes = out / "train" / "notes.txt"
+    notes.write_text("field notes")
+    message = assert_fails(sarseg, "sarseg:extract_patches",
+                           {"INPUT": str(scene), "PATCH_SIZE": 16, "STRIDE": 16, "OUTPUT": str(out)},
+                           "Choose an empty folder", inputs=[scene, notes], out_dir=out)  # fmt: skip
+    assert "train/" in message
+    assert sorted(p.name for p in (out / "train").iterdir()) == ["notes.txt"]
+
+
+def test_patches_label_value_too_large_for_8_bits(sarseg, scene, tmp_path):
+    classes = np.ones((64, 64), np.uint16)
+    classes[5, 7] = 300
+    labels = write_raster(tmp_path / "labels.tif", classes, nodata=65535, dtype=np.uint16)
+    out = tmp_path / "patches"
+    assert_fails(sarseg, "sarseg:extract_patches",
+                 {"INPUT": str(scene), "LABELS": str(labels), "PATCH_SIZE": 16, "STRIDE": 16, "OUTPUT": str(out)},
+                 "holds the value 300", "from 0 to 254", inputs=[scene, labels], out_dir=tmp_path)  # fmt: skip
+    assert not out.exists()
+
+
+def test_patches_image_without_crs_with_labels(sarseg, tmp_path):
+    image = write_raster(tmp_path / "image.tif", speckled((2, 64, 64)), epsg=None)
+    labels = write_raster(tmp_path / "labels.tif", np.ones((32, 32), np.uint8), pixel=20.0)
+    out = tmp_path / "patches"
+    params = {"INPUT": str(image), "LABELS": str(labels), "PATCH_SIZE": 16, "STRIDE": 16, "OUTPUT": str(out)}
+    fragment = "no valid coordinate reference system"
+    message = assert_fails(sarseg, "sarseg:extract_patches", params, fragment, inputs=[image, labels], out_dir=tmp_path)
+    assert "image.tif" in message and "Corrupt data" not in message
+    assert not out.exists()
+
+
+def test_patches_validation_split_that_would_be_empty(sarseg, scene, tmp_path):
+    out = tmp_path / "patches"
+    assert_fails(sarseg, "sarseg:extract_patches",
+                 {"INPUT": str(scene), "PATCH_SIZE": 16, "STRIDE": 16, "VAL_FRACTION": 0.5, "SPLIT_BLOCK": 64,
+                  "OUTPUT": str(out)},
+                 "'Split block size' below 64 pixels", inputs=[scene], out_dir=tmp_path)  # fmt: skip
+    assert not out.exists()

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 from osgeo import gdal, ogr, osr
-from rasters import GT, read_raster
+from rasters import GT, read_raster, write_raster
 
 from sar_seg_plugin.core import patches
 from sar_seg_plugin.core.errors import CancelledError, SarSegError
@@ -214,8 +215,10 @@ def test_extract_patches_npz_layout_matches_source_windows(tmp_path, sample):
     total = 0
     for split in ("train", "val"):
         with np.load(out / f"{split}.npz") as npz:
-            assert set(npz.files) == {"images", "labels", "positions"}
+            assert set(npz.files) == {"images", "labels", "positions", "label_nodata"}
             images, labels, positions = npz["images"], npz["labels"], npz["positions"]
+            label_nodata = npz["label_nodata"]
+        assert label_nodata.shape == () and label_nodata.dtype == np.uint8 and label_nodata == 255
         n = result[split]
         assert n > 0
         total += n
@@ -307,10 +310,16 @@ def test_extract_patches_aoi_polygon_restricts_patches(tmp_path, sample):
 
 
 def test_extract_patches_aoi_outside_the_raster_raises(tmp_path, sample):
-    wkt = "POLYGON((0 0, 10 0, 10 10, 0 10, 0 0))"
-    with pytest.raises(SarSegError):
-        patches.extract_patches(sample["sar"], str(tmp_path / "out"), size=32, stride=32, aoi_wkts=[wkt])
-    assert os.listdir(tmp_path / "out") == []
+    x0, dx, _, y0, _, dy = GT
+    far = "POLYGON((0 0, 10 0, 10 10, 0 10, 0 0))"
+    # An L whose envelope covers the raster's top-left corner while the polygon itself stays outside it.
+    xa, ya = x0 - 50 * dx, y0 - 50 * dy
+    xb, yb = x0 + 50 * dx, y0 + 50 * dy
+    ell = f"POLYGON(({xa} {ya}, {xb} {ya}, {xb} {y0 - dy}, {x0 - dx} {y0 - dy}, {x0 - dx} {yb}, {xa} {yb}, {xa} {ya}))"
+    for wkts in ([far], [far, ell]):
+        with pytest.raises(SarSegError, match="The area of interest does not overlap the image raster"):
+            patches.extract_patches(sample["sar"], str(tmp_path / "out"), size=32, stride=32, aoi_wkts=wkts)
+    assert not (tmp_path / "out").exists()
 
 
 def _pop_exceptions_until(target) -> list:
@@ -394,7 +403,7 @@ def test_extract_patches_cancel_leaves_nothing(tmp_path, sample, fmt, stop_after
         patches.extract_patches(sample["sar"], str(out), size=32, stride=32, label_path=sample["labels"],
                                 min_valid=0.0, val_fraction=0.3, split_block=64, fmt=fmt,
                                 is_canceled=is_canceled)  # fmt: skip
-    assert os.listdir(out) == []
+    assert not out.exists()
 
 
 def test_extract_patches_cancel_keeps_earlier_run_untouched(tmp_path, sample):
@@ -412,3 +421,288 @@ def test_extract_patches_cancel_keeps_earlier_run_untouched(tmp_path, sample):
         patches.extract_patches(sample["sar"], str(out), size=32, stride=32, min_valid=0.0, val_fraction=0.25,
                                 split_block=64, fmt="tif", is_canceled=is_canceled)  # fmt: skip
     assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
+
+
+def test_extract_patches_failure_removes_the_folders_it_created(tmp_path, sample):
+    # Cancelled while writing (pass 2) into a folder two levels deep: both new levels go, nothing else.
+    out = tmp_path / "new" / "deeper" / "out"
+    calls = []
+
+    def is_canceled():
+        calls.append(1)
+        return len(calls) > 40
+
+    with pytest.raises(CancelledError):
+        patches.extract_patches(sample["sar"], str(out), size=32, stride=32, min_valid=0.0, val_fraction=0.25,
+                                split_block=64, is_canceled=is_canceled)  # fmt: skip
+    assert len(calls) > 25, "the run must have got into the writing pass"
+    assert os.listdir(tmp_path) == []
+    # A folder that existed before stays, empty.
+    out = tmp_path / "existing"
+    out.mkdir()
+    calls.clear()
+    with pytest.raises(CancelledError):
+        patches.extract_patches(sample["sar"], str(out), size=32, stride=32, min_valid=0.0, val_fraction=0.25,
+                                split_block=64, is_canceled=is_canceled)  # fmt: skip
+    assert os.listdir(tmp_path) == ["existing"] and os.listdir(out) == []
+
+
+# --- Output folder: only an earlier run's outputs are replaced ----------------------------------------
+
+
+def _tree(folder) -> dict[str, bytes]:
+    root = Path(folder)
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _foreign_train_folder(out):
+    (out / "train").mkdir(parents=True)
+    (out / "train" / "notes.txt").write_text("mine")
+
+
+def _foreign_npz(out):
+    out.mkdir()
+    np.savez(out / "val.npz", x=np.arange(3))
+
+
+def _foreign_index(out):
+    out.mkdir()
+    (out / "index.csv").write_text("id,value\n1,2\n")
+    (out / "train.npz").write_bytes(b"not ours")
+
+
+def _earlier_run_plus_user_file(out, sar):
+    patches.extract_patches(sar, str(out), size=32, stride=32, min_valid=0.0, val_fraction=0.25, split_block=64)
+    (out / "train" / "images" / "notes.txt").write_text("mine")
+
+
+@pytest.mark.parametrize(
+    ("setup", "named"),
+    [(_foreign_train_folder, "train/"), (_foreign_npz, "val.npz"), (_foreign_index, "index.csv"),
+     (_earlier_run_plus_user_file, "train/images/notes.txt")],
+)  # fmt: skip
+def test_extract_patches_refuses_outputs_it_did_not_write(tmp_path, sample, setup, named):
+    out = tmp_path / "mywork"
+    if setup is _earlier_run_plus_user_file:
+        setup(out, sample["sar"])
+    else:
+        setup(out)
+    (out / "keep.txt").write_text("unrelated")
+    before = _tree(out)
+    work = []
+    with pytest.raises(SarSegError, match="Choose an empty folder") as error:
+        patches.extract_patches(sample["sar"], str(out), size=32, stride=32, label_path=sample["labels"],
+                                min_valid=0.0, val_fraction=0.25, split_block=64, fmt="npz",
+                                progress=work.append, is_canceled=lambda: bool(work.append(0)))  # fmt: skip
+    assert named in str(error.value)
+    assert work == [], "the folder must be checked before any work"
+    assert _tree(out) == before
+    assert partial_dirs(out) == []
+
+
+def partial_dirs(folder) -> list[str]:
+    return [p.name for p in Path(folder).iterdir() if p.name.startswith(".partial")]
+
+
+def test_extract_patches_replaces_an_earlier_run_and_keeps_other_files(tmp_path, sample):
+    out = tmp_path / "mywork"
+    patches.extract_patches(sample["sar"], str(out), size=32, stride=32, label_path=sample["labels"], min_valid=0.0,
+                            val_fraction=0.25, split_block=64, fmt="npz")  # fmt: skip
+    (out / "notes.txt").write_text("mine")
+    (out / "other").mkdir()
+    (out / "other" / "train.npz").write_bytes(b"mine too")
+    result = patches.extract_patches(sample["sar"], str(out), size=32, stride=32, label_path=sample["labels"],
+                                     min_valid=0.0, val_fraction=0.25, split_block=64, fmt="tif")  # fmt: skip
+    assert sorted(os.listdir(out)) == ["index.csv", "notes.txt", "other", "train", "val"]
+    assert (out / "notes.txt").read_text() == "mine" and (out / "other" / "train.npz").read_bytes() == b"mine too"
+    assert len(read_index(out)) == result["train"] + result["val"]
+    # A third run over the tif layout replaces it again (its train/ and val/ hold only patch files).
+    patches.extract_patches(sample["sar"], str(out), size=32, stride=32, min_valid=0.0, val_fraction=0.25,
+                            split_block=64, fmt="npz")  # fmt: skip
+    assert sorted(os.listdir(out)) == ["index.csv", "notes.txt", "other", "train.npz", "val.npz"]
+
+
+def test_earlier_outputs_lists_what_a_run_replaces(tmp_path):
+    assert patches.earlier_outputs(tmp_path / "missing") == []
+    assert patches.earlier_outputs(tmp_path) == []
+    (tmp_path / "index.csv").write_text(",".join(patches.INDEX_FIELDS) + "\n")
+    (tmp_path / "val.npz").write_bytes(b"")
+    assert patches.earlier_outputs(tmp_path) == [tmp_path / "val.npz", tmp_path / "index.csv"]
+    a_file = tmp_path / "val.npz"
+    with pytest.raises(SarSegError, match="is a file, not a folder"):
+        patches.earlier_outputs(a_file)
+
+
+# --- Validation split never silently empty ----------------------------------------------------------
+
+
+def _image(path, array, nodata=None, **kwargs) -> str:
+    return write_raster(path, array, nodata=nodata, geotransform=GT, **kwargs)
+
+
+def test_default_split_block_shrinks_so_validation_gets_blocks(tmp_path):
+    rng = np.random.default_rng(0)
+    image = _image(tmp_path / "img.tif", rng.random((1, 256, 256)).astype(np.float32) + 1)
+    # 4 patch sizes (256) would make the whole raster one block and the validation set empty.
+    assert patches.split_block_size(256, 256, 64, None, 0.5) == 192
+    assert patches.split_block_size(256, 256, 64, None, 0.0) == 256
+    assert patches.split_block_size(256, 256, 64, 100, 0.5) == 100
+    assert patches.split_block_size(1000, 1000, 64, None, 0.2) == 256
+    assert patches.split_block_size(64, 100, 64, None, 0.2) == 64
+    result = patches.extract_patches(image, str(tmp_path / "out"), size=64, stride=64, val_fraction=0.5)
+    assert result["split_block"] == 192
+    rows = read_index(tmp_path / "out")
+    assert result["val"] == sum(r["split"] == "val" for r in rows) > 0
+    assert result["train"] == sum(r["split"] == "train" for r in rows) > 0
+    # The split follows 192-px blocks: 2 x 2 blocks, 2 of them validation.
+    grid = patches.block_splits(2, 2, 0.5, 0)
+    for r in rows:
+        assert r["split"] == grid[int(r["row"]) // 192, int(r["col"]) // 192]
+
+
+@pytest.mark.parametrize(
+    ("shape", "size", "block", "fragment"),
+    [((64, 64), 64, None, "'Patch size'"), ((100, 100), 32, 128, "'Split block size' below 100 pixels")],
+)
+def test_validation_without_a_second_block_is_refused(tmp_path, shape, size, block, fragment):
+    image = _image(tmp_path / "img.tif", np.ones((1, *shape), np.float32))
+    out = tmp_path / "out"
+    with pytest.raises(SarSegError, match="'Validation fraction' to 0") as error:
+        patches.extract_patches(image, str(out), size=size, stride=size, val_fraction=0.2, split_block=block)
+    assert fragment in str(error.value)
+    assert not out.exists()
+    # Without validation the same settings work.
+    result = patches.extract_patches(image, str(out), size=size, stride=size, val_fraction=0.0, split_block=block)
+    assert result["val"] == 0 and result["train"] == len(patches.patch_positions(shape[0], size, size)) ** 2
+
+
+@pytest.mark.parametrize("empty", ["val", "train"])
+def test_an_empty_split_after_filtering_is_refused(tmp_path, empty):
+    # Two 64-px blocks side by side, one of each split; the blocks of one split hold no data.
+    grid = patches.block_splits(2, 1, 0.5, 3)
+    data = np.ones((1, 64, 128), np.float32)
+    for bx in range(2):
+        if grid[0, bx] == empty:
+            data[:, :, bx * 64 : (bx + 1) * 64] = 0.0
+    image = _image(tmp_path / "img.tif", data, nodata=0.0)
+    out = tmp_path / "out"
+    with pytest.raises(SarSegError, match=f"the {'validation' if empty == 'val' else 'training'} set would be empty"):
+        patches.extract_patches(image, str(out), size=32, stride=32, val_fraction=0.5, split_block=64, seed=3)
+    assert not out.exists()
+    # 40 px, 32-px patches and blocks: only the top-left patch lies in a single block. With that block in
+    # training, every validation patch straddles a training block: the message points at the split block size.
+    seed = next(s for s in range(100) if patches.block_splits(2, 2, 0.5, s)[0, 0] == patches.TRAIN)
+    with pytest.raises(SarSegError, match="'Split block size'"):
+        patches.extract_patches(_image(tmp_path / "full.tif", np.ones((1, 40, 40), np.float32)), str(out), size=32,
+                                stride=32, val_fraction=0.5, split_block=32, seed=seed)  # fmt: skip
+    assert not out.exists()
+
+
+# --- Labels: uint8 class ids, 255 = no label ------------------------------------------------------------
+
+
+def _label_run(tmp_path, labels, fmt="tif", **kwargs):
+    image = _image(tmp_path / "img.tif", np.ones((1, 64, 64), np.float32))
+    out = tmp_path / f"out_{fmt}"
+    patches.extract_patches(image, str(out), size=32, stride=32, label_path=labels, min_valid=0.0,
+                            val_fraction=0.0, fmt=fmt, **kwargs)  # fmt: skip
+    rows = read_index(out)
+    if fmt == "npz":
+        with np.load(out / "train.npz") as npz:
+            assert npz["label_nodata"] == 255
+            return {(int(x), int(y)): lab for lab, (x, y) in zip(npz["labels"], npz["positions"])}
+    found = {}
+    for r in rows:
+        ds = gdal.Open(str(out / r["label"]))
+        band = ds.GetRasterBand(1)
+        assert band.DataType == gdal.GDT_Byte and band.GetNoDataValue() == 255
+        found[(int(r["col"]), int(r["row"]))] = band.ReadAsArray()
+    return found
+
+
+def _assemble(found, size=32, side=64) -> np.ndarray:
+    assert len(found) == (side // size) ** 2
+    full = np.zeros((side, side), np.uint8)
+    for (x, y), lab in found.items():
+        full[y : y + size, x : x + size] = lab
+    return full
+
+
+@pytest.mark.parametrize("fmt", ["tif", "npz"])
+@pytest.mark.parametrize(
+    ("dtype", "nodata", "no_label"),
+    [(np.uint16, 65535.0, 65535), (np.uint8, 0.0, 0), (np.float32, None, np.nan), (np.int16, -1.0, -1)],
+)
+def test_labels_nodata_becomes_255(tmp_path, fmt, dtype, nodata, no_label):
+    classes = (np.arange(64 * 64).reshape(64, 64) % 7 + 1).astype(np.float64)
+    classes[:10, :] = no_label
+    labels = write_raster(tmp_path / "lab.tif", classes, nodata=nodata, geotransform=GT, dtype=dtype)
+    got = _assemble(_label_run(tmp_path, labels, fmt))
+    expected = np.where(np.isnan(classes) | (classes == no_label), 255, classes).astype(np.uint8)
+    np.testing.assert_array_equal(got, expected)
+    assert (got[:10] == 255).all() and (got[10:] < 8).all()
+
+
+@pytest.mark.parametrize(
+    ("value", "dtype", "nodata", "shown"),
+    [(300, np.uint16, 65535.0, "300"), (255, np.uint8, None, "255"), (-3, np.int16, None, "-3"),
+     (2.5, np.float32, None, "2.5")],
+)  # fmt: skip
+def test_labels_outside_0_to_254_are_refused(tmp_path, value, dtype, nodata, shown):
+    classes = np.ones((64, 64))
+    classes[40, 50] = value
+    labels = write_raster(tmp_path / "lab.tif", classes, nodata=nodata, geotransform=GT, dtype=dtype)
+    image = _image(tmp_path / "img.tif", np.ones((1, 64, 64), np.float32))
+    with pytest.raises(SarSegError, match=f"holds the value {re.escape(shown)} .*column 50, row 40") as error:
+        patches.extract_patches(image, str(tmp_path / "out"), size=32, stride=32, label_path=labels,
+                                val_fraction=0.0)  # fmt: skip
+    assert "from 0 to 254" in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_warped_labels_outside_their_raster_are_255_and_the_warp_is_released(tmp_path):
+    # UInt16 labels without nodata on a coarser (20 m) grid covering only the image's top 48 rows.
+    classes = np.arange(32 * 24, dtype=np.uint16).reshape(24, 32) % 5 + 1
+    labels = write_raster(tmp_path / "lab.tif", classes, geotransform=(GT[0], 20.0, 0, GT[3], 0, -20.0),
+                          dtype=np.uint16)  # fmt: skip
+    before = _aligned_vrts()
+    got = _assemble(_label_run(tmp_path, labels, "tif"))
+    expected = np.full((64, 64), 255, np.uint8)
+    expected[:48] = np.repeat(np.repeat(classes, 2, axis=0), 2, axis=1)
+    np.testing.assert_array_equal(got, expected)
+    assert _aligned_vrts() == before
+    # Released on failure too: cancelled, and refused after the first pass.
+    with pytest.raises(CancelledError):
+        _label_run(tmp_path, labels, "tif", is_canceled=lambda: True)
+    image = _image(tmp_path / "img2.tif", np.ones((1, 64, 64), np.float32))
+    with pytest.raises(SarSegError, match="validation set would be empty"):
+        patches.extract_patches(image, str(tmp_path / "o2"), size=16, stride=16, label_path=labels, min_valid=0.5,
+                                val_fraction=0.07, split_block=16, seed=_seed_with_val_in_bottom_half())  # fmt: skip
+    assert _aligned_vrts() == before
+
+
+def _seed_with_val_in_bottom_half() -> int:
+    """A seed whose 4 x 4 split puts its one validation block in the bottom row (where labels are missing)."""
+    for seed in range(100):
+        grid = patches.block_splits(4, 4, 0.07, seed)
+        if (grid[3] == patches.VAL).any():
+            return seed
+    raise AssertionError("no such seed")
+
+
+def _aligned_vrts() -> list[str]:
+    return sorted(n for n in (gdal.ReadDir("/vsimem/") or []) if n.startswith("sarseg_align_"))
+
+
+@pytest.mark.parametrize("what", ["labels", "aoi"])
+def test_image_without_crs_is_refused_with_labels_or_aoi(tmp_path, sample, what):
+    image = write_raster(tmp_path / "img.tif", np.ones((1, 160, 160), np.float32), geotransform=(0, 1, 0, 0, 0, -1),
+                         epsg=None)  # fmt: skip
+    kwargs = (
+        {"label_path": sample["labels"]} if what == "labels" else {"aoi_wkts": ["POLYGON((1 -1, 9 -1, 9 -9, 1 -1))"]}
+    )
+    with pytest.raises(SarSegError, match="has no valid coordinate reference system"):
+        patches.extract_patches(image, str(tmp_path / "out"), size=32, stride=32, val_fraction=0.0, **kwargs)
+    assert not (tmp_path / "out").exists()
+    # Without labels and AOI the same image is cut.
+    assert patches.extract_patches(image, str(tmp_path / "out"), size=32, stride=32, val_fraction=0.0)["train"] == 25
