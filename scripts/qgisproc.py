@@ -23,9 +23,11 @@ def qgis_process_env(profile_dir: str | os.PathLike | None = None) -> dict[str, 
         QGIS_CUSTOM_CONFIG_PATH=str(profile),
         PYTHONPATH=os.pathsep.join(p for p in (str(site), env.get("PYTHONPATH", "")) if p),
     )
-    subprocess.run(
-        ["qgis_process", "plugins", "enable", "sar_seg_plugin"], env=env, check=True, capture_output=True, text=True
+    proc = subprocess.run(
+        ["qgis_process", "plugins", "enable", "sar_seg_plugin"], env=env, capture_output=True, text=True
     )
+    if proc.returncode != 0 and "already enabled" not in proc.stdout + proc.stderr:  # exit 1 when already on
+        raise RuntimeError(f"qgis_process could not enable the plugin:\n{proc.stdout}\n{proc.stderr}")
     return env
 
 

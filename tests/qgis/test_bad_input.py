@@ -239,3 +239,8 @@ def test_patches_validation_split_that_would_be_empty(sarseg, scene, tmp_path):
                   "OUTPUT": str(out)},
                  "'Split block size' below 64 pixels", inputs=[scene], out_dir=tmp_path)  # fmt: skip
     assert not out.exists()
+
+
+def test_normalize_statistics_file_is_the_input(sarseg, scene, tmp_path):
+    params = {"INPUT": str(scene), "OUTPUT": str(tmp_path / "n.tif"), "OUTPUT_STATS": str(scene)}
+    assert_fails(sarseg, "sarseg:normalize", params, "is the input raster", inputs=[scene], out_dir=tmp_path)

@@ -39,3 +39,10 @@ def test_qgis_process_reports_bad_input_and_exits_non_zero(env, sample_dir, tmp_
     with pytest.raises(RuntimeError, match="is not a raster file"):
         run_algorithm("sarseg:convert_db", {"INPUT": sample_dir / "communes.gpkg", "OUTPUT": tmp_path / "x.tif"}, env)
     assert not (tmp_path / "x.tif").exists()
+
+
+def test_enabling_the_plugin_twice_in_one_profile_is_fine(tmp_path):
+    """make demo run twice reuses its profile, where the plugin is already enabled."""
+    first = qgis_process_env(tmp_path / "profile")
+    second = qgis_process_env(tmp_path / "profile")
+    assert first["QGIS_CUSTOM_CONFIG_PATH"] == second["QGIS_CUSTOM_CONFIG_PATH"]
