@@ -1,1 +1,5 @@
-"""Model registry: bundled default ONNX models and the metadata contract (filled by the training issue)."""
+"""Models: the ONNX model-file contract (``metadata``) and finding/opening models with onnxruntime (``registry``).
+
+Bundled default models are the ``*.onnx`` files in this folder. Only ``registry`` touches onnxruntime, and only
+when a model is opened, so the plugin loads in a QGIS without it.
+"""

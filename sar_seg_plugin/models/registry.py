@@ -1,0 +1,175 @@
+"""Finding and opening models: bundled ONNX files, user paths, and an onnxruntime session checked against metadata.
+
+onnxruntime is imported only when a model is opened, so the plugin loads in a QGIS without it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.errors import SarSegError
+from .metadata import ModelMetadata, is_deepness_props, metadata_from_props
+
+MODELS_DIR = Path(__file__).resolve().parent
+DEVICES = ("auto", "cpu", "cuda")
+_CUDA = "CUDAExecutionProvider"
+_CPU = "CPUExecutionProvider"
+ONNXRUNTIME_MISSING = (
+    "This tool needs the Python package onnxruntime, which is not installed in this QGIS: install onnxruntime, "
+    "e.g. with the QPIP plugin or `python3 -m pip install --user onnxruntime`, then restart QGIS"
+)
+
+
+def import_onnxruntime() -> Any:
+    """The onnxruntime module, or a SarSegError saying how to install it."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise SarSegError(ONNXRUNTIME_MISSING) from None
+    return onnxruntime
+
+
+@dataclass
+class LoadedModel:
+    """An open model: onnxruntime session, validated metadata, and the graph's input/output names and shapes."""
+
+    path: Path
+    session: Any
+    metadata: ModelMetadata
+    input_names: list[str]
+    output_names: list[str]
+    device_used: str
+    input_shape: list[int | str | None] = field(default_factory=list)
+    output_shape: list[int | str | None] = field(default_factory=list)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Run the first input on an already normalised (n, bands, h, w) batch; returns the first output."""
+        feed = {self.input_names[0]: np.ascontiguousarray(batch, dtype=np.float32)}
+        return self.session.run([self.output_names[0]], feed)[0]
+
+
+def bundled_models() -> dict[str, Path]:
+    """The models shipped in the plugin: file stem -> path of each ``*.onnx`` in ``sar_seg_plugin/models/``."""
+    return {p.stem: p for p in sorted(MODELS_DIR.glob("*.onnx"))}
+
+
+def resolve_model(name_or_path: str) -> Path:
+    """A bundled model's name, or the path of an existing model file, as a path."""
+    bundled = bundled_models()
+    if name_or_path in bundled:
+        return bundled[name_or_path]
+    path = Path(os.path.expanduser(name_or_path))
+    if path.is_file():
+        return path
+    if path.suffix.lower() == ".onnx" or os.sep in name_or_path or "/" in name_or_path:
+        raise SarSegError(f"model file {name_or_path} does not exist; choose an existing .onnx file")
+    available = ", ".join(sorted(bundled)) or "none bundled with this plugin"
+    raise SarSegError(
+        f"unknown model '{name_or_path}': give the path of an .onnx file or a bundled model name ({available})"
+    )
+
+
+def _providers(ort: Any, device: str) -> list[str]:
+    if device not in DEVICES:
+        raise SarSegError(f"unknown device '{device}': expected one of {', '.join(DEVICES)}")
+    cuda_available = _CUDA in ort.get_available_providers()
+    if device in ("auto", "cuda") and cuda_available:
+        return [_CUDA, _CPU]
+    return [_CPU]
+
+
+def _static(dim: Any) -> int | None:
+    return dim if isinstance(dim, int) and not isinstance(dim, bool) and dim > 0 else None
+
+
+def load_model(name_or_path: str, device: str = "auto") -> LoadedModel:
+    """Open a model with onnxruntime and refuse it unless its metadata is valid and fits its graph.
+
+    ``device``: "auto" (CUDA when onnxruntime offers it, else CPU), "cpu", or "cuda" (falls back to CPU when CUDA
+    is not available); ``LoadedModel.device_used`` says which one runs.
+    """
+    path = resolve_model(name_or_path)
+    ort = import_onnxruntime()
+    providers = _providers(ort, device)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: CUDA fallback warnings would flood the QGIS log
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as err:  # onnxruntime raises its own exception types (InvalidProtobuf, Fail, ...)
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SarSegError(
+            f"{path} is not an ONNX model file or is corrupt (onnxruntime: {detail}); "
+            "choose an .onnx model exported by SAR Seg's training package or a Deepness model"
+        ) from None
+
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    in_shape, out_shape = list(inputs[0].shape), list(outputs[0].shape)
+    if len(in_shape) < 3:
+        raise SarSegError(f"{path}: the model input '{inputs[0].name}' has shape {in_shape}; expected (n, bands, h, w)")
+    in_channels = _static(in_shape[-3])
+    sizes = {_static(d) for d in in_shape[-2:]}
+    in_size = sizes.pop() if len(sizes) == 1 else None
+    out_channels = _static(out_shape[1]) if len(out_shape) >= 2 else None
+
+    props = dict(session.get_modelmeta().custom_metadata_map)
+    meta = metadata_from_props(
+        props, str(path), input_channels=in_channels, input_size=in_size, output_channels=out_channels
+    )
+    _check_graph(path, meta, in_channels, [_static(d) for d in in_shape[-2:]], out_channels, is_deepness_props(props))
+
+    used = session.get_providers()
+    return LoadedModel(
+        path=path,
+        session=session,
+        metadata=meta,
+        input_names=[i.name for i in inputs],
+        output_names=[o.name for o in outputs],
+        device_used="cuda" if used and used[0] == _CUDA else "cpu",
+        input_shape=in_shape,
+        output_shape=out_shape,
+    )
+
+
+def _check_graph(
+    path: Path,
+    meta: ModelMetadata,
+    in_channels: int | None,
+    hw: list[int | None],
+    out_channels: int | None,
+    deepness: bool,
+) -> None:
+    """Static graph dimensions must agree with the metadata (dynamic ones are accepted)."""
+    if in_channels is not None and in_channels != len(meta.input_bands):
+        raise SarSegError(
+            f"{path}: the model graph takes {in_channels} input channels but its metadata lists "
+            f"{len(meta.input_bands)} input bands ({', '.join(meta.input_bands)}): field 'input_bands' "
+            "does not match the graph; re-export the model with consistent metadata"
+        )
+    for dim in hw:
+        if dim is not None and dim != meta.tile_size:
+            raise SarSegError(
+                f"{path}: the model graph takes fixed {hw[0]}x{hw[1]} tiles but its metadata field 'tile_size' "
+                f"says {meta.tile_size}; re-export the model with tile_size {dim}"
+            )
+    if meta.task == "segmentation" and meta.output_kind == "classes" and out_channels is not None:
+        fits = out_channels == len(meta.class_names)
+        # A Deepness binary segmentor may output one sigmoid channel for (background, object).
+        if deepness and out_channels == 1 and len(meta.class_names) <= 2:
+            fits = True
+        if not fits:
+            raise SarSegError(
+                f"{path}: the model graph outputs {out_channels} channels but its metadata lists "
+                f"{len(meta.class_names)} classes ({', '.join(meta.class_names)}): field 'class_names' "
+                "does not match the graph; re-export the model with one class name per output channel"
+            )
+    if meta.task == "encoder" and out_channels is not None and out_channels != meta.embedding_size:
+        raise SarSegError(
+            f"{path}: the model graph outputs {out_channels} channels but its metadata field 'embedding_size' "
+            f"says {meta.embedding_size}; re-export the model with consistent metadata"
+        )
