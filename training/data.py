@@ -19,6 +19,7 @@ import torch
 from osgeo import gdal, osr
 from torch.utils.data import Dataset
 
+from sar_seg_plugin.core.patches import patch_positions
 from training import synthetic
 from training.synthetic import CLASS_NAMES, LABEL_NODATA, SAR_NODATA
 
@@ -388,16 +389,6 @@ def _class_ids(raw: np.ndarray, nodata: float | None, n_classes: int, path: Path
 # --------------------------------------------------------------------------------------------
 # Dataset
 # --------------------------------------------------------------------------------------------
-
-
-def patch_positions(length: int, size: int, stride: int) -> list[int]:
-    """Window starts along one axis: every ``stride``, plus one flush with the end so the edge is covered."""
-    if length < size:
-        return []
-    starts = list(range(0, length - size + 1, stride))
-    if starts[-1] != length - size:
-        starts.append(length - size)
-    return starts
 
 
 @dataclass(frozen=True)
