@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup test demo lint format package bench clean
+.PHONY: setup test demo lint format package bench clean models
 
 setup:
 	@bash scripts/setup.sh
@@ -32,3 +32,7 @@ bench: setup
 
 clean:
 	rm -rf demo_output dist build .pytest_cache .ruff_cache
+
+# Train, evaluate and export the bundled default models + MODEL_CARD.md (about 20 minutes on 2 cores).
+models: setup
+	$(PY) scripts/make_models.py

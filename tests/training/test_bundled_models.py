@@ -1,0 +1,142 @@
+"""The models bundled by ``make models``: they load in the plugin, carry the right metadata, stay small, run, and the
+segmentation model reproduces on a held-out synthetic scene the mIoU its model card states."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from sar_seg_plugin.models.registry import MODELS_DIR, bundled_models, load_model  # noqa: E402
+from training.synthetic import CLASS_NAMES  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+SEGMENTATION = "sarseg_unet_vvvh"
+ENCODER = "sarseg_encoder_vvvh"
+FORECAST_DIR = MODELS_DIR / "forecast"
+FORECAST_ENCODER = FORECAST_DIR / "sarseg_convlstm_classes_encoder.onnx"
+FORECAST_DECODER = FORECAST_DIR / "sarseg_convlstm_classes_decoder.onnx"
+CARD = MODELS_DIR / "MODEL_CARD.md"
+MB = 1_000_000
+
+if not (MODELS_DIR / f"{SEGMENTATION}.onnx").is_file():
+    pytest.skip("no bundled models: run `make models`", allow_module_level=True)
+
+
+def _make_models_module() -> ModuleType:
+    """``scripts/make_models.py`` (for its seed constants; importing it runs nothing)."""
+    spec = importlib.util.spec_from_file_location("make_models", ROOT / "scripts" / "make_models.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _card_miou() -> float:
+    """The held-out mIoU of the segmentation model stated in MODEL_CARD.md."""
+    text = CARD.read_text(encoding="utf-8")
+    match = re.search(r"### Held-out scenes.*?Overall accuracy [0-9.]+, mIoU ([0-9.]+)\.", text, re.DOTALL)
+    assert match, "MODEL_CARD.md states no held-out mIoU for the segmentation model"
+    return float(match.group(1))
+
+
+def test_bundled_listing_is_single_file_models() -> None:
+    assert set(bundled_models()) == {SEGMENTATION, ENCODER}
+    assert FORECAST_ENCODER.is_file() and FORECAST_DECODER.is_file()
+    assert CARD.is_file()
+
+
+def test_segmentation_metadata() -> None:
+    model = load_model(SEGMENTATION, device="cpu")
+    meta = model.metadata
+    assert meta.task == "segmentation"
+    assert meta.input_bands == ("VV", "VH")
+    assert meta.input_units == ("dB", "dB")
+    assert meta.class_names == tuple(CLASS_NAMES)
+    assert meta.output_kind == "classes"
+    assert len(meta.normalization.mean) == 2 and len(meta.normalization.std) == 2
+    out = model.run(np.zeros((1, 2, 64, 64), np.float32))
+    assert out.shape == (1, len(CLASS_NAMES), 64, 64)
+
+
+def test_encoder_metadata_and_embedding() -> None:
+    model = load_model(ENCODER, device="cpu")
+    meta = model.metadata
+    assert meta.task == "encoder"
+    assert meta.input_bands == ("VV", "VH")
+    assert meta.input_units == ("dB", "dB")
+    assert meta.output_kind == "continuous"
+    x = np.random.default_rng(0).standard_normal((2, 2, 64, 64)).astype(np.float32)
+    emb = model.run(x)
+    assert emb.shape == (2, meta.embedding_size)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
+
+
+@pytest.mark.parametrize("path", [FORECAST_ENCODER, FORECAST_DECODER], ids=["encoder_step", "decoder_step"])
+def test_forecast_step_metadata(path: Path) -> None:
+    meta = load_model(str(path), device="cpu").metadata
+    assert meta.task == "forecast"
+    assert meta.input_bands == tuple(CLASS_NAMES)
+    assert meta.input_units == ("uint8",) * len(CLASS_NAMES)
+    assert meta.class_names == tuple(CLASS_NAMES)
+    assert meta.horizons == (1, 2, 3)
+    assert meta.sequence_length and meta.sequence_length >= 1
+
+
+def test_file_sizes() -> None:
+    files = sorted(MODELS_DIR.rglob("*.onnx"))
+    assert len(files) == 4
+    for path in files:
+        assert path.stat().st_size < 10 * MB, f"{path.name} is {path.stat().st_size / MB:.1f} MB"
+    assert sum(p.stat().st_size for p in files) < 20 * MB
+
+
+def test_forecaster_runs_on_a_tiny_sequence() -> None:
+    from training.forecasting import run_convlstm_onnx
+
+    labels = np.random.default_rng(0).integers(0, len(CLASS_NAMES), (3, 32, 32))
+    sequence = np.eye(len(CLASS_NAMES), dtype=np.float32)[labels].transpose(0, 3, 1, 2)  # (T, C, H, W) one-hot
+    out = run_convlstm_onnx(FORECAST_ENCODER, FORECAST_DECODER, sequence)
+    assert out.shape == (3, len(CLASS_NAMES), 32, 32)
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_segmentation_miou_on_a_held_out_scene_matches_the_card(tmp_path: Path) -> None:
+    from osgeo import gdal
+
+    from training.data import make_synthetic_dataset
+    from training.evaluate import Preprocessing
+    from training.metrics import confusion_matrix, segmentation_metrics
+    from training.synthetic import LABEL_NODATA
+
+    mm = _make_models_module()
+    # Scene 0 of the held-out set: its generator seed is disjoint from every training seed.
+    scenes = make_synthetic_dataset(tmp_path, n_scenes=1, size=mm.HELD_OUT_SIZE, seed=mm.HELD_OUT_SEED, n_communes=4)
+    assert not set(mm.scene_seeds(mm.HELD_OUT_SEED, 1)) & set(mm.scene_seeds(mm.TRAIN_SEED, 64))
+    model = load_model(SEGMENTATION, device="cpu")
+    meta = model.metadata
+    pre = Preprocessing(
+        np.asarray(meta.normalization.mean, np.float32)[:, None, None],
+        np.asarray(meta.normalization.std, np.float32)[:, None, None],
+        float(meta.training.get("floor_db", -50.0)),
+    )
+    n = len(meta.class_names)
+    cm = np.zeros((n, n), np.int64)
+    for scene in scenes:
+        ds, label_ds = gdal.Open(str(scene.image)), gdal.Open(str(scene.label))
+        image, valid = pre.read(ds, 0, 0, ds.RasterXSize, ds.RasterYSize)
+        pred = model.run(image[None])[0].argmax(axis=0)
+        truth = label_ds.GetRasterBand(1).ReadAsArray().astype(np.int64)
+        cm += confusion_matrix(np.where(valid, pred, LABEL_NODATA), truth, n)
+    miou = segmentation_metrics(cm, list(meta.class_names))["miou"]
+    stated = _card_miou()
+    assert abs(miou - stated) <= 0.05, f"held-out scene mIoU {miou:.3f}, model card {stated:.3f}"
