@@ -7,6 +7,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from .base import ICON
 from .convert_db import ConvertDbAlgorithm
+from .evaluate_segmentation import EvaluateSegmentationAlgorithm
 from .extract_patches import ExtractPatchesAlgorithm
 from .normalize import NormalizeAlgorithm
 from .speckle_filter import SpeckleFilterAlgorithm
@@ -23,6 +24,7 @@ class SarSegProvider(QgsProcessingProvider):
             NormalizeAlgorithm(),
             ExtractPatchesAlgorithm(),
             StackTimeSeriesAlgorithm(),
+            EvaluateSegmentationAlgorithm(),
         ):
             self.addAlgorithm(algorithm)
 
