@@ -10,6 +10,7 @@ from .convert_db import ConvertDbAlgorithm
 from .evaluate_segmentation import EvaluateSegmentationAlgorithm
 from .extract_patches import ExtractPatchesAlgorithm
 from .normalize import NormalizeAlgorithm
+from .segment import SegmentAlgorithm
 from .speckle_filter import SpeckleFilterAlgorithm
 from .stack_time_series import StackTimeSeriesAlgorithm
 
@@ -24,6 +25,7 @@ class SarSegProvider(QgsProcessingProvider):
             NormalizeAlgorithm(),
             ExtractPatchesAlgorithm(),
             StackTimeSeriesAlgorithm(),
+            SegmentAlgorithm(),
             EvaluateSegmentationAlgorithm(),
         ):
             self.addAlgorithm(algorithm)

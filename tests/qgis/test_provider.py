@@ -15,6 +15,7 @@ EXPECTED = {
     "sarseg:normalize": "Preprocessing",
     "sarseg:extract_patches": "Preprocessing",
     "sarseg:stack_time_series": "Preprocessing",
+    "sarseg:segment": "Segmentation",
     "sarseg:evaluate_segmentation": "Segmentation",
 }
 

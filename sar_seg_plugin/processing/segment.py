@@ -1,0 +1,135 @@
+"""sarseg:segment — land-cover segmentation of a raster with an ONNX model, tiled with smooth blending."""
+
+from __future__ import annotations
+
+from qgis.core import (
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+)
+
+from ..core.inference import segment_raster
+from ..models.registry import DEVICES, bundled_models, load_model
+from .base import SarSegAlgorithm
+from .styling import GrayStretchStyle, style_on_load
+
+DEFAULT_MODEL = "sarseg_unet_vvvh"
+
+
+def segmentation_models() -> list[str]:
+    """Bundled model names offered in the MODEL list (the default first); encoders are not segmentation models."""
+    names = [n for n in bundled_models() if "encoder" not in n]
+    return sorted(names, key=lambda n: (n != DEFAULT_MODEL, n))
+
+
+class SegmentAlgorithm(SarSegAlgorithm):
+    INPUT = "INPUT"
+    MODEL = "MODEL"
+    MODEL_FILE = "MODEL_FILE"
+    DEVICE = "DEVICE"
+    BATCH_SIZE = "BATCH_SIZE"
+    OUTPUT = "OUTPUT"
+    OUTPUT_PROBABILITIES = "OUTPUT_PROBABILITIES"
+    OUTPUT_CONFIDENCE = "OUTPUT_CONFIDENCE"
+
+    NAME = "segment"
+    DISPLAY_NAME = "Segment raster (land cover)"
+    GROUP_ID = "segmentation"
+    HELP = (
+        "Classifies every pixel of a raster with a segmentation model (ONNX) into the model's classes, e.g. water, "
+        "vegetation, forest, built-up and bare soil from Sentinel-1 VV/VH backscatter.\n\n"
+        "<b>Input raster</b>: the bands the model expects, in its order (the default model takes VV and VH). "
+        "Bands in linear power are converted to dB (floor -50 dB) when the model wants dB; other unit "
+        "mismatches and a wrong band count are refused with the expected bands in the message.\n"
+        "<b>Bundled model</b>: a model shipped with the plugin (the default is a U-Net trained on synthetic "
+        "Sentinel-1-like VV/VH scenes).\n"
+        "<b>Model file</b>: optional .onnx model with SAR Seg (or Deepness) metadata; when given it is used "
+        "instead of the bundled model.\n"
+        "<b>Device</b>: auto (CUDA when onnxruntime offers it, else CPU), CPU, or CUDA (falls back to CPU when "
+        "unavailable). The device actually used is written to the log.\n"
+        "<b>Batch size</b>: tiles run through the model at once; larger is faster on a GPU but needs more "
+        "memory.\n"
+        "<b>Class raster</b>: one byte per pixel, the most probable class, with the model's colours and class "
+        "names; 255 where the input is nodata.\n"
+        "<b>Class probabilities</b> (optional): one float band per class.\n"
+        "<b>Confidence</b> (optional): the probability of the chosen class (low values mark uncertain pixels).\n\n"
+        "The raster is cut into the model's tiles with its recommended overlap; overlapping predictions are "
+        "blended with smooth weights so no seams appear, and only a band of tile rows is held in memory, "
+        "whatever the raster size. Needs the Python package onnxruntime."
+    )
+
+    def initAlgorithm(self, config: dict | None = None) -> None:  # noqa: N802 - QGIS API name
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Input raster")))
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.MODEL, self.tr("Bundled model"), options=segmentation_models(), defaultValue=0
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFile(
+                self.MODEL_FILE,
+                self.tr("Model file (.onnx, overrides the bundled model)"),
+                extension="onnx",
+                optional=True,
+            )
+        )
+        device = QgsProcessingParameterEnum(
+            self.DEVICE, self.tr("Device"), options=[self.tr("Auto"), "CPU", "CUDA"], defaultValue=0
+        )
+        batch = QgsProcessingParameterNumber(
+            self.BATCH_SIZE, self.tr("Batch size (tiles)"), QgsProcessingParameterNumber.Integer, 4, False, 1, 256
+        )
+        for param in (device, batch):
+            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(param)
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Class raster")))
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(
+                self.OUTPUT_PROBABILITIES, self.tr("Class probabilities"), optional=True, createByDefault=False
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(
+                self.OUTPUT_CONFIDENCE, self.tr("Confidence"), optional=True, createByDefault=False
+            )
+        )
+
+    def processAlgorithm(  # noqa: N802 - QGIS API name
+        self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> dict:
+        src = self.raster_path(parameters, self.INPUT, context)
+        model_file = self.parameterAsFile(parameters, self.MODEL_FILE, context)
+        model_name = model_file or segmentation_models()[self.parameterAsEnum(parameters, self.MODEL, context)]
+        device = DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]
+        batch_size = self.parameterAsInt(parameters, self.BATCH_SIZE, context)
+        dst = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        probabilities = self.parameterAsOutputLayer(parameters, self.OUTPUT_PROBABILITIES, context) or None
+        confidence = self.parameterAsOutputLayer(parameters, self.OUTPUT_CONFIDENCE, context) or None
+
+        model = self.run_core(lambda: load_model(model_name, device))
+        feedback.pushInfo(self.tr(f"Model: {model.metadata.name} ({model.path})"))
+        self.run_core(
+            lambda: segment_raster(
+                src,
+                dst,
+                model,
+                probabilities_path=probabilities,
+                confidence_path=confidence,
+                batch_size=batch_size,
+                log=feedback.pushInfo,
+                **self.callbacks(feedback),
+            )
+        )
+        # The class raster carries a GDAL colour table, so QGIS shows it paletted with no extra style.
+        results = {self.OUTPUT: dst}
+        if probabilities:
+            results[self.OUTPUT_PROBABILITIES] = probabilities
+        if confidence:
+            style_on_load(context, confidence, GrayStretchStyle())
+            results[self.OUTPUT_CONFIDENCE] = confidence
+        return results

@@ -1,0 +1,140 @@
+"""sarseg:segment through processing.run with the bundled default model on the synthetic sample scene."""
+
+from __future__ import annotations
+
+import gc
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from osgeo import gdal
+from rasters import read_raster, write_raster
+
+from training import synthetic
+
+pytest.importorskip("onnxruntime")
+
+MIN_MIOU = 0.75
+
+
+@pytest.fixture(autouse=True)
+def collect_garbage():
+    """Free GDAL datasets held by exception tracebacks while GDAL is still up (QGIS exits at session end)."""
+    yield
+    gc.collect()
+
+
+def segment_algorithm(sarseg):  # noqa: ANN001
+    """The registered algorithm id when the provider lists it, else an instance (processing.run takes both)."""
+    from qgis.core import QgsApplication
+
+    if QgsApplication.processingRegistry().algorithmById("sarseg:segment") is not None:
+        return "sarseg:segment"
+    from sar_seg_plugin.processing.segment import SegmentAlgorithm
+
+    algorithm = SegmentAlgorithm()
+    algorithm.initAlgorithm()
+    return algorithm
+
+
+def sample_files(sample_dir: Path, day: int = 0) -> tuple[Path, Path]:
+    manifest = json.loads((sample_dir / "manifest.json").read_text())
+    entry = manifest["files"][day]
+    return sample_dir / entry["sar"], sample_dir / entry["labels"]
+
+
+def mean_iou(predicted: np.ndarray, reference: np.ndarray, classes: int) -> tuple[float, np.ndarray]:
+    """mIoU over classes present in the reference, from a confusion matrix; pixels nodata in either are left out."""
+    ok = (reference != synthetic.LABEL_NODATA) & (predicted != 255)
+    confusion = np.bincount(
+        reference[ok].astype(np.int64) * classes + predicted[ok].astype(np.int64), minlength=classes * classes
+    ).reshape(classes, classes)
+    tp = np.diag(confusion).astype(np.float64)
+    union = confusion.sum(axis=0) + confusion.sum(axis=1) - tp
+    present = confusion.sum(axis=1) > 0
+    iou = tp[present] / union[present]
+    return float(iou.mean()), iou
+
+
+def test_segment_sample_scene_with_default_model(sarseg, sample_dir, tmp_path):
+    from qgis.core import QgsPalettedRasterRenderer, QgsRasterLayer
+
+    sar, labels = sample_files(sample_dir)
+    out, probs, conf = tmp_path / "classes.tif", tmp_path / "probs.tif", tmp_path / "conf.tif"
+    result = sarseg.run(
+        segment_algorithm(sarseg),
+        {
+            "INPUT": str(sar),
+            "MODEL": 0,
+            "DEVICE": 1,
+            "OUTPUT": str(out),
+            "OUTPUT_PROBABILITIES": str(probs),
+            "OUTPUT_CONFIDENCE": str(conf),
+        },
+    )
+    assert result["OUTPUT"] == str(out)
+
+    ds = gdal.Open(str(out))
+    band = ds.GetRasterBand(1)
+    assert band.GetNoDataValue() == 255  # GDAL 3.6 GTiff: loads the .aux.xml (category names) only from here
+    names = ["water", "vegetation", "forest", "built-up", "bare soil"]
+    assert band.GetCategoryNames()[:5] == names
+    table = band.GetColorTable()
+    assert table is not None and table.GetColorEntry(0)[:3] == (0x1F, 0x78, 0xB4)
+    assert ds.GetGeoTransform() == gdal.Open(str(sar)).GetGeoTransform()
+    ds = band = table = None
+    layer = QgsRasterLayer(str(out), "classes")
+    assert isinstance(layer.renderer(), QgsPalettedRasterRenderer), "the class raster must load paletted"
+
+    predicted = read_raster(out)[0]
+    reference = read_raster(labels)[0]
+    sar_data = read_raster(sar, dtype=np.float64)
+    input_nodata = (sar_data == synthetic.SAR_NODATA).any(axis=0)
+    assert input_nodata.any() and (predicted[input_nodata] == 255).all()
+    assert (predicted[~input_nodata] < 5).all()
+
+    miou, iou = mean_iou(predicted, reference, 5)
+    print(f"sample scene mIoU {miou:.3f}, per class {np.round(iou, 3).tolist()}")
+    assert miou >= MIN_MIOU, f"mIoU {miou:.3f} < {MIN_MIOU}"
+
+    p = read_raster(probs, dtype=np.float64)
+    assert p.shape == (5, *predicted.shape)
+    valid = ~input_nodata
+    np.testing.assert_allclose(p[:, valid].sum(axis=0), 1.0, atol=1e-4)
+    assert (p[:, valid].argmax(axis=0) == predicted[valid]).all()
+    np.testing.assert_allclose(read_raster(conf, dtype=np.float64)[0][valid], p[:, valid].max(axis=0), atol=1e-6)
+
+
+def test_one_band_raster_is_refused(sarseg, sample_dir, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    sar, _ = sample_files(sample_dir)
+    vv = read_raster(sar)[:1]
+    one = write_raster(tmp_path / "vv.tif", vv, nodata=0.0, units=["linear"])
+    out = tmp_path / "c.tif"
+    with pytest.raises(QgsProcessingException, match=r"expects 2 bands: VV \(dB\), VH \(dB\); the raster has 1 band"):
+        sarseg.run(segment_algorithm(sarseg), {"INPUT": one, "OUTPUT": str(out)})
+    assert not out.exists()
+
+
+def test_non_onnx_model_file_is_refused(sarseg, sample_dir, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    sar, _ = sample_files(sample_dir)
+    fake = tmp_path / "not_a_model.onnx"
+    fake.write_text("this is not an ONNX model")
+    out = tmp_path / "c.tif"
+    with pytest.raises(QgsProcessingException, match="is not an ONNX model file or is corrupt"):
+        sarseg.run(segment_algorithm(sarseg), {"INPUT": str(sar), "MODEL_FILE": str(fake), "OUTPUT": str(out)})
+    assert not out.exists()
+
+
+def test_help_explains_every_parameter():
+    from sar_seg_plugin.processing.segment import SegmentAlgorithm
+
+    algorithm = SegmentAlgorithm()
+    algorithm.initAlgorithm()
+    help_text = algorithm.shortHelpString()
+    for definition in algorithm.parameterDefinitions():
+        assert f"<b>{definition.description().split(' (')[0]}" in help_text, definition.name()

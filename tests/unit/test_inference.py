@@ -1,0 +1,249 @@
+"""Tiled, blended inference (core.inference) against single-pass inference of the whole raster."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from osgeo import gdal
+from rasters import read_raster, write_raster
+
+from sar_seg_plugin.core import inference, raster_io
+from sar_seg_plugin.core.errors import CancelledError, SarSegError
+from sar_seg_plugin.core.inference import blend_window, segment_raster, tile_starts
+from sar_seg_plugin.models.metadata import ModelMetadata, Normalization, metadata_to_props
+from sar_seg_plugin.models.registry import load_model
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+TILE, OVERLAP = 32, 8
+WIDTH, HEIGHT = 70, 53  # not multiples of the tile
+NAMES = ("water", "vegetation", "forest", "built-up", "bare soil")
+META = ModelMetadata(
+    task="segmentation",
+    name="tiny 3x3 conv",
+    input_bands=("VV", "VH"),
+    input_units=("dB", "dB"),
+    normalization=Normalization(mean=(-12.0, -19.0), std=(5.0, 4.0)),
+    tile_size=TILE,
+    tile_overlap=OVERLAP,
+    output_kind="classes",
+    class_names=NAMES,
+    class_colors=("#1f78b4", "#b2df8a", "#33a02c", "#e31a1c", "#d9b26f"),
+)
+
+
+@pytest.fixture(scope="module")
+def conv_model(tmp_path_factory: pytest.TempPathFactory):
+    """A 3x3 convolution (zero padding, dynamic size) 2 -> 5 channels, small enough to run on a whole raster."""
+    rng = np.random.default_rng(3)
+    weight = rng.normal(scale=0.6, size=(5, 2, 3, 3)).astype(np.float32)
+    bias = rng.normal(size=5).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input", "weight", "bias"], ["logits"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])],
+        "conv3x3",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 2, "h", "w"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 5, "h", "w"])],
+        initializer=[numpy_helper.from_array(weight, "weight"), numpy_helper.from_array(bias, "bias")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, metadata_to_props(META))
+    path = tmp_path_factory.mktemp("models") / "conv3x3.onnx"
+    onnx.save(model, path)
+    return load_model(str(path), "cpu")
+
+
+def db_scene(seed: int = 0, width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    vv = rng.normal(-12, 6, size=(height, width))
+    vh = vv - 7 + rng.normal(0, 2, size=(height, width))
+    return np.stack([vv, vh]).astype(np.float32)
+
+
+def whole_raster_probabilities(model, db: np.ndarray) -> np.ndarray:
+    """Reference: one pass of the model over the whole (normalised) raster, softmax over classes."""
+    logits = model.run(META.normalization.apply(db)[None])[0].astype(np.float64)
+    e = np.exp(logits - logits.max(axis=0))
+    return e / e.sum(axis=0)
+
+
+def test_blend_window_covers_every_pixel():
+    w = blend_window(TILE, OVERLAP)
+    assert w.shape == (TILE, TILE) and w.max() == 1.0
+    assert w[0].max() == 0.0 and w[:, -1].max() == 0.0  # ramped sides start at 0 ...
+    assert (w[1:-1, 1:-1] > 0).all()  # ... and are positive everywhere inside the tile
+    assert (w[OVERLAP:-OVERLAP, OVERLAP:-OVERLAP] == 1.0).all()
+    assert np.allclose(w, w.T) and np.allclose(w, w[::-1, ::-1])
+    flat = blend_window(TILE, OVERLAP, top=False, bottom=False, left=False, right=False)
+    assert (flat == 1.0).all()
+    for length in (32, 33, 53, 70, 100):
+        starts = tile_starts(length, TILE, TILE - OVERLAP)
+        total = np.zeros(length)
+        for s in starts:
+            ramp = blend_window(TILE, OVERLAP, top=s > 0, bottom=s + TILE < length)[:, OVERLAP]
+            total[s : s + TILE] += ramp
+        assert starts[-1] + TILE == length and (total > 0).all(), length
+
+
+def test_tiled_blended_equals_whole_raster_inference(conv_model, tmp_path):
+    db = db_scene()
+    src = write_raster(tmp_path / "db.tif", db, descriptions=["VV", "VH"], units=["dB", "dB"])
+    out, probs, conf = tmp_path / "classes.tif", tmp_path / "probs.tif", tmp_path / "conf.tif"
+    result = segment_raster(
+        src, str(out), conv_model, probabilities_path=str(probs), confidence_path=str(conf), batch_size=2
+    )
+    expected = whole_raster_probabilities(conv_model, db)
+    got = read_raster(probs, dtype=np.float64)
+    assert got.shape == (5, HEIGHT, WIDTH)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    # right and bottom edges (covered by shifted last tiles) included explicitly
+    np.testing.assert_allclose(got[:, :, -3:], expected[:, :, -3:], atol=1e-5)
+    np.testing.assert_allclose(got[:, -3:, :], expected[:, -3:, :], atol=1e-5)
+    classes = read_raster(out, dtype=np.int64)[0]
+    assert (classes == expected.argmax(axis=0)).mean() > 0.999  # ties at 1e-5 aside
+    np.testing.assert_allclose(read_raster(conf, dtype=np.float64)[0], expected.max(axis=0), atol=1e-5)
+    assert result["tiles"] == len(tile_starts(HEIGHT, TILE, 24)) * len(tile_starts(WIDTH, TILE, 24))
+    assert sum(result["class_pixels"].values()) == WIDTH * HEIGHT and result["device"] == "cpu"
+
+
+def test_class_raster_has_colours_names_and_georeferencing(conv_model, tmp_path):
+    src = write_raster(tmp_path / "db.tif", db_scene(1), units=["dB", "dB"])
+    out = tmp_path / "classes.tif"
+    segment_raster(src, str(out), conv_model)
+    ds = gdal.Open(str(out))
+    band = ds.GetRasterBand(1)
+    assert band.DataType == gdal.GDT_Byte and band.GetNoDataValue() == 255
+    assert band.GetCategoryNames()[:5] == list(NAMES)
+    ct = band.GetColorTable()
+    assert ct.GetColorEntry(0)[:3] == (0x1F, 0x78, 0xB4) and ct.GetColorEntry(3)[:3] == (0xE3, 0x1A, 0x1C)
+    assert ds.GetGeoTransform() == gdal.Open(src).GetGeoTransform()
+
+
+def test_small_raster_is_reflect_padded(conv_model, tmp_path):
+    db = db_scene(2, width=20, height=11)  # smaller than a tile in both directions
+    src = write_raster(tmp_path / "small.tif", db, units=["dB", "dB"])
+    out, probs = tmp_path / "c.tif", tmp_path / "p.tif"
+    segment_raster(src, str(out), conv_model, probabilities_path=str(probs))
+    padded = np.pad(db, ((0, 0), (0, TILE - 11), (0, TILE - 20)), mode="reflect")
+    expected = whole_raster_probabilities(conv_model, padded)[:, :11, :20]
+    np.testing.assert_allclose(read_raster(probs, dtype=np.float64), expected, atol=1e-5)
+
+
+def test_nodata_becomes_255_and_nan(conv_model, tmp_path):
+    db = db_scene(3)
+    nodata = np.zeros((HEIGHT, WIDTH), bool)
+    nodata[:10, :15] = True
+    nodata[40, 60] = True
+    db[1][nodata] = -9999.0  # one band missing is enough
+    src = write_raster(tmp_path / "nd.tif", db, nodata=-9999.0, units=["dB", "dB"])
+    out, probs, conf = tmp_path / "c.tif", tmp_path / "p.tif", tmp_path / "conf.tif"
+    result = segment_raster(src, str(out), conv_model, probabilities_path=str(probs), confidence_path=str(conf))
+    classes = read_raster(out, dtype=np.int64)[0]
+    assert (classes[nodata] == 255).all() and (classes[~nodata] < 5).all()
+    assert np.isnan(read_raster(probs, dtype=np.float64)[:, nodata]).all()
+    assert np.isfinite(read_raster(conf, dtype=np.float64)[0][~nodata]).all()
+    assert result["nodata_pixels"] == nodata.sum()
+
+
+def test_linear_input_is_converted_to_db(conv_model, tmp_path):
+    db = db_scene(4)
+    linear = (10.0 ** (db / 10.0)).astype(np.float32)
+    linear[0, 5, 5] = 1e-9  # below the -50 dB floor
+    src = write_raster(tmp_path / "lin.tif", linear, units=["linear", "linear"])
+    probs = tmp_path / "p.tif"
+    result = segment_raster(src, str(tmp_path / "c.tif"), conv_model, probabilities_path=str(probs))
+    reference_db = 10.0 * np.log10(np.maximum(linear.astype(np.float64), 1e-5))
+    expected = whole_raster_probabilities(conv_model, reference_db.astype(np.float32))
+    np.testing.assert_allclose(read_raster(probs, dtype=np.float64), expected, atol=1e-5)
+    assert result["converted_to_db"] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "bands,units,match",
+    [
+        (1, ["dB"], "expects 2 bands"),
+        (2, ["reflectance", "reflectance"], "in reflectance, not dB"),
+    ],
+)
+def test_rasters_that_do_not_fit_are_refused(conv_model, tmp_path, bands, units, match):
+    src = write_raster(tmp_path / "bad.tif", db_scene(5)[:bands], units=units)
+    out = tmp_path / "c.tif"
+    with pytest.raises(SarSegError, match=match) as err:
+        segment_raster(src, str(out), conv_model)
+    assert "VV (dB), VH (dB)" in str(err.value)
+    assert not out.exists()
+
+
+def test_cancel_leaves_nothing(conv_model, tmp_path):
+    src = write_raster(tmp_path / "db.tif", db_scene(6), units=["dB", "dB"])
+    before = set(tmp_path.iterdir())
+    calls = {"n": 0}
+
+    def cancel_on_third() -> bool:
+        calls["n"] += 1
+        return calls["n"] >= 3
+
+    outputs = [tmp_path / "c.tif", tmp_path / "p.tif", tmp_path / "conf.tif"]
+    with pytest.raises(CancelledError):
+        segment_raster(
+            src,
+            str(outputs[0]),
+            conv_model,
+            probabilities_path=str(outputs[1]),
+            confidence_path=str(outputs[2]),
+            batch_size=1,
+            is_canceled=cancel_on_third,
+        )
+    assert set(tmp_path.iterdir()) == before, "a cancelled run must leave no file behind"
+
+
+def test_reads_one_tile_row_band_at_a_time(conv_model, tmp_path, monkeypatch):
+    height = 200
+    src = write_raster(tmp_path / "tall.tif", db_scene(7, height=height), units=["dB", "dB"])
+    windows: list[raster_io.Window] = []
+    real_read = raster_io.read_window
+
+    def recording_read(ds, window, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        windows.append(window)
+        return real_read(ds, window, *args, **kwargs)
+
+    monkeypatch.setattr(inference.raster_io, "read_window", recording_read)
+    allocations: list[int] = []
+    real_zeros = np.zeros
+
+    def recording_zeros(shape, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        allocations.append(int(np.prod(shape)))
+        return real_zeros(shape, *args, **kwargs)
+
+    monkeypatch.setattr(inference.np, "zeros", recording_zeros)
+    progress: list[float] = []
+    segment_raster(src, str(tmp_path / "c.tif"), conv_model, progress=progress.append)
+    monkeypatch.undo()
+    assert len(windows) == len(tile_starts(height, TILE, TILE - OVERLAP))
+    assert all(w.height <= TILE and w.width == WIDTH for w in windows)
+    # every pixel row read exactly once per tile row that covers it: rows are covered from top to bottom
+    assert [w.y for w in windows] == tile_starts(height, TILE, TILE - OVERLAP)
+    # accumulators never exceed two tile rows of the raster width (5 classes)
+    assert max(allocations) <= 5 * 2 * TILE * WIDTH
+    assert progress[-1] == pytest.approx(100.0) and progress == sorted(progress)
+
+
+def test_not_a_segmentation_model_is_refused(tmp_path):
+    class Fake:
+        metadata = ModelMetadata(
+            task="encoder",
+            name="enc",
+            input_bands=("VV",),
+            input_units=("dB",),
+            normalization=Normalization(),
+            tile_size=32,
+            tile_overlap=0,
+            output_kind="continuous",
+            embedding_size=8,
+        )
+        device_used = "cpu"
+
+    with pytest.raises(SarSegError, match="choose a segmentation model"):
+        segment_raster(str(tmp_path / "x.tif"), str(tmp_path / "y.tif"), Fake())
