@@ -22,7 +22,7 @@ def main() -> int:
     results = out / "preprocessing"
     results.mkdir(parents=True, exist_ok=True)
 
-    print(f"1/6 Generating the synthetic Sentinel-1-like series in {data}")
+    print(f"1/8 Generating the synthetic Sentinel-1-like series in {data}")
     subprocess.run(
         [sys.executable, "-m", "training.synthetic", "--out", str(data), "--size", str(args.size), "--days", "10"],
         cwd=ROOT,
@@ -39,30 +39,45 @@ def main() -> int:
         return result["results"]
 
     filtered = results / "sar_lee_refined.tif"
-    r = step("2/6 Speckle filter", "sarseg:speckle_filter",
+    r = step("2/8 Speckle filter", "sarseg:speckle_filter",
              {"INPUT": scenes[0], "FILTER": 1, "WINDOW": 7, "ESTIMATE_LOOKS": "true", "OUTPUT": filtered})  # fmt: skip
     print(
         f"    estimated number of looks (VV): {r['LOOKS_USED']:.2f}; the generator's speckle has {manifest['looks']} "
         "looks, forest/urban texture and field edges lower the image's effective ENL"
     )
     db = results / "sar_lee_refined_db.tif"
-    step("3/6 Convert to dB", "sarseg:convert_db", {"INPUT": filtered, "DIRECTION": 0, "OUTPUT": db})
+    step("3/8 Convert to dB", "sarseg:convert_db", {"INPUT": filtered, "DIRECTION": 0, "OUTPUT": db})
     normalized = results / "sar_lee_refined_db_zscore.tif"
-    step("4/6 Normalize", "sarseg:normalize",
+    step("4/8 Normalize", "sarseg:normalize",
          {"INPUT": db, "METHOD": 0, "OUTPUT": normalized, "OUTPUT_STATS": results / "normalization.json"})  # fmt: skip
     stack = results / "sar_stack.tif"
-    r = step("5/6 Stack time series", "sarseg:stack_time_series",
+    r = step("5/8 Stack time series", "sarseg:stack_time_series",
              {"INPUTS": [str(s) for s in scenes], "OUTPUT": stack})  # fmt: skip
     print(f"    dates: {r['DATES_OUT']}")
     patches = results / "patches"
-    r = step("6/6 Extract patches", "sarseg:extract_patches",
+    r = step("6/8 Extract patches", "sarseg:extract_patches",
              {"INPUT": db, "LABELS": data / manifest["files"][0]["labels"], "PATCH_SIZE": 64, "STRIDE": 64,
               "VAL_FRACTION": 0.25, "SPLIT_BLOCK": 128, "OUTPUT": patches})  # fmt: skip
     print(f"    {r['TRAIN_COUNT']} training / {r['VAL_COUNT']} validation patches")
 
+    segmentation = out / "segmentation"
+    segmentation.mkdir(parents=True, exist_ok=True)
+    classes = segmentation / "classes.tif"
+    confidence = segmentation / "confidence.tif"
+    step(
+        "7/8 Segment",
+        "sarseg:segment",
+        {"INPUT": scenes[0], "MODEL": 0, "OUTPUT": classes, "OUTPUT_CONFIDENCE": confidence},
+    )
+    report = segmentation / "evaluation.html"
+    r = step("8/8 Evaluate against the generator's truth", "sarseg:evaluate_segmentation",
+             {"PREDICTED": classes, "REFERENCE": data / manifest["files"][0]["labels"], "OUTPUT_HTML": report,
+              "OUTPUT_TABLE": segmentation / "evaluation.csv"})  # fmt: skip
+    print(f"    mIoU {r['MIOU']:.3f}, overall accuracy {r['OVERALL_ACCURACY']:.3f} (default model, sample scene)")
+
     print("\nOutputs:")
     print(f"  sample data (SAR, labels, communes): {data}")
-    for path in (filtered, db, normalized, stack, patches / "index.csv"):
+    for path in (filtered, db, normalized, stack, patches / "index.csv", classes, report):
         print(f"  {path}")
     print("Open them in QGIS, or run any step yourself, e.g.:")
     print(f"  qgis_process run sarseg:speckle_filter -- INPUT={scenes[0]} FILTER=0 OUTPUT=/tmp/lee.tif")
