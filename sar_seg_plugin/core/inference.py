@@ -7,12 +7,18 @@ Memory is bounded by about two tile rows, whatever the raster size. No qgis impo
 
 from __future__ import annotations
 
+import math
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from osgeo import gdal, osr
 
 from ..models.metadata import ModelMetadata, canonical_unit, check_raster_fits, describe_inputs
 from . import raster_io
@@ -152,12 +158,18 @@ def segment_raster(
     progress: Callable[[float], None] | None = None,
     is_canceled: Callable[[], bool] | None = None,
     log: LogFn | None = None,
+    resample: bool = True,
 ) -> dict[str, Any]:
     """Segment ``src_path`` with ``model`` (a ``registry.LoadedModel``) into a uint8 class raster at ``dst_path``.
 
     Optional outputs: float32 per-class probabilities and the confidence (max probability). Input nodata pixels
     (any band) become class 255 / NaN. Linear-power bands are converted to dB (floor -50 dB) when the model wants
     dB. Returns counts and timing; raises CancelledError (nothing written) when ``is_canceled`` turns true.
+
+    With ``resample`` (the default), a raster whose pixel size differs from the model's ``pixel_size_m`` by more
+    than 10 %, or whose CRS is geographic (degrees), is warped to the model's pixel size (bilinear, in linear
+    power; in the local UTM zone for geographic input), segmented, and the results are warped back onto the
+    raster's exact grid (classes nearest, probabilities and confidence bilinear). See :func:`resampling_plan`.
     """
     started = time.perf_counter()
     meta: ModelMetadata = model.metadata
@@ -176,6 +188,27 @@ def segment_raster(
 
     src = raster_io.open_raster(src_path)
     try:
+        plan = None
+        if resample:
+            plan, reason = resampling_plan(src, meta)
+            if log:
+                log(reason)
+        elif log:
+            log("Resampling to the model's pixel size is turned off: the raster is segmented on its own grid")
+        if plan is not None:
+            return _segment_resampled(
+                src,
+                plan,
+                dst_path,
+                model,
+                probabilities_path,
+                confidence_path,
+                batch_size,
+                progress,
+                is_canceled,
+                log,
+                started,
+            )
         return _segment_open_raster(
             src, dst_path, model, probabilities_path, confidence_path, batch_size, progress, is_canceled, log, started
         )
@@ -198,10 +231,12 @@ def _segment_open_raster(
     is_canceled: Callable[[], bool] | None,
     log: LogFn | None,
     started: float,
+    convert: list[bool] | None = None,
 ) -> dict[str, Any]:
     meta: ModelMetadata = model.metadata
     info = raster_io.read_info(src)
-    convert = db_conversions(meta, info)
+    if convert is None:
+        convert = db_conversions(meta, info)
     class_count = len(meta.class_names)
     tile, overlap = meta.tile_size, meta.tile_overlap
     stride = tile - overlap
@@ -310,3 +345,314 @@ def _segment_open_raster(
         "nodata_pixels": nodata_pixels,
         "converted_to_db": [i + 1 for i, c in enumerate(convert) if c],
     }
+
+
+# --- Resampling to the model's pixel size ------------------------------------------------------------------------
+
+RESAMPLE_TOLERANCE = 0.10  # relative pixel-size difference accepted without resampling
+METRES_PER_DEGREE_LAT = 110574.0
+METRES_PER_DEGREE_LON_EQUATOR = 111320.0
+
+
+@dataclass
+class ResamplePlan:
+    """Where and how to warp the input before segmenting it."""
+
+    dst_wkt: str  # the projected CRS the model runs in
+    resolution: float  # the model's pixel size in units of dst_wkt
+    reason: str
+
+
+def _raster_srs(ds: Any) -> osr.SpatialReference | None:
+    wkt = ds.GetProjection() or ""
+    if not wkt:
+        return None
+    srs = osr.SpatialReference()
+    if srs.ImportFromWkt(wkt) != 0:
+        return None
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return srs
+
+
+def raster_pixel_size_m(ds: Any) -> tuple[float, float, bool] | None:
+    """(x, y) pixel size of an open raster in metres and whether its CRS is geographic; None when unknown
+    (no geotransform, no CRS, or a CRS neither projected nor geographic).
+
+    Projected CRS: geotransform units times the CRS linear unit. Geographic CRS: degrees converted at the
+    raster's centre latitude (111320 m x cos(latitude) per degree of longitude, 110574 m per degree of latitude).
+    """
+    gt = raster_io._geotransform(ds)
+    srs = _raster_srs(ds)
+    if gt is None or srs is None:
+        return None
+    size_x, size_y = math.hypot(gt[1], gt[4]), math.hypot(gt[2], gt[5])
+    if srs.IsProjected():
+        unit = srs.GetLinearUnits()
+        return size_x * unit, size_y * unit, False
+    if srs.IsGeographic():
+        to_degrees = srs.GetAngularUnits() * 180.0 / math.pi
+        _, lat = _centre(ds, gt)
+        lat_deg = lat * to_degrees
+        cos_lat = max(math.cos(math.radians(lat_deg)), 1e-6)
+        return (
+            size_x * to_degrees * METRES_PER_DEGREE_LON_EQUATOR * cos_lat,
+            size_y * to_degrees * METRES_PER_DEGREE_LAT,
+            True,
+        )
+    return None
+
+
+def _centre(ds: Any, gt: Sequence[float]) -> tuple[float, float]:
+    col, row = ds.RasterXSize / 2.0, ds.RasterYSize / 2.0
+    return gt[0] + col * gt[1] + row * gt[2], gt[3] + col * gt[4] + row * gt[5]
+
+
+def _utm_wkt(ds: Any, srs: osr.SpatialReference) -> tuple[str, str]:
+    """WKT and a label of the WGS 84 UTM zone holding the raster centre (geographic raster)."""
+    gt = raster_io._geotransform(ds)
+    lon, lat = _centre(ds, gt)
+    to_degrees = srs.GetAngularUnits() * 180.0 / math.pi
+    lon, lat = lon * to_degrees, lat * to_degrees
+    zone = int(math.floor(((lon + 180.0) % 360.0) / 6.0)) % 60 + 1
+    epsg = (32600 if lat >= 0 else 32700) + zone
+    utm = osr.SpatialReference()
+    utm.ImportFromEPSG(epsg)
+    return utm.ExportToWkt(), f"EPSG:{epsg} (UTM zone {zone}{'N' if lat >= 0 else 'S'})"
+
+
+def resampling_plan(ds: Any, meta: ModelMetadata) -> tuple[ResamplePlan | None, str]:
+    """Whether the raster must be warped to the model's pixel size, and a log line saying what and why."""
+    if meta.pixel_size_m is None:
+        return None, "No resampling: the model does not state a pixel size"
+    size = raster_pixel_size_m(ds)
+    if size is None:
+        return None, "No resampling: the raster has no usable CRS/georeferencing, so its pixel size is unknown"
+    sx, sy, geographic = size
+    model_m = float(meta.pixel_size_m)
+    described = f"{sx:.3g} x {sy:.3g} m"
+    srs = _raster_srs(ds)
+    if geographic:
+        dst_wkt, label = _utm_wkt(ds, srs)
+        return _with_reason(
+            ResamplePlan(
+                dst_wkt,
+                model_m,
+                f"Resampling: the raster's CRS is geographic (degrees, about {described} pixels at its centre); "
+                f"warping to {model_m:g} m pixels in {label} for the model (bilinear, linear power), "
+                "results are warped back to the raster's grid",
+            ),
+        )
+    differs = max(abs(sx / model_m - 1.0), abs(sy / model_m - 1.0))
+    if differs <= RESAMPLE_TOLERANCE:
+        return None, (
+            f"No resampling: the raster's pixel size ({described}) is within {RESAMPLE_TOLERANCE:.0%} "
+            f"of the model's ({model_m:g} m)"
+        )
+    return _with_reason(
+        ResamplePlan(
+            srs.ExportToWkt(),
+            model_m / srs.GetLinearUnits(),
+            f"Resampling: the raster's pixel size ({described}) differs from the model's ({model_m:g} m) by "
+            f"{differs:.0%}; warping to {model_m:g} m pixels for the model (bilinear, linear power), "
+            "results are warped back to the raster's grid",
+        ),
+    )
+
+
+def _with_reason(plan: ResamplePlan) -> tuple[ResamplePlan, str]:
+    return plan, plan.reason
+
+
+def _check_warp(result: Any, what: str, is_canceled: Callable[[], bool] | None) -> Any:
+    if is_canceled and is_canceled():
+        raise CancelledError("Cancelled by the user.")
+    if not result:
+        raise SarSegError(f"Resampling {what} failed: {gdal.GetLastErrorMsg() or 'unknown GDAL error'}")
+    return result
+
+
+def _warp(dst: Any, src: Any, what: str, is_canceled: Callable[[], bool] | None, **options: Any) -> Any:
+    """gdal.Warp with errors as SarSegError and cancel as CancelledError, whether GDAL exceptions are on or not."""
+
+    def callback(_complete: float, _message: str, _data: object) -> int:
+        return 0 if (is_canceled and is_canceled()) else 1
+
+    try:
+        result = gdal.Warp(dst, src, options=gdal.WarpOptions(callback=callback, **options))
+    except RuntimeError as err:
+        if is_canceled and is_canceled():
+            raise CancelledError("Cancelled by the user.") from None
+        raise SarSegError(f"Resampling {what} failed: {err}") from None
+    return _check_warp(result, what, is_canceled)
+
+
+def _db_to_linear_copy(src: Any, path: str, bands: list[bool], is_canceled: Callable[[], bool] | None) -> None:
+    """Stream a float32 copy of ``src`` with the flagged (dB) bands in linear power; nodata -> NaN."""
+    info = raster_io.read_info(src)
+
+    def func(data: np.ndarray, valid: np.ndarray, _block: object) -> np.ndarray:
+        out = data.astype(np.float32, copy=True)
+        for b, flag in enumerate(bands):
+            if flag:
+                with np.errstate(over="ignore"):
+                    out[b] = np.power(10.0, out[b] / 10.0, dtype=np.float32)
+        out[~valid] = np.nan
+        return out
+
+    with GeoTiffWriter.like(path, info, np.float32, nodata=float("nan")) as writer:
+        raster_io.map_blocks(src, writer, func, is_canceled=is_canceled)
+
+
+def _mask_input_nodata(src: Any, writers: list[tuple[GeoTiffWriter, float]], class_count: int) -> tuple[Any, int]:
+    """Set the outputs to nodata where the input is nodata (the warps smear nodata edges); count classes."""
+    info = raster_io.read_info(src)
+    class_pixels = np.zeros(class_count, dtype=np.int64)
+    nodata_pixels = 0
+    for block in raster_io.iter_blocks(info.width, info.height):
+        w = block.core
+        ok = raster_io.valid_mask(raster_io.read_window(src, w), info.nodata).all(axis=0)
+        for k, (writer, nodata) in enumerate(writers):
+            data = raster_io.read_window(writer.ds, w, dtype=writer.dtype)
+            data[:, ~ok] = nodata
+            if k == 0:
+                classes = data[0]
+                valid = classes != CLASS_NODATA
+                class_pixels += np.bincount(classes[valid], minlength=class_count)[:class_count]
+                nodata_pixels += int((~valid).sum())
+            writer.write(w, data)
+            writer.release_cache()
+        src.FlushCache()
+    return class_pixels, nodata_pixels
+
+
+def _segment_resampled(
+    src: Any,
+    plan: ResamplePlan,
+    dst_path: str,
+    model: Any,
+    probabilities_path: str | None,
+    confidence_path: str | None,
+    batch_size: int,
+    progress: Callable[[float], None] | None,
+    is_canceled: Callable[[], bool] | None,
+    log: LogFn | None,
+    started: float,
+) -> dict[str, Any]:
+    """Warp the input to the model's grid, segment it into temporary files and warp the results back."""
+    meta: ModelMetadata = model.metadata
+    info = raster_io.read_info(src)
+    convert = db_conversions(meta, info)  # refuses a wrong band count or units before any work
+    # Intensities are interpolated in linear power: dB bands (or bands of unknown unit taken as the model's dB)
+    # go through a temporary linear copy, then back to dB with the other linear bands.
+    to_linear = [not c and u == "dB" for c, u in zip(convert, meta.input_units)]
+    warped_convert = [c or t for c, t in zip(convert, to_linear)]
+    class_count = len(meta.class_names)
+    tmp_dir = None
+    warped = tmp_class = tmp_probs = tmp_conf = None
+    with ExitStack() as stack:
+        # The final writers first: they check the output folders before any work, and abort on failure.
+        class_writer = stack.enter_context(_class_writer(dst_path, info, meta))
+        prob_writer = (
+            stack.enter_context(_float_writer(probabilities_path, info, meta.class_names, meta))
+            if probabilities_path
+            else None
+        )
+        conf_writer = (
+            stack.enter_context(_float_writer(confidence_path, info, ["confidence"], meta)) if confidence_path else None
+        )
+        try:
+            tmp_dir = tempfile.mkdtemp(prefix=".sarseg-resample-", dir=str(Path(dst_path).parent))
+            source = src
+            if any(to_linear):
+                linear_path = str(Path(tmp_dir) / "linear.tif")
+                if log:
+                    log("Converting dB bands to linear power for resampling (intensities are not averaged in dB)")
+                _db_to_linear_copy(src, linear_path, to_linear, is_canceled)
+                source = raster_io.open_raster(linear_path)
+            src_nodata = [source.GetRasterBand(i + 1).GetNoDataValue() for i in range(source.RasterCount)]
+            has_nodata = all(nd is not None for nd in src_nodata)
+            warped = _warp(
+                "",
+                source,
+                "the input to the model's pixel size",
+                is_canceled,
+                format="VRT",
+                dstSRS=plan.dst_wkt,
+                xRes=plan.resolution,
+                yRes=plan.resolution,
+                resampleAlg="bilinear",
+                outputType=gdal.GDT_Float32,
+                workingType=gdal.GDT_Float32,
+                dstNodata=src_nodata[0] if has_nodata else float("nan"),
+                multithread=True,
+            )
+            source = None
+            if log:
+                size = f"{warped.RasterXSize}x{warped.RasterYSize}"
+                log(f"Resampled the input from {info.width}x{info.height} to {size} px")
+            tmp_class = str(Path(tmp_dir) / "classes.tif")
+            tmp_probs = str(Path(tmp_dir) / "probabilities.tif") if probabilities_path else None
+            tmp_conf = str(Path(tmp_dir) / "confidence.tif") if confidence_path else None
+            stats = _segment_open_raster(
+                warped,
+                tmp_class,
+                model,
+                tmp_probs,
+                tmp_conf,
+                batch_size,
+                (lambda p: progress(0.9 * p)) if progress else None,
+                is_canceled,
+                log,
+                started,
+                convert=warped_convert,
+            )
+            warped = None
+            back = [(tmp_class, class_writer, "near", CLASS_NODATA)]
+            if prob_writer:
+                back.append((tmp_probs, prob_writer, "bilinear", float("nan")))
+            if conf_writer:
+                back.append((tmp_conf, conf_writer, "bilinear", float("nan")))
+            for i, (tmp, writer, method, nodata) in enumerate(back):
+                tmp_ds = raster_io.open_raster(tmp)
+                _warp(
+                    writer.ds,
+                    tmp_ds,
+                    "the results back to the raster's grid",
+                    is_canceled,
+                    resampleAlg=method,
+                    srcNodata=nodata,
+                    dstNodata=nodata,
+                    warpOptions=["INIT_DEST=NO_DATA"],
+                    multithread=True,
+                )
+                tmp_ds = None
+                writer.release_cache()
+                if progress:
+                    progress(90.0 + 5.0 * (i + 1) / len(back))
+            writers = [(class_writer, CLASS_NODATA)]
+            writers += [(w, float("nan")) for w in (prob_writer, conf_writer) if w]
+            class_pixels, nodata_pixels = _mask_input_nodata(src, writers, class_count)
+            if progress:
+                progress(100.0)
+        finally:
+            warped = source = tmp_ds = None
+            if tmp_dir:
+                shutil.rmtree(tmp_dir, ignore_errors=True)
+    seconds = time.perf_counter() - started
+    if log:
+        log(f"Warped the results back onto the raster's {info.width}x{info.height} px grid ({seconds:.1f} s in all)")
+    grid = [stats["width"], stats["height"]]
+    stats.update(
+        width=info.width,
+        height=info.height,
+        seconds=seconds,
+        class_pixels={name: int(c) for name, c in zip(meta.class_names, class_pixels)},
+        nodata_pixels=nodata_pixels,
+        converted_to_db=[i + 1 for i, c in enumerate(convert) if c],
+        resampled={
+            "reason": plan.reason,
+            "model_pixel_size_m": float(meta.pixel_size_m),
+            "grid": grid,
+        },
+    )
+    return stats

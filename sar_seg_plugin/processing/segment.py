@@ -5,6 +5,7 @@ from __future__ import annotations
 from qgis.core import (
     QgsProcessingContext,
     QgsProcessingFeedback,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
@@ -33,6 +34,7 @@ class SegmentAlgorithm(SarSegAlgorithm):
     MODEL_FILE = "MODEL_FILE"
     DEVICE = "DEVICE"
     BATCH_SIZE = "BATCH_SIZE"
+    RESAMPLE = "RESAMPLE"
     OUTPUT = "OUTPUT"
     OUTPUT_PROBABILITIES = "OUTPUT_PROBABILITIES"
     OUTPUT_CONFIDENCE = "OUTPUT_CONFIDENCE"
@@ -54,6 +56,11 @@ class SegmentAlgorithm(SarSegAlgorithm):
         "unavailable). The device actually used is written to the log.\n"
         "<b>Batch size</b>: tiles run through the model at once; larger is faster on a GPU but needs more "
         "memory.\n"
+        "<b>Resample to the model's pixel size</b> (on by default): when the raster's pixel size differs from "
+        "the model's by more than 10 %, or its CRS is geographic (degrees), the raster is warped to the model's "
+        "pixel size (bilinear, in linear power; geographic rasters in the UTM zone of their centre), segmented, "
+        "and the results are warped back onto the raster's exact grid (classes nearest neighbour, probabilities "
+        "and confidence bilinear). The log says what was resampled and why.\n"
         "<b>Class raster</b>: one byte per pixel, the most probable class, with the model's colours and class "
         "names; 255 where the input is nodata.\n"
         "<b>Class probabilities</b> (optional): one float band per class.\n"
@@ -84,7 +91,10 @@ class SegmentAlgorithm(SarSegAlgorithm):
         batch = QgsProcessingParameterNumber(
             self.BATCH_SIZE, self.tr("Batch size (tiles)"), QgsProcessingParameterNumber.Integer, 4, False, 1, 256
         )
-        for param in (device, batch):
+        resample = QgsProcessingParameterBoolean(
+            self.RESAMPLE, self.tr("Resample to the model's pixel size"), defaultValue=True
+        )
+        for param in (device, batch, resample):
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(param)
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Class raster")))
@@ -107,6 +117,7 @@ class SegmentAlgorithm(SarSegAlgorithm):
         model_name = model_file or segmentation_models()[self.parameterAsEnum(parameters, self.MODEL, context)]
         device = DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]
         batch_size = self.parameterAsInt(parameters, self.BATCH_SIZE, context)
+        resample = self.parameterAsBoolean(parameters, self.RESAMPLE, context)
         dst = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         probabilities = self.parameterAsOutputLayer(parameters, self.OUTPUT_PROBABILITIES, context) or None
         confidence = self.parameterAsOutputLayer(parameters, self.OUTPUT_CONFIDENCE, context) or None
@@ -121,6 +132,7 @@ class SegmentAlgorithm(SarSegAlgorithm):
                 probabilities_path=probabilities,
                 confidence_path=confidence,
                 batch_size=batch_size,
+                resample=resample,
                 log=feedback.pushInfo,
                 **self.callbacks(feedback),
             )
