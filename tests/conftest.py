@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -23,3 +24,11 @@ def sample_dir(tmp_path_factory: pytest.TempPathFactory, sample_series: syntheti
     out = tmp_path_factory.mktemp("sample")
     synthetic.write_series(sample_series, out)
     return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def free_gdal_objects_before_qgis_exits(qgis_app):  # noqa: ANN001
+    """GDAL datasets kept in reference cycles (e.g. by a caught exception's traceback) must be freed while
+    GDAL is alive: freed after QGIS has shut down, they crash the interpreter on exit."""
+    yield
+    gc.collect()

@@ -27,6 +27,8 @@ from .radiometry import DEFAULT_FLOOR_DB, to_db
 from .raster_io import GeoTiffWriter, RasterInfo, Window
 
 CLASS_NODATA = 255
+#: Columns of finished rows normalised and written at a time (bounds temporaries for wide rasters).
+FINISH_CHUNK = 2048
 LogFn = Callable[[str], None]
 
 
@@ -312,23 +314,30 @@ def _segment_open_raster(
                     progress(100.0 * done_tiles / total_tiles)
 
             final = (ys[k + 1] if k + 1 < len(ys) else height) - top
-            with np.errstate(invalid="ignore", divide="ignore"):
-                p = acc_p[:, :final] / acc_w[:final]
-            ok = valid[:final]
-            classes = np.argmax(p, axis=0).astype(np.uint8)
-            classes[~ok] = CLASS_NODATA
-            class_pixels += np.bincount(classes[ok], minlength=class_count)[:class_count]
-            nodata_pixels += int((~ok).sum())
-            window = Window(0, top, width, final)
-            class_writer.write(window, classes)
-            class_writer.release_cache()
-            if prob_writer:
-                prob_writer.write(window, np.where(ok[None], p, np.nan))
-                prob_writer.release_cache()
-            if conf_writer:
-                conf_writer.write(window, np.where(ok, p.max(axis=0), np.nan))
-                conf_writer.release_cache()
-            carry_p, carry_w, carry_valid = acc_p[:, final:], acc_w[final:], valid[final:]
+            del data, band_valid
+            # Finished rows are normalised and written in column chunks, so the temporaries stay small
+            # whatever the raster width.
+            for c0 in range(0, width, FINISH_CHUNK):
+                cs = slice(c0, min(width, c0 + FINISH_CHUNK))
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    p = acc_p[:, :final, cs] / acc_w[:final, cs]
+                ok = valid[:final, cs]
+                classes = np.argmax(p, axis=0).astype(np.uint8)
+                classes[~ok] = CLASS_NODATA
+                class_pixels += np.bincount(classes[ok], minlength=class_count)[:class_count]
+                nodata_pixels += int((~ok).sum())
+                window = Window(cs.start, top, cs.stop - cs.start, final)
+                class_writer.write(window, classes)
+                if prob_writer:
+                    prob_writer.write(window, np.where(ok[None], p, np.nan))
+                if conf_writer:
+                    conf_writer.write(window, np.where(ok, p.max(axis=0), np.nan))
+            for writer in (class_writer, prob_writer, conf_writer):
+                if writer:
+                    writer.release_cache()
+            # Copies, so the full accumulators are freed before the next band of rows allocates its own.
+            carry_p, carry_w, carry_valid = acc_p[:, final:].copy(), acc_w[final:].copy(), valid[final:].copy()
+            del acc_p, acc_w, valid
             top += final
 
     seconds = time.perf_counter() - started

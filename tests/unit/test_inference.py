@@ -87,7 +87,9 @@ def test_blend_window_covers_every_pixel():
         assert starts[-1] + TILE == length and (total > 0).all(), length
 
 
-def test_tiled_blended_equals_whole_raster_inference(conv_model, tmp_path):
+@pytest.mark.parametrize("finish_chunk", [2048, 16])  # 16: finished rows are written in column chunks
+def test_tiled_blended_equals_whole_raster_inference(conv_model, tmp_path, monkeypatch, finish_chunk):
+    monkeypatch.setattr("sar_seg_plugin.core.inference.FINISH_CHUNK", finish_chunk)
     db = db_scene()
     src = write_raster(tmp_path / "db.tif", db, descriptions=["VV", "VH"], units=["dB", "dB"])
     out, probs, conf = tmp_path / "classes.tif", tmp_path / "probs.tif", tmp_path / "conf.tif"
