@@ -23,6 +23,7 @@ from osgeo import gdal, osr
 from ..models.metadata import ModelMetadata, canonical_unit, check_raster_fits, describe_inputs
 from . import raster_io
 from .errors import CancelledError, SarSegError
+from .preprocess import check_has_data
 from .radiometry import DEFAULT_FLOOR_DB, to_db
 from .raster_io import GeoTiffWriter, RasterInfo, Window
 
@@ -190,6 +191,7 @@ def segment_raster(
 
     src = raster_io.open_raster(src_path)
     try:
+        check_has_data(src, raster_io.read_info(src))  # an all-nodata raster is refused before any output
         plan = None
         if resample:
             plan, reason = resampling_plan(src, meta)

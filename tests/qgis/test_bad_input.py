@@ -244,3 +244,9 @@ def test_patches_validation_split_that_would_be_empty(sarseg, scene, tmp_path):
 def test_normalize_statistics_file_is_the_input(sarseg, scene, tmp_path):
     params = {"INPUT": str(scene), "OUTPUT": str(tmp_path / "n.tif"), "OUTPUT_STATS": str(scene)}
     assert_fails(sarseg, "sarseg:normalize", params, "is the input raster", inputs=[scene], out_dir=tmp_path)
+
+
+def test_segment_all_nodata_raster(sarseg, tmp_path):
+    empty = write_raster(tmp_path / "empty.tif", np.zeros((2, 64, 64), np.float32), nodata=0.0)
+    assert_fails(sarseg, "sarseg:segment", {"INPUT": str(empty), "OUTPUT": str(tmp_path / "classes.tif")},
+                 "no valid pixel", inputs=[empty], out_dir=tmp_path)  # fmt: skip
