@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -176,30 +175,8 @@ def child_main(args: argparse.Namespace) -> int:
 
 
 def run_child(extra: Sequence[str]) -> dict[str, float]:
-    """Run this script as a measuring subprocess; also polls its RSS from here (``polled_rss_mb``)."""
-    import psutil
-
-    cmd = [sys.executable, str(Path(__file__).resolve()), *extra]
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, env=dict(os.environ), stdout=out, stderr=err, text=True)
-        polled = 0
-        try:
-            ps = psutil.Process(proc.pid)
-            while proc.poll() is None:
-                polled = max(polled, ps.memory_info().rss)
-                time.sleep(0.02)
-        except psutil.NoSuchProcess:
-            pass
-        proc.wait()
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
-    for line in stdout.splitlines():
-        if line.startswith("SARSEG_BENCH "):
-            result = json.loads(line.split(" ", 1)[1])
-            result["polled_rss_mb"] = polled / 2**20
-            return result
-    raise RuntimeError(f"child {' '.join(extra)} failed ({proc.returncode}):\n{stdout}\n{stderr}")
+    """Run this script as a measuring subprocess (the speckle benchmark's runner, VmHWM + RSS polling)."""
+    return speckle.run_child(extra, dict(os.environ), script=__file__)
 
 
 # --- Sections -------------------------------------------------------------------------------------------

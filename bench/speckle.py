@@ -248,11 +248,11 @@ def child_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_child(extra: Sequence[str], env: dict[str, str]) -> dict[str, float]:
-    """Run this script as a measuring subprocess; also polls its RSS from here (``polled_rss_mb``)."""
+def run_child(extra: Sequence[str], env: dict[str, str], script: str | Path = __file__) -> dict[str, float]:
+    """Run ``script`` (this one by default) as a measuring subprocess; also polls its RSS (``polled_rss_mb``)."""
     import psutil
 
-    cmd = [sys.executable, str(Path(__file__).resolve()), *extra]
+    cmd = [sys.executable, str(Path(script).resolve()), *extra]
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True)
         polled = 0
