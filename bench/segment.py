@@ -8,7 +8,7 @@ so the algorithm converts them to dB), written block by block with GDAL from a f
 Sections, in order:
 
 1. bare onnxruntime on the same model and the same tiles the algorithm processes for a 4096 x 4096 raster
-   (pre-read, converted to dB and normalised beforehand), in a plain loop, batch 1 and batch 4;
+   (pre-read, converted to dB and normalised beforehand), in a plain loop, batch 1, 2 and 4;
 2. the algorithm end to end, ``processing.run("sarseg:segment")`` in a headless QGIS (read, dB conversion,
    normalisation, inference, blending, write) on that raster, and its ratio to section 1;
 3. peak RSS (VmHWM) of one subprocess per raster size (default 5000², 10000², 20000²) through the algorithm;
@@ -47,7 +47,8 @@ from sar_seg_plugin.core.radiometry import to_db  # noqa: E402
 ALGORITHM = "sarseg:segment"
 MODEL = "sarseg_unet_vvvh"
 SEED = 20240917
-BATCH_SIZE = 4  # the algorithm's default BATCH_SIZE
+BATCH_SIZE = 2  # the algorithm's default BATCH_SIZE
+BARE_BATCHES = (1, 2, 4)
 
 TARGET_RATIO = 0.85
 TARGET_PEAK_RSS_MB = 1024.0
@@ -75,14 +76,15 @@ def make_sar_raster(path: Path, size: int, seed: int = SEED) -> float:
 
 
 def ort_session():
-    """An onnxruntime session opened like the plugin opens it (CPU, ORT_ENABLE_ALL, default thread count)."""
+    """An onnxruntime session opened like the plugin opens it (CPU, ORT_ENABLE_ALL, the plugin's thread count)."""
     import onnxruntime as ort
 
-    from sar_seg_plugin.models.registry import resolve_model
+    from sar_seg_plugin.models.registry import default_threads, resolve_model
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    options.intra_op_num_threads = default_threads()
     return ort.InferenceSession(str(resolve_model(MODEL)), sess_options=options, providers=["CPUExecutionProvider"])
 
 
@@ -190,9 +192,9 @@ class Results:
 
     @property
     def ratio(self) -> float | None:
-        if self.algo_mps is None or BATCH_SIZE not in self.bare_mps:
+        if self.algo_mps is None or not self.bare_mps:
             return None
-        return self.algo_mps / self.bare_mps[BATCH_SIZE]
+        return self.algo_mps / max(self.bare_mps.values())  # against the fastest bare loop
 
 
 def section_bare(args: argparse.Namespace, src: Path, res: Results) -> None:
@@ -215,7 +217,7 @@ def section_bare(args: argparse.Namespace, src: Path, res: Results) -> None:
     )
     out_px = size * size
     table_rows = []
-    for batch in (1, BATCH_SIZE):
+    for batch in BARE_BATCHES:
         r = bare_loop(session, rows, batch, args.repeat)
         res.bare_mps[batch] = speckle.mps(out_px, r.seconds)
         table_rows.append(
@@ -276,7 +278,7 @@ def section_algorithm(args: argparse.Namespace, work: Path, src: Path, res: Resu
     print(
         "(a) runs exactly the overlapping tiles the algorithm runs, so the ratio measures the algorithm's overhead "
         f"(I/O, dB, normalisation, blending, writing, model load), not the cost of the overlap. The target "
-        f"(>= {TARGET_RATIO:g}) is against batch {BATCH_SIZE}, the algorithm's batch size."
+        f"(>= {TARGET_RATIO:g}) is against the fastest bare loop, whatever its batch size."
     )
 
 
@@ -342,7 +344,7 @@ def section_targets(args: argparse.Namespace, res: Results) -> None:
     v = res.ratio
     rows.append(
         [
-            f"ratio algorithm / bare onnxruntime batch {BATCH_SIZE}",
+            "ratio algorithm / fastest bare onnxruntime loop",
             f">= {TARGET_RATIO:g}",
             "not run" if v is None else f"{v:.3f}",
             verdict(None if v is None else v >= TARGET_RATIO),

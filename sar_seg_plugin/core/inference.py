@@ -1,8 +1,9 @@
-"""Tiled segmentation of a raster with an ONNX model: overlapping tiles, smooth blending, streamed by tile rows.
+"""Tiled segmentation of a raster with an ONNX model: overlapping tiles, smooth blending, streamed.
 
-The raster is read one band of tile rows at a time (tile height x raster width); per-class probabilities and blend
-weights are accumulated only for the rows that later tiles can still touch, and finished rows are written out.
-Memory is bounded by about two tile rows, whatever the raster size. No qgis import: plain pytest covers it.
+Tiles run in rows, batches of tiles left to right. Per-class probabilities and blend weights are accumulated only
+for the pixels later tiles can still touch: the columns the next batch shares, and the rows the next tile row
+shares (about the model's overlap). Finished pixels leave at once and are written in whole GeoTIFF blocks. Memory
+is a few tiles plus a few bytes per raster column, whatever the raster size. No qgis import: plain pytest covers it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +30,10 @@ from .radiometry import DEFAULT_FLOOR_DB, to_db
 from .raster_io import GeoTiffWriter, RasterInfo, Window
 
 CLASS_NODATA = 255
-#: Columns of finished rows normalised and written at a time (bounds temporaries for wide rasters).
+#: Columns of finished block rows written at a time (a multiple of the 256-px output blocks).
 FINISH_CHUNK = 2048
+#: Confidence outputs: probability of the chosen class, or normalised Shannon entropy of the probabilities.
+CONFIDENCE_MEASURES = ("max", "entropy")
 LogFn = Callable[[str], None]
 
 
@@ -60,13 +64,16 @@ def blend_window(
 
 
 def tile_starts(length: int, tile: int, stride: int) -> list[int]:
-    """Tile offsets covering ``length`` pixels; the last tile is shifted back to end on the border (no padding
-    unless the raster is smaller than a tile)."""
+    """Tile offsets covering ``length`` pixels, evenly spread: at most ``stride`` apart, the first at 0 and the
+    last ending on the border (no padding unless the raster is smaller than a tile).
+
+    Neighbours overlap by at least ``tile - stride`` pixels and, on long axes, hardly more, so the rows two tile
+    rows share stay close to the model's overlap (shifting only the last tile back would make them up to a tile).
+    """
     if length <= tile:
         return [0]
-    starts = list(range(0, length - tile, stride))
-    starts.append(length - tile)
-    return starts
+    gaps = math.ceil((length - tile) / stride)
+    return [round(i * (length - tile) / gaps) for i in range(gaps + 1)]
 
 
 def _pad_to(data: np.ndarray, size: int) -> np.ndarray:
@@ -78,17 +85,38 @@ def _pad_to(data: np.ndarray, size: int) -> np.ndarray:
     return np.pad(data, ((0, 0), (0, ph), (0, pw)), mode=mode)
 
 
-def _to_probabilities(out: np.ndarray, class_count: int) -> np.ndarray:
-    """Model output (n, c, h, w) -> per-class probabilities: softmax of logits (kept as is when the model
-    already outputs probabilities; a single sigmoid channel becomes background/object)."""
-    out = out.astype(np.float32, copy=False)
-    if out.shape[1] == 1 and class_count == 2:
-        p = out if (out.min() >= 0 and out.max() <= 1) else 1.0 / (1.0 + np.exp(-out))
-        return np.concatenate([1.0 - p, p], axis=1)
-    if out.min() >= 0 and out.max() <= 1 and np.allclose(out.sum(axis=1), 1.0, atol=1e-3):
-        return out
-    e = np.exp(out - out.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+class _Probabilities:
+    """Model output (n, c, h, w) -> per-class probabilities (n, classes, h, w), shape checked.
+
+    Whether the model outputs logits (softmax applied) or probabilities (kept as they are) is decided on the first
+    batch; a single sigmoid channel (a Deepness binary model) becomes background/object.
+    """
+
+    def __init__(self, meta: ModelMetadata) -> None:
+        self.meta = meta
+        self.classes = len(meta.class_names)
+        self.already_probabilities: bool | None = None
+
+    def __call__(self, out: np.ndarray, tile: int) -> np.ndarray:
+        out = out.astype(np.float32, copy=False)
+        sigmoid = out.ndim == 4 and out.shape[1] == 1 and self.classes == 2
+        if out.ndim != 4 or (out.shape[1] != self.classes and not sigmoid) or out.shape[2:] != (tile, tile):
+            raise SarSegError(
+                f"model '{self.meta.name}' returned shape {tuple(out.shape)} for a {tile}x{tile} tile; "
+                f"expected {self.classes} class channels of the tile size"
+            )
+        if self.already_probabilities is None:
+            in_unit_range = bool(out.min() >= 0 and out.max() <= 1)
+            self.already_probabilities = in_unit_range and (sigmoid or np.allclose(out.sum(axis=1), 1.0, atol=1e-3))
+        if sigmoid:
+            p = out if self.already_probabilities else 1.0 / (1.0 + np.exp(-out))
+            return np.concatenate([1.0 - p, p], axis=1)
+        if self.already_probabilities:
+            return out
+        e = out - out.max(axis=1, keepdims=True)
+        np.exp(e, out=e)
+        e /= e.sum(axis=1, keepdims=True)
+        return e
 
 
 def db_conversions(meta: ModelMetadata, info: RasterInfo) -> list[bool]:
@@ -150,6 +178,58 @@ def _float_writer(path: str, info: RasterInfo, names: Sequence[str], meta: Model
     )
 
 
+class _RowStager:
+    """Finished output rows held until whole block rows of the GeoTIFF are complete, then written block-aligned.
+
+    Tile rows finish bands of rows that do not line up with the output's 256-row blocks; writing them as they
+    come would compress and flush half-empty blocks and rewrite them later. Memory: one block row plus one band
+    of finished rows, times the raster width, in the output's own data type (1 byte per pixel for classes).
+    """
+
+    def __init__(self, writer: GeoTiffWriter, width: int, height: int, max_band_rows: int, fill: float) -> None:
+        self.writer, self.width, self.height = writer, width, height
+        self.block_rows = writer.ds.GetRasterBand(1).GetBlockSize()[1]
+        self.buffer = np.full((writer.band_count, self.block_rows + max_band_rows, width), fill, writer.dtype)
+        self.top = 0  # raster row of buffer row 0
+
+    def put(self, row: int, col: int, array: np.ndarray) -> None:
+        """Store a (bands, rows, cols) piece of finished output whose top-left pixel is (row, col)."""
+        if array.ndim == 2:
+            array = array[None]
+        r = row - self.top
+        self.buffer[:, r : r + array.shape[1], col : col + array.shape[2]] = array
+
+    def complete(self, row: int) -> None:
+        """Every pixel above raster row ``row`` has been put: write the whole block rows among them."""
+        end = row if row >= self.height else (row // self.block_rows) * self.block_rows
+        n = end - self.top
+        if n <= 0:
+            return
+        for c0 in range(0, self.width, FINISH_CHUNK):
+            c1 = min(self.width, c0 + FINISH_CHUNK)
+            self.writer.write(Window(c0, self.top, c1 - c0, n), self.buffer[:, :n, c0:c1])
+            self.writer.release_cache()
+        rest = row - end
+        self.buffer[:, :rest] = self.buffer[:, n : n + rest]
+        self.top = end
+
+
+def _confidence_name(measure: str) -> str:
+    return "entropy" if measure == "entropy" else "confidence"
+
+
+def confidence_of(p: np.ndarray, measure: str) -> np.ndarray:
+    """Per-pixel confidence of (classes, ...) probabilities: "max" (probability of the chosen class) or
+    "entropy" (Shannon entropy divided by log(classes): 0 = certain, 1 = all classes equally likely)."""
+    if measure == "max":
+        return p.max(axis=0)
+    if measure == "entropy":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            terms = np.where(p > 0, p * np.log(p), 0.0)
+        return (-terms.sum(axis=0) / math.log(max(p.shape[0], 2))).astype(np.float32)
+    raise SarSegError(f"unknown confidence measure '{measure}': expected one of {', '.join(CONFIDENCE_MEASURES)}")
+
+
 def segment_raster(
     src_path: str,
     dst_path: str,
@@ -157,15 +237,18 @@ def segment_raster(
     *,
     probabilities_path: str | None = None,
     confidence_path: str | None = None,
-    batch_size: int = 4,
+    batch_size: int = 2,
     progress: Callable[[float], None] | None = None,
     is_canceled: Callable[[], bool] | None = None,
     log: LogFn | None = None,
     resample: bool = True,
+    confidence: str = "max",
 ) -> dict[str, Any]:
     """Segment ``src_path`` with ``model`` (a ``registry.LoadedModel``) into a uint8 class raster at ``dst_path``.
 
-    Optional outputs: float32 per-class probabilities and the confidence (max probability). Input nodata pixels
+    Optional outputs: float32 per-class probabilities and a confidence raster, ``confidence`` "max" (probability of
+    the chosen class) or "entropy" (normalised entropy, 0 = certain, 1 = uniform; see :func:`confidence_of`).
+    Input nodata pixels
     (any band) become class 255 / NaN. Linear-power bands are converted to dB (floor -50 dB) when the model wants
     dB. Returns counts and timing; raises CancelledError (nothing written) when ``is_canceled`` turns true.
 
@@ -183,6 +266,10 @@ def segment_raster(
         )
     if batch_size < 1:
         raise SarSegError(f"batch size must be at least 1, got {batch_size}")
+    if confidence not in CONFIDENCE_MEASURES:
+        raise SarSegError(
+            f"unknown confidence measure '{confidence}': expected one of {', '.join(CONFIDENCE_MEASURES)}"
+        )
     outputs = [p for p in (dst_path, probabilities_path, confidence_path) if p]
     for out in outputs:
         raster_io.check_not_same_file([src_path], out)
@@ -212,9 +299,20 @@ def segment_raster(
                 is_canceled,
                 log,
                 started,
+                confidence,
             )
         return _segment_open_raster(
-            src, dst_path, model, probabilities_path, confidence_path, batch_size, progress, is_canceled, log, started
+            src,
+            dst_path,
+            model,
+            probabilities_path,
+            confidence_path,
+            batch_size,
+            progress,
+            is_canceled,
+            log,
+            started,
+            confidence=confidence,
         )
     except (SarSegError, CancelledError) as err:
         # A traceback keeps the GDAL dataset alive in a reference cycle that a later garbage collection frees,
@@ -222,6 +320,157 @@ def segment_raster(
         raise err.with_traceback(None) from None
     finally:
         src = None
+
+
+@dataclass
+class _Batch:
+    """Tiles of one tile row read and normalised for the model, with what blending them needs."""
+
+    row: int  # index into the tile row starts
+    first: int  # index of the first tile in the column starts
+    xs: list[int]  # column starts of the batch's tiles
+    tiles: np.ndarray  # (n, bands, tile, tile) float32, the model's input
+    valid: np.ndarray  # (tile rows, batch columns) bool: input pixels holding data in every band
+
+
+def _read_batches(
+    src: Any,
+    info: RasterInfo,
+    meta: ModelMetadata,
+    convert: list[bool],
+    ys: list[int],
+    xs: list[int],
+    batch_size: int,
+    is_canceled: Callable[[], bool] | None,
+) -> Iterator[_Batch]:
+    """Read the raster tile row by tile row, a batch of tiles at a time, converted and normalised."""
+    tile = meta.tile_size
+    th, tw = min(tile, info.height), min(tile, info.width)
+    # Tiled input: drop its blocks after each batch; striped input (blocks span the width): after each tile row.
+    tiled_input = src.GetRasterBand(1).GetBlockSize()[0] < info.width
+    for k, y0 in enumerate(ys):
+        for b0 in range(0, len(xs), batch_size):
+            if is_canceled and is_canceled():
+                raise CancelledError("Cancelled by the user.")
+            batch_xs = xs[b0 : b0 + batch_size]
+            bx0, bx1 = batch_xs[0], batch_xs[-1] + tw
+            data = raster_io.read_window(src, Window(bx0, y0, bx1 - bx0, th))
+            if tiled_input:
+                src.FlushCache()
+            valid = raster_io.valid_mask(data, info.nodata).all(axis=0)
+            for b, conv in enumerate(convert):
+                if conv:
+                    data[b] = to_db(data[b])
+            data = meta.normalization.apply(data)
+            data[:, ~(valid[None] & np.isfinite(data)).all(axis=0)] = 0.0  # nodata -> the training mean
+            tiles = np.stack([_pad_to(data[:, :, x0 - bx0 : x0 - bx0 + tw], tile) for x0 in batch_xs])
+            yield _Batch(k, b0, batch_xs, np.ascontiguousarray(tiles, dtype=np.float32), valid)
+        if not tiled_input:
+            src.FlushCache()  # rows above are not read again
+
+
+class _Blender:
+    """Blends tile probabilities into the raster and hands finished pixels to the output stagers.
+
+    Batches must come in reading order (tile rows top to bottom, batches left to right). Held: the columns the
+    current batch shares with the next one (a tile row high), and the rows the current tile row shares with the
+    next (``carry``, the raster width wide, about the model's overlap high).
+    """
+
+    def __init__(
+        self,
+        meta: ModelMetadata,
+        width: int,
+        height: int,
+        ys: list[int],
+        xs: list[int],
+        stagers: list[_RowStager],
+        probabilities: bool,
+        confidence: str | None,
+    ) -> None:
+        self.classes = len(meta.class_names)
+        self.tile, self.overlap = meta.tile_size, meta.tile_overlap
+        self.width, self.height, self.ys, self.xs = width, height, ys, xs
+        self.th, self.tw = min(self.tile, height), min(self.tile, width)
+        self.stagers, self.probabilities, self.confidence = stagers, probabilities, confidence
+        self.class_pixels = np.zeros(self.classes, dtype=np.int64)
+        self.nodata_pixels = 0
+        self.carry_p = np.zeros((self.classes, 0, width), np.float32)
+        self.carry_w = np.zeros((0, width), np.float32)
+        self._start_row(0)
+
+    def _start_row(self, k: int) -> None:
+        self.k = k
+        if k >= len(self.ys):
+            return
+        y0 = self.ys[k]
+        self.final = self.ys[k + 1] if k + 1 < len(self.ys) else self.height  # rows above: done after this row
+        shared = y0 + self.th - self.final
+        self.next_p = np.zeros((self.classes, shared, self.width), np.float32)
+        self.next_w = np.zeros((shared, self.width), np.float32)
+        self.c_lo = 0  # raster column of the accumulators' first column
+        self.acc_p = np.zeros((self.classes, self.th, 0), np.float32)
+        self.acc_w = np.zeros((self.th, 0), np.float32)
+        self.valid = np.zeros((self.th, 0), bool)
+
+    def add(self, batch: _Batch, probs: np.ndarray) -> None:
+        """Blend a batch's (n, classes, tile, tile) probabilities; write out the pixels it finishes."""
+        if batch.row != self.k:
+            raise AssertionError(f"tile row {batch.row} blended while row {self.k} is open")
+        th, tw, c_lo, y0 = self.th, self.tw, self.c_lo, self.ys[self.k]
+        bx0, bx1 = batch.xs[0], batch.xs[-1] + tw
+        # Grow the accumulators to the batch's right edge; new columns start from the carried rows.
+        old_hi = c_lo + self.acc_w.shape[1]
+        extra = bx1 - old_hi
+        n_carry = self.carry_w.shape[0]
+        new_p = np.zeros((self.classes, th, extra), np.float32)
+        new_w = np.zeros((th, extra), np.float32)
+        new_p[:, :n_carry] = self.carry_p[:, :, old_hi:bx1]
+        new_w[:n_carry] = self.carry_w[:, old_hi:bx1]
+        acc_p = np.concatenate([self.acc_p, new_p], axis=2)
+        acc_w = np.concatenate([self.acc_w, new_w], axis=1)
+        valid = np.concatenate([self.valid, np.zeros((th, extra), bool)], axis=1)
+        valid[:, bx0 - c_lo :] = batch.valid
+        top, bottom = y0 > 0, y0 + th < self.height
+        for i, x0 in enumerate(batch.xs):
+            w = blend_window(self.tile, self.overlap, top=top, bottom=bottom, left=x0 > 0, right=x0 + tw < self.width)
+            w = w[:th, :tw]  # a cropped axis spans the raster alone, so its weights are flat
+            cs = slice(x0 - c_lo, x0 - c_lo + tw)
+            acc_p[:, :, cs] += probs[i, :, :th, :tw] * w
+            acc_w[:, cs] += w
+
+        # Columns left of the next tile are finished in this tile row: rows above `final` go out, the rows the
+        # next tile row shares are carried down.
+        last = batch.first + len(batch.xs)
+        done_col = self.xs[last] if last < len(self.xs) else self.width
+        n, done_rows = done_col - c_lo, self.final - y0
+        self._emit(y0, c_lo, acc_p[:, :done_rows, :n], acc_w[:done_rows, :n], valid[:done_rows, :n])
+        self.next_p[:, :, c_lo:done_col] = acc_p[:, done_rows:, :n]
+        self.next_w[:, c_lo:done_col] = acc_w[done_rows:, :n]
+        self.acc_p, self.acc_w, self.valid = acc_p[:, :, n:].copy(), acc_w[:, n:].copy(), valid[:, n:].copy()
+        self.c_lo = done_col
+        if last >= len(self.xs):  # end of the tile row
+            for stager in self.stagers:
+                stager.complete(self.final)
+            self.carry_p, self.carry_w = self.next_p, self.next_w
+            self._start_row(self.k + 1)
+
+    def _emit(self, row: int, col: int, acc_p: np.ndarray, acc_w: np.ndarray, ok: np.ndarray) -> None:
+        # The blend weights are positive, so the most probable class is the largest blended sum.
+        classes = np.argmax(acc_p, axis=0).astype(np.uint8)
+        classes[~ok] = CLASS_NODATA
+        self.class_pixels += np.bincount(classes[ok], minlength=self.classes)[: self.classes]
+        self.nodata_pixels += int((~ok).sum())
+        outputs = [classes]
+        if self.probabilities or self.confidence:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                p = acc_p / acc_w
+            if self.probabilities:
+                outputs.append(np.where(ok[None], p, np.nan))
+            if self.confidence:
+                outputs.append(np.where(ok, confidence_of(p, self.confidence), np.nan))
+        for stager, out in zip(self.stagers, outputs):
+            stager.put(row, col, out)
 
 
 def _segment_open_raster(
@@ -236,111 +485,70 @@ def _segment_open_raster(
     log: LogFn | None,
     started: float,
     convert: list[bool] | None = None,
+    confidence: str = "max",
 ) -> dict[str, Any]:
+    """Tiles in rows, batches left to right; finished columns of each tile row leave the accumulators at once.
+
+    Held in memory: the tiles of the current batch and the columns they still share with the next one; the
+    rows the next tile row overlaps (about ``overlap`` rows of the raster width, see :func:`tile_starts`); and
+    the output rows waiting for a whole block row (:class:`_RowStager`).
+    """
     meta: ModelMetadata = model.metadata
     info = raster_io.read_info(src)
     if convert is None:
         convert = db_conversions(meta, info)
-    class_count = len(meta.class_names)
     tile, overlap = meta.tile_size, meta.tile_overlap
     stride = tile - overlap
     width, height = info.width, info.height
     ys, xs = tile_starts(height, tile, stride), tile_starts(width, tile, stride)
-    th, tw = min(tile, height), min(tile, width)
     total_tiles = len(ys) * len(xs)
     if log:
-        log(f"Model '{meta.name}' running on {model.device_used.upper()}")
+        threads = getattr(model, "threads", 0)
+        log(
+            f"Model '{meta.name}' running on {model.device_used.upper()}"
+            + (
+                f" with {threads} CPU thread{'s' if threads != 1 else ''}"
+                if threads and model.device_used == "cpu"
+                else ""
+            )
+        )
         if any(convert):
             log(f"Converting linear power to dB (floor {DEFAULT_FLOOR_DB:g} dB) as the model expects dB input")
         log(f"{total_tiles} tiles of {tile} px (overlap {overlap}) in {len(ys)} rows, batch size {batch_size}")
 
+    band_rows = max([b - a for a, b in zip(ys, ys[1:])] + [height - ys[-1]])
     done_tiles = batches = 0
-    class_pixels = np.zeros(class_count, dtype=np.int64)
-    nodata_pixels = 0
     with ExitStack() as stack:
-        class_writer = stack.enter_context(_class_writer(dst_path, info, meta))
-        prob_writer = (
-            stack.enter_context(_float_writer(probabilities_path, info, meta.class_names, meta))
-            if probabilities_path
-            else None
+        stagers = [_RowStager(stack.enter_context(_class_writer(dst_path, info, meta)), width, height, band_rows, 0)]
+        if probabilities_path:
+            writer = stack.enter_context(_float_writer(probabilities_path, info, meta.class_names, meta))
+            stagers.append(_RowStager(writer, width, height, band_rows, np.nan))
+        if confidence_path:
+            writer = stack.enter_context(_float_writer(confidence_path, info, [_confidence_name(confidence)], meta))
+            stagers.append(_RowStager(writer, width, height, band_rows, np.nan))
+        blender = _Blender(
+            meta, width, height, ys, xs, stagers, bool(probabilities_path), confidence if confidence_path else None
         )
-        conf_writer = (
-            stack.enter_context(_float_writer(confidence_path, info, ["confidence"], meta)) if confidence_path else None
-        )
-        top = 0  # first raster row held in the accumulators
-        carry_p = np.zeros((class_count, 0, width), np.float32)
-        carry_w = np.zeros((0, width), np.float32)
-        carry_valid = np.zeros((0, width), bool)
-        for k, y0 in enumerate(ys):
-            rows = y0 + th - top
-            acc_p = np.zeros((class_count, rows, width), np.float32)
-            acc_w = np.zeros((rows, width), np.float32)
-            valid = np.zeros((rows, width), bool)
-            n = carry_w.shape[0]
-            acc_p[:, :n], acc_w[:n], valid[:n] = carry_p, carry_w, carry_valid
-
-            data = raster_io.read_window(src, Window(0, y0, width, th))
-            band_valid = raster_io.valid_mask(data, info.nodata).all(axis=0)
-            for b, conv in enumerate(convert):
-                if conv:
-                    data[b] = to_db(data[b])
-            data = meta.normalization.apply(data)
-            data[:, ~(band_valid[None] & np.isfinite(data)).all(axis=0)] = 0.0  # nodata -> the training mean
-            valid[y0 - top :] = band_valid
-            src.FlushCache()  # rows above are not read again
-
-            weights_y = (y0 > 0, y0 + th < height)
-            for b0 in range(0, len(xs), batch_size):
-                if is_canceled and is_canceled():
-                    raise CancelledError("Cancelled by the user.")
-                batch_xs = xs[b0 : b0 + batch_size]
-                batch = np.stack([_pad_to(data[:, :, x0 : x0 + tw], tile) for x0 in batch_xs])
-                probs = _to_probabilities(model.run(batch), class_count)
-                if probs.shape[1] != class_count or probs.shape[2:] != (tile, tile):
-                    raise SarSegError(
-                        f"model '{meta.name}' returned shape {tuple(probs.shape)} for a {tile}x{tile} tile; "
-                        f"expected {class_count} class channels of the tile size"
-                    )
-                for i, x0 in enumerate(batch_xs):
-                    w = blend_window(
-                        tile, overlap, top=weights_y[0], bottom=weights_y[1], left=x0 > 0, right=x0 + tw < width
-                    )
-                    w = w[:th, :tw]  # a cropped axis spans the raster alone, so its weights are flat
-                    rs = slice(y0 - top, y0 - top + th)
-                    cs = slice(x0, x0 + tw)
-                    acc_p[:, rs, cs] += probs[i, :, :th, :tw] * w
-                    acc_w[rs, cs] += w
+        # The model runs on a worker thread (onnxruntime releases the GIL) while this thread blends the previous
+        # batch and reads the next: reading and blending hide behind inference.
+        pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="sarseg-model"))
+        to_probabilities = _Probabilities(meta)
+        waiting: tuple[_Batch, Future] | None = None
+        batches_iter = _read_batches(src, info, meta, convert, ys, xs, batch_size, is_canceled)
+        while True:
+            batch = next(batches_iter, None)
+            running = (batch, pool.submit(model.run, batch.tiles)) if batch is not None else None
+            if waiting is not None:
+                done, future = waiting
+                blender.add(done, to_probabilities(future.result(), tile))
                 batches += 1
-                done_tiles += len(batch_xs)
+                done_tiles += len(done.xs)
                 if progress:
                     progress(100.0 * done_tiles / total_tiles)
-
-            final = (ys[k + 1] if k + 1 < len(ys) else height) - top
-            del data, band_valid
-            # Finished rows are normalised and written in column chunks, so the temporaries stay small
-            # whatever the raster width.
-            for c0 in range(0, width, FINISH_CHUNK):
-                cs = slice(c0, min(width, c0 + FINISH_CHUNK))
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    p = acc_p[:, :final, cs] / acc_w[:final, cs]
-                ok = valid[:final, cs]
-                classes = np.argmax(p, axis=0).astype(np.uint8)
-                classes[~ok] = CLASS_NODATA
-                class_pixels += np.bincount(classes[ok], minlength=class_count)[:class_count]
-                nodata_pixels += int((~ok).sum())
-                window = Window(cs.start, top, cs.stop - cs.start, final)
-                class_writer.write(window, classes)
-                if prob_writer:
-                    prob_writer.write(window, np.where(ok[None], p, np.nan))
-                if conf_writer:
-                    conf_writer.write(window, np.where(ok, p.max(axis=0), np.nan))
-            for writer in (class_writer, prob_writer, conf_writer):
-                if writer:
-                    writer.release_cache()
-            # Copies, so the full accumulators are freed before the next band of rows allocates its own.
-            carry_p, carry_w, carry_valid = acc_p[:, final:].copy(), acc_w[final:].copy(), valid[final:].copy()
-            del acc_p, acc_w, valid
-            top += final
+            if running is None:
+                break
+            waiting = running
+    class_pixels, nodata_pixels = blender.class_pixels, blender.nodata_pixels
 
     seconds = time.perf_counter() - started
     if log:
@@ -548,6 +756,7 @@ def _segment_resampled(
     is_canceled: Callable[[], bool] | None,
     log: LogFn | None,
     started: float,
+    confidence: str = "max",
 ) -> dict[str, Any]:
     """Warp the input to the model's grid, segment it into temporary files and warp the results back."""
     meta: ModelMetadata = model.metadata
@@ -569,7 +778,9 @@ def _segment_resampled(
             else None
         )
         conf_writer = (
-            stack.enter_context(_float_writer(confidence_path, info, ["confidence"], meta)) if confidence_path else None
+            stack.enter_context(_float_writer(confidence_path, info, [_confidence_name(confidence)], meta))
+            if confidence_path
+            else None
         )
         try:
             tmp_dir = tempfile.mkdtemp(prefix=".sarseg-resample-", dir=str(Path(dst_path).parent))
@@ -616,6 +827,7 @@ def _segment_resampled(
                 log,
                 started,
                 convert=warped_convert,
+                confidence=confidence,
             )
             warped = None
             back = [(tmp_class, class_writer, "near", CLASS_NODATA)]

@@ -44,6 +44,7 @@ class LoadedModel:
     input_names: list[str]
     output_names: list[str]
     device_used: str
+    threads: int = 0
     input_shape: list[int | str | None] = field(default_factory=list)
     output_shape: list[int | str | None] = field(default_factory=list)
 
@@ -83,15 +84,25 @@ def _providers(ort: Any, device: str) -> list[str]:
     return [_CPU]
 
 
+def default_threads() -> int:
+    """CPU threads for onnxruntime: the cores this process may run on (a container's or taskset's limit, which
+    onnxruntime's own default, the machine's physical cores, does not see)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def _static(dim: Any) -> int | None:
     return dim if isinstance(dim, int) and not isinstance(dim, bool) and dim > 0 else None
 
 
-def load_model(name_or_path: str, device: str = "auto") -> LoadedModel:
+def load_model(name_or_path: str, device: str = "auto", threads: int | None = None) -> LoadedModel:
     """Open a model with onnxruntime and refuse it unless its metadata is valid and fits its graph.
 
     ``device``: "auto" (CUDA when onnxruntime offers it, else CPU), "cpu", or "cuda" (falls back to CPU when CUDA
-    is not available); ``LoadedModel.device_used`` says which one runs.
+    is not available); ``LoadedModel.device_used`` says which one runs. ``threads``: CPU threads for one
+    inference (default :func:`default_threads`); operators of a graph run one after another.
     """
     path = resolve_model(name_or_path)
     ort = import_onnxruntime()
@@ -99,6 +110,13 @@ def load_model(name_or_path: str, device: str = "auto") -> LoadedModel:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: CUDA fallback warnings would flood the QGIS log
+    threads = threads or default_threads()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Idle worker threads sleep instead of spinning: the caller reads and blends tiles while the model runs,
+    # and spinning threads would take the CPU from it (and from QGIS).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as err:  # onnxruntime raises its own exception types (InvalidProtobuf, Fail, ...)
@@ -131,6 +149,7 @@ def load_model(name_or_path: str, device: str = "auto") -> LoadedModel:
         input_names=[i.name for i in inputs],
         output_names=[o.name for o in outputs],
         device_used="cuda" if used and used[0] == _CUDA else "cpu",
+        threads=threads,
         input_shape=in_shape,
         output_shape=out_shape,
     )
@@ -173,3 +192,4 @@ def _check_graph(
             f"{path}: the model graph outputs {out_channels} channels but its metadata field 'embedding_size' "
             f"says {meta.embedding_size}; re-export the model with consistent metadata"
         )
+

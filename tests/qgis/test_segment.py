@@ -106,6 +106,23 @@ def test_segment_sample_scene_with_default_model(sarseg, sample_dir, tmp_path):
     np.testing.assert_allclose(read_raster(conf, dtype=np.float64)[0][valid], p[:, valid].max(axis=0), atol=1e-6)
 
 
+def test_entropy_confidence_through_processing(sarseg, sample_dir, tmp_path):
+    sar, _ = sample_files(sample_dir)
+    probs, conf = tmp_path / "probs.tif", tmp_path / "entropy.tif"
+    params = {"INPUT": str(sar), "DEVICE": 1, "CONFIDENCE_MEASURE": 1, "OUTPUT": str(tmp_path / "c.tif")}
+    sarseg.run(
+        segment_algorithm(sarseg), {**params, "OUTPUT_PROBABILITIES": str(probs), "OUTPUT_CONFIDENCE": str(conf)}
+    )
+    p = read_raster(probs, dtype=np.float64)
+    valid = np.isfinite(p).all(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=0) / np.log(5)
+    got = read_raster(conf, dtype=np.float64)[0]
+    np.testing.assert_allclose(got[valid], expected[valid], atol=1e-5)
+    assert np.isnan(got[~valid]).all()
+    assert gdal.Open(str(conf)).GetRasterBand(1).GetDescription() == "entropy"
+
+
 def test_one_band_raster_is_refused(sarseg, sample_dir, tmp_path):
     from qgis.core import QgsProcessingException
 

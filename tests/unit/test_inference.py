@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 from osgeo import gdal
@@ -87,18 +89,27 @@ def test_blend_window_covers_every_pixel():
         assert starts[-1] + TILE == length and (total > 0).all(), length
 
 
-@pytest.mark.parametrize("finish_chunk", [2048, 16])  # 16: finished rows are written in column chunks
-def test_tiled_blended_equals_whole_raster_inference(conv_model, tmp_path, monkeypatch, finish_chunk):
+@pytest.mark.parametrize(
+    ("width", "height", "batch", "finish_chunk"),
+    [
+        (WIDTH, HEIGHT, 2, 2048),
+        (WIDTH, HEIGHT, 1, 16),  # finished block rows written in column chunks
+        (97, 600, 3, 2048),  # several 256-row output blocks: rows wait in the stager across tile rows
+    ],
+)
+def test_tiled_blended_equals_whole_raster_inference(
+    conv_model, tmp_path, monkeypatch, width, height, batch, finish_chunk
+):
     monkeypatch.setattr("sar_seg_plugin.core.inference.FINISH_CHUNK", finish_chunk)
-    db = db_scene()
+    db = db_scene(width=width, height=height)
     src = write_raster(tmp_path / "db.tif", db, descriptions=["VV", "VH"], units=["dB", "dB"])
     out, probs, conf = tmp_path / "classes.tif", tmp_path / "probs.tif", tmp_path / "conf.tif"
     result = segment_raster(
-        src, str(out), conv_model, probabilities_path=str(probs), confidence_path=str(conf), batch_size=2
+        src, str(out), conv_model, probabilities_path=str(probs), confidence_path=str(conf), batch_size=batch
     )
     expected = whole_raster_probabilities(conv_model, db)
     got = read_raster(probs, dtype=np.float64)
-    assert got.shape == (5, HEIGHT, WIDTH)
+    assert got.shape == (5, height, width)
     np.testing.assert_allclose(got, expected, atol=1e-5)
     # right and bottom edges (covered by shifted last tiles) included explicitly
     np.testing.assert_allclose(got[:, :, -3:], expected[:, :, -3:], atol=1e-5)
@@ -106,8 +117,33 @@ def test_tiled_blended_equals_whole_raster_inference(conv_model, tmp_path, monke
     classes = read_raster(out, dtype=np.int64)[0]
     assert (classes == expected.argmax(axis=0)).mean() > 0.999  # ties at 1e-5 aside
     np.testing.assert_allclose(read_raster(conf, dtype=np.float64)[0], expected.max(axis=0), atol=1e-5)
-    assert result["tiles"] == len(tile_starts(HEIGHT, TILE, 24)) * len(tile_starts(WIDTH, TILE, 24))
-    assert sum(result["class_pixels"].values()) == WIDTH * HEIGHT and result["device"] == "cpu"
+    assert result["tiles"] == len(tile_starts(height, TILE, 24)) * len(tile_starts(width, TILE, 24))
+    assert sum(result["class_pixels"].values()) == width * height and result["device"] == "cpu"
+
+
+def test_entropy_confidence_is_normalised_shannon_entropy(conv_model, tmp_path):
+    db = db_scene(4)
+    src = write_raster(tmp_path / "db.tif", db, units=["dB", "dB"])
+    conf = tmp_path / "entropy.tif"
+    segment_raster(src, str(tmp_path / "c.tif"), conv_model, confidence_path=str(conf), confidence="entropy")
+    p = whole_raster_probabilities(conv_model, db)
+    expected = -(p * np.log(p)).sum(axis=0) / np.log(5)
+    got = read_raster(conf, dtype=np.float64)[0]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert got.min() >= 0.0 and got.max() <= 1.0
+    assert gdal.Open(str(conf)).GetRasterBand(1).GetDescription() == "entropy"
+    with pytest.raises(SarSegError, match="confidence measure 'gini'.*max, entropy"):
+        segment_raster(src, str(tmp_path / "d.tif"), conv_model, confidence_path=str(conf), confidence="gini")
+
+
+def test_tile_starts_are_evenly_spread():
+    for length in (33, 100, 257, 1000, 4097):
+        starts = tile_starts(length, TILE, TILE - OVERLAP)
+        gaps = np.diff(starts)
+        assert starts[0] == 0 and starts[-1] + TILE == length
+        assert gaps.max() <= TILE - OVERLAP  # neighbours overlap by at least the model's overlap ...
+        assert gaps.max() - gaps.min() <= 1  # ... and evenly, so no pair overlaps by nearly a tile
+        assert len(starts) == int(np.ceil((length - TILE) / (TILE - OVERLAP))) + 1
 
 
 def test_class_raster_has_colours_names_and_georeferencing(conv_model, tmp_path):
@@ -201,35 +237,58 @@ def test_cancel_leaves_nothing(conv_model, tmp_path):
     assert set(tmp_path.iterdir()) == before, "a cancelled run must leave no file behind"
 
 
-def test_reads_one_tile_row_band_at_a_time(conv_model, tmp_path, monkeypatch):
-    height = 200
-    src = write_raster(tmp_path / "tall.tif", db_scene(7, height=height), units=["dB", "dB"])
+def _peak_python_memory(conv_model, tmp_path, width: int, height: int, batch: int) -> tuple[int, list]:
+    """Peak bytes numpy allocates while segmenting a width x height raster, and the windows read."""
+    src = write_raster(tmp_path / f"w{width}.tif", db_scene(7, width=width, height=height), units=["dB", "dB"])
     windows: list[raster_io.Window] = []
     real_read = raster_io.read_window
 
     def recording_read(ds, window, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
-        windows.append(window)
+        if not args and "bands" not in kwargs:  # all bands: the tiles (not the nodata check's samples)
+            windows.append(window)
         return real_read(ds, window, *args, **kwargs)
 
-    monkeypatch.setattr(inference.raster_io, "read_window", recording_read)
-    allocations: list[int] = []
-    real_zeros = np.zeros
+    real_check = inference.check_has_data
 
-    def recording_zeros(shape, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
-        allocations.append(int(np.prod(shape)))
-        return real_zeros(shape, *args, **kwargs)
+    def check_then_reset_peak(*args, **kwargs):  # noqa: ANN002, ANN003
+        result = real_check(*args, **kwargs)
+        tracemalloc.reset_peak()  # the nodata check's sample is not the tiling's memory
+        return result
 
-    monkeypatch.setattr(inference.np, "zeros", recording_zeros)
     progress: list[float] = []
-    segment_raster(src, str(tmp_path / "c.tif"), conv_model, progress=progress.append)
-    monkeypatch.undo()
-    assert len(windows) == len(tile_starts(height, TILE, TILE - OVERLAP))
-    assert all(w.height <= TILE and w.width == WIDTH for w in windows)
-    # every pixel row read exactly once per tile row that covers it: rows are covered from top to bottom
-    assert [w.y for w in windows] == tile_starts(height, TILE, TILE - OVERLAP)
-    # accumulators never exceed two tile rows of the raster width (5 classes)
-    assert max(allocations) <= 5 * 2 * TILE * WIDTH
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(inference.raster_io, "read_window", recording_read)
+        mp.setattr(inference, "check_has_data", check_then_reset_peak)
+        tracemalloc.start()
+        try:
+            segment_raster(src, str(tmp_path / f"c{width}.tif"), conv_model, batch_size=batch, progress=progress.append)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
     assert progress[-1] == pytest.approx(100.0) and progress == sorted(progress)
+    return peak, windows
+
+
+def test_memory_is_a_few_tiles_plus_a_few_bytes_per_column(conv_model, tmp_path):
+    height, batch = 300, 2
+    stride = TILE - OVERLAP
+    peak_narrow, _ = _peak_python_memory(conv_model, tmp_path, 1000, height, batch)
+    peak_wide, windows = _peak_python_memory(conv_model, tmp_path, 9000, height, batch)
+    # Reads are one batch of tiles: a tile high, the batch's tiles wide; every tile row read left to right.
+    assert all(w.height == TILE and w.width <= TILE + (batch - 1) * stride for w in windows)
+    ys = tile_starts(height, TILE, stride)
+    assert sorted({w.y for w in windows}) == ys
+    per_row = len(tile_starts(9000, TILE, stride)) // batch + 1
+    assert len(windows) <= len(ys) * per_row
+    # What grows with the width: the rows two tile rows share (5 classes + weights, float32; at most the
+    # overlap plus what spreading the tiles evenly adds) and the class rows waiting for a 256-row block (uint8).
+    carried_rows = max(a + TILE - b for a, b in zip(ys, ys[1:]))
+    assert carried_rows < OVERLAP + stride / (len(ys) - 1) + 1
+    per_column = (5 + 1) * 4 * carried_rows + 1 * (256 + stride)
+    growth = (peak_wide - peak_narrow) / 8000
+    # Holding two tile rows of the width, as a row-band design does, would cost (5 + 1) * 4 * 2 * TILE = 1536
+    # bytes per column; the slack (1.5x) is below that.
+    assert growth <= 1.5 * per_column, (growth, per_column)
 
 
 def test_not_a_segmentation_model_is_refused(tmp_path):
