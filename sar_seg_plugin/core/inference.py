@@ -144,23 +144,42 @@ def _hex_rgba(colour: str) -> tuple[int, int, int, int]:
     return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16), 255
 
 
-def _class_writer(path: str, info: RasterInfo, meta: ModelMetadata) -> GeoTiffWriter:
+def class_palette(meta: ModelMetadata) -> dict[int, tuple[int, int, int, int]]:
+    """Colour table of a class raster: the model's class colours, nodata (255) transparent."""
     colours = {i: _hex_rgba(c) for i, c in enumerate(meta.class_colors)}
     colours[CLASS_NODATA] = (0, 0, 0, 0)
+    return colours
+
+
+def class_writer(
+    path: str,
+    width: int,
+    height: int,
+    geotransform: Sequence[float] | None,
+    projection: str,
+    meta: ModelMetadata,
+    metadata: dict[str, str] | None = None,
+) -> GeoTiffWriter:
+    """A uint8 class raster (nodata 255) with the model's colours and class names, so it loads paletted."""
     return GeoTiffWriter(
         path,
-        info.width,
-        info.height,
+        width,
+        height,
         1,
         np.uint8,
-        info.geotransform if info.georeferenced else None,
-        info.projection,
+        geotransform,
+        projection,
         nodata=CLASS_NODATA,
         descriptions=["class"],
-        metadata={"MODEL": meta.name, "CLASS_NAMES": ",".join(meta.class_names)},
-        color_table=colours,
+        metadata={"MODEL": meta.name, "CLASS_NAMES": ",".join(meta.class_names), **(metadata or {})},
+        color_table=class_palette(meta),
         category_names=list(meta.class_names),
     )
+
+
+def _class_writer(path: str, info: RasterInfo, meta: ModelMetadata) -> GeoTiffWriter:
+    geotransform = info.geotransform if info.georeferenced else None
+    return class_writer(path, info.width, info.height, geotransform, info.projection, meta)
 
 
 def _float_writer(path: str, info: RasterInfo, names: Sequence[str], meta: ModelMetadata) -> GeoTiffWriter:

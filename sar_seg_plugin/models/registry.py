@@ -193,3 +193,154 @@ def _check_graph(
             f"says {meta.embedding_size}; re-export the model with consistent metadata"
         )
 
+
+# --- Forecasters: an encoder step graph and a decoder step graph, the time loop run here ------------------------
+
+FORECAST_DIR = MODELS_DIR / "forecast"
+FORECAST_INPUT_KINDS = ("classes", "continuous")
+#: Spatial halo (pixels) assumed for a forecaster whose metadata states neither an architecture it can be computed
+#: for nor a ``receptive_field``.
+DEFAULT_FORECAST_HALO = 64
+
+
+@dataclass
+class LoadedForecaster:
+    """An open forecaster: its two step sessions, the encoder's metadata and how to stream it spatially.
+
+    ``halo``: pixels of context each side of a block so that blocks give the same result as the whole raster
+    (the receptive field of the whole loop: every input date and every horizon widens it).
+    """
+
+    encoder_path: Path
+    decoder_path: Path
+    encoder: Any
+    decoder: Any
+    metadata: ModelMetadata
+    input_kind: str
+    architecture: str
+    state_channels: int
+    state_stride: int
+    halo: int
+    device_used: str
+    threads: int
+
+    @property
+    def name(self) -> str:
+        stem = self.encoder_path.name[: -len("_encoder.onnx")]
+        return stem if self.encoder_path.name.endswith("_encoder.onnx") else self.encoder_path.stem
+
+    def run(self, sequence: np.ndarray, horizons: int) -> np.ndarray:
+        """(n, T, C, h, w) float32 model inputs -> (n, horizons, C, h, w): class probabilities or values."""
+        n, steps, _, height, width = sequence.shape
+        s = self.state_stride
+        h = np.zeros((n, self.state_channels, height // s, width // s), dtype=np.float32)
+        c = h.copy()
+        for t in range(steps):
+            h, c = self.encoder.run(None, {"x": np.ascontiguousarray(sequence[:, t], dtype=np.float32), "h": h, "c": c})
+        y = np.ascontiguousarray(sequence[:, -1], dtype=np.float32)
+        outputs = []
+        for _ in range(horizons):
+            y, h, c = self.decoder.run(None, {"y_prev": y, "h": h, "c": c})
+            outputs.append(y)
+        return np.stack(outputs, axis=1)
+
+
+def bundled_forecasters() -> dict[str, Path]:
+    """Forecasters shipped in the plugin: name -> encoder step file (``<name>_encoder.onnx`` with its decoder)."""
+    found = {}
+    for enc in sorted(FORECAST_DIR.glob("*_encoder.onnx")):
+        name = enc.name[: -len("_encoder.onnx")]
+        if (FORECAST_DIR / f"{name}_decoder.onnx").is_file():
+            found[name] = enc
+    return found
+
+
+def _forecast_info(meta: ModelMetadata, path: Path) -> dict[str, Any]:
+    info = meta.training.get("forecast") if isinstance(meta.training, dict) else None
+    if not isinstance(info, dict) or info.get("role") not in ("encoder", "decoder"):
+        raise SarSegError(
+            f"{path}: a forecaster is two step graphs whose metadata field 'training' holds a 'forecast' entry "
+            "with role 'encoder' or 'decoder'; export it with SAR Seg's training package (training.forecasting)"
+        )
+    return info
+
+
+def forecast_halo(architecture: str, config: dict[str, Any], sequence_length: int, horizons: int, stride: int) -> int:
+    """Receptive-field radius in pixels of a whole forecast (``sequence_length`` encoder steps and ``horizons``
+    decoder steps): a ConvLSTM widens it by layers x (kernel // 2) state pixels at every step."""
+    if architecture == "convlstm":
+        per_step = int(config.get("layers", 1)) * (int(config.get("kernel_size", 3)) // 2)
+        return (sequence_length + horizons) * per_step * stride
+    return DEFAULT_FORECAST_HALO
+
+
+def load_forecaster(name_or_path: str, device: str = "auto", threads: int | None = None) -> LoadedForecaster:
+    """Open a forecaster by bundled name or by the path of either of its step files, and check the pair.
+
+    The two files name each other in their metadata (``training.forecast.pair``); both must be forecast models
+    with the same bands and classes, the encoder taking the dates and the decoder returning the maps.
+    """
+    bundled = bundled_forecasters()
+    if name_or_path in bundled:
+        path = bundled[name_or_path]
+    else:
+        path = Path(os.path.expanduser(name_or_path))
+        if not path.is_file():
+            available = ", ".join(sorted(bundled)) or "none bundled with this plugin"
+            raise SarSegError(
+                f"unknown forecaster '{name_or_path}': give the path of a forecaster's encoder (or decoder) .onnx "
+                f"file or a bundled forecaster name ({available})"
+            )
+    first = load_model(str(path), device, threads)
+    meta = first.metadata
+    if meta.task != "forecast":
+        raise SarSegError(
+            f"{path}: model '{meta.name}' is a {meta.task} model; choose a forecast model (task 'forecast')"
+        )
+    info = _forecast_info(meta, path)
+    pair = path.parent / str(info.get("pair", ""))
+    if not info.get("pair") or not pair.is_file():
+        raise SarSegError(
+            f"{path}: its paired {'decoder' if info['role'] == 'encoder' else 'encoder'} step file "
+            f"'{info.get('pair', '')}' (metadata 'training.forecast.pair') is not beside it; keep both files together"
+        )
+    second = load_model(str(pair), device, threads)
+    encoder, decoder = (first, second) if info["role"] == "encoder" else (second, first)
+    dec_info = _forecast_info(decoder.metadata, decoder.path)
+    enc_info = _forecast_info(encoder.metadata, encoder.path)
+    if enc_info["role"] != "encoder" or dec_info["role"] != "decoder":
+        raise SarSegError(f"{path} and {pair} are not an encoder and a decoder step of one forecaster")
+    em, dm = encoder.metadata, decoder.metadata
+    if (em.input_bands, em.class_names, em.output_kind) != (dm.input_bands, dm.class_names, dm.output_kind):
+        raise SarSegError(f"{encoder.path} and {decoder.path} disagree on bands, classes or output kind")
+    if em.sequence_length is None or not em.horizons:
+        raise SarSegError(f"{encoder.path}: a forecaster's metadata needs 'sequence_length' and 'horizons'")
+    input_kind = str(enc_info.get("input_kind", "classes" if em.output_kind == "classes" else "continuous"))
+    if input_kind not in FORECAST_INPUT_KINDS:
+        raise SarSegError(
+            f"{encoder.path}: forecast input kind '{input_kind}' is not one of {', '.join(FORECAST_INPUT_KINDS)}"
+        )
+    stride = int(enc_info.get("state_stride", 1))
+    architecture = str(enc_info.get("architecture", ""))
+    halo = int(
+        enc_info.get("receptive_field")
+        or forecast_halo(architecture, enc_info.get("config", {}), em.sequence_length, len(em.horizons), stride)
+    )
+    state_shape = encoder.session.get_inputs()[1].shape
+    state_channels = _static(state_shape[1]) if len(state_shape) > 1 else None
+    if state_channels is None:
+        state_channels = int(enc_info.get("state_channels", 0))
+    return LoadedForecaster(
+        encoder_path=encoder.path,
+        decoder_path=decoder.path,
+        encoder=encoder.session,
+        decoder=decoder.session,
+        metadata=em,
+        input_kind=input_kind,
+        architecture=architecture,
+        state_channels=state_channels,
+        state_stride=stride,
+        halo=halo,
+        device_used=encoder.device_used,
+        threads=encoder.threads,
+    )
