@@ -10,6 +10,7 @@ setup:
 
 test: setup
 	$(PY) -m pytest -q -rs
+	QT_QPA_PLATFORM=xcb xvfb-run -a $(PY) -m pytest -q -rs tests/gui -o qgis_gui_enabled=true
 
 demo: setup
 	$(PY) scripts/demo.py --out demo_output

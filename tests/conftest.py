@@ -1,4 +1,4 @@
-"""Shared fixtures: the synthetic sample series (ground truth included) for unit and QGIS tests."""
+"""Shared fixtures: the synthetic sample series (ground truth included) and Processing with the sarseg provider."""
 
 from __future__ import annotations
 
@@ -7,9 +7,23 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+import sys  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+
 import pytest  # noqa: E402
 
 from training import synthetic  # noqa: E402
+
+PROCESSING_PLUGINS = "/usr/share/qgis/python/plugins"
+if PROCESSING_PLUGINS not in sys.path:
+    sys.path.append(PROCESSING_PLUGINS)
+
+
+def pytest_ignore_collect(collection_path, config):  # noqa: ANN001, ANN201
+    """tests/gui needs QGIS with its GUI (run under Xvfb with -o qgis_gui_enabled=true, see the Makefile)."""
+    if collection_path.name == "gui" and str(config.getini("qgis_gui_enabled")).lower() in ("false", "0", "no"):
+        return True
+    return None
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +46,22 @@ def free_gdal_objects_before_qgis_exits(qgis_app):  # noqa: ANN001
     GDAL is alive: freed after QGIS has shut down, they crash the interpreter on exit."""
     yield
     gc.collect()
+
+
+@pytest.fixture(scope="session")
+def sarseg(qgis_app, qgis_processing) -> Iterator[object]:  # noqa: ANN001
+    """Processing initialised with the sarseg provider; yields the ``processing`` module."""
+    from qgis.core import QgsApplication
+
+    from sar_seg_plugin.processing.provider import SarSegProvider
+
+    registry = QgsApplication.processingRegistry()
+    provider = registry.providerById("sarseg")
+    if provider is None:
+        provider = SarSegProvider()  # keep a Python reference: the registry does not own the wrapper
+        registry.addProvider(provider)
+    import processing
+
+    yield processing
+    if registry.providerById("sarseg") is not None:
+        registry.removeProvider(registry.providerById("sarseg"))

@@ -375,7 +375,15 @@ def forecast_rasters(
             for step, writer in zip(result.steps, writers):
                 writer.ds.SetMetadataItem(
                     FORECAST_KEY,
-                    json.dumps({"run": run, "step": step.step, "label": step.label, "date": step.date.isoformat()}),
+                    json.dumps(
+                        {
+                            "run": run,
+                            "step": step.step,
+                            "label": step.label,
+                            "date": step.date.isoformat(),
+                            "colors": dict(zip(meta.class_names, meta.class_colors)),
+                        }
+                    ),
                 )
                 if classes_out:
                     writer.ds.SetMetadataItem(areas_key, areas)

@@ -9,6 +9,7 @@ from .base import ICON
 from .convert_db import ConvertDbAlgorithm
 from .evaluate_segmentation import EvaluateSegmentationAlgorithm
 from .extract_patches import ExtractPatchesAlgorithm
+from .forecast import ForecastAlgorithm
 from .normalize import NormalizeAlgorithm
 from .segment import SegmentAlgorithm
 from .speckle_filter import SpeckleFilterAlgorithm
@@ -27,6 +28,7 @@ class SarSegProvider(QgsProcessingProvider):
             StackTimeSeriesAlgorithm(),
             SegmentAlgorithm(),
             EvaluateSegmentationAlgorithm(),
+            ForecastAlgorithm(),
         ):
             self.addAlgorithm(algorithm)
 

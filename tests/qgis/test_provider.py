@@ -17,6 +17,7 @@ EXPECTED = {
     "sarseg:stack_time_series": "Preprocessing",
     "sarseg:segment": "Segmentation",
     "sarseg:evaluate_segmentation": "Segmentation",
+    "sarseg:forecast": "Forecasting",
 }
 
 

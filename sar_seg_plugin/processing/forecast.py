@@ -1,0 +1,256 @@
+"""sarseg:forecast — land cover (or a continuous variable) at t+1, t+2, t+3 days from a daily raster sequence."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+from qgis.core import (
+    QgsFeature,
+    QgsFeatureSink,
+    QgsField,
+    QgsFields,
+    QgsMapLayer,
+    QgsProcessing,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingOutputMultipleLayers,
+    QgsProcessingOutputString,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsWkbTypes,
+)
+from qgis.PyQt.QtCore import QMetaType
+
+from ..core.forecast import forecast_rasters
+from ..models.registry import DEVICES, bundled_forecasters, load_forecaster
+from ..temporal import mark_forecast_layer
+from .base import SarSegAlgorithm
+from .dated_inputs import DATES_HELP, DatedRastersMixin
+from .styling import _ALIVE
+
+DEFAULT_FORECASTER = "sarseg_convlstm_classes"
+
+
+def forecaster_names() -> list[str]:
+    """Bundled forecasters offered in the MODEL list, the default first."""
+    return sorted(bundled_forecasters(), key=lambda n: (n != DEFAULT_FORECASTER, n))
+
+
+class ForecastLayer(QgsProcessingLayerPostProcessorInterface):
+    """On load: the layer's day as its fixed temporal range and its forecast description (from the file)."""
+
+    def postProcessLayer(  # noqa: N802 - QGIS API name
+        self, layer: QgsMapLayer, context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> None:
+        if not mark_forecast_layer(layer):
+            feedback.pushWarning(f"'{layer.name()}' carries no forecast date; its temporal properties are unchanged")
+
+
+class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
+    MODEL = "MODEL"
+    MODEL_FILE = "MODEL_FILE"
+    REFERENCE = "REFERENCE"
+    DEVICE = "DEVICE"
+    PROBABILITIES = "PROBABILITIES"
+    PREFIX = "PREFIX"
+    OUTPUT_FOLDER = "OUTPUT_FOLDER"
+    OUTPUT_CHANGE = "OUTPUT_CHANGE"
+    OUTPUT_AREAS = "OUTPUT_AREAS"
+    OUTPUT_LAYERS = "OUTPUT_LAYERS"
+    GROUP = "GROUP"
+    DATES_OUT = "DATES_OUT"
+
+    NAME = "forecast"
+    DISPLAY_NAME = "Forecast land cover (t+1 to t+3 days)"
+    GROUP_ID = "forecasting"
+    HELP = (
+        "Forecasts the next days from a daily sequence of rasters with a forecasting model (ONNX): the class "
+        "map (or the continuous variable) at t+1, t+2 and t+3 days after the last date (t0).\n\n"
+        "<b>Dated rasters</b>: the sequence, in any order; it is sorted by date. The default forecaster takes "
+        "class maps (one band, classes 0-4: water, vegetation, forest, built-up, bare soil, e.g. outputs of "
+        "sarseg:segment) or class probabilities (one band per class). It uses the last 4 dates; fewer is "
+        "refused, duplicated dates are refused, and days missing between the dates are reported.\n"
+        + DATES_HELP
+        + "<b>Bundled forecaster</b>: a ConvLSTM trained on synthetic daily land-cover sequences (floods rising "
+        "and receding, crops growing).\n"
+        "<b>Forecaster file</b>: optional; the encoder or decoder step .onnx of another forecaster (its pair must "
+        "be beside it).\n"
+        "<b>Reference grid</b>: rasters on other grids are aligned (nearest neighbour for class maps, bilinear "
+        "otherwise) to this raster's grid; by default the earliest raster used.\n"
+        "<b>Device</b>: auto, CPU or CUDA (falls back to CPU).\n"
+        "<b>Write class probabilities</b>: also write each step's per-class probabilities beside its class map.\n"
+        "<b>File name prefix</b>: output files are named <i>prefix_t+1_YYYY-MM-DD.tif</i>; the layers are "
+        "loaded in a group named after the prefix and t0.\n"
+        "<b>Output folder</b>: where the class maps of t0 (the last input) and of each horizon are written.\n"
+        "<b>Change map</b>: what changes class between t0 and t+3 (0 = no change, else 'from -> to' categories "
+        "coloured by the new class).\n"
+        "<b>Class areas</b>: a table of the area (km²) and share of each class at t0 and each horizon.\n\n"
+        "Each map is loaded with its day as a fixed temporal range, so QGIS's temporal controller and the SAR "
+        "Seg forecast dock step through t0..t+3. The rasters are processed in blocks with a halo as wide as the "
+        "forecaster's receptive field, so the result equals a forecast of the whole raster at once (no seams). "
+        "Needs the Python package onnxruntime."
+    )
+
+    def initAlgorithm(self, config: dict | None = None) -> None:  # noqa: N802 - QGIS API name
+        self.add_dated_raster_parameters("Dated rasters")
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.MODEL, self.tr("Bundled forecaster"), options=forecaster_names(), defaultValue=0
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFile(
+                self.MODEL_FILE,
+                self.tr("Forecaster file (.onnx, overrides the bundled forecaster)"),
+                extension="onnx",
+                optional=True,
+            )
+        )
+        self.addParameter(QgsProcessingParameterRasterLayer(self.REFERENCE, self.tr("Reference grid"), optional=True))
+        device = QgsProcessingParameterEnum(
+            self.DEVICE, self.tr("Device"), options=[self.tr("Auto"), "CPU", "CUDA"], defaultValue=0
+        )
+        device.setFlags(device.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(device)
+        self.addParameter(
+            QgsProcessingParameterBoolean(self.PROBABILITIES, self.tr("Write class probabilities"), defaultValue=False)
+        )
+        self.addParameter(
+            QgsProcessingParameterString(self.PREFIX, self.tr("File name prefix"), defaultValue="forecast")
+        )
+        self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, self.tr("Output folder")))
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(
+                self.OUTPUT_CHANGE, self.tr("Change map"), optional=True, createByDefault=True
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFeatureSink(
+                self.OUTPUT_AREAS, self.tr("Class areas"), QgsProcessing.TypeVector, optional=True, createByDefault=True
+            )
+        )
+        self.addOutput(QgsProcessingOutputMultipleLayers(self.OUTPUT_LAYERS, self.tr("Forecast maps (t0 to t+3)")))
+        self.addOutput(QgsProcessingOutputString(self.GROUP, self.tr("Layer group")))
+        self.addOutput(QgsProcessingOutputString(self.DATES_OUT, self.tr("Dates of the maps")))
+
+    def processAlgorithm(  # noqa: N802 - QGIS API name
+        self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> dict:
+        items = self.dated_rasters(parameters, context, "forecast from")
+        model_file = self.parameterAsFile(parameters, self.MODEL_FILE, context)
+        names = forecaster_names()
+        model_name = model_file or names[self.parameterAsEnum(parameters, self.MODEL, context)]
+        device = DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]
+        reference = self.raster_path(parameters, self.REFERENCE, context) if parameters.get(self.REFERENCE) else None
+        prefix = (
+            re.sub(r"[^\w.-]+", "_", self.parameterAsString(parameters, self.PREFIX, context).strip()) or "forecast"
+        )
+        folder = self.parameterAsString(parameters, self.OUTPUT_FOLDER, context)
+        change = self.parameterAsOutputLayer(parameters, self.OUTPUT_CHANGE, context) or None
+        probabilities = self.parameterAsBoolean(parameters, self.PROBABILITIES, context)
+
+        model = self.run_core(lambda: load_forecaster(model_name, device))
+        feedback.pushInfo(self.tr(f"Forecaster: {model.name} ({model.encoder_path}, {model.decoder_path})"))
+        if change and model.metadata.output_kind != "classes":
+            feedback.pushWarning(self.tr("The change map needs a class forecaster; it is not written."))
+            change = None
+        created = not os.path.isdir(folder)
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as err:
+            raise QgsProcessingException(self.tr(f"Cannot create the output folder '{folder}': {err}")) from None
+        try:
+            result = self._forecast(items, model, folder, prefix, reference, probabilities, change, feedback)
+        except BaseException:
+            if created:
+                shutil.rmtree(folder, ignore_errors=True)  # only the folder this run made (outputs are atomic)
+            raise
+        for note in result.notes:
+            feedback.pushWarning(self.tr(note))
+
+        outputs = {
+            self.OUTPUT_FOLDER: folder,
+            self.OUTPUT_LAYERS: [s.path for s in result.steps],
+            self.GROUP: result.run,
+            self.DATES_OUT: ",".join(s.date.isoformat() for s in result.steps),
+        }
+        self._load_in_group(context, result)
+        if change:
+            outputs[self.OUTPUT_CHANGE] = change
+        if parameters.get(self.OUTPUT_AREAS) is not None:
+            sink_id = self._write_areas(parameters, context, result)
+            if sink_id:
+                outputs[self.OUTPUT_AREAS] = sink_id
+        for s in result.steps:
+            if s.class_pixels is not None:
+                feedback.pushInfo(
+                    self.tr(
+                        f"{s.label} ({s.date.isoformat()}): "
+                        + ", ".join(
+                            f"{n} {c / max(s.class_pixels.sum(), 1):.1%}"
+                            for n, c in zip(result.class_names, s.class_pixels)
+                        )
+                    )
+                )
+        return outputs
+
+    def _forecast(self, items, model, folder, prefix, reference, probabilities, change, feedback):  # noqa: ANN001, ANN202, PLR0913
+        return self.run_core(
+            lambda: forecast_rasters(
+                items,
+                model,
+                folder,
+                prefix=prefix,
+                reference_path=reference,
+                probabilities=probabilities,
+                change_path=change,
+                log=feedback.pushInfo,
+                **self.callbacks(feedback),
+            )
+        )
+
+    def _load_in_group(self, context: QgsProcessingContext, result) -> None:  # noqa: ANN001
+        """Load t0..t+3 (and probabilities) in one layer-tree group, each with its day as temporal range."""
+        if context.project() is None:
+            return
+        for k, step in enumerate(result.steps):
+            paths = [(step.path, f"{step.label} {step.date.isoformat()}")]
+            if step.probabilities_path:
+                paths.append((step.probabilities_path, f"{step.label} {step.date.isoformat()} probabilities"))
+            for j, (path, name) in enumerate(paths):
+                details = QgsProcessingContext.LayerDetails(name, context.project(), self.OUTPUT_LAYERS)
+                details.groupName = result.run
+                details.layerSortKey = 2 * k + j
+                processor = ForecastLayer()
+                _ALIVE[path] = processor
+                details.setPostProcessor(processor)
+                context.addLayerToLoadOnCompletion(path, details)
+
+    def _write_areas(self, parameters: dict, context: QgsProcessingContext, result) -> str | None:  # noqa: ANN001
+        fields = QgsFields()
+        fields.append(QgsField("step", QMetaType.Type.Int))
+        fields.append(QgsField("label", QMetaType.Type.QString))
+        fields.append(QgsField("date", QMetaType.Type.QString))
+        fields.append(QgsField("class", QMetaType.Type.QString))
+        fields.append(QgsField("pixels", QMetaType.Type.LongLong))
+        fields.append(QgsField("area_km2", QMetaType.Type.Double))
+        fields.append(QgsField("fraction", QMetaType.Type.Double))
+        sink, sink_id = self.parameterAsSink(parameters, self.OUTPUT_AREAS, context, fields, QgsWkbTypes.NoGeometry)
+        if sink is None:
+            return None
+        for row in result.areas():
+            feature = QgsFeature(fields)
+            feature.setAttributes([row[f.name()] for f in fields])
+            sink.addFeature(feature, QgsFeatureSink.FastInsert)
+        return sink_id

@@ -1,0 +1,167 @@
+"""sarseg:forecast through Processing: temporal layers in a group, dates, areas table, bad sequences, qgis_process."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import json
+import shutil
+
+import numpy as np
+import pytest
+from qgisproc import qgis_process_env, run_algorithm
+from rasters import read_raster
+
+from training import synthetic
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(autouse=True)
+def collect_garbage():
+    yield
+    gc.collect()
+
+
+def label_files(sample_dir) -> list[str]:  # noqa: ANN001
+    manifest = json.loads((sample_dir / "manifest.json").read_text())
+    return [str(sample_dir / entry["labels"]) for entry in manifest["files"]]
+
+
+def test_forecast_loads_dated_layers_in_one_group(sarseg, sample_dir, sample_series, tmp_path):
+    from qgis.core import QgsProject, QgsRasterLayerTemporalProperties, QgsVectorLayer
+
+    from sar_seg_plugin.temporal import forecast_runs
+
+    project = QgsProject.instance()
+    project.clear()
+    files = label_files(sample_dir)
+    result = sarseg.runAndLoadResults(
+        "sarseg:forecast",
+        {
+            "INPUTS": files[::-1],  # reversed: sorted by the dates in the file names
+            "DEVICE": 1,
+            "PREFIX": "flood",
+            "OUTPUT_FOLDER": str(tmp_path),
+            "OUTPUT_CHANGE": str(tmp_path / "change.tif"),
+            "OUTPUT_AREAS": "TEMPORARY_OUTPUT",
+        },
+    )
+    t0 = sample_series.dates[-1].date() if hasattr(sample_series.dates[-1], "date") else sample_series.dates[-1]
+    days = [t0 + dt.timedelta(days=k) for k in range(4)]
+    assert result["DATES_OUT"].split(",") == [d.isoformat() for d in days]
+    assert result["GROUP"] == f"flood {t0.isoformat()}"
+
+    group = project.layerTreeRoot().findGroup(result["GROUP"])
+    assert group is not None, "the maps are loaded in a group named after the run"
+    layers = [node.layer() for node in group.findLayers()]
+    assert len(layers) == 4
+    by_day = {}
+    for layer in layers:
+        props = layer.temporalProperties()
+        assert props.isActive() and props.mode() == QgsRasterLayerTemporalProperties.ModeFixedTemporalRange
+        span = props.fixedTemporalRange()
+        begin, end = span.begin().toPyDateTime(), span.end().toPyDateTime()
+        assert begin.time() == dt.time(0) and end - begin == dt.timedelta(days=1) and not span.includeEnd()
+        by_day[begin.date()] = layer
+    assert sorted(by_day) == days, "each map covers exactly its own day"
+    # t0 is the last input date's map
+    t0_layer = by_day[days[0]]
+    assert (read_raster(t0_layer.source())[0] == sample_series.labels[-1]).all()
+
+    runs = forecast_runs(project)
+    assert [r.name for r in runs] == [result["GROUP"]] and [s.step for s in runs[0].steps] == [0, 1, 2, 3]
+    assert runs[0].dates == days
+
+    # the areas table: one row per class and step, area = pixels x 1e-4 km² (10 m pixels)
+    table = result["OUTPUT_AREAS"]
+    if not isinstance(table, QgsVectorLayer):
+        table = project.mapLayer(table) or QgsVectorLayer(table, "areas", "ogr")
+    rows = [f.attributes() for f in table.getFeatures()]
+    assert len(rows) == 4 * 5
+    names = [f.name() for f in table.fields()]
+    for step, path in enumerate(result["OUTPUT_LAYERS"]):
+        classes = read_raster(path)[0]
+        counts = np.bincount(classes[classes != 255], minlength=5)
+        got = {r[names.index("class")]: r for r in rows if r[names.index("step")] == step}
+        for c, name in enumerate(synthetic.CLASS_NAMES):
+            assert got[name][names.index("pixels")] == counts[c]
+            assert got[name][names.index("area_km2")] == pytest.approx(counts[c] * 1e-4)
+    project.clear()
+
+
+def test_dates_from_the_parameter_and_from_temporal_properties(sarseg, sample_dir, tmp_path):
+    from qgis.core import QgsRasterLayer
+
+    from sar_seg_plugin.temporal import day_range
+
+    files = label_files(sample_dir)
+    result = sarseg.run(
+        "sarseg:forecast",
+        {
+            "INPUTS": files,
+            "DATES": "2025-06-01, 2025-06-02, 2025-06-03, 2025-06-04",
+            "OUTPUT_FOLDER": str(tmp_path / "a"),
+        },
+    )
+    assert result["DATES_OUT"].startswith("2025-06-04,2025-06-05")
+    # names without dates: the layers' temporal properties give them
+    layers = []
+    for k, path in enumerate(files):
+        copy = tmp_path / f"map_{'abcd'[k]}.tif"
+        shutil.copy(path, copy)
+        layer = QgsRasterLayer(str(copy), f"map {k}")
+        props = layer.temporalProperties()
+        props.setIsActive(True)
+        props.setFixedTemporalRange(day_range(dt.date(2024, 2, 27) + dt.timedelta(days=k)))
+        layers.append(layer)
+    result = sarseg.run("sarseg:forecast", {"INPUTS": layers, "OUTPUT_FOLDER": str(tmp_path / "b")})
+    assert result["DATES_OUT"] == "2024-03-01,2024-03-02,2024-03-03,2024-03-04"  # through the leap day
+
+
+@pytest.mark.parametrize(
+    ("dates", "match"),
+    [
+        ("2025-06-01, 2025-06-02, 2025-06-02, 2025-06-03", "same date 2025-06-02"),
+        ("2025-06-01, 2025-06-02", "2 date\\(s\\) given for 4 rasters"),
+    ],
+)
+def test_bad_dates_are_refused(sarseg, sample_dir, tmp_path, dates, match):
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException, match=match):
+        sarseg.run(
+            "sarseg:forecast", {"INPUTS": label_files(sample_dir), "DATES": dates, "OUTPUT_FOLDER": str(tmp_path)}
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_too_short_a_sequence_is_refused(sarseg, sample_dir, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException, match="needs a sequence of 4 daily rasters; 3 given"):
+        sarseg.run("sarseg:forecast", {"INPUTS": label_files(sample_dir)[:3], "OUTPUT_FOLDER": str(tmp_path)})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sar_images_are_refused_by_a_class_forecaster(sarseg, sample_dir, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    manifest = json.loads((sample_dir / "manifest.json").read_text())
+    sar = [str(sample_dir / e["sar"]) for e in manifest["files"]]
+    with pytest.raises(QgsProcessingException, match="takes class maps .* or class probabilities"):
+        sarseg.run("sarseg:forecast", {"INPUTS": sar, "OUTPUT_FOLDER": str(tmp_path)})
+
+
+def test_qgis_process_json_run_forecast(sample_dir, sample_series, tmp_path):
+    env = qgis_process_env(tmp_path / "profile")
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run_algorithm("sarseg:forecast", {"INPUTS": label_files(sample_dir), "OUTPUT_FOLDER": out}, env)
+    paths = result["results"]["OUTPUT_LAYERS"]
+    assert len(paths) == 4 and all(p.startswith(str(out)) for p in paths)
+    assert (read_raster(paths[0])[0] == sample_series.labels[-1]).all()
+    horizon = read_raster(paths[1])[0]
+    valid = sample_series.labels[-1] != 255
+    # one day ahead the map mostly persists: the forecaster keeps most pixels and marks nodata alike
+    assert (horizon[valid] == sample_series.labels[-1][valid]).mean() > 0.8 and (horizon[~valid] == 255).all()
