@@ -30,6 +30,8 @@ package: setup
 bench: setup
 	@bash scripts/setup.sh otb-bin
 	$(PY) bench/speckle.py
+	$(PY) bench/segment.py
+	$(PY) bench/forecast.py
 
 clean:
 	rm -rf demo_output dist build .pytest_cache .ruff_cache

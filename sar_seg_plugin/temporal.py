@@ -26,6 +26,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QDate, QDateTime, QTime
 
 from .core.forecast import FORECAST_KEY
+from .processing.styling import paletted_renderer
 
 PROPERTY = "sarseg/forecast"
 AREA_KEYS = ("SARSEG_AREAS_KM2", "SARSEG_AREAS_PIXELS")
@@ -74,6 +75,9 @@ def mark_forecast_layer(layer: QgsMapLayer, info: dict[str, Any] | None = None) 
     props.setFixedTemporalRange(day_range(dt.date.fromisoformat(info["date"])))
     props.setIsActive(True)
     layer.setCustomProperty(PROPERTY, json.dumps(info))
+    colours = info.get("colors")
+    if isinstance(colours, dict) and layer.bandCount() == 1:
+        paletted_renderer(layer, [(i, name, colour) for i, (name, colour) in enumerate(colours.items())])
     return True
 
 

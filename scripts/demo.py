@@ -12,6 +12,25 @@ from pathlib import Path
 from qgisproc import ROOT, qgis_process_env, run_algorithm
 
 
+def print_forecast_scores(maps: list[str], truth: list[Path]) -> None:
+    """Pixel accuracy of each horizon against the generator's true map, and of persistence (t0 repeated)."""
+    import numpy as np
+    from osgeo import gdal
+
+    def read(path: str | Path) -> np.ndarray:
+        ds = gdal.Open(str(path))
+        return ds.GetRasterBand(1).ReadAsArray()
+
+    t0 = read(truth[0])
+    for k, (predicted, true) in enumerate(zip(maps[1:], truth[1:]), start=1):
+        target = read(true)
+        valid = target != 255
+        model = float((read(predicted)[valid] == target[valid]).mean())
+        persistence = float((t0[valid] == target[valid]).mean())
+        skill = 1 - (1 - model) / (1 - persistence) if persistence < 1 else 0.0
+        print(f"    t+{k}: accuracy {model:.3f} vs persistence {persistence:.3f} (skill {skill:+.2f})")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="demo_output", help="folder for the sample data and the outputs")
@@ -22,7 +41,7 @@ def main() -> int:
     results = out / "preprocessing"
     results.mkdir(parents=True, exist_ok=True)
 
-    print(f"1/8 Generating the synthetic Sentinel-1-like series in {data}")
+    print(f"1/10 Generating the synthetic Sentinel-1-like series in {data}")
     subprocess.run(
         [sys.executable, "-m", "training.synthetic", "--out", str(data), "--size", str(args.size), "--days", "10"],
         cwd=ROOT,
@@ -39,23 +58,23 @@ def main() -> int:
         return result["results"]
 
     filtered = results / "sar_lee_refined.tif"
-    r = step("2/8 Speckle filter", "sarseg:speckle_filter",
+    r = step("2/10 Speckle filter", "sarseg:speckle_filter",
              {"INPUT": scenes[0], "FILTER": 1, "WINDOW": 7, "ESTIMATE_LOOKS": "true", "OUTPUT": filtered})  # fmt: skip
     print(
         f"    estimated number of looks (VV): {r['LOOKS_USED']:.2f}; the generator's speckle has {manifest['looks']} "
         "looks, forest/urban texture and field edges lower the image's effective ENL"
     )
     db = results / "sar_lee_refined_db.tif"
-    step("3/8 Convert to dB", "sarseg:convert_db", {"INPUT": filtered, "DIRECTION": 0, "OUTPUT": db})
+    step("3/10 Convert to dB", "sarseg:convert_db", {"INPUT": filtered, "DIRECTION": 0, "OUTPUT": db})
     normalized = results / "sar_lee_refined_db_zscore.tif"
-    step("4/8 Normalize", "sarseg:normalize",
+    step("4/10 Normalize", "sarseg:normalize",
          {"INPUT": db, "METHOD": 0, "OUTPUT": normalized, "OUTPUT_STATS": results / "normalization.json"})  # fmt: skip
     stack = results / "sar_stack.tif"
-    r = step("5/8 Stack time series", "sarseg:stack_time_series",
+    r = step("5/10 Stack time series", "sarseg:stack_time_series",
              {"INPUTS": [str(s) for s in scenes], "OUTPUT": stack})  # fmt: skip
     print(f"    dates: {r['DATES_OUT']}")
     patches = results / "patches"
-    r = step("6/8 Extract patches", "sarseg:extract_patches",
+    r = step("6/10 Extract patches", "sarseg:extract_patches",
              {"INPUT": db, "LABELS": data / manifest["files"][0]["labels"], "PATCH_SIZE": 64, "STRIDE": 64,
               "VAL_FRACTION": 0.25, "SPLIT_BLOCK": 128, "OUTPUT": patches})  # fmt: skip
     print(f"    {r['TRAIN_COUNT']} training / {r['VAL_COUNT']} validation patches")
@@ -65,20 +84,34 @@ def main() -> int:
     classes = segmentation / "classes.tif"
     confidence = segmentation / "confidence.tif"
     step(
-        "7/8 Segment",
+        "7/10 Segment",
         "sarseg:segment",
         {"INPUT": scenes[0], "MODEL": 0, "OUTPUT": classes, "OUTPUT_CONFIDENCE": confidence},
     )
     report = segmentation / "evaluation.html"
-    r = step("8/8 Evaluate against the generator's truth", "sarseg:evaluate_segmentation",
+    r = step("8/10 Evaluate against the generator's truth", "sarseg:evaluate_segmentation",
              {"PREDICTED": classes, "REFERENCE": data / manifest["files"][0]["labels"], "OUTPUT_HTML": report,
               "OUTPUT_TABLE": segmentation / "evaluation.csv"})  # fmt: skip
     print(f"    mIoU {r['MIOU']:.3f}, overall accuracy {r['OVERALL_ACCURACY']:.3f} (default model, sample scene)")
 
+    forecast = out / "forecast"
+    forecast.mkdir(parents=True, exist_ok=True)
+    first = 3  # days 3..6 in, days 7..9 (known to the generator) forecast
+    labels = [data / f["labels"] for f in manifest["files"]]
+    r = step("9/10 Forecast t+1..t+3", "sarseg:forecast",
+             {"INPUTS": [str(p) for p in labels[first : first + 4]], "OUTPUT_FOLDER": forecast,
+              "OUTPUT_CHANGE": forecast / "change.tif", "OUTPUT_AREAS": forecast / "areas.csv"})  # fmt: skip
+    print(f"    from the class maps of {', '.join(r['DATES_OUT'].split(',')[:1])} and the 3 days before: "
+          f"maps for {', '.join(r['DATES_OUT'].split(',')[1:])}")  # fmt: skip
+    print_forecast_scores(r["OUTPUT_LAYERS"], labels[first + 3 : first + 7])
+    print("10/10 QGIS project with the styled, dated outputs")
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "demo_project.py"), "--out", str(out)], check=True)
+
     print("\nOutputs:")
     print(f"  sample data (SAR, labels, communes): {data}")
-    for path in (filtered, db, normalized, stack, patches / "index.csv", classes, report):
+    for path in (filtered, db, normalized, stack, patches / "index.csv", classes, report, forecast, out / "demo.qgz"):
         print(f"  {path}")
+    print(f"Open the project with the forecast ready for the slider: qgis {out / 'demo.qgz'}")
     print("Open them in QGIS, or run any step yourself, e.g.:")
     print(f"  qgis_process run sarseg:speckle_filter -- INPUT={scenes[0]} FILTER=0 OUTPUT=/tmp/lee.tif")
     return 0

@@ -1,4 +1,5 @@
-"""Screenshot of the speckle filter dialog in the real QGIS desktop (run under Xvfb).
+"""Screenshots of SAR Seg in the real QGIS desktop (run under Xvfb): the speckle filter dialog, or (with
+SARSEG_PROJECT set, e.g. demo_output/demo.qgz) the forecast dock over the demo project at t+2.
 
     Xvfb :99 -screen 0 1600x1000x24 &
     DISPLAY=:99 QGIS_PLUGINPATH=$PWD PYTHONPATH=$PWD/.venv/lib/python3.11/site-packages \
@@ -38,4 +39,30 @@ def take_shot() -> None:
     iface.actionExit().trigger()
 
 
-QTimer.singleShot(3000, open_dialog)
+def open_dock() -> None:
+    from qgis.utils import plugins
+
+    iface.mainWindow().setGeometry(0, 0, 1600, 1000)
+    QgsProject.instance().read(os.environ["SARSEG_PROJECT"])
+    plugin = plugins.get("sar_seg_plugin")
+    print("plugin loaded:", plugin is not None, flush=True)
+    plugin.action.setChecked(True)
+    dock = plugin.dock
+    print("forecast runs:", [dock.run_box.itemText(i) for i in range(dock.run_box.count())], flush=True)
+    iface.mapCanvas().zoomToFullExtent()
+    dock.slider.setValue(2)
+    state["dock"] = dock
+    QTimer.singleShot(3000, take_window_shot)
+
+
+def take_window_shot() -> None:
+    target = os.environ.get("SARSEG_SHOT", "forecast_dock.png")
+    nav = state["dock"].controller()
+    print("controller frame:", nav.currentFrameNumber(), nav.dateTimeRangeForFrameNumber(nav.currentFrameNumber()))
+    iface.mainWindow().grab().save(target)
+    print("saved", target, flush=True)
+    QgsProject.instance().clear()
+    iface.actionExit().trigger()
+
+
+QTimer.singleShot(3000, open_dock if os.environ.get("SARSEG_PROJECT") else open_dialog)

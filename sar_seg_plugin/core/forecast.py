@@ -27,7 +27,7 @@ from .radiometry import to_db
 from .raster_io import GeoTiffWriter, check_not_same_file, iter_blocks, open_raster, read_info, read_window, valid_mask
 from .timeseries import DatedRaster, Grid
 
-DEFAULT_BLOCK = 512
+DEFAULT_BLOCK = 256  # onnxruntime needs ~260 MB for a 256 px block with halo (800 MB at 512) and runs faster
 LogFn = Callable[[str], None]
 #: Metadata key of forecast outputs: JSON with the run, the step, its date and the class areas of every step.
 FORECAST_KEY = "SARSEG_FORECAST"
@@ -177,7 +177,7 @@ def _change_palette(meta: ModelMetadata) -> tuple[dict[int, tuple[int, int, int,
     """Change raster legend: 0 = no change, 1 + from * C + to = a change from class ``from`` to ``to``."""
     names = meta.class_names
     n = len(names)
-    colours = {NO_CHANGE: NO_CHANGE_RGBA, CLASS_NODATA: (0, 0, 0, 0)}
+    colours = {NO_CHANGE: NO_CHANGE_RGBA}  # nodata (255) has no entry: see inference.class_palette
     labels = ["no change"] + [""] * (n * n)
     for a in range(n):
         for b in range(n):
@@ -185,6 +185,12 @@ def _change_palette(meta: ModelMetadata) -> tuple[dict[int, tuple[int, int, int,
                 colours[1 + a * n + b] = _hex_rgba(meta.class_colors[b])
                 labels[1 + a * n + b] = f"{names[a]} -> {names[b]}"
     return colours, labels
+
+
+def change_classes(meta: ModelMetadata) -> list[tuple[int, str, str]]:
+    """(code, label, #rrggbb) of every change-map category, "no change" first."""
+    colours, labels = _change_palette(meta)
+    return [(code, labels[code], "#{:02x}{:02x}{:02x}".format(*colours[code][:3])) for code in sorted(colours)]
 
 
 def change_codes(before: np.ndarray, after: np.ndarray, classes: int) -> np.ndarray:

@@ -145,10 +145,9 @@ def _hex_rgba(colour: str) -> tuple[int, int, int, int]:
 
 
 def class_palette(meta: ModelMetadata) -> dict[int, tuple[int, int, int, int]]:
-    """Colour table of a class raster: the model's class colours, nodata (255) transparent."""
-    colours = {i: _hex_rgba(c) for i, c in enumerate(meta.class_colors)}
-    colours[CLASS_NODATA] = (0, 0, 0, 0)
-    return colours
+    """Colour table of a class raster: the model's class colours only. Nodata (255) is left out: an entry there
+    would make a 256-entry table, which QGIS lists whole (250 black legend entries)."""
+    return {i: _hex_rgba(c) for i, c in enumerate(meta.class_colors)}
 
 
 def class_writer(

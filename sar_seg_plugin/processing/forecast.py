@@ -32,12 +32,12 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QMetaType
 
-from ..core.forecast import forecast_rasters
+from ..core.forecast import change_classes, forecast_rasters
 from ..models.registry import DEVICES, bundled_forecasters, load_forecaster
 from ..temporal import mark_forecast_layer
 from .base import SarSegAlgorithm
 from .dated_inputs import DATES_HELP, DatedRastersMixin
-from .styling import _ALIVE
+from .styling import _ALIVE, ClassPaletteStyle, style_on_load
 
 DEFAULT_FORECASTER = "sarseg_convlstm_classes"
 
@@ -187,6 +187,7 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
         }
         self._load_in_group(context, result)
         if change:
+            style_on_load(context, change, ClassPaletteStyle(change_classes(model.metadata)))
             outputs[self.OUTPUT_CHANGE] = change
         if parameters.get(self.OUTPUT_AREAS) is not None:
             sink_id = self._write_areas(parameters, context, result)

@@ -17,7 +17,7 @@ from qgis.core import (
 from ..core.inference import CONFIDENCE_MEASURES, segment_raster
 from ..models.registry import DEVICES, bundled_models, load_model
 from .base import SarSegAlgorithm
-from .styling import GrayStretchStyle, style_on_load
+from .styling import ClassPaletteStyle, GrayStretchStyle, style_on_load
 
 DEFAULT_MODEL = "sarseg_unet_vvvh"
 
@@ -150,7 +150,14 @@ class SegmentAlgorithm(SarSegAlgorithm):
                 **self.callbacks(feedback),
             )
         )
-        # The class raster carries a GDAL colour table, so QGIS shows it paletted with no extra style.
+        # The class raster carries a GDAL colour table (QGIS shows it paletted anyway); the style lists only the
+        # model's classes.
+        meta = model.metadata
+        style_on_load(
+            context,
+            dst,
+            ClassPaletteStyle(list(zip(range(len(meta.class_names)), meta.class_names, meta.class_colors))),
+        )
         results = {self.OUTPUT: dst}
         if probabilities:
             results[self.OUTPUT_PROBABILITIES] = probabilities

@@ -5,6 +5,7 @@ from __future__ import annotations
 from qgis.core import (
     QgsContrastEnhancement,
     QgsMapLayer,
+    QgsPalettedRasterRenderer,
     QgsProcessingContext,
     QgsProcessingFeedback,
     QgsProcessingLayerPostProcessorInterface,
@@ -12,6 +13,7 @@ from qgis.core import (
     QgsRasterMinMaxOrigin,
     QgsSingleBandGrayRenderer,
 )
+from qgis.PyQt.QtGui import QColor
 
 
 class GrayStretchStyle(QgsProcessingLayerPostProcessorInterface):
@@ -45,3 +47,25 @@ def style_on_load(
     if context.willLoadLayerOnCompletion(output):
         _ALIVE[output] = processor
         context.layerToLoadOnCompletionDetails(output).setPostProcessor(processor)
+
+
+def paletted_renderer(layer: QgsRasterLayer, classes: list[tuple[int, str, str]]) -> None:
+    """Show band 1 as the given (value, label, #rrggbb) classes only (a GeoTIFF colour table has 256 entries,
+    which QGIS would list whole)."""
+    entries = [QgsPalettedRasterRenderer.Class(value, QColor(colour), label) for value, label, colour in classes]
+    layer.setRenderer(QgsPalettedRasterRenderer(layer.dataProvider(), 1, entries))
+    layer.triggerRepaint()
+
+
+class ClassPaletteStyle(QgsProcessingLayerPostProcessorInterface):
+    """Paletted rendering of a class raster with its classes only, named and coloured."""
+
+    def __init__(self, classes: list[tuple[int, str, str]]) -> None:
+        super().__init__()
+        self.classes = classes
+
+    def postProcessLayer(  # noqa: N802 - QGIS API name
+        self, layer: QgsMapLayer, context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> None:
+        if isinstance(layer, QgsRasterLayer) and layer.isValid():
+            paletted_renderer(layer, self.classes)

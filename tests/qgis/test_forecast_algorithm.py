@@ -64,6 +64,9 @@ def test_forecast_loads_dated_layers_in_one_group(sarseg, sample_dir, sample_ser
         begin, end = span.begin().toPyDateTime(), span.end().toPyDateTime()
         assert begin.time() == dt.time(0) and end - begin == dt.timedelta(days=1) and not span.includeEnd()
         by_day[begin.date()] = layer
+        classes = layer.renderer().classes()  # the five classes only, not the 256 entries of the GeoTIFF palette
+        assert [c.label for c in classes] == list(synthetic.CLASS_NAMES)
+        assert [c.color.name() for c in classes] == [c.lower() for c in synthetic.CLASS_COLORS]
     assert sorted(by_day) == days, "each map covers exactly its own day"
     # t0 is the last input date's map
     t0_layer = by_day[days[0]]
