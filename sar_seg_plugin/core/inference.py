@@ -304,34 +304,10 @@ def segment_raster(
                 log(reason)
         elif log:
             log("Resampling to the model's pixel size is turned off: the raster is segmented on its own grid")
+        common = (dst_path, model, probabilities_path, confidence_path, batch_size, progress, is_canceled, log)
         if plan is not None:
-            return _segment_resampled(
-                src,
-                plan,
-                dst_path,
-                model,
-                probabilities_path,
-                confidence_path,
-                batch_size,
-                progress,
-                is_canceled,
-                log,
-                started,
-                confidence,
-            )
-        return _segment_open_raster(
-            src,
-            dst_path,
-            model,
-            probabilities_path,
-            confidence_path,
-            batch_size,
-            progress,
-            is_canceled,
-            log,
-            started,
-            confidence=confidence,
-        )
+            return _segment_resampled(src, plan, *common, started, confidence)
+        return _segment_open_raster(src, *common, started, confidence=confidence)
     except (SarSegError, CancelledError) as err:
         # A traceback keeps the GDAL dataset alive in a reference cycle that a later garbage collection frees,
         # possibly after GDAL has shut down (a crash): drop the frames that hold it.
