@@ -181,6 +181,30 @@ def _class_writer(path: str, info: RasterInfo, meta: ModelMetadata) -> GeoTiffWr
     return class_writer(path, info.width, info.height, geotransform, info.projection, meta)
 
 
+def _open_writers(
+    stack: ExitStack,
+    info: RasterInfo,
+    meta: ModelMetadata,
+    dst_path: str,
+    probabilities_path: str | None,
+    confidence_path: str | None,
+    confidence: str,
+) -> tuple[GeoTiffWriter, GeoTiffWriter | None, GeoTiffWriter | None]:
+    """The class, probability and confidence writers of a run (None when not asked for), entered in ``stack``."""
+    classes = stack.enter_context(_class_writer(dst_path, info, meta))
+    probs = (
+        stack.enter_context(_float_writer(probabilities_path, info, meta.class_names, meta))
+        if probabilities_path
+        else None
+    )
+    conf = (
+        stack.enter_context(_float_writer(confidence_path, info, [_confidence_name(confidence)], meta))
+        if confidence_path
+        else None
+    )
+    return classes, probs, conf
+
+
 def _float_writer(path: str, info: RasterInfo, names: Sequence[str], meta: ModelMetadata) -> GeoTiffWriter:
     return GeoTiffWriter(
         path,
@@ -513,13 +537,12 @@ def _segment_open_raster(
     band_rows = max([b - a for a, b in zip(ys, ys[1:])] + [height - ys[-1]])
     done_tiles = batches = 0
     with ExitStack() as stack:
-        stagers = [_RowStager(stack.enter_context(_class_writer(dst_path, info, meta)), width, height, band_rows, 0)]
-        if probabilities_path:
-            writer = stack.enter_context(_float_writer(probabilities_path, info, meta.class_names, meta))
-            stagers.append(_RowStager(writer, width, height, band_rows, np.nan))
-        if confidence_path:
-            writer = stack.enter_context(_float_writer(confidence_path, info, [_confidence_name(confidence)], meta))
-            stagers.append(_RowStager(writer, width, height, band_rows, np.nan))
+        writers = _open_writers(stack, info, meta, dst_path, probabilities_path, confidence_path, confidence)
+        stagers = [
+            _RowStager(writer, width, height, band_rows, 0 if k == 0 else np.nan)
+            for k, writer in enumerate(writers)
+            if writer is not None
+        ]
         blender = _Blender(
             meta, width, height, ys, xs, stagers, bool(probabilities_path), confidence if confidence_path else None
         )
@@ -765,16 +788,8 @@ def _segment_resampled(
     warped = tmp_class = tmp_probs = tmp_conf = None
     with ExitStack() as stack:
         # The final writers first: they check the output folders before any work, and abort on failure.
-        class_writer = stack.enter_context(_class_writer(dst_path, info, meta))
-        prob_writer = (
-            stack.enter_context(_float_writer(probabilities_path, info, meta.class_names, meta))
-            if probabilities_path
-            else None
-        )
-        conf_writer = (
-            stack.enter_context(_float_writer(confidence_path, info, [_confidence_name(confidence)], meta))
-            if confidence_path
-            else None
+        class_writer, prob_writer, conf_writer = _open_writers(
+            stack, info, meta, dst_path, probabilities_path, confidence_path, confidence
         )
         try:
             tmp_dir = tempfile.mkdtemp(prefix=".sarseg-resample-", dir=str(Path(dst_path).parent))
