@@ -6,6 +6,7 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .base import ICON
+from .cluster_communes import ClusterCommunesAlgorithm
 from .convert_db import ConvertDbAlgorithm
 from .evaluate_segmentation import EvaluateSegmentationAlgorithm
 from .extract_patches import ExtractPatchesAlgorithm
@@ -29,6 +30,7 @@ class SarSegProvider(QgsProcessingProvider):
             SegmentAlgorithm(),
             EvaluateSegmentationAlgorithm(),
             ForecastAlgorithm(),
+            ClusterCommunesAlgorithm(),
         ):
             self.addAlgorithm(algorithm)
 

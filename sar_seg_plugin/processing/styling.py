@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from qgis.core import (
+    NULL,
+    QgsCategorizedSymbolRenderer,
     QgsContrastEnhancement,
     QgsMapLayer,
     QgsPalettedRasterRenderer,
@@ -11,9 +13,15 @@ from qgis.core import (
     QgsProcessingLayerPostProcessorInterface,
     QgsRasterLayer,
     QgsRasterMinMaxOrigin,
+    QgsRendererCategory,
     QgsSingleBandGrayRenderer,
+    QgsSymbol,
+    QgsVectorLayer,
+    QgsWkbTypes,
 )
 from qgis.PyQt.QtGui import QColor
+
+from ..core.cluster_report import cluster_color
 
 
 class GrayStretchStyle(QgsProcessingLayerPostProcessorInterface):
@@ -69,3 +77,32 @@ class ClassPaletteStyle(QgsProcessingLayerPostProcessorInterface):
     ) -> None:
         if isinstance(layer, QgsRasterLayer) and layer.isValid():
             paletted_renderer(layer, self.classes)
+
+
+def cluster_renderer(layer: QgsVectorLayer, k: int, field: str = "cluster") -> None:
+    """Categorised rendering by cluster: clusters 1..k in the report's colours, NULL ("not clustered") in grey."""
+    categories = []
+    for c in range(1, k + 1):
+        symbol = QgsSymbol.defaultSymbol(QgsWkbTypes.PolygonGeometry)
+        symbol.setColor(QColor(cluster_color(c)))
+        categories.append(QgsRendererCategory(c, symbol, f"cluster {c}"))
+    symbol = QgsSymbol.defaultSymbol(QgsWkbTypes.PolygonGeometry)
+    symbol.setColor(QColor("#d0d0d0"))
+    symbol.setOpacity(0.6)
+    categories.append(QgsRendererCategory(NULL, symbol, "not clustered"))
+    layer.setRenderer(QgsCategorizedSymbolRenderer(field, categories))
+    layer.triggerRepaint()
+
+
+class ClusterStyle(QgsProcessingLayerPostProcessorInterface):
+    """Categorised style of the clustered communes (see :func:`cluster_renderer`)."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.k = k
+
+    def postProcessLayer(  # noqa: N802 - QGIS API name
+        self, layer: QgsMapLayer, context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> None:
+        if isinstance(layer, QgsVectorLayer) and layer.isValid():
+            cluster_renderer(layer, self.k)

@@ -1,0 +1,180 @@
+"""HTML report of a commune clustering: k and silhouette, cluster sizes and mean features, a PCA scatter (inline
+SVG, no plotting library needed) and, when given, a summary of a numeric field (e.g. population) per cluster."""
+
+from __future__ import annotations
+
+import html
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+#: Qualitative colours for clusters 1..12 (ColorBrewer Paired / Set1-like), cycled beyond.
+CLUSTER_COLORS = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+    "#393b79",
+    "#ad494a",
+)
+
+
+def cluster_color(cluster: int) -> str:
+    """Colour of cluster number ``cluster`` (1-based)."""
+    return CLUSTER_COLORS[(cluster - 1) % len(CLUSTER_COLORS)]
+
+
+@dataclass
+class ReportData:
+    title: str
+    k: int
+    silhouette: float
+    scores: dict[int, float]  # k -> silhouette tried
+    auto_k: bool
+    labels: np.ndarray  # (rows,) cluster numbers 1..k of the clustered rows
+    names: Sequence[str]  # (rows,)
+    columns: Sequence[str]  # feature column names
+    features: np.ndarray  # (rows, columns) raw feature values
+    xy: np.ndarray  # (rows, 2) PCA of the clustered matrix
+    explained: Sequence[float]  # variance ratio of the two PCA axes
+    families: Sequence[str]
+    inputs: dict[str, str] = field(default_factory=dict)
+    unclustered: dict[str, int] = field(default_factory=dict)  # reason -> count
+    field_name: str | None = None
+    field_values: np.ndarray | None = None  # (rows,) the numeric field, NaN where null
+    notes: Sequence[str] = ()
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return "–" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def scatter_svg(xy: np.ndarray, labels: np.ndarray, names: Sequence[str], explained: Sequence[float]) -> str:
+    """A 2-D scatter of the rows coloured by cluster, with hover titles."""
+    w, h, pad = 640, 440, 46
+    if len(xy) == 0:
+        return ""
+    x, y = xy[:, 0], xy[:, 1]
+
+    def scale(v: np.ndarray, lo_px: float, hi_px: float) -> np.ndarray:
+        lo, hi = float(v.min()), float(v.max())
+        span = hi - lo if hi > lo else 1.0
+        return lo_px + (v - lo) / span * (hi_px - lo_px)
+
+    px, py = scale(x, pad, w - 14), scale(y, h - pad, 14)
+    dots = []
+    for i in np.argsort(labels, kind="stable"):
+        title = html.escape(f"{names[i]} — cluster {int(labels[i])}")
+        dots.append(
+            f'<circle cx="{px[i]:.1f}" cy="{py[i]:.1f}" r="4.5" fill="{cluster_color(int(labels[i]))}" '
+            f'fill-opacity="0.85" stroke="#222" stroke-width="0.5"><title>{title}</title></circle>'
+        )
+    e1 = 100 * float(explained[0]) if len(explained) else 0.0
+    e2 = 100 * float(explained[1]) if len(explained) > 1 else 0.0
+    legend = "".join(
+        f'<rect x="{w - 110}" y="{16 + 18 * j}" width="11" height="11" fill="{cluster_color(c)}"/>'
+        f'<text x="{w - 94}" y="{26 + 18 * j}" font-size="12">cluster {c}</text>'
+        for j, c in enumerate(sorted({int(v) for v in labels}))
+    )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
+        'role="img" aria-label="PCA scatter of the communes coloured by cluster">'
+        f'<rect x="{pad}" y="10" width="{w - pad - 10}" height="{h - pad - 10}" fill="#fafafa" stroke="#bbb"/>'
+        f"{''.join(dots)}{legend}"
+        f'<text x="{(w + pad) / 2:.0f}" y="{h - 12}" font-size="13" text-anchor="middle">'
+        f"PC 1 ({e1:.0f} % of variance)</text>"
+        f'<text x="14" y="{(h - pad) / 2:.0f}" font-size="13" text-anchor="middle" '
+        f'transform="rotate(-90 14 {(h - pad) / 2:.0f})">PC 2 ({e2:.0f} %)</text>'
+        "</svg>"
+    )
+
+
+def render(data: ReportData) -> str:
+    """The report as one self-contained HTML page."""
+    sizes = {c: int((data.labels == c).sum()) for c in range(1, data.k + 1)}
+    n = len(data.labels)
+    parts = [f"<h1>{html.escape(data.title)}</h1>"]
+    if data.inputs:
+        parts.append(_table(["input", "value"], [[html.escape(k), html.escape(v)] for k, v in data.inputs.items()]))
+    chosen = "chosen automatically by silhouette score" if data.auto_k else "given"
+    parts.append(
+        f"<h2>Clusters</h2><p><b>k = {data.k}</b> ({chosen}); mean silhouette <b>{_fmt(data.silhouette)}</b> over "
+        f"{n} clustered communes (1 = well separated, 0 = on a border, &lt; 0 = closer to another cluster). "
+        f"Feature families: {html.escape(', '.join(data.families))}.</p>"
+    )
+    if data.unclustered:
+        items = "".join(f"<li>{html.escape(r)}: {c}</li>" for r, c in data.unclustered.items())
+        parts.append(f"<p>Not clustered (null cluster in the layer, with the reason):</p><ul>{items}</ul>")
+    if len(data.scores) > 1 or data.auto_k:
+        rows = [[str(k), _fmt(s), "<b>chosen</b>" if k == data.k else ""] for k, s in sorted(data.scores.items())]
+        parts.append("<h3>Silhouette per k tried</h3>" + _table(["k", "silhouette", ""], rows))
+    rows = []
+    for c in range(1, data.k + 1):
+        sel = data.labels == c
+        means = data.features[sel].mean(axis=0) if sel.any() else np.full(len(data.columns), np.nan)
+        swatch = f'<span class="sw" style="background:{cluster_color(c)}"></span>'
+        rows.append([f"{swatch}{c}", str(sizes[c]), *(_fmt(v) for v in means)])
+    parts.append(
+        "<h3>Cluster sizes and mean features</h3>" + _table(["cluster", "communes", *data.columns], rows, "wide")
+    )
+    if data.field_name and data.field_values is not None:
+        rows = []
+        for c in range(1, data.k + 1):
+            v = data.field_values[data.labels == c]
+            v = v[np.isfinite(v)]
+            stats = [np.sum(v), np.mean(v), np.median(v), np.min(v), np.max(v)] if v.size else [np.nan] * 5
+            rows.append([str(c), str(int(v.size)), *(_fmt(s, 1) for s in stats)])
+        parts.append(
+            f"<h3>{html.escape(data.field_name)} per cluster</h3>"
+            + _table(["cluster", "communes with a value", "sum", "mean", "median", "min", "max"], rows)
+        )
+    parts.append(
+        "<h3>Feature space (PCA of the standardised, family-weighted features)</h3>"
+        + scatter_svg(data.xy, data.labels, data.names, data.explained)
+    )
+    if data.notes:
+        parts.append("<h3>Notes</h3><ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in data.notes) + "</ul>")
+    style = (
+        "body{font-family:sans-serif;margin:24px;max-width:1100px}table{border-collapse:collapse;margin:8px 0}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}"
+        "table.wide{font-size:12px}.sw{display:inline-block;width:10px;height:10px;margin-right:5px}"
+    )
+    title = html.escape(data.title)
+    return (
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{title}</title><style>{style}</style></head>'
+        f"<body>{''.join(parts)}</body></html>\n"
+    )
+
+
+def write_report(path: str | os.PathLike, data: ReportData) -> Path:
+    """Write the report atomically (a temporary file renamed into place)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".sarseg-", suffix=".html", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(render(data))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes owner-only files; a report is an ordinary file
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out

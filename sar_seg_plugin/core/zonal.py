@@ -1,0 +1,439 @@
+"""Zonal features of polygons over a raster, computed block by block.
+
+The polygons are burnt into a zone raster on the raster's own grid (a pixel belongs to the polygon that contains
+its centre; where polygons overlap, the later one wins). Blocks of the zone raster, the data raster and an optional
+class raster are then read together and folded into per-zone accumulators: pixel counts, sums and sums of squares,
+fixed-bin histograms (for percentiles) and class counts. Memory is one block plus a fixed size per zone, whatever
+the raster size. Embeddings (:func:`zone_embeddings`) run the encoder over each zone's own pixels, one tile row of
+its bounding window at a time. No qgis import.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from osgeo import gdal, ogr, osr
+
+from . import raster_io
+from .errors import CancelledError, SarSegError
+from .radiometry import DB, LINEAR, detect_scale, to_db
+from .raster_io import RasterInfo, Window
+from .timeseries import Grid
+
+#: Histogram bins per statistic series: percentiles are exact to (value range / HIST_BINS).
+HIST_BINS = 1024
+PERCENTILES = (10, 50, 90)
+STATISTICS = ("mean", "std", *(f"p{q}" for q in PERCENTILES))
+#: Band descriptions taken as SAR polarisations: their statistics are in dB.
+POLARISATIONS = ("VV", "VH", "HH", "HV")
+#: Cross-polarisation ratios (numerator, denominator): VH/VV in dB is VH_dB - VV_dB.
+RATIOS = (("VH", "VV"), ("HV", "HH"))
+DEFAULT_BLOCK = 512
+ProgressFn = Callable[[float], None]
+LogFn = Callable[[str], None]
+
+
+def column_name(text: str) -> str:
+    """A field-name-safe lower-case version of a label: 'built-up' -> 'built_up', 'Bare soil' -> 'bare_soil'."""
+    name = re.sub(r"[^0-9a-z]+", "_", text.strip().lower()).strip("_")
+    return name or "x"
+
+
+# --- zones -------------------------------------------------------------------------------------------------------
+
+
+def _srs(wkt: str) -> osr.SpatialReference:
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(wkt)
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return srs
+
+
+def rasterize_zones(geometries: Sequence[bytes | None], grid: Grid, path: str) -> None:
+    """Burn polygons (WKB in the grid's CRS; None = skipped) into a UInt32 GeoTIFF on ``grid``: pixel value
+    i + 1 where the pixel centre lies in ``geometries[i]``, 0 elsewhere. Written by GDAL in chunks of rows."""
+    mem = ogr.GetDriverByName("Memory").CreateDataSource("zones")
+    layer = mem.CreateLayer("zones", _srs(grid.projection) if grid.projection else None, ogr.wkbMultiPolygon)
+    layer.CreateField(ogr.FieldDefn("zone", ogr.OFTInteger64))
+    defn = layer.GetLayerDefn()
+    for i, wkb in enumerate(geometries):
+        if wkb is None:
+            continue
+        feature = ogr.Feature(defn)
+        feature.SetField("zone", i + 1)
+        feature.SetGeometry(ogr.CreateGeometryFromWkb(bytes(wkb)))
+        layer.CreateFeature(feature)
+    options = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"]
+    ds = gdal.GetDriverByName("GTiff").Create(path, grid.width, grid.height, 1, gdal.GDT_UInt32, options)
+    if ds is None:
+        raise SarSegError(f"Could not create the zone raster '{path}': {gdal.GetLastErrorMsg()}")
+    ds.SetGeoTransform(grid.geotransform)
+    if grid.projection:
+        ds.SetProjection(grid.projection)
+    ds.GetRasterBand(1).Fill(0)
+    err = gdal.RasterizeLayer(ds, [1], layer, options=["ATTRIBUTE=zone"])
+    if err != 0:
+        raise SarSegError(f"Burning the polygons into a zone raster failed: {gdal.GetLastErrorMsg()}")
+    ds.FlushCache()
+    ds = None
+
+
+def inside_fraction(wkb: bytes, bounds: tuple[float, float, float, float]) -> float:
+    """Share (0..1) of a polygon's area inside the rectangle ``bounds`` = (xmin, ymin, xmax, ymax)."""
+    geom = ogr.CreateGeometryFromWkb(bytes(wkb))
+    area = geom.GetArea()
+    if area <= 0:
+        return 0.0
+    xmin, ymin, xmax, ymax = bounds
+    ring = ogr.Geometry(ogr.wkbLinearRing)
+    for x, y in ((xmin, ymin), (xmax, ymin), (xmax, ymax), (xmin, ymax), (xmin, ymin)):
+        ring.AddPoint_2D(x, y)
+    box = ogr.Geometry(ogr.wkbPolygon)
+    box.AddGeometry(ring)
+    inter = geom.Intersection(box)
+    return min(1.0, (inter.GetArea() if inter is not None else 0.0) / area)
+
+
+# --- which statistics ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Series:
+    """One statistic series: a band (``bands = (b,)``) or a dB ratio of two bands (``(numerator, denominator)``)."""
+
+    name: str  # column prefix, e.g. "vv", "vh_vv", "b1"
+    label: str  # for reports, e.g. "VV (dB)"
+    bands: tuple[int, ...]  # 0-based band indices
+    lo: float  # histogram range
+    hi: float
+
+
+@dataclass
+class BandPlan:
+    """How a raster's bands become statistics: which bands go to dB and which series are summarised."""
+
+    to_db: list[bool]
+    series: list[Series]
+    notes: list[str] = field(default_factory=list)
+
+
+def _polarisation(description: str) -> str | None:
+    text = description.strip().upper()
+    for pol in POLARISATIONS:
+        if re.search(rf"(^|[^A-Z]){pol}([^A-Z]|$)", text):
+            return pol
+    return None
+
+
+def _range(values: np.ndarray) -> tuple[float, float]:
+    """Histogram range of a sample: its extremes widened by 5 % (values outside land in the end bins)."""
+    if values.size == 0:
+        return 0.0, 1.0
+    lo, hi = float(np.min(values)), float(np.max(values))
+    pad = max(0.05 * (hi - lo), 1e-3 * max(abs(lo), abs(hi), 1.0))
+    return lo - pad, hi + pad
+
+
+def plan_bands(ds: gdal.Dataset, info: RasterInfo) -> BandPlan:
+    """Band statistics to compute. Bands named as SAR polarisations (VV, VH, HH, HV) are summarised in dB (linear
+    power converted), with the cross-polarisation ratio VH/VV (or HV/HH) in dB when both bands are there; other
+    bands are summarised as stored. Histogram ranges come from a decimated sample of the raster."""
+    pols = [_polarisation(d) for d in info.descriptions]
+    if not any(pols) and info.band_count == 2:
+        pols = ["VV", "VH"]
+        notes = ["The raster's bands are not named: band 1 is taken as VV and band 2 as VH (dB statistics)."]
+    else:
+        notes = []
+    samples, convert, series = [], [], []
+    for b in range(info.band_count):
+        sample = raster_io.sample_band(ds, b + 1, max_pixels=250_000)
+        is_sar = pols[b] is not None
+        scale = detect_scale(info.units[b], sample) if is_sar else DB
+        conv = is_sar and scale == LINEAR
+        if conv:
+            sample = to_db(sample).astype(np.float64)
+        samples.append(sample)
+        convert.append(conv)
+        name = pols[b] or f"B{b + 1}"
+        unit = " (dB)" if is_sar else ""
+        series.append(Series(column_name(name), f"{name}{unit}", (b,), *_range(sample)))
+    for num, den in RATIOS:
+        if num in pols and den in pols:
+            i, j = pols.index(num), pols.index(den)
+            n = min(samples[i].size, samples[j].size)
+            lo, hi = _range(samples[i][:n] - samples[j][:n])
+            lo, hi = min(lo, -30.0), max(hi, 10.0)  # samples may differ in valid pixels: keep a wide range
+            series.append(Series(f"{column_name(num)}_{column_name(den)}", f"{num}/{den} (dB)", (i, j), lo, hi))
+    return BandPlan(convert, series, notes)
+
+
+# --- accumulation ---------------------------------------------------------------------------------------------------
+
+
+class ZonalAccumulator:
+    """Per-zone running sums, histograms and class counts (zones numbered 1..n)."""
+
+    def __init__(self, n_zones: int, series: Sequence[Series], n_classes: int = 0) -> None:
+        self.n = n_zones
+        self.series = list(series)
+        self.n_classes = n_classes
+        self.zone_pixels = np.zeros(n_zones, np.int64)  # pixel centres inside the zone
+        self.valid_pixels = np.zeros(n_zones, np.int64)  # ... holding data in every band
+        s = len(self.series)
+        self.sums = np.zeros((n_zones, s))
+        self.sumsq = np.zeros((n_zones, s))
+        self.hist = [np.zeros((n_zones, HIST_BINS), np.int32) for _ in range(s)]
+        self.class_counts = np.zeros((n_zones, n_classes), np.int64)
+
+    def add_block(
+        self, zones: np.ndarray, bands_db: np.ndarray | None, valid: np.ndarray, classes: np.ndarray | None
+    ) -> None:
+        """Fold one block in: ``zones`` (h, w) ids, ``bands_db`` (bands, h, w) values ready for statistics (dB
+        for SAR bands), ``valid`` (h, w) pixels holding data in every band, ``classes`` (h, w) class ids."""
+        n = self.n
+        inzone = zones > 0
+        if not inzone.any():
+            return
+        self.zone_pixels += np.bincount(zones[inzone].astype(np.int64) - 1, minlength=n)[:n]
+        m = inzone & valid
+        zi = zones[m].astype(np.int64) - 1
+        self.valid_pixels += np.bincount(zi, minlength=n)[:n]
+        if bands_db is not None and zi.size:
+            for s, ser in enumerate(self.series):
+                x = bands_db[ser.bands[0]][m].astype(np.float64)
+                if len(ser.bands) == 2:
+                    x = x - bands_db[ser.bands[1]][m]
+                centre = 0.5 * (ser.lo + ser.hi)  # shifted sums keep the variance accurate
+                d = x - centre
+                self.sums[:, s] += np.bincount(zi, weights=d, minlength=n)[:n]
+                self.sumsq[:, s] += np.bincount(zi, weights=d * d, minlength=n)[:n]
+                bins = np.clip(((x - ser.lo) * (HIST_BINS / (ser.hi - ser.lo))).astype(np.int64), 0, HIST_BINS - 1)
+                keys, counts = np.unique(zi * HIST_BINS + bins, return_counts=True)
+                self.hist[s].reshape(-1)[keys] += counts.astype(np.int32)
+        if classes is not None and self.n_classes:
+            c = classes.astype(np.int64)
+            mc = inzone & (c >= 0) & (c < self.n_classes)
+            key = (zones[mc].astype(np.int64) - 1) * self.n_classes + c[mc]
+            self.class_counts += np.bincount(key, minlength=n * self.n_classes)[: n * self.n_classes].reshape(
+                n, self.n_classes
+            )
+
+    # --- results ---
+
+    def _percentile(self, s: int, q: float) -> np.ndarray:
+        ser = self.series[s]
+        hist = self.hist[s].astype(np.int64)
+        total = hist.sum(axis=1)
+        cum = np.cumsum(hist, axis=1)
+        target = q / 100.0 * total
+        # first bin whose cumulative count reaches the target rank; linear inside the bin
+        idx = np.minimum((cum < target[:, None]).sum(axis=1), HIST_BINS - 1)
+        rows = np.arange(self.n)
+        before = np.where(idx > 0, cum[rows, np.maximum(idx - 1, 0)], 0)
+        in_bin = hist[rows, idx]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frac = np.where(in_bin > 0, (target - before) / np.maximum(in_bin, 1), 0.5)
+        width = (ser.hi - ser.lo) / HIST_BINS
+        out = ser.lo + (idx + np.clip(frac, 0.0, 1.0)) * width
+        return np.where(total > 0, out, np.nan)
+
+    def statistics(self) -> dict[str, np.ndarray]:
+        """Columns ``<series>_mean``, ``_std`` (population), ``_p10``, ``_p50``, ``_p90``; NaN without valid pixels."""
+        out: dict[str, np.ndarray] = {}
+        count = self.valid_pixels.astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for s, ser in enumerate(self.series):
+                centre = 0.5 * (ser.lo + ser.hi)
+                mean_d = self.sums[:, s] / count
+                var = np.maximum(self.sumsq[:, s] / count - mean_d**2, 0.0)
+                out[f"{ser.name}_mean"] = mean_d + centre
+                out[f"{ser.name}_std"] = np.sqrt(var)
+                for q in PERCENTILES:
+                    out[f"{ser.name}_p{q}"] = self._percentile(s, q)
+        empty = self.valid_pixels == 0
+        for values in out.values():
+            values[empty] = np.nan
+        return out
+
+    def fractions(self) -> np.ndarray:
+        """(zones, classes) share of each class among the zone's classified pixels; NaN without any."""
+        total = self.class_counts.sum(axis=1, keepdims=True).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(total > 0, self.class_counts / np.maximum(total, 1), np.nan)
+
+
+# --- driver -----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ZonalResult:
+    """Per-zone features (arrays of length n_zones, NaN where a zone has no data)."""
+
+    zone_pixels: np.ndarray
+    valid_pixels: np.ndarray
+    classified_pixels: np.ndarray
+    statistics: dict[str, np.ndarray]
+    series: list[Series]
+    fractions: np.ndarray | None  # (n, classes)
+    class_names: list[str]
+
+
+def zonal_features(
+    raster: gdal.Dataset,
+    zones: gdal.Dataset,
+    n_zones: int,
+    *,
+    plan: BandPlan | None = None,
+    classes: gdal.Dataset | None = None,
+    class_names: Sequence[str] = (),
+    block_size: int = DEFAULT_BLOCK,
+    progress: ProgressFn | None = None,
+    is_canceled: Callable[[], bool] | None = None,
+) -> ZonalResult:
+    """Per-zone statistics (when ``plan``) and class fractions (when ``classes``, a raster on the same grid).
+
+    Block by block: memory is a block plus a fixed amount per zone.
+    """
+    info = raster_io.read_info(raster)
+    if (zones.RasterXSize, zones.RasterYSize) != (info.width, info.height):
+        raise SarSegError("the zone raster is not on the raster's grid")
+    if classes is not None and (classes.RasterXSize, classes.RasterYSize) != (info.width, info.height):
+        raise SarSegError("the class raster is not on the raster's grid")
+    series = plan.series if plan is not None else []
+    acc = ZonalAccumulator(n_zones, series, len(class_names) if classes is not None else 0)
+    class_band = classes.GetRasterBand(1) if classes is not None else None
+    blocks = raster_io.iter_blocks(info.width, info.height, block_size)
+    for k, block in enumerate(blocks):
+        if is_canceled and is_canceled():
+            raise CancelledError("Cancelled by the user.")
+        win: Window = block.core
+        z = zones.GetRasterBand(1).ReadAsArray(win.x, win.y, win.width, win.height)
+        if not (z > 0).any():
+            continue
+        data = raster_io.read_window(raster, win)
+        valid = raster_io.valid_mask(data, info.nodata).all(axis=0)
+        bands_db = None
+        if plan is not None:
+            bands_db = data.copy()
+            for b, conv in enumerate(plan.to_db):
+                if conv:
+                    bands_db[b] = to_db(bands_db[b])
+        cls = None
+        if class_band is not None:
+            cls = class_band.ReadAsArray(win.x, win.y, win.width, win.height)
+            if cls is None:
+                raise SarSegError(f"Reading the class raster failed: {gdal.GetLastErrorMsg()}")
+        acc.add_block(z, bands_db, valid, cls)
+        if progress:
+            progress(100.0 * (k + 1) / len(blocks))
+    return ZonalResult(
+        zone_pixels=acc.zone_pixels,
+        valid_pixels=acc.valid_pixels,
+        classified_pixels=acc.class_counts.sum(axis=1),
+        statistics=acc.statistics() if plan is not None else {},
+        series=series,
+        fractions=acc.fractions() if classes is not None else None,
+        class_names=list(class_names),
+    )
+
+
+# --- embeddings -------------------------------------------------------------------------------------------------------
+
+
+def pixel_window(
+    envelope: tuple[float, float, float, float], geotransform: Sequence[float], width: int, height: int
+) -> Window | None:
+    """Pixels of a north-up raster covering an envelope (xmin, xmax, ymin, ymax), clipped; None when outside."""
+    x0, dx, _, y0, _, dy = geotransform
+    xmin, xmax, ymin, ymax = envelope
+    cols = sorted(((xmin - x0) / dx, (xmax - x0) / dx))
+    rows = sorted(((ymax - y0) / dy, (ymin - y0) / dy))
+    c0, c1 = max(0, int(np.floor(cols[0]))), min(width, int(np.ceil(cols[1])))
+    r0, r1 = max(0, int(np.floor(rows[0]))), min(height, int(np.ceil(rows[1])))
+    if c1 <= c0 or r1 <= r0:
+        return None
+    return Window(c0, r0, c1 - c0, r1 - r0)
+
+
+def zone_embeddings(
+    raster: gdal.Dataset,
+    zones: gdal.Dataset,
+    windows: Sequence[Window | None],
+    encoder: Any,
+    convert: Sequence[bool],
+    batch_size: int = 16,
+    progress: ProgressFn | None = None,
+    is_canceled: Callable[[], bool] | None = None,
+) -> tuple[np.ndarray, int]:
+    """Each zone's embedding: the zone's bounding window (``windows[i]`` for zone i + 1) is cut into encoder tiles;
+    in each tile, pixels outside the zone or without data are set to the training mean (0 after normalisation),
+    and the tile embeddings are averaged weighted by the zone's valid pixels in them. The encoder thus sees the
+    zone's own pixels only. Read one tile row of one window at a time.
+
+    Returns ((zones, d) embeddings, NaN rows for zones without a valid pixel; the number of tiles run).
+    """
+    meta = encoder.metadata
+    tile = meta.tile_size
+    info = raster_io.read_info(raster)
+    n = len(windows)
+    emb_sum: np.ndarray | None = None
+    weight = np.zeros(n)
+    pending: list[tuple[int, float, np.ndarray]] = []
+    tiles_run = 0
+
+    def flush() -> None:
+        nonlocal emb_sum, tiles_run
+        if not pending:
+            return
+        batch = np.ascontiguousarray(np.stack([t for _, _, t in pending]), dtype=np.float32)
+        out = np.asarray(encoder.run(batch), dtype=np.float64).reshape(len(pending), -1)
+        if emb_sum is None:
+            emb_sum = np.zeros((n, out.shape[1]))
+        for (i, count, _), e in zip(pending, out):
+            emb_sum[i] += count * e
+            weight[i] += count
+        tiles_run += len(pending)
+        pending.clear()
+
+    from .inference import tile_starts  # evenly spread tiles, as segmentation lays them
+
+    done = 0
+    for i, win in enumerate(windows):
+        if is_canceled and is_canceled():
+            raise CancelledError("Cancelled by the user.")
+        if win is None:
+            continue
+        for y in tile_starts(win.height, tile, tile):
+            rows = Window(win.x, win.y + y, win.width, min(tile, win.height - y))
+            z = zones.GetRasterBand(1).ReadAsArray(rows.x, rows.y, rows.width, rows.height)
+            mine = z == i + 1
+            if not mine.any():
+                continue
+            data = raster_io.read_window(raster, rows)
+            mine &= raster_io.valid_mask(data, info.nodata).all(axis=0)
+            for b, conv in enumerate(convert):
+                if conv:
+                    data[b] = to_db(data[b])
+            data = meta.normalization.apply(data)
+            data[:, ~(mine[None] & np.isfinite(data)).all(axis=0)] = 0.0
+            for x in tile_starts(win.width, tile, tile):
+                count = float(mine[:, x : x + tile].sum())
+                if count == 0:
+                    continue
+                piece = data[:, :, x : x + tile]
+                ph, pw = tile - piece.shape[1], tile - piece.shape[2]
+                pending.append((i, count, np.pad(piece, ((0, 0), (0, ph), (0, pw))) if ph or pw else piece))
+                if len(pending) >= batch_size:
+                    flush()
+        done += 1
+        if progress:
+            progress(100.0 * done / n)
+    flush()
+    if emb_sum is None:
+        return np.full((n, meta.embedding_size or 0), np.nan), 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(weight[:, None] > 0, emb_sum / weight[:, None], np.nan), tiles_run

@@ -1,0 +1,579 @@
+"""sarseg:cluster_communes — group communes (polygons) by what the imagery shows inside them."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from qgis.core import (
+    QgsCoordinateTransform,
+    QgsCsException,
+    QgsFeature,
+    QgsFeatureRequest,
+    QgsFeatureSink,
+    QgsField,
+    QgsFields,
+    QgsGeometry,
+    QgsProcessing,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeatureSource,
+    QgsProcessingFeedback,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsWkbTypes,
+)
+from qgis.PyQt.QtCore import QMetaType
+
+from ..core import communes
+from ..core.cluster_report import ReportData, write_report
+from ..core.clustering import K_MAX, K_MIN
+from ..core.inference import segment_raster
+from ..models.registry import DEVICES, bundled_models, load_model
+from .base import SarSegAlgorithm, layer_path
+from .segment import DEFAULT_MODEL
+from .styling import ClusterStyle, style_on_load
+
+DEFAULT_ENCODER = "sarseg_encoder_vvvh"
+FAMILY_OPTIONS = (communes.STATISTICS, communes.FRACTIONS, communes.EMBEDDINGS)
+NUMERIC = (
+    QMetaType.Type.Int,
+    QMetaType.Type.UInt,
+    QMetaType.Type.LongLong,
+    QMetaType.Type.ULongLong,
+    QMetaType.Type.Double,
+)
+
+
+def encoder_models() -> list[str]:
+    """Bundled encoders offered in the ENCODER list, the SAR encoder first."""
+    names = [n for n in bundled_models() if "encoder" in n]
+    return sorted(names, key=lambda n: (n != DEFAULT_ENCODER, n))
+
+
+class ClusterCommunesAlgorithm(SarSegAlgorithm):
+    INPUT = "INPUT"
+    RASTER = "RASTER"
+    CLASS_RASTER = "CLASS_RASTER"
+    FEATURES = "FEATURES"
+    K = "K"
+    K_MIN = "K_MIN"
+    K_MAX = "K_MAX"
+    FIELD = "FIELD"
+    FIELD_USE = "FIELD_USE"
+    NAME_FIELD = "NAME_FIELD"
+    NEIGHBOURS = "NEIGHBOURS"
+    SEED = "SEED"
+    ENCODER = "ENCODER"
+    ENCODER_FILE = "ENCODER_FILE"
+    SEGMENTATION_MODEL_FILE = "SEGMENTATION_MODEL_FILE"
+    DEVICE = "DEVICE"
+    OUTPUT = "OUTPUT"
+    OUTPUT_SIMILAR = "OUTPUT_SIMILAR"
+    OUTPUT_REPORT = "OUTPUT_REPORT"
+    K_OUT = "CLUSTERS"
+    SILHOUETTE = "SILHOUETTE"
+
+    NAME = "cluster_communes"
+    DISPLAY_NAME = "Cluster communes"
+    GROUP_ID = "clustering"
+    HELP = (
+        "Groups communes (or any polygons) by what a raster shows inside them, with K-Means.\n\n"
+        "<b>Communes</b>: a polygon layer in any CRS (reprojected to the raster's). Invalid geometries are "
+        "repaired (makeValid) and the log says which. A polygon partly outside the raster uses its inside part "
+        "and is flagged (<i>partial</i>, <i>inside_pct</i>); a polygon fully outside the raster, without any valid "
+        "pixel, or smaller than a pixel is kept with a NULL cluster and a <i>reason</i>.\n"
+        "<b>Raster</b>: e.g. Sentinel-1 VV/VH backscatter (linear power or dB). Bands named VV, VH, HH or HV are "
+        "summarised in dB; an unnamed 2-band raster is taken as VV, VH.\n"
+        "<b>Features</b>:\n"
+        "- <i>Backscatter statistics</i>: mean, standard deviation and 10th/50th/90th percentiles of each band "
+        "(dB for SAR bands) and of the cross-polarisation ratio VH/VV in dB. Percentiles come from per-commune "
+        "histograms of 1024 bins over the raster's value range.\n"
+        "- <i>Land-cover fractions</i>: share of each class among the commune's classified pixels, from the "
+        "<b>Class raster</b> (e.g. the output of 'Segment raster'; aligned to the raster by nearest neighbour) or, "
+        "when none is given, from segmenting the raster with the bundled model (or the <b>Segmentation model "
+        "file</b>).\n"
+        "- <i>CNN embeddings</i>: the encoder runs over each commune's own pixels (pixels outside it set to the "
+        "training mean), tile embeddings are averaged weighted by the commune's pixels, and the leading 8 principal "
+        "components are kept. <b>Encoder</b>: the bundled SAR encoder (VV/VH), the ImageNet EfficientNet-Lite0 "
+        "encoder for 8-bit RGB optical imagery, or any encoder .onnx.\n"
+        "Every feature is standardised, and each family is scaled to the same total weight.\n"
+        "<b>Number of clusters k</b>: 0 chooses k between <b>k min</b> and <b>k max</b> by the best silhouette "
+        "score (on a sample of 5000 communes when there are more).\n"
+        "<b>Numeric field</b> (e.g. population): used as one more feature, or only summarised per cluster in the "
+        "report.\n\n"
+        "Outputs: the communes with <i>cluster</i> (1 = largest), <i>silhouette</i> (per commune, -1..1: how much "
+        "closer it is to its own cluster than to the next one) and the feature columns, styled by cluster; a "
+        "table of the most similar communes of each commune (nearest neighbours in the standardised feature "
+        "space); an HTML report with k and the silhouette per k tried, cluster sizes and mean features, a PCA "
+        "scatter coloured by cluster, and the numeric field per cluster. Memory is bounded by a raster block and "
+        "a few kB per commune, whatever the raster size. Needs scikit-learn (and onnxruntime for models)."
+    )
+
+    def initAlgorithm(self, config: dict | None = None) -> None:  # noqa: N802 - QGIS API name
+        self.addParameter(
+            QgsProcessingParameterFeatureSource(
+                self.INPUT, self.tr("Communes (polygon layer)"), [QgsProcessing.TypeVectorPolygon]
+            )
+        )
+        self.addParameter(QgsProcessingParameterRasterLayer(self.RASTER, self.tr("Raster (e.g. VV/VH backscatter)")))
+        self.addParameter(
+            QgsProcessingParameterRasterLayer(
+                self.CLASS_RASTER, self.tr("Class raster (empty: segment the raster)"), optional=True
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.FEATURES,
+                self.tr("Features"),
+                options=[
+                    self.tr("Backscatter statistics (mean, std, percentiles of VV, VH, VH/VV in dB)"),
+                    self.tr("Land-cover fractions"),
+                    self.tr("CNN embeddings"),
+                ],
+                allowMultiple=True,
+                defaultValue=[0, 1],
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.K,
+                self.tr("Number of clusters k (0 = choose by silhouette)"),
+                QgsProcessingParameterNumber.Integer,
+                0,
+                False,
+                0,
+                1000,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterField(
+                self.FIELD,
+                self.tr("Numeric field (e.g. population)"),
+                parentLayerParameterName=self.INPUT,
+                type=QgsProcessingParameterField.Numeric,
+                optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.FIELD_USE,
+                self.tr("Use of the numeric field"),
+                options=[self.tr("Report only"), self.tr("Also a clustering feature")],
+                defaultValue=0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterField(
+                self.NAME_FIELD,
+                self.tr("Name field (for the similar-communes table and the report)"),
+                parentLayerParameterName=self.INPUT,
+                optional=True,
+            )
+        )
+        advanced = [
+            QgsProcessingParameterNumber(
+                self.K_MIN, self.tr("k min (automatic k)"), QgsProcessingParameterNumber.Integer, K_MIN, False, 2, 1000
+            ),
+            QgsProcessingParameterNumber(
+                self.K_MAX, self.tr("k max (automatic k)"), QgsProcessingParameterNumber.Integer, K_MAX, False, 2, 1000
+            ),
+            QgsProcessingParameterNumber(
+                self.NEIGHBOURS,
+                self.tr("Similar communes listed per commune"),
+                QgsProcessingParameterNumber.Integer,
+                5,
+                False,
+                1,
+                100,
+            ),
+            QgsProcessingParameterNumber(
+                self.SEED, self.tr("Random seed"), QgsProcessingParameterNumber.Integer, 0, False, 0
+            ),
+            QgsProcessingParameterEnum(
+                self.ENCODER, self.tr("Encoder (embeddings)"), options=encoder_models(), defaultValue=0
+            ),
+            QgsProcessingParameterFile(
+                self.ENCODER_FILE,
+                self.tr("Encoder file (.onnx, overrides the bundled encoder)"),
+                extension="onnx",
+                optional=True,
+            ),
+            QgsProcessingParameterFile(
+                self.SEGMENTATION_MODEL_FILE,
+                self.tr("Segmentation model file (.onnx, when no class raster is given)"),
+                extension="onnx",
+                optional=True,
+            ),
+            QgsProcessingParameterEnum(
+                self.DEVICE, self.tr("Device"), options=[self.tr("Auto"), "CPU", "CUDA"], defaultValue=0
+            ),
+        ]
+        for param in advanced:
+            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(param)
+        self.addParameter(
+            QgsProcessingParameterFeatureSink(
+                self.OUTPUT, self.tr("Clustered communes"), QgsProcessing.TypeVectorPolygon
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFeatureSink(
+                self.OUTPUT_SIMILAR,
+                self.tr("Most similar communes"),
+                QgsProcessing.TypeVector,
+                optional=True,
+                createByDefault=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFileDestination(
+                self.OUTPUT_REPORT,
+                self.tr("Clustering report"),
+                self.tr("HTML files (*.html)"),
+                optional=True,
+                createByDefault=True,
+            )
+        )
+
+        self.addOutput(QgsProcessingOutputNumber(self.K_OUT, self.tr("Number of clusters")))
+        self.addOutput(QgsProcessingOutputNumber(self.SILHOUETTE, self.tr("Mean silhouette")))
+
+    # --- reading the polygons ---------------------------------------------------------------------------------------
+
+    def _source(self, parameters: dict, context: QgsProcessingContext) -> QgsProcessingFeatureSource:
+        source = self.parameterAsSource(parameters, self.INPUT, context)
+        if source is None:
+            raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
+        geometry_type = QgsWkbTypes.geometryType(source.wkbType())
+        if geometry_type != QgsWkbTypes.PolygonGeometry:
+            kind = {
+                QgsWkbTypes.PointGeometry: "point",
+                QgsWkbTypes.LineGeometry: "line",
+                QgsWkbTypes.NullGeometry: "geometry-less table",
+            }.get(geometry_type, "non-polygon")
+            raise QgsProcessingException(
+                self.tr(
+                    f"The communes layer is a {kind} layer: give a polygon layer (one polygon or multipolygon per "
+                    "commune)."
+                )
+            )
+        if not source.sourceCrs().isValid():
+            raise QgsProcessingException(
+                self.tr(
+                    "The communes layer has no valid CRS: set it first (Layer Properties > Source > Assigned "
+                    "coordinate reference system) so the polygons can be placed on the raster."
+                )
+            )
+        return source
+
+    def _geometries(self, source, raster_crs, context, feedback):  # noqa: ANN001, ANN202
+        """Features, and for each its polygon WKB in the raster CRS (None with a reason when unusable)."""
+        transform = QgsCoordinateTransform(source.sourceCrs(), raster_crs, context.transformContext())
+        features, wkbs, reasons = [], [], []
+        repaired = 0
+        request = QgsFeatureRequest()
+        for feature in source.getFeatures(request, QgsProcessingFeatureSource.FlagSkipGeometryValidityChecks):
+            if feedback.isCanceled():
+                raise QgsProcessingException(self.tr("Cancelled by the user: no output was written."))
+            features.append(QgsFeature(feature))
+            geom = QgsGeometry(feature.geometry())
+            if geom.isNull() or geom.isEmpty():
+                wkbs.append(None)
+                reasons.append("no geometry")
+                continue
+            if not geom.isGeosValid():
+                fixed = geom.makeValid()
+                fixed.convertGeometryCollectionToSubclass(QgsWkbTypes.PolygonGeometry)
+                if fixed.isNull() or fixed.isEmpty() or fixed.type() != QgsWkbTypes.PolygonGeometry:
+                    wkbs.append(None)
+                    reasons.append("invalid geometry that could not be repaired")
+                    feedback.pushWarning(
+                        self.tr(f"Feature {feature.id()}: invalid geometry that could not be repaired")
+                    )
+                    continue
+                repaired += 1
+                feedback.pushInfo(
+                    self.tr(f"Feature {feature.id()}: invalid geometry ({geom.lastError() or 'not valid'}) repaired")
+                )
+                geom = fixed
+            try:
+                geom.transform(transform)
+            except QgsCsException:
+                wkbs.append(None)
+                reasons.append("cannot be transformed to the raster's CRS")
+                continue
+            wkbs.append(bytes(geom.asWkb()))
+            reasons.append("")
+        if repaired:
+            feedback.pushWarning(self.tr(f"{repaired} invalid geometries were repaired with makeValid"))
+        return features, wkbs, reasons
+
+    def _field_values(self, source, field_name, features):  # noqa: ANN001, ANN202
+        if not field_name:
+            return None
+        index = source.fields().lookupField(field_name)
+        if index < 0:
+            raise QgsProcessingException(self.tr(f"The field '{field_name}' is not in the communes layer."))
+        fld = source.fields().at(index)
+        if fld.type() not in NUMERIC:
+            raise QgsProcessingException(
+                self.tr(
+                    f"The field '{field_name}' is a {fld.typeName()} field, not a number: choose a numeric field "
+                    '(integer or decimal), or convert it first (Field Calculator, e.g. to_real("field")).'
+                )
+            )
+        values = []
+        for f in features:
+            v = f.attribute(index)
+            values.append(None if v is None or v == "" or (hasattr(v, "isNull") and v.isNull()) else float(v))
+        return values
+
+    # --- run ------------------------------------------------------------------------------------------------------
+
+    def processAlgorithm(  # noqa: N802 - QGIS API name
+        self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> dict:
+        source = self._source(parameters, context)
+        raster_layer = self.raster_layer(parameters, self.RASTER, context)
+        raster = layer_path(raster_layer)
+        class_raster = (
+            self.raster_path(parameters, self.CLASS_RASTER, context)
+            if parameters.get(self.CLASS_RASTER) not in (None, "")
+            else None
+        )
+        family_idx = self.parameterAsEnums(parameters, self.FEATURES, context)
+        families = [FAMILY_OPTIONS[i] for i in family_idx]
+        field_name = self.parameterAsString(parameters, self.FIELD, context) or None
+        field_as_feature = self.parameterAsEnum(parameters, self.FIELD_USE, context) == 1
+        name_field = self.parameterAsString(parameters, self.NAME_FIELD, context) or None
+        k = self.parameterAsInt(parameters, self.K, context)
+        k_min = self.parameterAsInt(parameters, self.K_MIN, context)
+        k_max = self.parameterAsInt(parameters, self.K_MAX, context)
+        device = DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]
+        if k_min > k_max:
+            raise QgsProcessingException(self.tr(f"k min ({k_min}) is larger than k max ({k_max}): swap them."))
+        if not families and not (field_name and field_as_feature):
+            raise QgsProcessingException(self.tr("No feature was chosen: choose at least one in Features."))
+        self._refuse_input_as_output(parameters, context, source)
+
+        features, wkbs, reasons = self._geometries(source, raster_layer.crs(), context, feedback)
+        values = self._field_values(source, field_name, features)
+        options = communes.Options(
+            families=families,
+            k=k,
+            k_min=k_min,
+            k_max=k_max,
+            seed=self.parameterAsInt(parameters, self.SEED, context),
+            neighbours=self.parameterAsInt(parameters, self.NEIGHBOURS, context),
+            field_name=field_name,
+            field_values=values,
+            field_as_feature=field_as_feature,
+        )
+        encoder = None
+        if communes.EMBEDDINGS in families:
+            encoder_file = self.parameterAsFile(parameters, self.ENCODER_FILE, context)
+            names = encoder_models()
+            encoder_name = encoder_file or names[self.parameterAsEnum(parameters, self.ENCODER, context)]
+            encoder = self.run_core(lambda: load_model(encoder_name, device))
+            if encoder.metadata.task != "encoder":
+                raise QgsProcessingException(
+                    self.tr(
+                        f"Model '{encoder.metadata.name}' is a {encoder.metadata.task} model: the embeddings need an "
+                        "encoder model (task 'encoder'), such as the bundled SAR encoder."
+                    )
+                )
+            feedback.pushInfo(self.tr(f"Encoder: {encoder.metadata.name} ({encoder.path})"))
+        seg_file = self.parameterAsFile(parameters, self.SEGMENTATION_MODEL_FILE, context)
+
+        def segment(src: str, dst: str) -> list[str]:
+            model = load_model(seg_file or DEFAULT_MODEL, device)
+            feedback.pushInfo(self.tr(f"Segmentation model: {model.metadata.name}"))
+            segment_raster(src, dst, model, log=feedback.pushInfo, is_canceled=feedback.isCanceled)
+            return list(model.metadata.class_names)
+
+        result = self.run_core(
+            lambda: communes.cluster_communes(
+                wkbs,
+                raster,
+                options,
+                reasons=reasons,
+                class_path=class_raster,
+                segment=segment,
+                encoder=encoder,
+                log=feedback.pushInfo,
+                **self.callbacks(feedback),
+            )
+        )
+        for note in result.notes:
+            feedback.pushWarning(self.tr(note))
+        feedback.pushInfo(
+            self.tr(
+                f"k = {result.k}, mean silhouette {result.clustering.silhouette:.3f}; "
+                f"{len(result.clustered)} of {len(features)} communes clustered"
+            )
+        )
+        names = self._names(source, name_field, features)
+        outputs = {self.K_OUT: result.k, self.SILHOUETTE: result.clustering.silhouette}
+        outputs[self.OUTPUT] = self._write_layer(parameters, context, source, features, result)
+        style_on_load(context, outputs[self.OUTPUT], ClusterStyle(result.k))
+        similar = self._write_similar(parameters, context, features, names, result)
+        if similar:
+            outputs[self.OUTPUT_SIMILAR] = similar
+        report = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context)
+        if report:
+            self._write_report(report, raster, class_raster, families, options, names, result)
+            outputs[self.OUTPUT_REPORT] = report
+        return outputs
+
+    def _refuse_input_as_output(self, parameters, context, source) -> None:  # noqa: ANN001
+        layer = self.parameterAsVectorLayer(parameters, self.INPUT, context)
+        if layer is None:
+            return
+        inputs = {os.path.realpath(layer_path(layer))}
+        for name in (self.OUTPUT, self.OUTPUT_SIMILAR):
+            value = self.parameterAsOutputLayer(parameters, name, context) or ""
+            path = value.split("|")[0]
+            if path and os.path.exists(path) and os.path.realpath(path) in inputs:
+                raise QgsProcessingException(
+                    self.tr(
+                        f"The output '{value}' is the communes layer's own file. Choose another output; "
+                        "inputs are never overwritten."
+                    )
+                )
+
+    @staticmethod
+    def _names(source, name_field, features) -> list[str]:  # noqa: ANN001
+        index = source.fields().lookupField(name_field) if name_field else -1
+        if index < 0:
+            return [str(f.id()) for f in features]
+        return [str(f.attribute(index)) for f in features]
+
+    def _write_layer(self, parameters, context, source, features, result) -> str:  # noqa: ANN001
+        added = [
+            QgsField("cluster", QMetaType.Type.Int),
+            QgsField("silhouette", QMetaType.Type.Double),
+            QgsField("reason", QMetaType.Type.QString),
+            QgsField("inside_pct", QMetaType.Type.Double),
+            QgsField("partial", QMetaType.Type.Bool),
+            QgsField("pixels", QMetaType.Type.LongLong),
+            QgsField("valid_pct", QMetaType.Type.Double),
+        ] + [QgsField(name, QMetaType.Type.Double) for name in result.columns]
+        added_names = {f.name().lower() for f in added}
+        fields = QgsFields()
+        kept = []
+        for i, fld in enumerate(source.fields()):
+            if fld.name().lower() in added_names:
+                continue  # a column from an earlier run: replaced
+            fields.append(fld)
+            kept.append(i)
+        for fld in added:
+            fields.append(fld)
+        sink, dest = self.parameterAsSink(
+            parameters, self.OUTPUT, context, fields, source.wkbType(), source.sourceCrs()
+        )
+        if sink is None:
+            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
+
+        def num(v: float) -> float | None:
+            return None if not np.isfinite(v) else float(v)
+
+        for i, feature in enumerate(features):
+            out = QgsFeature(fields)
+            out.setGeometry(feature.geometry())
+            attrs = [feature.attribute(j) for j in kept]
+            c = int(result.cluster[i])
+            attrs += [
+                c if c else None,
+                num(result.silhouette[i]),
+                result.reason[i] or None,
+                round(100.0 * float(result.inside[i]), 3),
+                bool(result.partial[i]),
+                int(result.pixels[i]),
+                num(100.0 * result.valid_share[i]),
+            ]
+            attrs += [num(col[i]) for col in result.columns.values()]
+            out.setAttributes(attrs)
+            if not sink.addFeature(out, QgsFeatureSink.FastInsert):
+                raise QgsProcessingException(self.writeFeatureError(sink, parameters, self.OUTPUT))
+        return dest
+
+    def _write_similar(self, parameters, context, features, names, result) -> str | None:  # noqa: ANN001
+        if parameters.get(self.OUTPUT_SIMILAR) is None:
+            return None
+        fields = QgsFields()
+        for name, kind in (
+            ("commune_fid", QMetaType.Type.LongLong),
+            ("commune", QMetaType.Type.QString),
+            ("cluster", QMetaType.Type.Int),
+            ("rank", QMetaType.Type.Int),
+            ("similar_fid", QMetaType.Type.LongLong),
+            ("similar", QMetaType.Type.QString),
+            ("similar_cluster", QMetaType.Type.Int),
+            ("distance", QMetaType.Type.Double),
+            ("same_cluster", QMetaType.Type.Bool),
+        ):
+            fields.append(QgsField(name, kind))
+        sink, dest = self.parameterAsSink(parameters, self.OUTPUT_SIMILAR, context, fields, QgsWkbTypes.NoGeometry)
+        if sink is None:
+            return None
+        for r, i in enumerate(result.clustered):
+            for rank, (j, d) in enumerate(zip(result.neighbours[r], result.distances[r]), start=1):
+                out = QgsFeature(fields)
+                ci, cj = int(result.cluster[i]), int(result.cluster[j])
+                out.setAttributes(
+                    [features[i].id(), names[i], ci, rank, features[j].id(), names[j], cj, float(d), ci == cj]
+                )
+                sink.addFeature(out, QgsFeatureSink.FastInsert)
+        return dest
+
+    def _write_report(self, path, raster, class_raster, families, options, names, result) -> None:  # noqa: ANN001, PLR0913
+        rows = result.clustered
+        columns = list(result.columns)
+        inputs = {
+            "raster": raster,
+            "class raster": class_raster or "segmented by the bundled model",
+            "communes": str(len(result.cluster)),
+        }
+        unclustered: dict[str, int] = {}
+        for i, reason in enumerate(result.reason):
+            if not result.cluster[i]:
+                unclustered[reason] = unclustered.get(reason, 0) + 1
+        partial = int(result.partial[rows].sum())
+        notes = list(result.notes)
+        if partial:
+            notes.append(f"{partial} clustered communes lie partly outside the raster: their inside part was used")
+        field_values = None
+        if options.field_name and options.field_values is not None:
+            field_values = np.array([np.nan if v is None else v for v in options.field_values], float)[rows]
+        data = ReportData(
+            title="SAR Seg — commune clustering",
+            k=result.k,
+            silhouette=result.clustering.silhouette,
+            scores=result.clustering.scores,
+            auto_k=options.k == 0,
+            labels=result.cluster[rows],
+            names=[names[i] for i in rows],
+            columns=columns,
+            features=np.column_stack([result.columns[c][rows] for c in columns])
+            if columns
+            else np.zeros((len(rows), 0)),
+            xy=result.xy,
+            explained=list(result.explained),
+            families=[communes.FAMILY_LABELS[f] for f in families]
+            + ([options.field_name] if options.field_as_feature and options.field_name else []),
+            inputs=inputs,
+            unclustered=unclustered,
+            field_name=options.field_name,
+            field_values=field_values,
+            notes=notes,
+        )
+        self.run_core(lambda: write_report(path, data))
