@@ -20,6 +20,7 @@ from training.synthetic import CLASS_NAMES  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 SEGMENTATION = "sarseg_unet_vvvh"
 ENCODER = "sarseg_encoder_vvvh"
+IMAGENET_ENCODER = "imagenet_effnetlite0_encoder_rgb"  # not trained here: tests/training/test_imagenet_encoder.py
 FORECAST_DIR = MODELS_DIR / "forecast"
 FORECAST_ENCODER = FORECAST_DIR / "sarseg_convlstm_classes_encoder.onnx"
 FORECAST_DECODER = FORECAST_DIR / "sarseg_convlstm_classes_decoder.onnx"
@@ -49,7 +50,7 @@ def _card_miou() -> float:
 
 
 def test_bundled_listing_is_single_file_models() -> None:
-    assert set(bundled_models()) == {SEGMENTATION, ENCODER}
+    assert set(bundled_models()) - {IMAGENET_ENCODER} == {SEGMENTATION, ENCODER}
     assert FORECAST_ENCODER.is_file() and FORECAST_DECODER.is_file()
     assert CARD.is_file()
 
@@ -93,10 +94,11 @@ def test_forecast_step_metadata(path: Path) -> None:
 
 def test_file_sizes() -> None:
     files = sorted(MODELS_DIR.rglob("*.onnx"))
-    assert len(files) == 4
+    assert len(files) - (MODELS_DIR / f"{IMAGENET_ENCODER}.onnx").is_file() == 4
     for path in files:
         assert path.stat().st_size < 10 * MB, f"{path.name} is {path.stat().st_size / MB:.1f} MB"
-    assert sum(p.stat().st_size for p in files) < 20 * MB
+    # The plugin zip must stay under 25 MB (plugins.qgis.org); the ONNX files barely compress.
+    assert sum(p.stat().st_size for p in files) < 22 * MB
 
 
 def test_forecaster_runs_on_a_tiny_sequence() -> None:
