@@ -16,7 +16,7 @@ import numpy as np
 from osgeo import gdal, ogr
 
 from . import clustering, raster_io, zonal
-from .errors import SarSegError
+from .errors import CancelledError, SarSegError
 from .timeseries import Grid, aligned, release, require_crs
 
 #: Feature families, in the order the tool lists them.
@@ -98,6 +98,11 @@ def class_names_of(ds: gdal.Dataset) -> list[str]:
             "output of 'Segment raster')"
         )
     return [f"class_{i}" for i in range(top + 1)]
+
+
+def _stop_if_cancelled(is_canceled: Callable[[], bool] | None) -> None:
+    if is_canceled and is_canceled():
+        raise CancelledError("Cancelled by the user.")
 
 
 def _check_families(families: Sequence[str]) -> list[str]:
@@ -220,6 +225,8 @@ def cluster_communes(
         src = None
         shutil.rmtree(work, ignore_errors=True)
 
+    _stop_if_cancelled(is_canceled)
+
     # --- which polygons can be clustered ---
     usable = np.array([g is not None and not reason[i] for i, g in enumerate(geometries)])
     for i in range(n):
@@ -278,6 +285,7 @@ def cluster_communes(
         )
     x = clustering.weighted_matrix(fam_list)
     result = clustering.cluster(x, options.k, options.seed, options.k_min, options.k_max, n_total=n, log=log)
+    _stop_if_cancelled(is_canceled)
     notes.extend(result.notes)
     # Number clusters 1..k by decreasing size (ties by first member), so numbers are stable and readable.
     order = sorted(range(result.k), key=lambda c: (-(result.labels == c).sum(), np.argmax(result.labels == c)))

@@ -370,7 +370,8 @@ def zone_embeddings(
     is_canceled: Callable[[], bool] | None = None,
 ) -> tuple[np.ndarray, int]:
     """Each zone's embedding: the zone's bounding window (``windows[i]`` for zone i + 1) is cut into encoder tiles;
-    in each tile, pixels outside the zone or without data are set to the training mean (0 after normalisation),
+    in each tile, pixels outside the zone or without data are set to the training mean (0 after normalisation;
+    tiles at the window's right and bottom edges are padded with it),
     and the tile embeddings are averaged weighted by the zone's valid pixels in them. The encoder thus sees the
     zone's own pixels only. Read one tile row of one window at a time.
 
@@ -399,15 +400,13 @@ def zone_embeddings(
         tiles_run += len(pending)
         pending.clear()
 
-    from .inference import tile_starts  # evenly spread tiles, as segmentation lays them
-
     done = 0
     for i, win in enumerate(windows):
         if is_canceled and is_canceled():
             raise CancelledError("Cancelled by the user.")
         if win is None:
             continue
-        for y in tile_starts(win.height, tile, tile):
+        for y in range(0, win.height, tile):  # tiles side by side: each pixel counts once
             rows = Window(win.x, win.y + y, win.width, min(tile, win.height - y))
             z = zones.GetRasterBand(1).ReadAsArray(rows.x, rows.y, rows.width, rows.height)
             mine = z == i + 1
@@ -420,7 +419,7 @@ def zone_embeddings(
                     data[b] = to_db(data[b])
             data = meta.normalization.apply(data)
             data[:, ~(mine[None] & np.isfinite(data)).all(axis=0)] = 0.0
-            for x in tile_starts(win.width, tile, tile):
+            for x in range(0, win.width, tile):
                 count = float(mine[:, x : x + tile].sum())
                 if count == 0:
                     continue

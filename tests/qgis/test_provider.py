@@ -18,6 +18,7 @@ EXPECTED = {
     "sarseg:segment": "Segmentation",
     "sarseg:evaluate_segmentation": "Segmentation",
     "sarseg:forecast": "Forecasting",
+    "sarseg:cluster_communes": "Clustering",
 }
 
 
