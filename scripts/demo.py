@@ -1,4 +1,4 @@
-"""make demo: generate the sample SAR series and run the preprocessing chain through qgis_process."""
+"""make demo: generate the sample SAR series and run every SAR Seg tool on it through qgis_process."""
 
 from __future__ import annotations
 
@@ -31,6 +31,23 @@ def print_forecast_scores(maps: list[str], truth: list[Path]) -> None:
         print(f"    t+{k}: accuracy {model:.3f} vs persistence {persistence:.3f} (skill {skill:+.2f})")
 
 
+def print_cluster_agreement(result: dict[str, object], manifest: dict) -> None:
+    """k, silhouette and the agreement of the clusters with the generator's commune archetypes."""
+    from osgeo import ogr
+    from sklearn.metrics import adjusted_rand_score
+
+    ds = ogr.Open(str(result["OUTPUT"]))
+    layer = ds.GetLayer(0)
+    pairs = [(f.GetField("archetype"), f.GetField("cluster")) for f in layer]
+    ds = None
+    truth, found = zip(*[(a, c) for a, c in pairs if c is not None])
+    print(
+        f"    k = {result['CLUSTERS']} (chosen by silhouette; the generator used {len(manifest['archetype_names'])} "
+        f"archetypes), mean silhouette {result['SILHOUETTE']:.3f}, {len(found)} of {len(pairs)} communes clustered"
+    )
+    print(f"    agreement with the true archetypes: adjusted Rand index {adjusted_rand_score(truth, found):.3f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="demo_output", help="folder for the sample data and the outputs")
@@ -41,7 +58,7 @@ def main() -> int:
     results = out / "preprocessing"
     results.mkdir(parents=True, exist_ok=True)
 
-    print(f"1/10 Generating the synthetic Sentinel-1-like series in {data}")
+    print(f"1/11 Generating the synthetic Sentinel-1-like series in {data}")
     subprocess.run(
         [sys.executable, "-m", "training.synthetic", "--out", str(data), "--size", str(args.size), "--days", "10"],
         cwd=ROOT,
@@ -58,23 +75,23 @@ def main() -> int:
         return result["results"]
 
     filtered = results / "sar_lee_refined.tif"
-    r = step("2/10 Speckle filter", "sarseg:speckle_filter",
+    r = step("2/11 Speckle filter", "sarseg:speckle_filter",
              {"INPUT": scenes[0], "FILTER": 1, "WINDOW": 7, "ESTIMATE_LOOKS": "true", "OUTPUT": filtered})  # fmt: skip
     print(
         f"    estimated number of looks (VV): {r['LOOKS_USED']:.2f}; the generator's speckle has {manifest['looks']} "
         "looks, forest/urban texture and field edges lower the image's effective ENL"
     )
     db = results / "sar_lee_refined_db.tif"
-    step("3/10 Convert to dB", "sarseg:convert_db", {"INPUT": filtered, "DIRECTION": 0, "OUTPUT": db})
+    step("3/11 Convert to dB", "sarseg:convert_db", {"INPUT": filtered, "DIRECTION": 0, "OUTPUT": db})
     normalized = results / "sar_lee_refined_db_zscore.tif"
-    step("4/10 Normalize", "sarseg:normalize",
+    step("4/11 Normalize", "sarseg:normalize",
          {"INPUT": db, "METHOD": 0, "OUTPUT": normalized, "OUTPUT_STATS": results / "normalization.json"})  # fmt: skip
     stack = results / "sar_stack.tif"
-    r = step("5/10 Stack time series", "sarseg:stack_time_series",
+    r = step("5/11 Stack time series", "sarseg:stack_time_series",
              {"INPUTS": [str(s) for s in scenes], "OUTPUT": stack})  # fmt: skip
     print(f"    dates: {r['DATES_OUT']}")
     patches = results / "patches"
-    r = step("6/10 Extract patches", "sarseg:extract_patches",
+    r = step("6/11 Extract patches", "sarseg:extract_patches",
              {"INPUT": db, "LABELS": data / manifest["files"][0]["labels"], "PATCH_SIZE": 64, "STRIDE": 64,
               "VAL_FRACTION": 0.25, "SPLIT_BLOCK": 128, "OUTPUT": patches})  # fmt: skip
     print(f"    {r['TRAIN_COUNT']} training / {r['VAL_COUNT']} validation patches")
@@ -84,12 +101,12 @@ def main() -> int:
     classes = segmentation / "classes.tif"
     confidence = segmentation / "confidence.tif"
     step(
-        "7/10 Segment",
+        "7/11 Segment",
         "sarseg:segment",
         {"INPUT": scenes[0], "MODEL": 0, "OUTPUT": classes, "OUTPUT_CONFIDENCE": confidence},
     )
     report = segmentation / "evaluation.html"
-    r = step("8/10 Evaluate against the generator's truth", "sarseg:evaluate_segmentation",
+    r = step("8/11 Evaluate against the generator's truth", "sarseg:evaluate_segmentation",
              {"PREDICTED": classes, "REFERENCE": data / manifest["files"][0]["labels"], "OUTPUT_HTML": report,
               "OUTPUT_TABLE": segmentation / "evaluation.csv"})  # fmt: skip
     print(f"    mIoU {r['MIOU']:.3f}, overall accuracy {r['OVERALL_ACCURACY']:.3f} (default model, sample scene)")
@@ -98,18 +115,27 @@ def main() -> int:
     forecast.mkdir(parents=True, exist_ok=True)
     first = 3  # days 3..6 in, days 7..9 (known to the generator) forecast
     labels = [data / f["labels"] for f in manifest["files"]]
-    r = step("9/10 Forecast t+1..t+3", "sarseg:forecast",
+    r = step("9/11 Forecast t+1..t+3", "sarseg:forecast",
              {"INPUTS": [str(p) for p in labels[first : first + 4]], "OUTPUT_FOLDER": forecast,
               "OUTPUT_CHANGE": forecast / "change.tif", "OUTPUT_AREAS": forecast / "areas.csv"})  # fmt: skip
     print(f"    from the class maps of {', '.join(r['DATES_OUT'].split(',')[:1])} and the 3 days before: "
           f"maps for {', '.join(r['DATES_OUT'].split(',')[1:])}")  # fmt: skip
     print_forecast_scores(r["OUTPUT_LAYERS"], labels[first + 3 : first + 7])
-    print("10/10 QGIS project with the styled, dated outputs")
+    clusters = out / "clustering"
+    clusters.mkdir(parents=True, exist_ok=True)
+    r = step("10/11 Cluster communes", "sarseg:cluster_communes",
+             {"INPUT": data / manifest["communes_file"], "RASTER": scenes[0], "CLASS_RASTER": classes,
+              "FIELD": "population", "NAME_FIELD": "name", "OUTPUT": clusters / "communes_clustered.gpkg",
+              "OUTPUT_SIMILAR": clusters / "similar_communes.csv",
+              "OUTPUT_REPORT": clusters / "report.html"})  # fmt: skip
+    print_cluster_agreement(r, manifest)
+    print("11/11 QGIS project with the styled, dated outputs")
     subprocess.run([sys.executable, str(ROOT / "scripts" / "demo_project.py"), "--out", str(out)], check=True)
 
     print("\nOutputs:")
     print(f"  sample data (SAR, labels, communes): {data}")
-    for path in (filtered, db, normalized, stack, patches / "index.csv", classes, report, forecast, out / "demo.qgz"):
+    for path in (filtered, db, normalized, stack, patches / "index.csv", classes, report, forecast,
+                 clusters / "report.html", out / "demo.qgz"):  # fmt: skip
         print(f"  {path}")
     print(f"Open the project with the forecast ready for the slider: qgis {out / 'demo.qgz'}")
     print("Open them in QGIS, or run any step yourself, e.g.:")

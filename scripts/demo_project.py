@@ -27,14 +27,14 @@ def main() -> int:
     args = parser.parse_args()
     out = Path(args.out).resolve()
 
-    from qgis.core import QgsApplication, QgsDateTimeRange, QgsProject, QgsRasterLayer
+    from qgis.core import QgsApplication, QgsDateTimeRange, QgsProject, QgsRasterLayer, QgsVectorLayer
 
     app = QgsApplication([], False)
     app.initQgis()
     try:
         from sar_seg_plugin.core.forecast import change_classes
         from sar_seg_plugin.models.registry import load_forecaster
-        from sar_seg_plugin.processing.styling import paletted_renderer
+        from sar_seg_plugin.processing.styling import cluster_renderer, paletted_renderer
         from sar_seg_plugin.temporal import day_range, file_forecast_info, forecast_runs, mark_forecast_layer
 
         project = QgsProject.instance()
@@ -66,6 +66,14 @@ def main() -> int:
             if path.name == "classes.tif":
                 colours = file_forecast_info(str(forecasts[0]))["colors"]
                 paletted_renderer(layer, [(i, n, c) for i, (n, c) in enumerate(colours.items())])
+            project.addMapLayer(layer)
+            root.findLayer(layer.id()).setItemVisibilityChecked(False)
+        clustered = out / "clustering" / "communes_clustered.gpkg"
+        if clustered.exists():
+            layer = QgsVectorLayer(str(clustered), "communes by cluster")
+            k = max((f["cluster"] for f in layer.getFeatures() if f["cluster"]), default=0)
+            cluster_renderer(layer, int(k))
+            layer.setOpacity(0.75)
             project.addMapLayer(layer)
             root.findLayer(layer.id()).setItemVisibilityChecked(False)
         runs = forecast_runs(project)
