@@ -60,14 +60,15 @@ def _fmt(value: float, digits: int = 3) -> str:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    """An HTML table; cells (header included) are HTML already (escape text before)."""
+    head = "".join(f"<th>{h}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def scatter_svg(xy: np.ndarray, labels: np.ndarray, names: Sequence[str], explained: Sequence[float]) -> str:
     """A 2-D scatter of the rows coloured by cluster, with hover titles."""
-    w, h, pad = 640, 440, 46
+    w, h, pad, legend_w = 720, 440, 46, 110
     if len(xy) == 0:
         return ""
     x, y = xy[:, 0], xy[:, 1]
@@ -75,9 +76,11 @@ def scatter_svg(xy: np.ndarray, labels: np.ndarray, names: Sequence[str], explai
     def scale(v: np.ndarray, lo_px: float, hi_px: float) -> np.ndarray:
         lo, hi = float(v.min()), float(v.max())
         span = hi - lo if hi > lo else 1.0
+        lo, span = lo - 0.06 * span, 1.12 * span  # a margin so that no dot sits on the frame
         return lo_px + (v - lo) / span * (hi_px - lo_px)
 
-    px, py = scale(x, pad, w - 14), scale(y, h - pad, 14)
+    right = w - legend_w
+    px, py = scale(x, pad, right - 10), scale(y, h - pad, 10)
     dots = []
     for i in np.argsort(labels, kind="stable"):
         title = html.escape(f"{names[i]} — cluster {int(labels[i])}")
@@ -88,21 +91,38 @@ def scatter_svg(xy: np.ndarray, labels: np.ndarray, names: Sequence[str], explai
     e1 = 100 * float(explained[0]) if len(explained) else 0.0
     e2 = 100 * float(explained[1]) if len(explained) > 1 else 0.0
     legend = "".join(
-        f'<rect x="{w - 110}" y="{16 + 18 * j}" width="11" height="11" fill="{cluster_color(c)}"/>'
-        f'<text x="{w - 94}" y="{26 + 18 * j}" font-size="12">cluster {c}</text>'
+        f'<rect x="{right + 8}" y="{16 + 18 * j}" width="11" height="11" fill="{cluster_color(c)}"/>'
+        f'<text x="{right + 24}" y="{26 + 18 * j}" font-size="12">cluster {c}</text>'
         for j, c in enumerate(sorted({int(v) for v in labels}))
     )
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
         'role="img" aria-label="PCA scatter of the communes coloured by cluster">'
-        f'<rect x="{pad}" y="10" width="{w - pad - 10}" height="{h - pad - 10}" fill="#fafafa" stroke="#bbb"/>'
+        f'<rect x="{pad}" y="10" width="{right - pad}" height="{h - pad - 10}" fill="#fafafa" stroke="#bbb"/>'
         f"{''.join(dots)}{legend}"
-        f'<text x="{(w + pad) / 2:.0f}" y="{h - 12}" font-size="13" text-anchor="middle">'
+        f'<text x="{(right + pad) / 2:.0f}" y="{h - 12}" font-size="13" text-anchor="middle">'
         f"PC 1 ({e1:.0f} % of variance)</text>"
         f'<text x="14" y="{(h - pad) / 2:.0f}" font-size="13" text-anchor="middle" '
         f'transform="rotate(-90 14 {(h - pad) / 2:.0f})">PC 2 ({e2:.0f} %)</text>'
         "</svg>"
     )
+
+
+def _distinctive(data: ReportData, means: np.ndarray, swatches: Sequence[str], top: int = 3) -> str:
+    """For each cluster, the features whose cluster mean lies furthest from the mean of all communes, in standard
+    deviations of all communes (e.g. 'frac_built_up +2.1 sd')."""
+    overall = data.features.mean(axis=0)
+    std = data.features.std(axis=0)
+    rows = []
+    for c in range(data.k):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = np.where(std > 0, (means[c] - overall) / np.where(std > 0, std, 1.0), 0.0)
+        order = np.argsort(-np.abs(np.nan_to_num(z)))[:top]
+        text = ", ".join(
+            f"{'high' if z[j] > 0 else 'low'} {html.escape(data.columns[j])} ({z[j]:+.1f} sd)" for j in order if z[j]
+        )
+        rows.append([swatches[c], text or "–"])
+    return _table(["cluster", "features furthest from the average commune"], rows, "left")
 
 
 def render(data: ReportData) -> str:
@@ -111,7 +131,9 @@ def render(data: ReportData) -> str:
     n = len(data.labels)
     parts = [f"<h1>{html.escape(data.title)}</h1>"]
     if data.inputs:
-        parts.append(_table(["input", "value"], [[html.escape(k), html.escape(v)] for k, v in data.inputs.items()]))
+        parts.append(
+            _table(["input", "value"], [[html.escape(k), html.escape(v)] for k, v in data.inputs.items()], "left")
+        )
     chosen = "chosen automatically by silhouette score" if data.auto_k else "given"
     parts.append(
         f"<h2>Clusters</h2><p><b>k = {data.k}</b> ({chosen}); mean silhouette <b>{_fmt(data.silhouette)}</b> over "
@@ -124,15 +146,31 @@ def render(data: ReportData) -> str:
     if len(data.scores) > 1 or data.auto_k:
         rows = [[str(k), _fmt(s), "<b>chosen</b>" if k == data.k else ""] for k, s in sorted(data.scores.items())]
         parts.append("<h3>Silhouette per k tried</h3>" + _table(["k", "silhouette", ""], rows))
-    rows = []
-    for c in range(1, data.k + 1):
-        sel = data.labels == c
-        means = data.features[sel].mean(axis=0) if sel.any() else np.full(len(data.columns), np.nan)
-        swatch = f'<span class="sw" style="background:{cluster_color(c)}"></span>'
-        rows.append([f"{swatch}{c}", str(sizes[c]), *(_fmt(v) for v in means)])
+    means = np.array(
+        [
+            data.features[data.labels == c].mean(axis=0)
+            if (data.labels == c).any()
+            else np.full(len(data.columns), np.nan)
+            for c in range(1, data.k + 1)
+        ]
+    ).reshape(data.k, len(data.columns))
+    swatches = [f'<span class="sw" style="background:{cluster_color(c)}"></span>{c}' for c in range(1, data.k + 1)]
     parts.append(
-        "<h3>Cluster sizes and mean features</h3>" + _table(["cluster", "communes", *data.columns], rows, "wide")
+        "<h3>Cluster sizes</h3>"
+        + _table(
+            ["cluster", "communes", "share"],
+            [[sw, str(sizes[c]), f"{sizes[c] / max(n, 1):.0%}"] for sw, c in zip(swatches, range(1, data.k + 1))],
+        )
     )
+    if data.columns:
+        parts.append("<h3>What sets each cluster apart</h3>" + _distinctive(data, means, swatches))
+        rows = [
+            [html.escape(col), *(_fmt(v) for v in means[:, j]), _fmt(float(np.mean(data.features[:, j])))]
+            for j, col in enumerate(data.columns)
+        ]
+        parts.append(
+            "<h3>Mean features per cluster</h3>" + _table(["feature", *swatches, "all communes"], rows, "wide")
+        )
     if data.field_name and data.field_values is not None:
         rows = []
         for c in range(1, data.k + 1):
@@ -153,7 +191,8 @@ def render(data: ReportData) -> str:
     style = (
         "body{font-family:sans-serif;margin:24px;max-width:1100px}table{border-collapse:collapse;margin:8px 0}"
         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}"
-        "table.wide{font-size:12px}.sw{display:inline-block;width:10px;height:10px;margin-right:5px}"
+        "table.wide{font-size:12px}table.left td{text-align:left}"
+        ".sw{display:inline-block;width:10px;height:10px;margin-right:5px}"
     )
     title = html.escape(data.title)
     return (

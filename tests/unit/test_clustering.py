@@ -112,7 +112,11 @@ def test_report_lists_k_sizes_population_and_one_dot_per_commune(tmp_path):
     assert page.count("<circle") == 12
     assert "outside the raster: 2" in page
     # cluster 2 = rows 4..7: mean feature a = 2, b = 20; population sum 4+5+6+7 = 22
-    assert re.search(r"</span>2</td><td>4</td><td>2\.000</td><td>20\.000</td>", page)
+    assert re.search(r"</span>2</td><td>4</td><td>33%</td>", page)
+    assert "<td>a</td><td>1.000</td><td>2.000</td><td>3.000</td><td>2.000</td>" in page
+    assert "<td>b</td><td>10.000</td><td>20.000</td><td>30.000</td><td>20.000</td>" in page
+    # what sets cluster 1 apart: a and b lowest, (1 - 2) / std(a) = -1 / 0.816 = -1.2 sd
+    assert "low a (-1.2 sd), low b (-1.2 sd)" in page
     assert "<td>2</td><td>4</td><td>22.0</td><td>5.5</td>" in page
     path = write_report(tmp_path / "r" / "report.html", data)
     assert path.read_text(encoding="utf-8") == page
