@@ -73,7 +73,7 @@ def main() -> int:
             layer = QgsVectorLayer(str(clustered), "communes by cluster")
             k = max((f["cluster"] for f in layer.getFeatures() if f["cluster"]), default=0)
             cluster_renderer(layer, int(k))
-            layer.setOpacity(0.75)
+            layer.setOpacity(0.55)
             project.addMapLayer(layer)
             root.findLayer(layer.id()).setItemVisibilityChecked(False)
         runs = forecast_runs(project)

@@ -1,5 +1,6 @@
 """Screenshots of SAR Seg in the real QGIS desktop (run under Xvfb): the speckle filter dialog, or (with
-SARSEG_PROJECT set, e.g. demo_output/demo.qgz) the forecast dock over the demo project at t+2.
+SARSEG_PROJECT set, e.g. demo_output/demo.qgz) the forecast dock over the demo project at t+2, or (with
+SARSEG_PROJECT and SARSEG_CLUSTERS=1) the demo project's communes styled by cluster.
 
     Xvfb :99 -screen 0 1600x1000x24 &
     DISPLAY=:99 QGIS_PLUGINPATH=$PWD PYTHONPATH=$PWD/.venv/lib/python3.11/site-packages \
@@ -65,4 +66,28 @@ def take_window_shot() -> None:
     iface.actionExit().trigger()
 
 
-QTimer.singleShot(3000, open_dock if os.environ.get("SARSEG_PROJECT") else open_dialog)
+def open_clusters() -> None:
+    iface.mainWindow().setGeometry(0, 0, 1600, 1000)
+    project = QgsProject.instance()
+    project.read(os.environ["SARSEG_PROJECT"])
+    for node in project.layerTreeRoot().children():  # only the clustered communes over the SAR scene
+        node.setItemVisibilityChecked(node.name() in ("communes by cluster", "SAR VV/VH (sample scene)"))
+    communes = project.mapLayersByName("communes by cluster")[0]
+    iface.setActiveLayer(communes)
+    iface.mapCanvas().zoomToFullExtent()
+    QTimer.singleShot(1000, lambda: (iface.mapCanvas().setExtent(communes.extent()), iface.mapCanvas().refresh()))
+    QTimer.singleShot(4000, take_main_window_shot)
+
+
+def take_main_window_shot() -> None:
+    target = os.environ.get("SARSEG_SHOT", "communes_by_cluster.png")
+    iface.mainWindow().grab().save(target)
+    print("saved", target, flush=True)
+    QgsProject.instance().clear()
+    iface.actionExit().trigger()
+
+
+if os.environ.get("SARSEG_CLUSTERS"):
+    QTimer.singleShot(3000, open_clusters)
+else:
+    QTimer.singleShot(3000, open_dock if os.environ.get("SARSEG_PROJECT") else open_dialog)
