@@ -340,3 +340,26 @@ def test_qgis_process_json(scene, tmp_path):
     truth = [r["archetype_id"] for r in rows]
     assert adjusted_rand_score(truth, [r["cluster"] for r in rows]) >= 0.9
     assert (tmp_path / "r.html").read_text().count("<circle") == 25
+
+
+def test_imagenet_encoder_refuses_sar_and_runs_on_rgb(sarseg, scene, tmp_path):
+    """The bundled ImageNet encoder wants 8-bit RGB: on the VV/VH raster it says so; on an RGB rendering of the
+    land cover its embeddings go into the layer."""
+    from rasters import read_raster, write_raster
+
+    from sar_seg_plugin.processing.cluster_communes import encoder_models
+
+    communes, sar, labels = paths(scene)
+    imagenet = encoder_models().index("imagenet_effnetlite0_encoder_rgb")
+    params = {"INPUT": communes, "FEATURES": [2], "ENCODER": imagenet, "K": 4, "OUTPUT": "TEMPORARY_OUTPUT"}
+    bad(sarseg, {**params, "RASTER": sar}, r"expects 3 bands: R \(uint8\), G \(uint8\), B \(uint8\); the raster has 2")
+    classes = read_raster(labels)[0]
+    palette = np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in synthetic.CLASS_COLORS] + [[0, 0, 0]] * 251)
+    rgb = palette[classes].transpose(2, 0, 1).astype(np.uint8)
+    ds = gdal.Open(labels)
+    path = write_raster(tmp_path / "rgb.tif", rgb, geotransform=ds.GetGeoTransform(), descriptions=["R", "G", "B"])
+    ds = None
+    rows = features_of(sarseg.run(ALG, {**params, "RASTER": path})["OUTPUT"])
+    emb = np.array([[r[f"emb_pc{j}"] for j in range(1, 9)] for r in rows])
+    assert np.isfinite(emb).all() and emb.std(axis=0).min() > 0
+    assert "vv_mean" not in rows[0] and "frac_water" not in rows[0]  # only the chosen family
