@@ -428,7 +428,7 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
         )
         names = self._names(source, name_field, features)
         outputs = {self.K_OUT: result.k, self.SILHOUETTE: result.clustering.silhouette}
-        outputs[self.OUTPUT] = self._write_layer(parameters, context, source, features, result)
+        outputs[self.OUTPUT] = self._write_layer(parameters, context, source, features, result, feedback)
         style_on_load(context, outputs[self.OUTPUT], ClusterStyle(result.k))
         similar = self._write_similar(parameters, context, features, names, result)
         if similar:
@@ -462,7 +462,7 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
             return [str(f.id()) for f in features]
         return [str(f.attribute(index)) for f in features]
 
-    def _write_layer(self, parameters, context, source, features, result) -> str:  # noqa: ANN001
+    def _write_layer(self, parameters, context, source, features, result, feedback) -> str:  # noqa: ANN001
         added = [
             QgsField("cluster", QMetaType.Type.Int),
             QgsField("silhouette", QMetaType.Type.Double),
@@ -476,8 +476,9 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
         fields = QgsFields()
         kept = []
         for i, fld in enumerate(source.fields()):
-            if fld.name().lower() in added_names:
-                continue  # a column from an earlier run: replaced
+            if fld.name().lower() in added_names:  # e.g. a column from an earlier run
+                feedback.pushWarning(self.tr(f"The input column '{fld.name()}' is replaced by this run's"))
+                continue
             fields.append(fld)
             kept.append(i)
         for fld in added:

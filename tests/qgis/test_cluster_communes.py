@@ -363,3 +363,14 @@ def test_imagenet_encoder_refuses_sar_and_runs_on_rgb(sarseg, scene, tmp_path):
     emb = np.array([[r[f"emb_pc{j}"] for j in range(1, 9)] for r in rows])
     assert np.isfinite(emb).all() and emb.std(axis=0).min() > 0
     assert "vv_mean" not in rows[0] and "frac_water" not in rows[0]  # only the chosen family
+
+
+def test_rerun_on_a_clustered_layer_replaces_its_columns(sarseg, scene, tmp_path):
+    communes, sar, labels = paths(scene)
+    params = {"RASTER": sar, "CLASS_RASTER": labels, "K": 4}
+    first = sarseg.run(ALG, {**params, "INPUT": communes, "OUTPUT": str(tmp_path / "first.gpkg")})["OUTPUT"]
+    second = sarseg.run(ALG, {**params, "INPUT": first, "OUTPUT": str(tmp_path / "second.gpkg")})["OUTPUT"]
+    a, b = features_of(first), features_of(second)
+    assert list(a[0]) == list(b[0])  # the same columns, none doubled (e.g. cluster_2)
+    assert [r["cluster"] for r in a] == [r["cluster"] for r in b]
+    assert [r["vh_p50"] for r in a] == pytest.approx([r["vh_p50"] for r in b])
