@@ -32,6 +32,7 @@ bench: setup
 	$(PY) bench/speckle.py
 	$(PY) bench/segment.py
 	$(PY) bench/forecast.py
+	$(PY) bench/cluster.py
 
 clean:
 	rm -rf demo_output dist build .pytest_cache .ruff_cache
