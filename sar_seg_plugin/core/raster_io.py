@@ -199,16 +199,25 @@ def valid_mask(data: np.ndarray, nodata: Sequence[float | None]) -> np.ndarray:
 def sample_band(ds: gdal.Dataset, band: int, max_pixels: int = 1_000_000) -> np.ndarray:
     """Valid values of a band on a regular decimated grid (all pixels for small rasters).
 
-    GDAL does the decimation while reading, so memory stays at ``max_pixels`` whatever the raster size.
+    GDAL decimates each sampled row while reading, and the row's blocks leave GDAL's cache once the sample moves
+    to the next row of blocks: memory stays at ``max_pixels`` plus one row of blocks, whatever the raster size
+    (one decimated read of the whole band would fill GDAL's block cache, up to 5 % of RAM).
     """
     w, h = ds.RasterXSize, ds.RasterYSize
     step = max(1.0, np.sqrt(w * h / max_pixels))
     bw, bh = max(1, int(w / step)), max(1, int(h / step))
     rb = ds.GetRasterBand(band)
-    arr = rb.ReadAsArray(0, 0, w, h, buf_xsize=bw, buf_ysize=bh)
-    if arr is None:
-        raise SarSegError(f"Reading band {band} of '{ds.GetDescription()}' failed: {gdal.GetLastErrorMsg()}")
-    arr = arr.astype(np.float64, copy=False)
+    block_rows = max(1, rb.GetBlockSize()[1])
+    rows = np.minimum(((np.arange(bh) + 0.5) * (h / bh)).astype(np.int64), h - 1)  # GDAL's nearest rows
+    arr = np.empty((bh, bw), dtype=np.float64)
+    for i, r in enumerate(rows):
+        line = rb.ReadAsArray(0, int(r), w, 1, buf_xsize=bw, buf_ysize=1)
+        if line is None:
+            raise SarSegError(f"Reading band {band} of '{ds.GetDescription()}' failed: {gdal.GetLastErrorMsg()}")
+        arr[i] = line[0]
+        if i + 1 < bh and rows[i + 1] // block_rows != r // block_rows:
+            ds.FlushCache()  # the dataset, not the band: pixel-interleaved files cache every band's blocks
+    ds.FlushCache()
     ok = valid_mask(arr[None], [rb.GetNoDataValue()])[0]
     return arr[ok]
 

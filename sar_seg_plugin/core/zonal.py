@@ -33,6 +33,11 @@ POLARISATIONS = ("VV", "VH", "HH", "HV")
 #: Cross-polarisation ratios (numerator, denominator): VH/VV in dB is VH_dB - VV_dB.
 RATIOS = (("VH", "VV"), ("HV", "HH"))
 DEFAULT_BLOCK = 512
+#: Pixels of the zone raster burnt at a time (a strip of whole rows).
+ZONE_STRIP_PIXELS = 4 * 1024 * 1024
+#: Decoded blocks GDAL may keep while the zonal passes read (bytes): beyond this, the inputs' blocks are dropped.
+#: GDAL's own limit (5 % of RAM by default) would otherwise let memory grow with the raster.
+CACHE_BUDGET = 128 * 1024 * 1024
 ProgressFn = Callable[[float], None]
 LogFn = Callable[[str], None]
 
@@ -54,8 +59,9 @@ def _srs(wkt: str) -> osr.SpatialReference:
 
 
 def rasterize_zones(geometries: Sequence[bytes | None], grid: Grid, path: str) -> None:
-    """Burn polygons (WKB in the grid's CRS; None = skipped) into a UInt32 GeoTIFF on ``grid``: pixel value
-    i + 1 where the pixel centre lies in ``geometries[i]``, 0 elsewhere. Written by GDAL in chunks of rows."""
+    """Burn polygons (WKB in the grid's CRS; None = skipped) into a GeoTIFF on ``grid`` (UInt16, or UInt32 from
+    65,535 polygons): pixel value i + 1 where the pixel centre lies in ``geometries[i]``, 0 elsewhere. Burnt in
+    strips of rows, so memory does not grow with the raster."""
     mem = ogr.GetDriverByName("Memory").CreateDataSource("zones")
     layer = mem.CreateLayer("zones", _srs(grid.projection) if grid.projection else None, ogr.wkbMultiPolygon)
     layer.CreateField(ogr.FieldDefn("zone", ogr.OFTInteger64))
@@ -68,17 +74,32 @@ def rasterize_zones(geometries: Sequence[bytes | None], grid: Grid, path: str) -
         feature.SetGeometry(ogr.CreateGeometryFromWkb(bytes(wkb)))
         layer.CreateFeature(feature)
     options = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"]
-    ds = gdal.GetDriverByName("GTiff").Create(path, grid.width, grid.height, 1, gdal.GDT_UInt32, options)
+    dtype = gdal.GDT_UInt16 if len(geometries) < 65535 else gdal.GDT_UInt32
+    ds = gdal.GetDriverByName("GTiff").Create(path, grid.width, grid.height, 1, dtype, options)
     if ds is None:
         raise SarSegError(f"Could not create the zone raster '{path}': {gdal.GetLastErrorMsg()}")
     ds.SetGeoTransform(grid.geotransform)
     if grid.projection:
         ds.SetProjection(grid.projection)
-    ds.GetRasterBand(1).Fill(0)
-    err = gdal.RasterizeLayer(ds, [1], layer, options=["ATTRIBUTE=zone"])
-    if err != 0:
-        raise SarSegError(f"Burning the polygons into a zone raster failed: {gdal.GetLastErrorMsg()}")
-    ds.FlushCache()
+    band = ds.GetRasterBand(1)
+    # Burnt a strip of rows at a time into memory, written, and flushed: GDAL would otherwise keep every written
+    # block in its cache (up to 5 % of RAM) until the file is closed.
+    x0, dx, rx, y0, ry, dy = grid.geotransform
+    strip = max(1, min(grid.height, ZONE_STRIP_PIXELS // max(grid.width, 1)))
+    for top in range(0, grid.height, strip):
+        rows = min(strip, grid.height - top)
+        chunk = gdal.GetDriverByName("MEM").Create("", grid.width, rows, 1, dtype)
+        chunk.SetGeoTransform((x0 + top * rx, dx, rx, y0 + top * dy, ry, dy))
+        if grid.projection:
+            chunk.SetProjection(grid.projection)
+        xs = (x0 + top * rx, x0 + top * rx + grid.width * dx)
+        ys = (y0 + top * dy, y0 + (top + rows) * dy)
+        layer.SetSpatialFilterRect(min(xs), min(ys), max(xs), max(ys))
+        if gdal.RasterizeLayer(chunk, [1], layer, options=["ATTRIBUTE=zone"]) != 0:
+            raise SarSegError(f"Burning the polygons into a zone raster failed: {gdal.GetLastErrorMsg()}")
+        band.WriteArray(chunk.GetRasterBand(1).ReadAsArray(), 0, top)
+        chunk = None
+        ds.FlushCache()
     ds = None
 
 
@@ -96,6 +117,14 @@ def inside_fraction(wkb: bytes, bounds: tuple[float, float, float, float]) -> fl
     box.AddGeometry(ring)
     inter = geom.Intersection(box)
     return min(1.0, (inter.GetArea() if inter is not None else 0.0) / area)
+
+
+def trim_cache(*datasets: gdal.Dataset | None) -> None:
+    """Drop the datasets' cached blocks once GDAL's block cache holds more than :data:`CACHE_BUDGET`."""
+    if gdal.GetCacheUsed() > CACHE_BUDGET:
+        for ds in datasets:
+            if ds is not None:
+                ds.FlushCache()
 
 
 # --- which statistics ----------------------------------------------------------------------------------------------
@@ -201,8 +230,14 @@ class ZonalAccumulator:
         self.zone_pixels += np.bincount(zones[inzone].astype(np.int64) - 1, minlength=n)[:n]
         m = inzone & valid
         zi = zones[m].astype(np.int64) - 1
-        self.valid_pixels += np.bincount(zi, minlength=n)[:n]
+        counts = np.bincount(zi, minlength=n)[:n]
+        self.valid_pixels += counts
         if bands_db is not None and zi.size:
+            # Histograms over the zones present in the block only: a linear bincount, no sort.
+            present = np.flatnonzero(counts)
+            local_of = np.zeros(n, np.int64)
+            local_of[present] = np.arange(present.size)
+            local = local_of[zi] * HIST_BINS
             for s, ser in enumerate(self.series):
                 x = bands_db[ser.bands[0]][m].astype(np.float64)
                 if len(ser.bands) == 2:
@@ -212,8 +247,8 @@ class ZonalAccumulator:
                 self.sums[:, s] += np.bincount(zi, weights=d, minlength=n)[:n]
                 self.sumsq[:, s] += np.bincount(zi, weights=d * d, minlength=n)[:n]
                 bins = np.clip(((x - ser.lo) * (HIST_BINS / (ser.hi - ser.lo))).astype(np.int64), 0, HIST_BINS - 1)
-                keys, counts = np.unique(zi * HIST_BINS + bins, return_counts=True)
-                self.hist[s].reshape(-1)[keys] += counts.astype(np.int32)
+                hist = np.bincount(local + bins, minlength=present.size * HIST_BINS)
+                self.hist[s][present] += hist.reshape(present.size, HIST_BINS).astype(np.int32)
         if classes is not None and self.n_classes:
             c = classes.astype(np.int64)
             mc = inzone & (c >= 0) & (c < self.n_classes)
@@ -328,6 +363,7 @@ def zonal_features(
             if cls is None:
                 raise SarSegError(f"Reading the class raster failed: {gdal.GetLastErrorMsg()}")
         acc.add_block(z, bands_db, valid, cls)
+        trim_cache(raster, zones, classes)
         if progress:
             progress(100.0 * (k + 1) / len(blocks))
     return ZonalResult(
@@ -428,6 +464,7 @@ def zone_embeddings(
                 pending.append((i, count, np.pad(piece, ((0, 0), (0, ph), (0, pw))) if ph or pw else piece))
                 if len(pending) >= batch_size:
                     flush()
+        trim_cache(raster, zones)
         done += 1
         if progress:
             progress(100.0 * done / n)

@@ -75,7 +75,9 @@ def _run(scene, **kwargs):  # noqa: ANN001, ANN202
     return ds, zones, plan, res
 
 
-def test_zone_raster_matches_point_in_polygon(scene):
+@pytest.mark.parametrize("strip_pixels", [30, 10**6])  # strips of 3 rows, or the whole raster at once
+def test_zone_raster_matches_point_in_polygon(scene, strip_pixels, monkeypatch):
+    monkeypatch.setattr(zonal, "ZONE_STRIP_PIXELS", strip_pixels)
     _, zones, _, res = _run(scene)
     z = zones.GetRasterBand(1).ReadAsArray()
     for i, wkb in enumerate(POLYGONS):
