@@ -46,7 +46,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -995,23 +994,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child:
         return child_main(args)
 
-    parent = Path(args.workdir).resolve() if args.workdir else Path("/tmp")
-    parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="sarseg-clbench-", dir=parent))
     cache = Path(args.cache).resolve()
     cache.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("QGIS_CUSTOM_CONFIG_PATH", str(work / "qgis-profile"))
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-
-    import platform
-
-    from osgeo import gdal
-
-    t_start = time.perf_counter()
-    print("SAR Seg commune clustering benchmark")
-    print(
-        f"{platform.node()}: {os.cpu_count()} CPUs, Python {platform.python_version()}, numpy {np.__version__}, "
-        f"GDAL {gdal.__version__}; work directory {work}; inputs cached in {cache}"
+    work, t_start = speckle.open_bench(
+        "SAR Seg commune clustering benchmark", "sarseg-clbench-", args.workdir, f"; inputs cached in {cache}"
     )
     print(f"Load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())} (1, 5, 15 min)")
     res = Results()

@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -404,22 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child:
         return child_main(args)
 
-    parent = Path(args.workdir).resolve() if args.workdir else Path("/tmp")
-    parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="sarseg-segbench-", dir=parent))
-    os.environ.setdefault("QGIS_CUSTOM_CONFIG_PATH", str(work / "qgis-profile"))
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-
-    import platform
-
-    from osgeo import gdal
-
-    t_start = time.perf_counter()
-    print("SAR Seg segmentation benchmark")
-    print(
-        f"{platform.node()}: {os.cpu_count()} CPUs, Python {platform.python_version()}, numpy {np.__version__}, "
-        f"GDAL {gdal.__version__}; work directory {work}"
-    )
+    work, t_start = speckle.open_bench("SAR Seg segmentation benchmark", "sarseg-segbench-", args.workdir)
     speckle.start_qgis()
     from qgis.core import Qgis
 

@@ -792,15 +792,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.child:
-        return child_main(args)
-
-    parent = Path(args.workdir).resolve() if args.workdir else Path("/tmp")
+def open_bench(title: str, prefix: str, workdir: str | None, where: str = "") -> tuple[Path, float]:
+    """Start a benchmark: a fresh work directory (under ``workdir`` or /tmp), a throw-away QGIS profile in it
+    shared with the subprocesses (no user settings read or written), and the header line describing the machine.
+    Returns the work directory and the start time."""
+    parent = Path(workdir).resolve() if workdir else Path("/tmp")
     parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="sarseg-bench-", dir=parent))
-    # A throw-away QGIS profile, shared with the subprocesses, so no user settings are read or written.
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     os.environ.setdefault("QGIS_CUSTOM_CONFIG_PATH", str(work / "qgis-profile"))
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -808,12 +806,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from osgeo import gdal
 
-    t_start = time.perf_counter()
-    print("SAR Seg speckle benchmark")
+    print(title)
     print(
         f"{platform.node()}: {os.cpu_count()} CPUs, Python {platform.python_version()}, numpy {np.__version__}, "
-        f"GDAL {gdal.__version__}; work directory {work}"
+        f"GDAL {gdal.__version__}; work directory {work}{where}"
     )
+    return work, time.perf_counter()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        return child_main(args)
+
+    work, t_start = open_bench("SAR Seg speckle benchmark", "sarseg-bench-", args.workdir)
     start_qgis()
     from qgis.core import Qgis
 

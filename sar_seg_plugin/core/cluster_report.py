@@ -12,21 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-#: Qualitative colours for clusters 1..12 (ColorBrewer Paired / Set1-like), cycled beyond.
-CLUSTER_COLORS = (
-    "#1f77b4",
-    "#ff7f0e",
-    "#2ca02c",
-    "#d62728",
-    "#9467bd",
-    "#8c564b",
-    "#e377c2",
-    "#7f7f7f",
-    "#bcbd22",
-    "#17becf",
-    "#393b79",
-    "#ad494a",
-)
+from ..models.metadata import DEFAULT_PALETTE
+
+#: Colours of clusters 1..12 (the palette given to unnamed classes, plus two), cycled beyond.
+CLUSTER_COLORS = (*DEFAULT_PALETTE, "#393b79", "#ad494a")
 
 
 def cluster_color(cluster: int) -> str:
