@@ -402,7 +402,14 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
         def segment(src: str, dst: str) -> list[str]:
             model = load_model(seg_file or DEFAULT_MODEL, device)
             feedback.pushInfo(self.tr(f"Segmentation model: {model.metadata.name}"))
-            segment_raster(src, dst, model, log=feedback.pushInfo, is_canceled=feedback.isCanceled)
+            segment_raster(
+                src,
+                dst,
+                model,
+                log=feedback.pushInfo,
+                is_canceled=feedback.isCanceled,
+                progress=lambda p: feedback.setProgress(5 + 0.4 * p),  # the core reports 5 % before, 45 % after
+            )
             return list(model.metadata.class_names)
 
         result = self.run_core(
