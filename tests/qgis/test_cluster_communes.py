@@ -374,3 +374,69 @@ def test_rerun_on_a_clustered_layer_replaces_its_columns(sarseg, scene, tmp_path
     assert list(a[0]) == list(b[0])  # the same columns, none doubled (e.g. cluster_2)
     assert [r["cluster"] for r in a] == [r["cluster"] for r in b]
     assert [r["vh_p50"] for r in a] == pytest.approx([r["vh_p50"] for r in b])
+
+
+def test_dialog_values_run(sarseg, scene, qgis_iface):
+    """The toolbox dialog builds with every parameter, and the values it produces run."""
+    from qgis.core import QgsApplication
+    from qgis.gui import QgsBrowserGuiModel
+
+    browser = QgsBrowserGuiModel()
+    qgis_iface.browserModel = lambda: browser  # the parameter widgets need a browser model
+    communes, sar, labels = paths(scene)
+    dialog = sarseg.createAlgorithmDialog(ALG, {"INPUT": communes, "RASTER": sar, "CLASS_RASTER": labels})
+    try:
+        dialog.show()
+        values = dialog.mainWidget().createProcessingParameters()
+        alg = QgsApplication.processingRegistry().algorithmById(ALG)
+        assert (
+            {"INPUT", "RASTER", "FEATURES", "K", "OUTPUT"}
+            <= set(values)
+            <= {p.name() for p in alg.parameterDefinitions()}
+        )
+        assert values["FEATURES"] == [0, 1] and values["K"] == 0
+    finally:
+        dialog.close()
+    result = sarseg.run(ALG, values)
+    assert result["CLUSTERS"] == 4
+
+
+def test_modeler_chain_segment_then_cluster(sarseg, scene, tmp_path):
+    """A graphical model: segment the raster, then cluster the communes with that class raster."""
+    from qgis.core import (
+        QgsProcessing,
+        QgsProcessingModelAlgorithm,
+        QgsProcessingModelChildAlgorithm,
+        QgsProcessingModelChildParameterSource,
+        QgsProcessingModelOutput,
+        QgsProcessingModelParameter,
+        QgsProcessingParameterFeatureSource,
+        QgsProcessingParameterRasterLayer,
+    )
+
+    model = QgsProcessingModelAlgorithm("segment_and_cluster", "SAR Seg")
+    model.addModelParameter(QgsProcessingParameterRasterLayer("sar", "SAR"), QgsProcessingModelParameter("sar"))
+    model.addModelParameter(
+        QgsProcessingParameterFeatureSource("communes", "Communes", [QgsProcessing.TypeVectorPolygon]),
+        QgsProcessingModelParameter("communes"),
+    )
+    from_param = QgsProcessingModelChildParameterSource.fromModelParameter
+    seg = QgsProcessingModelChildAlgorithm("sarseg:segment")
+    seg.setChildId("seg")
+    seg.addParameterSources("INPUT", [from_param("sar")])
+    model.addChildAlgorithm(seg)
+    clu = QgsProcessingModelChildAlgorithm("sarseg:cluster_communes")
+    clu.setChildId("clu")
+    clu.addParameterSources("INPUT", [from_param("communes")])
+    clu.addParameterSources("RASTER", [from_param("sar")])
+    clu.addParameterSources("CLASS_RASTER", [QgsProcessingModelChildParameterSource.fromChildOutput("seg", "OUTPUT")])
+    output = QgsProcessingModelOutput("clusters")
+    output.setChildOutputName("OUTPUT")
+    clu.setModelOutputs({"clusters": output})
+    model.addChildAlgorithm(clu)
+    assert model.validate()[0], model.validate()[1]
+
+    communes, sar, _ = paths(scene)
+    result = sarseg.run(model, {"sar": sar, "communes": communes, "clu:clusters": str(tmp_path / "c.gpkg")})
+    rows = features_of(result["clu:clusters"])
+    assert adjusted_rand_score([r["archetype_id"] for r in rows], [r["cluster"] for r in rows]) >= 0.9
