@@ -177,7 +177,7 @@ def plan_bands(ds: gdal.Dataset, info: RasterInfo) -> BandPlan:
         notes = ["The raster's bands are not named: band 1 is taken as VV and band 2 as VH (dB statistics)."]
     else:
         notes = []
-    samples, convert, series = [], [], []
+    convert, series = [], []
     for b in range(info.band_count):
         sample = raster_io.sample_band(ds, b + 1, max_pixels=250_000)
         is_sar = pols[b] is not None
@@ -185,7 +185,6 @@ def plan_bands(ds: gdal.Dataset, info: RasterInfo) -> BandPlan:
         conv = is_sar and scale == LINEAR
         if conv:
             sample = to_db(sample).astype(np.float64)
-        samples.append(sample)
         convert.append(conv)
         name = pols[b] or f"B{b + 1}"
         unit = " (dB)" if is_sar else ""
@@ -193,10 +192,10 @@ def plan_bands(ds: gdal.Dataset, info: RasterInfo) -> BandPlan:
     for num, den in RATIOS:
         if num in pols and den in pols:
             i, j = pols.index(num), pols.index(den)
-            n = min(samples[i].size, samples[j].size)
-            lo, hi = _range(samples[i][:n] - samples[j][:n])
-            lo, hi = min(lo, -30.0), max(hi, 10.0)  # samples may differ in valid pixels: keep a wide range
-            series.append(Series(f"{column_name(num)}_{column_name(den)}", f"{num}/{den} (dB)", (i, j), lo, hi))
+            a, b = series[i], series[j]  # any difference of values in both ranges lies in this one
+            series.append(
+                Series(f"{column_name(num)}_{column_name(den)}", f"{num}/{den} (dB)", (i, j), a.lo - b.hi, a.hi - b.lo)
+            )
     return BandPlan(convert, series, notes)
 
 
@@ -312,9 +311,7 @@ class ZonalResult:
     valid_pixels: np.ndarray
     classified_pixels: np.ndarray
     statistics: dict[str, np.ndarray]
-    series: list[Series]
-    fractions: np.ndarray | None  # (n, classes)
-    class_names: list[str]
+    fractions: np.ndarray | None  # (n, classes), in the order of the class names given
 
 
 def zonal_features(
@@ -371,9 +368,7 @@ def zonal_features(
         valid_pixels=acc.valid_pixels,
         classified_pixels=acc.class_counts.sum(axis=1),
         statistics=acc.statistics() if plan is not None else {},
-        series=series,
         fractions=acc.fractions() if classes is not None else None,
-        class_names=list(class_names),
     )
 
 
