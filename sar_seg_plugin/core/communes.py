@@ -143,7 +143,7 @@ def cluster_communes(
     if n == 0:
         raise SarSegError("the polygon layer has no features")
     reason = list(reasons) if reasons is not None else [""] * n
-    report = (lambda p: progress(p)) if progress else (lambda p: None)
+    report = progress or (lambda _p: None)
 
     src = raster_io.open_raster(raster_path)
     info = raster_io.read_info(src)

@@ -368,7 +368,7 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
             raise QgsProcessingException(self.tr(f"k min ({k_min}) is larger than k max ({k_max}): swap them."))
         if not families and not (field_name and field_as_feature):
             raise QgsProcessingException(self.tr("No feature was chosen: choose at least one in Features."))
-        self._refuse_input_as_output(parameters, context, source)
+        self._refuse_input_as_output(parameters, context)
 
         features, wkbs, reasons = self._geometries(source, raster_layer.crs(), context, feedback)
         values = self._field_values(source, field_name, features)
@@ -446,7 +446,7 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
             outputs[self.OUTPUT_REPORT] = report
         return outputs
 
-    def _refuse_input_as_output(self, parameters, context, source) -> None:  # noqa: ANN001
+    def _refuse_input_as_output(self, parameters, context) -> None:  # noqa: ANN001
         layer = self.parameterAsVectorLayer(parameters, self.INPUT, context)
         if layer is None:
             return

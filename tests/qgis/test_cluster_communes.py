@@ -440,3 +440,13 @@ def test_modeler_chain_segment_then_cluster(sarseg, scene, tmp_path):
     result = sarseg.run(model, {"sar": sar, "communes": communes, "clu:clusters": str(tmp_path / "c.gpkg")})
     rows = features_of(result["clu:clusters"])
     assert adjusted_rand_score([r["archetype_id"] for r in rows], [r["cluster"] for r in rows]) >= 0.9
+
+
+def test_output_over_the_communes_file_is_refused(sarseg, scene, tmp_path):
+    communes, sar, labels = paths(scene)
+    copy = str(tmp_path / "communes.gpkg")
+    shutil.copy(communes, copy)
+    digest = file_digest(copy)
+    bad(sarseg, {"INPUT": copy, "RASTER": sar, "CLASS_RASTER": labels, "OUTPUT": copy},
+        "is the communes layer's own file. Choose another output")  # fmt: skip
+    assert file_digest(copy) == digest
