@@ -65,9 +65,6 @@ class Clustering:
     silhouette: float  # mean silhouette of the chosen clustering (all rows)
     silhouette_samples: np.ndarray  # (rows,)
     scores: dict[int, float]  # k -> silhouette tried (sampled when rows > SILHOUETTE_SAMPLE)
-    weighted: np.ndarray  # (rows, features) the standardised, family-weighted matrix clustered
-    centres: np.ndarray  # (k, features) in the weighted space
-    inertia: float
     notes: list[str] = field(default_factory=list)
 
 
@@ -144,20 +141,19 @@ def cluster(
         candidates = [k]
     sample = SILHOUETTE_SAMPLE if n > SILHOUETTE_SAMPLE else None
     scores: dict[int, float] = {}
-    fits: dict[int, Any] = {}
+    fits: dict[int, np.ndarray] = {}  # k -> labels
     for kk in candidates:
         km = sk.cluster.KMeans(n_clusters=kk, n_init=10, random_state=seed).fit(x)
         if len(np.unique(km.labels_)) < 2:
             scores[kk] = float("nan")  # identical rows: no silhouette
         else:
             scores[kk] = float(sk.metrics.silhouette_score(x, km.labels_, sample_size=sample, random_state=seed))
-        fits[kk] = km
+        fits[kk] = km.labels_
         if log and k == 0:
             log(f"k = {kk}: silhouette {scores[kk]:.3f}")
     valid_scores = {kk: s for kk, s in scores.items() if np.isfinite(s)}
     best = max(valid_scores, key=lambda kk: (valid_scores[kk], -kk)) if valid_scores else candidates[0]
-    km = fits[best]
-    labels = km.labels_.astype(np.int64)
+    labels = fits[best].astype(np.int64)
     samples = sk.metrics.silhouette_samples(x, labels) if len(np.unique(labels)) > 1 else np.zeros(n)
     notes = []
     if sample:
@@ -168,9 +164,6 @@ def cluster(
         silhouette=float(samples.mean()),
         silhouette_samples=samples,
         scores=scores,
-        weighted=x,
-        centres=km.cluster_centers_,
-        inertia=float(km.inertia_),
         notes=notes,
     )
 

@@ -293,7 +293,6 @@ def cluster_communes(
     renumber[order] = np.arange(1, result.k + 1)
     labels = renumber[result.labels]
     result.labels = labels
-    result.centres = result.centres[order]
     cluster_col = np.zeros(n, np.int64)
     cluster_col[rows] = labels
     sil = np.full(n, np.nan)

@@ -27,7 +27,6 @@ from .timeseries import Grid
 #: Histogram bins per statistic series: percentiles are exact to (value range / HIST_BINS).
 HIST_BINS = 1024
 PERCENTILES = (10, 50, 90)
-STATISTICS = ("mean", "std", *(f"p{q}" for q in PERCENTILES))
 #: Band descriptions taken as SAR polarisations: their statistics are in dB.
 POLARISATIONS = ("VV", "VH", "HH", "HV")
 #: Cross-polarisation ratios (numerator, denominator): VH/VV in dB is VH_dB - VV_dB.
@@ -135,7 +134,6 @@ class Series:
     """One statistic series: a band (``bands = (b,)``) or a dB ratio of two bands (``(numerator, denominator)``)."""
 
     name: str  # column prefix, e.g. "vv", "vh_vv", "b1"
-    label: str  # for reports, e.g. "VV (dB)"
     bands: tuple[int, ...]  # 0-based band indices
     lo: float  # histogram range
     hi: float
@@ -186,16 +184,12 @@ def plan_bands(ds: gdal.Dataset, info: RasterInfo) -> BandPlan:
         if conv:
             sample = to_db(sample).astype(np.float64)
         convert.append(conv)
-        name = pols[b] or f"B{b + 1}"
-        unit = " (dB)" if is_sar else ""
-        series.append(Series(column_name(name), f"{name}{unit}", (b,), *_range(sample)))
+        series.append(Series(column_name(pols[b] or f"B{b + 1}"), (b,), *_range(sample)))
     for num, den in RATIOS:
         if num in pols and den in pols:
             i, j = pols.index(num), pols.index(den)
             a, b = series[i], series[j]  # any difference of values in both ranges lies in this one
-            series.append(
-                Series(f"{column_name(num)}_{column_name(den)}", f"{num}/{den} (dB)", (i, j), a.lo - b.hi, a.hi - b.lo)
-            )
+            series.append(Series(f"{column_name(num)}_{column_name(den)}", (i, j), a.lo - b.hi, a.hi - b.lo))
     return BandPlan(convert, series, notes)
 
 
