@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..models.metadata import DEFAULT_PALETTE
+from .outputs import OutputSet, write_text
 
 #: Colours of clusters 1..12 (the palette given to unnamed classes, plus two), cycled beyond.
 CLUSTER_COLORS = (*DEFAULT_PALETTE, "#393b79", "#ad494a")
@@ -190,19 +190,7 @@ def render(data: ReportData) -> str:
     )
 
 
-def write_report(path: str | os.PathLike, data: ReportData) -> Path:
-    """Write the report atomically (a temporary file renamed into place)."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".sarseg-", suffix=".html", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(render(data))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes owner-only files; a report is an ordinary file
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+def write_report(path: str | os.PathLike, data: ReportData, outputs: OutputSet | None = None) -> Path:
+    """Write the report whole (see :func:`.outputs.write_text`), creating its folder when missing."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return write_text(path, render(data), outputs)

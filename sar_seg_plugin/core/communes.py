@@ -5,11 +5,9 @@ features to WKB and writes what this returns. No qgis import.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +15,10 @@ from osgeo import gdal, ogr
 
 from . import clustering, raster_io, zonal
 from .errors import CancelledError, SarSegError
+from .outputs import remove_folder, temporary_folder
+from .preprocess import check_has_data
 from .timeseries import Grid, aligned, release, require_crs
+from .units import AUTO, plan_model_input
 
 #: Feature families, in the order the tool lists them.
 STATISTICS, FRACTIONS, EMBEDDINGS = "statistics", "fractions", "embeddings"
@@ -125,11 +126,13 @@ def cluster_communes(
     progress: ProgressFn | None = None,
     is_canceled: Callable[[], bool] | None = None,
     log: LogFn | None = None,
+    input_scale: str = AUTO,
 ) -> CommuneResult:
     """Cluster polygons (WKB in the raster's CRS; None where unusable, with ``reasons[i]`` saying why).
 
     Land-cover fractions come from ``class_path`` (aligned to the raster, nearest neighbour) or, without one, from
     ``segment(raster_path, out_path) -> class names``. Embeddings need ``encoder`` (a loaded encoder model).
+    The scale of SAR bands (dB or linear power) follows :mod:`.units`; ``input_scale`` overrides it.
     """
     families = _check_families(options.families)
     if not families and not (options.field_as_feature and options.field_name):
@@ -160,7 +163,7 @@ def cluster_communes(
             f"(raster extent {bounds[0]:.1f}, {bounds[1]:.1f}, {bounds[2]:.1f}, {bounds[3]:.1f} in its CRS)"
         )
     notes: list[str] = []
-    work = Path(tempfile.mkdtemp(prefix="sarseg-cluster-"))
+    work = temporary_folder(tempfile.gettempdir())
     classes_ds = zones_ds = None
     try:
         zones_path = str(work / "zones.tif")
@@ -179,9 +182,13 @@ def cluster_communes(
                 class_names = segment(raster_path, seg_path)
                 classes_ds = gdal.Open(seg_path)
         report(45 if FRACTIONS in families and not class_path else 10)
-        plan = zonal.plan_bands(src, info) if STATISTICS in families else None
+        plan = zonal.plan_bands(src, info, input_scale) if STATISTICS in families else None
         if plan is not None:
             notes.extend(plan.notes)
+            if log:
+                for scale in plan.scales:
+                    if not scale.warning:
+                        log(scale.note)
         start = float(45 if FRACTIONS in families and not class_path else 10)
         span = 40.0 if EMBEDDINGS in families else 80.0
         res = zonal.zonal_features(
@@ -197,9 +204,11 @@ def cluster_communes(
         )
         emb = None
         if EMBEDDINGS in families:
-            from .inference import db_conversions
-
-            convert = db_conversions(encoder.metadata, info)
+            model_input = plan_model_input(encoder.metadata, info, check_has_data(src, info), input_scale)
+            if log:
+                for note in model_input.notes:
+                    log(note)
+            notes.extend(model_input.warnings)
             windows = [
                 zonal.pixel_window(ogr.CreateGeometryFromWkb(bytes(g)).GetEnvelope(), info.geotransform, *size)
                 if g is not None and res.valid_pixels[i] > 0
@@ -212,7 +221,7 @@ def cluster_communes(
                 zones_ds,
                 windows,
                 encoder,
-                convert,
+                model_input,
                 progress=lambda p: report(start + span + 40.0 * p / 100.0),
                 is_canceled=is_canceled,
             )
@@ -223,7 +232,7 @@ def cluster_communes(
         release(classes_ds)
         classes_ds = None
         src = None
-        shutil.rmtree(work, ignore_errors=True)
+        remove_folder(work)
 
     _stop_if_cancelled(is_canceled)
 

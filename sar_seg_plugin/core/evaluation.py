@@ -13,7 +13,6 @@ import io
 import json
 import math
 import os
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CancelledError, SarSegError
+from .outputs import OutputSet, write_text
 from .raster_io import DEFAULT_BLOCK, CancelFn, ProgressFn, iter_blocks, open_raster, read_info, read_window, valid_mask
 from .timeseries import Grid, aligned, release
 
@@ -257,21 +257,6 @@ def evaluate_rasters(
 # --- writers -------------------------------------------------------------------------------------------------
 
 
-def _write_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write text to a temporary file beside ``path`` and move it into place (nothing half-written is left)."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise SarSegError(f"The output folder '{path.parent}' does not exist. Create it or choose another.")
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
-    try:
-        tmp.write_text(text, encoding="utf-8", newline="")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
 def _number(value: float) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
@@ -318,7 +303,7 @@ def _cell(value: float | None) -> str:
     return "" if value is None or not math.isfinite(value) else repr(float(value))
 
 
-def write_table(result: EvaluationResult, path: str | os.PathLike) -> Path:
+def write_table(result: EvaluationResult, path: str | os.PathLike, outputs: OutputSet | None = None) -> Path:
     """Write the metrics as JSON (``.json``) or CSV (``.csv``).
 
     CSV: one row per class (metrics, then its confusion-matrix row as ``ref_vs_pred_<value>`` columns), then a
@@ -327,7 +312,7 @@ def write_table(result: EvaluationResult, path: str | os.PathLike) -> Path:
     """
     suffix = Path(path).suffix.lower()
     if suffix == ".json":
-        return _write_atomic(path, json.dumps(result_to_dict(result), indent=2) + "\n")
+        return write_text(path, json.dumps(result_to_dict(result), indent=2) + "\n", outputs)
     if suffix != ".csv":
         raise SarSegError(f"The table '{path}' must end in .csv or .json.")
     matrix_columns = [f"ref_vs_pred_{v}" for v in result.class_values]
@@ -354,7 +339,7 @@ def write_table(result: EvaluationResult, path: str | os.PathLike) -> Path:
     )
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(rows)
-    return _write_atomic(path, buffer.getvalue())
+    return write_text(path, buffer.getvalue(), outputs)
 
 
 def _fmt(value: float, digits: int = 4) -> str:
@@ -371,7 +356,7 @@ td.diag { background: #d8f0d8; font-weight: bold; }
 """
 
 
-def write_html_report(result: EvaluationResult, path: str | os.PathLike) -> Path:
+def write_html_report(result: EvaluationResult, path: str | os.PathLike, outputs: OutputSet | None = None) -> Path:
     """A self-contained HTML page: summary, per-class metrics, the confusion matrix and the inputs."""
     e = html.escape
     summary = [
@@ -422,4 +407,4 @@ def write_html_report(result: EvaluationResult, path: str | os.PathLike) -> Path
         "recall = TP / reference. Means are over the classes present in the reference or the prediction.</p>"
     )
     parts.append("</body></html>\n")
-    return _write_atomic(path, "\n".join(parts))
+    return write_text(path, "\n".join(parts), outputs)

@@ -22,10 +22,12 @@ from osgeo import gdal
 from ..models.metadata import ModelMetadata
 from . import timeseries
 from .errors import CancelledError, SarSegError
-from .inference import CLASS_NODATA, _hex_rgba, class_writer, db_conversions, raster_pixel_size_m
-from .radiometry import to_db
+from .inference import CLASS_NODATA, _hex_rgba, class_writer, raster_pixel_size_m
+from .outputs import OutputSet, check_destinations
+from .preprocess import check_has_data
 from .raster_io import GeoTiffWriter, check_not_same_file, iter_blocks, open_raster, read_info, read_window, valid_mask
 from .timeseries import DatedRaster, Grid
+from .units import AUTO, ModelInput, plan_model_input
 
 DEFAULT_BLOCK = 256  # onnxruntime needs ~260 MB for a 256 px block with halo (800 MB at 512) and runs faster
 LogFn = Callable[[str], None]
@@ -122,32 +124,60 @@ def select_sequence(items: Sequence[DatedRaster], length: int) -> tuple[list[Dat
 
 
 class _InputDecoder:
-    """Raster block -> the forecaster's input channels and a validity mask, by the kind of raster given."""
+    """Raster block -> the forecaster's input channels and a validity mask, by the kind of raster given.
 
-    def __init__(self, meta: ModelMetadata, input_kind: str, item: DatedRaster, ds: gdal.Dataset) -> None:
+    The raster is checked on a sample of its values first: class maps must hold the forecaster's classes only,
+    probabilities must lie in 0..1, and continuous values are matched to the forecaster's bands and units by the
+    rule of :mod:`.units`."""
+
+    def __init__(
+        self, meta: ModelMetadata, input_kind: str, item: DatedRaster, ds: gdal.Dataset, choice: str = AUTO
+    ) -> None:
         self.meta, self.kind = meta, input_kind
         info = read_info(ds)
         self.nodata = [ds.GetRasterBand(b + 1).GetNoDataValue() for b in range(info.band_count)]
         name = item.name or Path(item.path).name
         classes = len(meta.class_names)
+        self.bands: tuple[int, ...] | None = None  # all bands
+        self.model_input: ModelInput | None = None
+        self.notes: list[str] = []
+        samples = check_has_data(ds, info)
         if input_kind == "classes":
             if info.band_count == 1 and np.issubdtype(info.dtype, np.integer):
                 self.mode = "class map"
+                values = np.unique(samples[0])
+                if values.size and (values.min() < 0 or values.max() >= classes):
+                    raise SarSegError(
+                        f"'{name}' holds class values {_listing(values)}, but the forecaster knows classes "
+                        f"0..{classes - 1} only ({', '.join(meta.class_names)}). Give class maps of these classes "
+                        "(e.g. outputs of sarseg:segment with the bundled model), or set the other values to nodata."
+                    )
             elif info.band_count == classes:
                 self.mode = "probabilities"
+                low, high = (
+                    float(min(s.min() for s in samples if s.size)),
+                    float(max(s.max() for s in samples if s.size)),
+                )
+                if low < -1e-3 or high > 1 + 1e-3:
+                    raise SarSegError(
+                        f"'{name}' has {classes} bands but values from {low:.4g} to {high:.4g}: not class "
+                        "probabilities (0..1). Give class maps, or the class probabilities written by sarseg:segment."
+                    )
             else:
                 raise SarSegError(
                     f"'{name}' has {info.band_count} {info.dtype} band(s). The forecaster takes class maps (one "
                     f"integer band, classes 0..{classes - 1}: {', '.join(meta.class_names)}) or class probabilities "
                     f"({classes} bands), e.g. the output of sarseg:segment."
                 )
-            self.convert: list[bool] = []
         else:
             self.mode = "values"
             try:
-                self.convert = db_conversions(meta, info)
+                self.model_input = plan_model_input(meta, info, samples, choice)
             except SarSegError as err:
                 raise SarSegError(f"'{name}': {err}") from None
+            self.bands = self.model_input.bands
+            self.nodata = [self.nodata[b - 1] for b in self.bands]
+            self.notes = [f"'{name}': {n}" for n in self.model_input.notes + self.model_input.warnings]
 
     def __call__(self, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         valid = valid_mask(data, self.nodata).all(axis=0)
@@ -160,11 +190,15 @@ class _InputDecoder:
                 onehot[c] = (labels == c) & valid
             return onehot, valid
         out = data.astype(np.float32, copy=True)
-        for b, conv in enumerate(self.convert):
-            if conv:
-                out[b] = to_db(out[b])
+        if self.model_input is not None:
+            self.model_input.apply(out)
         out[:, ~valid] = 0.0
         return out, valid
+
+
+def _listing(values: np.ndarray, limit: int = 8) -> str:
+    shown = ", ".join(f"{v:g}" for v in values[:limit])
+    return shown + (f", ... ({values.size} values)" if values.size > limit else "")
 
 
 def pixel_area_km2(ds: gdal.Dataset) -> float | None:
@@ -213,13 +247,16 @@ def forecast_rasters(
     progress: Callable[[float], None] | None = None,
     is_canceled: Callable[[], bool] | None = None,
     log: LogFn | None = None,
+    outputs: OutputSet | None = None,
 ) -> ForecastResult:
     """Forecast every horizon of ``model`` (a ``registry.LoadedForecaster``) from the dated rasters ``items``.
 
     Writes, in ``folder``, the class map of t0 (the last input date) and of each horizon (see
     :func:`output_paths`), optionally per-class probabilities beside them (``..._probabilities.tif``), and
     optionally a change raster (t0 -> last horizon, :func:`change_codes`). Continuous forecasters write values
-    (the model's bands) instead of classes. All outputs appear together or not at all.
+    (the model's bands) instead of classes. All outputs appear together or not at all: with ``outputs`` (the
+    :class:`~.outputs.OutputSet` of a run that writes more, e.g. a table) they are moved into place when that set
+    is committed, else at the end of this call.
     """
     started = time.perf_counter()
     meta: ModelMetadata = model.metadata
@@ -240,6 +277,15 @@ def forecast_rasters(
     grid = Grid.of(ref_info)
     classes_out = meta.output_kind == "classes"
     n_classes = len(meta.class_names)
+    step_bytes = grid.width * grid.height * (1 if classes_out else 4 * len(meta.input_bands))
+    prob_bytes = grid.width * grid.height * 4 * n_classes if probabilities and classes_out else 0
+    check_destinations(
+        [(p, step_bytes + prob_bytes) for _, _, p in planned]
+        + ([(change_path, grid.width * grid.height)] if change_path and classes_out else []),
+        log,
+    )
+    own_outputs = outputs is None
+    run_outputs = OutputSet() if own_outputs else outputs
     sources: list[gdal.Dataset] = []
     run = f"{prefix} {t0.isoformat()}"
     try:
@@ -253,6 +299,10 @@ def forecast_rasters(
                 notes.append(f"'{item.name or Path(item.path).name}' was resampled ({resampling}) to the grid used.")
             sources.append(ds)
         decoders = [_InputDecoder(meta, model.input_kind, item, ds) for item, ds in zip(ordered, sources)]
+        for decoder in decoders:
+            for note in decoder.notes:
+                if log:
+                    log(note)
         area = pixel_area_km2(sources[0])
         halo = int(model.halo)
         s = int(model.state_stride)
@@ -270,12 +320,16 @@ def forecast_rasters(
             "FORECASTER": model.name,
         }
         with ExitStack() as stack:
+            if own_outputs:
+                stack.enter_context(run_outputs)  # exits last: moves every finished file into place
             writers: list[GeoTiffWriter] = []
             prob_writers: list[GeoTiffWriter | None] = []
             for step, date, path in planned:
                 extra = {**common, "STEP": str(step), "DATE": date.isoformat()}
                 if classes_out:
-                    writer = class_writer(path, grid.width, grid.height, geotransform, grid.projection, meta, extra)
+                    writer = class_writer(
+                        path, grid.width, grid.height, geotransform, grid.projection, meta, extra, run_outputs
+                    )
                 else:
                     writer = GeoTiffWriter(
                         path,
@@ -289,6 +343,7 @@ def forecast_rasters(
                         descriptions=list(meta.input_bands),
                         units=list(meta.input_units),
                         metadata={"MODEL": meta.name, **extra},
+                        outputs=run_outputs,
                     )
                 writers.append(stack.enter_context(writer))
                 prob_path = None
@@ -307,6 +362,7 @@ def forecast_rasters(
                                 nodata=float("nan"),
                                 descriptions=list(meta.class_names),
                                 metadata={"MODEL": meta.name, **extra},
+                                outputs=run_outputs,
                             )
                         )
                     )
@@ -331,6 +387,7 @@ def forecast_rasters(
                         metadata={**common, "FROM": t0.isoformat(), "TO": planned[-1][1].isoformat()},
                         color_table=colours,
                         category_names=labels,
+                        outputs=run_outputs,
                     )
                 )
             blocks = iter_blocks(grid.width, grid.height, block_size, halo)
@@ -344,7 +401,7 @@ def forecast_rasters(
                         src.FlushCache()
                 maps, valid = [], None
                 for src, decode in zip(sources, decoders):
-                    channels, ok = decode(read_window(src, block.read))
+                    channels, ok = decode(read_window(src, block.read, decode.bands))
                     maps.append(channels)
                     valid = ok if valid is None else valid & ok
                 seq = np.stack(maps)[None]  # (1, T, C, h, w)

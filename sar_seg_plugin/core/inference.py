@@ -9,8 +9,6 @@ is a few tiles plus a few bytes per raster column, whatever the raster size. No 
 from __future__ import annotations
 
 import math
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,12 +20,13 @@ from typing import Any
 import numpy as np
 from osgeo import gdal, osr
 
-from ..models.metadata import ModelMetadata, canonical_unit, check_raster_fits, describe_inputs
+from ..models.metadata import ModelMetadata
 from . import raster_io
 from .errors import CancelledError, SarSegError
+from .outputs import OutputSet, check_destinations, remove_folder, temporary_folder
 from .preprocess import check_has_data
-from .radiometry import DEFAULT_FLOOR_DB, to_db
 from .raster_io import GeoTiffWriter, RasterInfo, Window
+from .units import AUTO, DB, LINEAR, TO_DB, ModelInput, plan_model_input
 
 CLASS_NODATA = 255
 #: Columns of finished block rows written at a time (a multiple of the 256-px output blocks).
@@ -119,27 +118,6 @@ class _Probabilities:
         return e
 
 
-def db_conversions(meta: ModelMetadata, info: RasterInfo) -> list[bool]:
-    """Which raster bands to convert from linear power to dB for the model; refuse other mismatches.
-
-    A band with an unknown unit is taken as what the model expects.
-    """
-    if info.band_count != len(meta.input_bands):
-        check_raster_fits(meta, info.band_count, info.units)  # raises with the band-count message
-    convert = []
-    units = []
-    for unit, expected in zip(info.units, meta.input_units):
-        actual = canonical_unit(unit)
-        to_convert = actual == "linear" and expected == "dB"
-        convert.append(to_convert)
-        units.append(expected if to_convert else unit)
-    try:
-        check_raster_fits(meta, info.band_count, units)
-    except SarSegError as err:
-        raise SarSegError(f"{err}. The model expects {describe_inputs(meta)}") from None
-    return convert
-
-
 def _hex_rgba(colour: str) -> tuple[int, int, int, int]:
     return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16), 255
 
@@ -158,6 +136,7 @@ def class_writer(
     projection: str,
     meta: ModelMetadata,
     metadata: dict[str, str] | None = None,
+    outputs: OutputSet | None = None,
 ) -> GeoTiffWriter:
     """A uint8 class raster (nodata 255) with the model's colours and class names, so it loads paletted."""
     return GeoTiffWriter(
@@ -173,50 +152,41 @@ def class_writer(
         metadata={"MODEL": meta.name, "CLASS_NAMES": ",".join(meta.class_names), **(metadata or {})},
         color_table=class_palette(meta),
         category_names=list(meta.class_names),
+        outputs=outputs,
     )
-
-
-def _class_writer(path: str, info: RasterInfo, meta: ModelMetadata) -> GeoTiffWriter:
-    geotransform = info.geotransform if info.georeferenced else None
-    return class_writer(path, info.width, info.height, geotransform, info.projection, meta)
 
 
 def _open_writers(
     stack: ExitStack,
     info: RasterInfo,
     meta: ModelMetadata,
-    dst_path: str,
-    probabilities_path: str | None,
-    confidence_path: str | None,
+    paths: Sequence[str | None],
     confidence: str,
+    outputs: OutputSet | None,
+    metadata: dict[str, str],
 ) -> tuple[GeoTiffWriter, GeoTiffWriter | None, GeoTiffWriter | None]:
-    """The class, probability and confidence writers of a run (None when not asked for), entered in ``stack``."""
-    classes = stack.enter_context(_class_writer(dst_path, info, meta))
-    probs = (
-        stack.enter_context(_float_writer(probabilities_path, info, meta.class_names, meta))
-        if probabilities_path
-        else None
-    )
-    conf = (
-        stack.enter_context(_float_writer(confidence_path, info, [_confidence_name(confidence)], meta))
-        if confidence_path
-        else None
-    )
-    return classes, probs, conf
+    """The class, probability and confidence writers of a run (None when not asked for), entered in ``stack``.
 
+    ``paths`` are the class, probability and confidence destinations; ``metadata`` goes to each file."""
+    dst_path, probabilities_path, confidence_path = paths
+    geotransform = info.geotransform if info.georeferenced else None
+    classes = stack.enter_context(
+        class_writer(dst_path, info.width, info.height, geotransform, info.projection, meta, metadata, outputs)
+    )
 
-def _float_writer(path: str, info: RasterInfo, names: Sequence[str], meta: ModelMetadata) -> GeoTiffWriter:
-    return GeoTiffWriter(
-        path,
-        info.width,
-        info.height,
-        len(names),
-        np.float32,
-        info.geotransform if info.georeferenced else None,
-        info.projection,
-        nodata=float("nan"),
-        descriptions=list(names),
-        metadata={"MODEL": meta.name},
+    def float_writer(path: str | None, names: Sequence[str]) -> GeoTiffWriter | None:
+        if not path:
+            return None
+        writer = GeoTiffWriter(
+            path, info.width, info.height, len(names), np.float32, geotransform, info.projection,
+            nodata=float("nan"), descriptions=list(names), metadata={"MODEL": meta.name, **metadata}, outputs=outputs,
+        )  # fmt: skip
+        return stack.enter_context(writer)
+
+    return (
+        classes,
+        float_writer(probabilities_path, meta.class_names),
+        float_writer(confidence_path, [_confidence_name(confidence)]),
     )
 
 
@@ -285,14 +255,20 @@ def segment_raster(
     log: LogFn | None = None,
     resample: bool = True,
     confidence: str = "max",
+    input_scale: str = AUTO,
+    warn: LogFn | None = None,
 ) -> dict[str, Any]:
     """Segment ``src_path`` with ``model`` (a ``registry.LoadedModel``) into a uint8 class raster at ``dst_path``.
 
     Optional outputs: float32 per-class probabilities and a confidence raster, ``confidence`` "max" (probability of
     the chosen class) or "entropy" (normalised entropy, 0 = certain, 1 = uniform; see :func:`confidence_of`).
-    Input nodata pixels
-    (any band) become class 255 / NaN. Linear-power bands are converted to dB (floor -50 dB) when the model wants
-    dB. Returns counts and timing; raises CancelledError (nothing written) when ``is_canceled`` turns true.
+    Input nodata pixels (any band the model reads) become class 255 / NaN.
+
+    The model's bands are found by name where the raster names them (VV, VH, ...), else taken in order; each band's
+    scale (dB or linear power) is decided by the rule of :mod:`.units` (``input_scale`` overrides it) and converted
+    to the model's unit. What was decided is said in ``log`` (``warn`` when a band's unit and values disagree) and
+    written to the outputs' metadata. The outputs appear together or not at all. Returns counts and timing; raises
+    CancelledError (nothing written) when ``is_canceled`` turns true.
 
     With ``resample`` (the default), a raster whose pixel size differs from the model's ``pixel_size_m`` by more
     than 10 %, or whose CRS is geographic (degrees), is warped to the model's pixel size (bilinear, in linear
@@ -312,15 +288,28 @@ def segment_raster(
         raise SarSegError(
             f"unknown confidence measure '{confidence}': expected one of {', '.join(CONFIDENCE_MEASURES)}"
         )
-    outputs = [p for p in (dst_path, probabilities_path, confidence_path) if p]
-    for out in outputs:
+    outputs = [dst_path, probabilities_path, confidence_path]
+    given = [p for p in outputs if p]
+    for out in given:
         raster_io.check_not_same_file([src_path], out)
-    if len(set(outputs)) != len(outputs):
+    if len(set(given)) != len(given):
         raise SarSegError("the class, probability and confidence outputs must be different files")
 
     src = raster_io.open_raster(src_path)
     try:
-        check_has_data(src, raster_io.read_info(src))  # an all-nodata raster is refused before any output
+        info = raster_io.read_info(src)
+        samples = check_has_data(src, info)  # an all-nodata raster is refused before any output
+        model_input = plan_model_input(meta, info, samples, input_scale)
+        for note in model_input.notes:
+            if log:
+                log(note)
+        for note in model_input.warnings:
+            (warn or log or (lambda _m: None))(note)
+        sizes = [np.uint8, np.float32, np.float32]
+        bands = [1, len(meta.class_names), 1]
+        check_destinations(
+            [(p, raster_io.raster_bytes(info, t, n)) for p, t, n in zip(outputs, sizes, bands) if p], log
+        )
         plan = None
         if resample:
             plan, reason = resampling_plan(src, meta)
@@ -328,10 +317,12 @@ def segment_raster(
                 log(reason)
         elif log:
             log("Resampling to the model's pixel size is turned off: the raster is segmented on its own grid")
-        common = (dst_path, model, probabilities_path, confidence_path, batch_size, progress, is_canceled, log)
-        if plan is not None:
-            return _segment_resampled(src, plan, *common, started, confidence)
-        return _segment_open_raster(src, *common, started, confidence=confidence)
+        with OutputSet() as run_outputs:
+            common = (model_input, (dst_path, probabilities_path, confidence_path), model, batch_size, progress,
+                      is_canceled, log, run_outputs, started, confidence)  # fmt: skip
+            if plan is not None:
+                return _segment_resampled(src, plan, *common)
+            return _segment_open_raster(src, *common)
     except (SarSegError, CancelledError) as err:
         # A traceback keeps the GDAL dataset alive in a reference cycle that a later garbage collection frees,
         # possibly after GDAL has shut down (a crash): drop the frames that hold it.
@@ -355,13 +346,14 @@ def _read_batches(
     src: Any,
     info: RasterInfo,
     meta: ModelMetadata,
-    convert: list[bool],
+    model_input: ModelInput,
     ys: list[int],
     xs: list[int],
     batch_size: int,
     is_canceled: Callable[[], bool] | None,
 ) -> Iterator[_Batch]:
-    """Read the raster tile row by tile row, a batch of tiles at a time, converted and normalised."""
+    """Read the model's bands tile row by tile row, a batch of tiles at a time, converted and normalised."""
+    nodata = [info.nodata[b - 1] for b in model_input.bands]
     tile = meta.tile_size
     th, tw = min(tile, info.height), min(tile, info.width)
     # Tiled input: drop its blocks after each batch; striped input (blocks span the width): after each tile row.
@@ -372,14 +364,11 @@ def _read_batches(
                 raise CancelledError("Cancelled by the user.")
             batch_xs = xs[b0 : b0 + batch_size]
             bx0, bx1 = batch_xs[0], batch_xs[-1] + tw
-            data = raster_io.read_window(src, Window(bx0, y0, bx1 - bx0, th))
+            data = raster_io.read_window(src, Window(bx0, y0, bx1 - bx0, th), model_input.bands)
             if tiled_input:
                 src.FlushCache()
-            valid = raster_io.valid_mask(data, info.nodata).all(axis=0)
-            for b, conv in enumerate(convert):
-                if conv:
-                    data[b] = to_db(data[b])
-            data = meta.normalization.apply(data)
+            valid = raster_io.valid_mask(data, nodata).all(axis=0)
+            data = meta.normalization.apply(model_input.apply(data))
             data[:, ~(valid[None] & np.isfinite(data)).all(axis=0)] = 0.0  # nodata -> the training mean
             tiles = np.stack([_pad_to(data[:, :, x0 - bx0 : x0 - bx0 + tw], tile) for x0 in batch_xs])
             yield _Batch(k, b0, batch_xs, np.ascontiguousarray(tiles, dtype=np.float32), valid)
@@ -493,28 +482,27 @@ class _Blender:
 
 def _segment_open_raster(
     src: Any,
-    dst_path: str,
+    model_input: ModelInput,
+    paths: Sequence[str | None],
     model: Any,
-    probabilities_path: str | None,
-    confidence_path: str | None,
     batch_size: int,
     progress: Callable[[float], None] | None,
     is_canceled: Callable[[], bool] | None,
     log: LogFn | None,
+    outputs: OutputSet | None,
     started: float,
-    convert: list[bool] | None = None,
     confidence: str = "max",
 ) -> dict[str, Any]:
     """Tiles in rows, batches left to right; finished columns of each tile row leave the accumulators at once.
 
+    ``paths``: the class, probability and confidence destinations (written as part of ``outputs``).
     Held in memory: the tiles of the current batch and the columns they still share with the next one; the
     rows the next tile row overlaps (about ``overlap`` rows of the raster width, see :func:`tile_starts`); and
     the output rows waiting for a whole block row (:class:`_RowStager`).
     """
     meta: ModelMetadata = model.metadata
     info = raster_io.read_info(src)
-    if convert is None:
-        convert = db_conversions(meta, info)
+    probabilities_path, confidence_path = paths[1], paths[2]
     tile, overlap = meta.tile_size, meta.tile_overlap
     stride = tile - overlap
     width, height = info.width, info.height
@@ -530,14 +518,12 @@ def _segment_open_raster(
                 else ""
             )
         )
-        if any(convert):
-            log(f"Converting linear power to dB (floor {DEFAULT_FLOOR_DB:g} dB) as the model expects dB input")
         log(f"{total_tiles} tiles of {tile} px (overlap {overlap}) in {len(ys)} rows, batch size {batch_size}")
 
     band_rows = max([b - a for a, b in zip(ys, ys[1:])] + [height - ys[-1]])
     done_tiles = batches = 0
     with ExitStack() as stack:
-        writers = _open_writers(stack, info, meta, dst_path, probabilities_path, confidence_path, confidence)
+        writers = _open_writers(stack, info, meta, paths, confidence, outputs, model_input.metadata())
         stagers = [
             _RowStager(writer, width, height, band_rows, 0 if k == 0 else np.nan)
             for k, writer in enumerate(writers)
@@ -551,7 +537,7 @@ def _segment_open_raster(
         pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="sarseg-model"))
         to_probabilities = _Probabilities(meta)
         waiting: tuple[_Batch, Future] | None = None
-        batches_iter = _read_batches(src, info, meta, convert, ys, xs, batch_size, is_canceled)
+        batches_iter = _read_batches(src, info, meta, model_input, ys, xs, batch_size, is_canceled)
         while True:
             batch = next(batches_iter, None)
             running = (batch, pool.submit(model.run, batch.tiles)) if batch is not None else None
@@ -579,7 +565,16 @@ def _segment_open_raster(
         "device": model.device_used,
         "class_pixels": {name: int(c) for name, c in zip(meta.class_names, class_pixels)},
         "nodata_pixels": nodata_pixels,
-        "converted_to_db": [i + 1 for i, c in enumerate(convert) if c],
+        **_input_summary(model_input),
+    }
+
+
+def _input_summary(model_input: ModelInput) -> dict[str, Any]:
+    """What a run's result says of how the raster was read: bands used, their scales, bands converted to dB."""
+    return {
+        "bands": list(model_input.bands),
+        "scales": [s.scale for s in model_input.scales],
+        "converted_to_db": [b for b, c in zip(model_input.bands, model_input.conversions) if c == TO_DB],
     }
 
 
@@ -722,34 +717,44 @@ def _warp(dst: Any, src: Any, what: str, is_canceled: Callable[[], bool] | None,
     return _check_warp(result, what, is_canceled)
 
 
-def _db_to_linear_copy(src: Any, path: str, bands: list[bool], is_canceled: Callable[[], bool] | None) -> None:
-    """Stream a float32 copy of ``src`` with the flagged (dB) bands in linear power; nodata -> NaN."""
+def _linear_copy(src: Any, path: str, model_input: ModelInput, is_canceled: Callable[[], bool] | None) -> None:
+    """Stream a float32 copy of the model's bands of ``src`` (in the model's order), dB bands converted to linear
+    power; nodata -> NaN."""
     info = raster_io.read_info(src)
+    dbs = [s.scale == DB for s in model_input.scales]
 
     def func(data: np.ndarray, valid: np.ndarray, _block: object) -> np.ndarray:
         out = data.astype(np.float32, copy=True)
-        for b, flag in enumerate(bands):
-            if flag:
+        for b, is_db in enumerate(dbs):
+            if is_db:
                 with np.errstate(over="ignore"):
                     out[b] = np.power(10.0, out[b] / 10.0, dtype=np.float32)
         out[~valid] = np.nan
         return out
 
-    with GeoTiffWriter.like(path, info, np.float32, nodata=float("nan")) as writer:
-        raster_io.map_blocks(src, writer, func, is_canceled=is_canceled)
+    names = [info.descriptions[b - 1] for b in model_input.bands]
+    bands = len(model_input.bands)
+    geotransform = info.geotransform if info.georeferenced else None
+    with GeoTiffWriter(path, info.width, info.height, bands, np.float32, geotransform, info.projection,
+                       nodata=float("nan"), descriptions=names) as writer:  # fmt: skip
+        raster_io.map_blocks(src, writer, func, bands=model_input.bands, is_canceled=is_canceled)
 
 
-def _mask_input_nodata(src: Any, writers: list[tuple[GeoTiffWriter, float]], class_count: int) -> tuple[Any, int]:
-    """Set the outputs to nodata where the input is nodata (the warps smear nodata edges); count classes."""
+def _mask_input_nodata(
+    src: Any, bands: Sequence[int], writers: list[tuple[GeoTiffWriter, float]], class_count: int
+) -> tuple[Any, int]:
+    """Set the outputs to nodata where the input's ``bands`` are nodata (the warps smear nodata edges); count
+    classes."""
     info = raster_io.read_info(src)
+    nodata = [info.nodata[b - 1] for b in bands]
     class_pixels = np.zeros(class_count, dtype=np.int64)
     nodata_pixels = 0
     for block in raster_io.iter_blocks(info.width, info.height):
         w = block.core
-        ok = raster_io.valid_mask(raster_io.read_window(src, w), info.nodata).all(axis=0)
-        for k, (writer, nodata) in enumerate(writers):
+        ok = raster_io.valid_mask(raster_io.read_window(src, w, bands), nodata).all(axis=0)
+        for k, (writer, value) in enumerate(writers):
             data = raster_io.read_window(writer.ds, w, dtype=writer.dtype)
-            data[:, ~ok] = nodata
+            data[:, ~ok] = value
             if k == 0:
                 classes = data[0]
                 valid = classes != CLASS_NODATA
@@ -764,42 +769,51 @@ def _mask_input_nodata(src: Any, writers: list[tuple[GeoTiffWriter, float]], cla
 def _segment_resampled(
     src: Any,
     plan: ResamplePlan,
-    dst_path: str,
+    model_input: ModelInput,
+    paths: Sequence[str | None],
     model: Any,
-    probabilities_path: str | None,
-    confidence_path: str | None,
     batch_size: int,
     progress: Callable[[float], None] | None,
     is_canceled: Callable[[], bool] | None,
     log: LogFn | None,
+    outputs: OutputSet,
     started: float,
     confidence: str = "max",
 ) -> dict[str, Any]:
     """Warp the input to the model's grid, segment it into temporary files and warp the results back."""
     meta: ModelMetadata = model.metadata
     info = raster_io.read_info(src)
-    convert = db_conversions(meta, info)  # refuses a wrong band count or units before any work
-    # Intensities are interpolated in linear power: dB bands (or bands of unknown unit taken as the model's dB)
-    # go through a temporary linear copy, then back to dB with the other linear bands.
-    to_linear = [not c and u == "dB" for c, u in zip(convert, meta.input_units)]
-    warped_convert = [c or t for c, t in zip(convert, to_linear)]
+    # Intensities are interpolated in linear power: the model's bands go through a temporary copy in linear power
+    # (in the model's band order) when any is in dB, else through a band selection when the raster's bands are
+    # not the model's in order. The warped bands, all linear, are converted to the model's units when read.
+    sar = [u in (DB, LINEAR) for u in meta.input_units]
+    any_db = any(s.scale == DB for s in model_input.scales)
+    warped_input = ModelInput(
+        bands=tuple(range(1, len(model_input.bands) + 1)),
+        conversions=tuple((TO_DB if u == DB else "") if is_sar else "" for u, is_sar in zip(meta.input_units, sar)),
+        scales=model_input.scales,
+        notes=[],
+        warnings=[],
+    )
     class_count = len(meta.class_names)
     tmp_dir = None
-    warped = tmp_class = tmp_probs = tmp_conf = None
+    warped = source = tmp_ds = None
     with ExitStack() as stack:
         # The final writers first: they check the output folders before any work, and abort on failure.
         class_writer, prob_writer, conf_writer = _open_writers(
-            stack, info, meta, dst_path, probabilities_path, confidence_path, confidence
+            stack, info, meta, paths, confidence, outputs, model_input.metadata()
         )
         try:
-            tmp_dir = tempfile.mkdtemp(prefix=".sarseg-resample-", dir=str(Path(dst_path).parent))
+            tmp_dir = temporary_folder(Path(paths[0]).parent)
             source = src
-            if any(to_linear):
-                linear_path = str(Path(tmp_dir) / "linear.tif")
+            if any_db:
+                linear_path = str(tmp_dir / "linear.tif")
                 if log:
                     log("Converting dB bands to linear power for resampling (intensities are not averaged in dB)")
-                _db_to_linear_copy(src, linear_path, to_linear, is_canceled)
+                _linear_copy(src, linear_path, model_input, is_canceled)
                 source = raster_io.open_raster(linear_path)
+            elif model_input.reordered:
+                source = gdal.Translate("", src, format="VRT", bandList=list(model_input.bands))
             src_nodata = [source.GetRasterBand(i + 1).GetNoDataValue() for i in range(source.RasterCount)]
             has_nodata = all(nd is not None for nd in src_nodata)
             warped = _warp(
@@ -821,29 +835,29 @@ def _segment_resampled(
             if log:
                 size = f"{warped.RasterXSize}x{warped.RasterYSize}"
                 log(f"Resampled the input from {info.width}x{info.height} to {size} px")
-            tmp_class = str(Path(tmp_dir) / "classes.tif")
-            tmp_probs = str(Path(tmp_dir) / "probabilities.tif") if probabilities_path else None
-            tmp_conf = str(Path(tmp_dir) / "confidence.tif") if confidence_path else None
+            tmp_paths = [
+                str(tmp_dir / name) if path else None
+                for path, name in zip(paths, ("classes.tif", "probabilities.tif", "confidence.tif"))
+            ]
             stats = _segment_open_raster(
                 warped,
-                tmp_class,
+                warped_input,
+                tmp_paths,
                 model,
-                tmp_probs,
-                tmp_conf,
                 batch_size,
                 (lambda p: progress(0.9 * p)) if progress else None,
                 is_canceled,
                 log,
+                None,
                 started,
-                convert=warped_convert,
                 confidence=confidence,
             )
             warped = None
-            back = [(tmp_class, class_writer, "near", CLASS_NODATA)]
+            back = [(tmp_paths[0], class_writer, "near", CLASS_NODATA)]
             if prob_writer:
-                back.append((tmp_probs, prob_writer, "bilinear", float("nan")))
+                back.append((tmp_paths[1], prob_writer, "bilinear", float("nan")))
             if conf_writer:
-                back.append((tmp_conf, conf_writer, "bilinear", float("nan")))
+                back.append((tmp_paths[2], conf_writer, "bilinear", float("nan")))
             for i, (tmp, writer, method, nodata) in enumerate(back):
                 tmp_ds = raster_io.open_raster(tmp)
                 _warp(
@@ -863,13 +877,12 @@ def _segment_resampled(
                     progress(90.0 + 5.0 * (i + 1) / len(back))
             writers = [(class_writer, CLASS_NODATA)]
             writers += [(w, float("nan")) for w in (prob_writer, conf_writer) if w]
-            class_pixels, nodata_pixels = _mask_input_nodata(src, writers, class_count)
+            class_pixels, nodata_pixels = _mask_input_nodata(src, model_input.bands, writers, class_count)
             if progress:
                 progress(100.0)
         finally:
             warped = source = tmp_ds = None
-            if tmp_dir:
-                shutil.rmtree(tmp_dir, ignore_errors=True)
+            remove_folder(tmp_dir)
     seconds = time.perf_counter() - started
     if log:
         log(f"Warped the results back onto the raster's {info.width}x{info.height} px grid ({seconds:.1f} s in all)")
@@ -880,7 +893,7 @@ def _segment_resampled(
         seconds=seconds,
         class_pixels={name: int(c) for name, c in zip(meta.class_names, class_pixels)},
         nodata_pixels=nodata_pixels,
-        converted_to_db=[i + 1 for i, c in enumerate(convert) if c],
+        **_input_summary(model_input),
         resampled={
             "reason": plan.reason,
             "model_pixel_size_m": float(meta.pixel_size_m),

@@ -16,7 +16,6 @@ import io
 import os
 import re
 import shutil
-import uuid
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import numpy as np
 from osgeo import gdal, ogr, osr
 
 from .errors import CancelledError, SarSegError
+from .outputs import remove_folder, temporary_folder
 from .raster_io import (
     CancelFn,
     GeoTiffWriter,
@@ -366,11 +366,11 @@ def extract_patches(
         kept, dropped_border, dropped_invalid = _select(source, aoi, plan, min_valid, progress, is_canceled)
         _check_selection(kept, plan, min_valid, val_fraction, dropped_invalid)
         created = _first_missing(out)
-        stage = out / f".partial-{uuid.uuid4().hex[:8]}"
+        stage = None
         try:
             try:
                 out.mkdir(parents=True, exist_ok=True)
-                stage.mkdir()
+                stage = temporary_folder(out)
             except OSError as exc:
                 raise SarSegError(
                     f"Cannot write into the output folder '{out}' ({exc.strerror}). Choose a folder you can write to."
@@ -382,8 +382,7 @@ def extract_patches(
                 shutil.rmtree(created, ignore_errors=True)
             raise
         finally:
-            if stage.exists():
-                shutil.rmtree(stage, ignore_errors=True)
+            remove_folder(stage)
     finally:
         release(labels_ds)
     counts = {split: sum(p.split == split for p, _ in kept) for split in (TRAIN, VAL)}

@@ -7,15 +7,15 @@ small dict describing what it did; the Processing algorithms are thin wrappers a
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from osgeo import gdal
 
-from . import radiometry, speckle
+from . import radiometry, speckle, units
 from .errors import SarSegError
+from .outputs import OutputSet, check_destinations, write_text
 from .raster_io import (
     CancelFn,
     GeoTiffWriter,
@@ -24,6 +24,7 @@ from .raster_io import (
     check_not_same_file,
     map_blocks,
     open_raster,
+    raster_bytes,
     read_info,
     read_window,
     sample_band,
@@ -109,8 +110,12 @@ def speckle_filter_raster(
     progress: ProgressFn | None = None,
     is_canceled: CancelFn | None = None,
     log: Callable[[str], None] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> dict[str, object]:
     """Filter every band of a raster; dB input is converted to linear power, filtered and converted back.
+
+    How each band's scale is decided (unit, values, or ``settings.input_scale``) is said in ``log`` (``warn`` when
+    the unit and the values disagree) and recorded in the output's metadata.
 
     Returns ``{"looks": [...], "scale": [...]}`` with the looks and scale used per band.
     """
@@ -121,16 +126,12 @@ def speckle_filter_raster(
     check_not_same_file([src_path], dst_path)
     ds = open_raster(src_path)
     info = read_info(ds)
-    samples = check_has_data(ds, info)
     say = log or (lambda _msg: None)
-
-    scales = []
-    for b, sample in enumerate(samples):
-        if settings.input_scale == "auto":
-            scale = radiometry.detect_scale(info.units[b], sample)
-        else:
-            scale = radiometry.DB if settings.input_scale.lower() == "db" else radiometry.LINEAR
-        scales.append(scale)
+    check_destinations([(dst_path, raster_bytes(info))], say)
+    samples = check_has_data(ds, info)
+    band_scales = read_scales(info, samples, settings.input_scale, log, warn)
+    scales = [s.scale for s in band_scales]
+    for b, scale in enumerate(scales):
         if scale == radiometry.DB:
             say(
                 f"{info.band_label(b + 1)} is in dB: speckle is multiplicative in linear power, so it is "
@@ -184,6 +185,7 @@ def speckle_filter_raster(
                          damping=settings.damping, sigma=settings.sigma)  # fmt: skip
 
     metadata = _carried_metadata(info)
+    metadata.update(units.scales_metadata(band_scales))
     metadata.update(
         {
             "SARSEG_SPECKLE_FILTER": settings.filter_name,
@@ -191,9 +193,7 @@ def speckle_filter_raster(
             "SARSEG_LOOKS": json.dumps([round(v, 4) if np.isfinite(v) else None for v in looks]),
         }
     )
-    units = [info.units[b] or (radiometry.DB if scales[b] == radiometry.DB else radiometry.LINEAR)
-             for b in range(info.band_count)]  # fmt: skip
-    with GeoTiffWriter.like(dst_path, info, nodata=nodata, units=units, metadata=metadata) as writer:
+    with GeoTiffWriter.like(dst_path, info, nodata=nodata, units=scales, metadata=metadata) as writer:
         map_blocks(ds, writer, run, halo=halo, progress=progress, is_canceled=is_canceled)
     return {"looks": looks, "scale": scales}
 
@@ -212,25 +212,37 @@ def convert_db_raster(
     nonpositive_to_nodata: bool = False,
     progress: ProgressFn | None = None,
     is_canceled: CancelFn | None = None,
+    input_scale: str = units.AUTO,
+    log: Callable[[str], None] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> dict[str, object]:
     """Convert every band between linear power and dB.
 
-    ``direction`` is ``to_db``, ``to_linear`` or ``auto`` (each band by its unit or values). Linear values
-    at or below the floor (zeros, negatives) become ``floor_db``, or nodata with ``nonpositive_to_nodata``.
+    ``direction`` is ``to_db``, ``to_linear`` or ``auto`` (each band the other way from its scale). Each band's
+    scale is decided by :func:`units.resolve_band` (``input_scale`` overrides it); a band already in the scale asked
+    for is refused, not converted twice. Linear values at or below the floor (zeros, negatives) become ``floor_db``,
+    or nodata with ``nonpositive_to_nodata``.
     """
+    if direction not in (TO_DB, TO_LINEAR, "auto"):
+        raise SarSegError(f"Unknown conversion '{direction}'. Use '{TO_DB}', '{TO_LINEAR}' or 'auto'.")
     check_not_same_file([src_path], dst_path)
     ds = open_raster(src_path)
     info = read_info(ds)
+    check_destinations([(dst_path, raster_bytes(info))], log)
     samples = check_has_data(ds, info)
+    band_scales = read_scales(info, samples, input_scale, log, warn)
     directions = []
-    for b, sample in enumerate(samples):
-        if direction == "auto":
-            scale = radiometry.detect_scale(info.units[b], sample)
-            directions.append(TO_LINEAR if scale == radiometry.DB else TO_DB)
-        elif direction in (TO_DB, TO_LINEAR):
-            directions.append(direction)
-        else:
-            raise SarSegError(f"Unknown conversion '{direction}'. Use '{TO_DB}', '{TO_LINEAR}' or 'auto'.")
+    for scale in band_scales:
+        wanted = direction if direction != "auto" else (TO_LINEAR if scale.scale == radiometry.DB else TO_DB)
+        if (wanted == TO_DB) == (scale.scale == radiometry.DB):
+            already = "dB" if scale.scale == radiometry.DB else "linear power"
+            other = "'dB to linear power'" if scale.scale == radiometry.DB else "'Linear power to dB'"
+            raise SarSegError(
+                f"{scale.label} is already in {already} ({scale.why}); converting it again "
+                f"would give wrong values. Choose {other} or 'Auto-detect', or set 'Input units' if the band is "
+                "not what it seems."
+            )
+        directions.append(wanted)
     nodata = _output_nodata(info, keep_input_nodata=False)
     floor = 10.0 ** (floor_db / 10.0)
 
@@ -246,15 +258,35 @@ def convert_db_raster(
             out[b] = np.where(ok, y, nodata)
         return out
 
-    units = [radiometry.DB if d == TO_DB else radiometry.LINEAR for d in directions]
+    out_units = [radiometry.DB if d == TO_DB else radiometry.LINEAR for d in directions]
     metadata = _carried_metadata(info)
+    metadata.update(units.scales_metadata(band_scales))
     metadata["SARSEG_CONVERSION"] = ",".join(directions)
-    with GeoTiffWriter.like(dst_path, info, nodata=nodata, units=units, metadata=metadata) as writer:
+    with GeoTiffWriter.like(dst_path, info, nodata=nodata, units=out_units, metadata=metadata) as writer:
         map_blocks(ds, writer, run, progress=progress, is_canceled=is_canceled)
-    return {"directions": directions}
+    return {"directions": directions, "scales": band_scales}
+
+
+def read_scales(
+    info: RasterInfo,
+    samples: list[np.ndarray],
+    choice: str,
+    log: Callable[[str], None] | None,
+    warn: Callable[[str], None] | None,
+) -> list[units.BandScale]:
+    """Every band's scale by the rule of :mod:`.units`, each decision said in ``log`` (``warn`` for disagreements)."""
+    scales = units.resolve_scales(info, samples, choice)
+    for scale in scales:
+        say = (warn or log) if scale.warning else log
+        if say:
+            say(scale.note)
+    return scales
 
 
 # --- Normalisation -----------------------------------------------------------------------------------
+
+#: Band unit of normalised outputs (read by :func:`units.unit_word` as normalised values).
+NORMALIZED_UNITS = {radiometry.ZSCORE: "z-score", radiometry.PERCENTILE: "normalised"}
 
 
 def compute_normalization_stats(
@@ -290,6 +322,7 @@ def normalize_raster(
         check_not_same_file([src_path, dst_path], stats_path)
     ds = open_raster(src_path)
     info = read_info(ds)
+    check_destinations([(dst_path, raster_bytes(info))] + ([(stats_path, 0)] if stats_path else []))
     if stats is None:
         stats = compute_normalization_stats(src_path, method, low_percentile, high_percentile)
     else:
@@ -309,22 +342,20 @@ def normalize_raster(
     band_metadata = [
         {"SARSEG_MEAN": b.mean, "SARSEG_STD": b.std, "SARSEG_LOW": b.low, "SARSEG_HIGH": b.high} for b in stats.bands
     ]
-    # The statistics file is written beside its destination first, and both outputs are moved into place
-    # only when the raster is complete: a failure leaves neither.
-    stats_tmp = f"{stats_path}.partial" if stats_path else None
-    if stats_tmp:
-        try:
-            with open(stats_tmp, "w", encoding="utf-8") as fh:
-                fh.write(stats.to_json())
-        except OSError as exc:
-            raise SarSegError(f"Cannot write the statistics file '{stats_path}': {exc.strerror}.") from exc
-    try:
-        with GeoTiffWriter.like(dst_path, info, nodata=nodata, metadata=metadata, band_metadata=band_metadata) as w:
-            map_blocks(ds, w, run, progress=progress, is_canceled=is_canceled)
-    except BaseException:
-        if stats_tmp and os.path.exists(stats_tmp):
-            os.unlink(stats_tmp)
-        raise
-    if stats_tmp:
-        os.replace(stats_tmp, stats_path)
+    # The raster and the statistics file appear together, or neither does.
+    with OutputSet() as outputs:
+        if stats_path:
+            write_text(stats_path, stats.to_json(), outputs)
+        # The band unit says the values are no longer backscatter, so no tool takes them as dB or linear power.
+        out_units = [NORMALIZED_UNITS.get(method, "normalised")] * info.band_count
+        with GeoTiffWriter.like(
+            dst_path,
+            info,
+            nodata=nodata,
+            units=out_units,
+            metadata=metadata,
+            band_metadata=band_metadata,
+            outputs=outputs,
+        ) as writer:
+            map_blocks(ds, writer, run, progress=progress, is_canceled=is_canceled)
     return stats

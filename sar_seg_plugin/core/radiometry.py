@@ -28,22 +28,6 @@ def from_db(db: np.ndarray) -> np.ndarray:
     return np.power(10.0, np.asarray(db, dtype=np.float64) / 10.0).astype(np.float32)
 
 
-def detect_scale(unit: str, sample: np.ndarray) -> str:
-    """Whether a band holds linear power or dB: its unit if it says so, else its values.
-
-    Linear power is never negative, so a band whose median is below zero is in dB.
-    """
-    u = (unit or "").strip().lower()
-    if u in ("db", "decibel", "decibels"):
-        return DB
-    if u in ("linear", "linear power", "intensity", "power"):
-        return LINEAR
-    sample = sample[np.isfinite(sample)]
-    if sample.size == 0:
-        return LINEAR
-    return DB if float(np.median(sample)) < 0 else LINEAR
-
-
 # --- Normalisation -----------------------------------------------------------------------------------
 
 ZSCORE = "zscore"

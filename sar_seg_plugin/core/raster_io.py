@@ -3,13 +3,12 @@
 Every algorithm streams through this module: rasters are read window by window (with a halo for
 neighbourhood filters) and written tile by tile, so memory is bounded by the block, not the raster.
 Outputs are written to a hidden temporary file beside the destination and moved into place only when
-the run succeeds; a failed or cancelled run leaves nothing behind.
+the run succeeds (:mod:`.outputs`); a failed or cancelled run leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import os
-import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,10 +19,9 @@ import numpy as np
 from osgeo import gdal, gdal_array
 
 from .errors import CancelledError, SarSegError
+from .outputs import OutputSet
 
 DEFAULT_BLOCK = 512
-#: GDAL keeps category names and some metadata in a side-car file next to the GeoTIFF.
-SIDECAR_SUFFIXES = ("", ".aux.xml", ".msk")
 
 ProgressFn = Callable[[float], None]
 CancelFn = Callable[[], bool]
@@ -99,6 +97,13 @@ class RasterInfo:
         return description if description else f"band {band}"
 
 
+def raster_bytes(info: RasterInfo, dtype: np.dtype | type = np.float32, bands: int | None = None) -> int:
+    """Uncompressed size of a raster on the grid of ``info`` (``bands`` bands, all of ``info``'s by default):
+    what an output may need on disk at most."""
+    count = info.band_count if bands is None else bands
+    return info.width * info.height * count * np.dtype(dtype).itemsize
+
+
 def try_open(path: str, flags: int = gdal.OF_RASTER | gdal.OF_READONLY) -> gdal.Dataset | None:
     """``gdal.OpenEx`` that returns None on failure whether or not GDAL exceptions are enabled
     (QGIS enables them; plain GDAL scripts usually do not)."""
@@ -150,6 +155,11 @@ def _geotransform(ds: gdal.Dataset) -> tuple[float, ...] | None:
     except RuntimeError:
         gt = None
     return tuple(gt) if gt else None
+
+
+def has_georeferencing(ds: gdal.Dataset) -> bool:
+    """Whether a raster can be placed on a map: a geotransform or ground control points."""
+    return _geotransform(ds) is not None or ds.GetGCPCount() > 0
 
 
 def read_info(ds: gdal.Dataset) -> RasterInfo:
@@ -268,6 +278,8 @@ class GeoTiffWriter:
 
     Use as a context manager: leaving the block normally moves the file into place, an exception
     (including :class:`CancelledError`) deletes the temporary file and leaves any existing file untouched.
+    With ``outputs`` (the :class:`~.outputs.OutputSet` of a run with several outputs), leaving the block only
+    finishes the temporary file: the set moves it into place together with the run's other outputs.
     """
 
     def __init__(
@@ -287,6 +299,7 @@ class GeoTiffWriter:
         color_table: dict[int, tuple[int, int, int, int]] | None = None,
         category_names: Sequence[str] | None = None,
         compress: str = "DEFLATE",
+        outputs: OutputSet | None = None,
     ) -> None:
         self.path = Path(path)
         if self.path.suffix.lower() not in (".tif", ".tiff"):
@@ -294,7 +307,9 @@ class GeoTiffWriter:
         if not self.path.parent.is_dir():
             raise SarSegError(f"The output folder '{self.path.parent}' does not exist. Create it or choose another.")
         self.dtype = np.dtype(dtype)
-        self.tmp_path = self.path.with_name(f".{self.path.stem}.{uuid.uuid4().hex[:8]}.partial.tif")
+        self._own_outputs = outputs is None
+        self.outputs = OutputSet() if outputs is None else outputs
+        self.tmp_path = self.outputs.add(self.path)
         driver = gdal.GetDriverByName("GTiff")
         gdal_type = gdal_array.NumericTypeCodeToGDALTypeCode(self.dtype)
         try:
@@ -309,7 +324,9 @@ class GeoTiffWriter:
         except RuntimeError:
             self.ds = None
         if self.ds is None:
-            raise SarSegError(f"Cannot create '{self.path}': {gdal.GetLastErrorMsg()}. Check the folder is writable.")
+            message = gdal.GetLastErrorMsg()
+            self.outputs.discard(self.tmp_path)
+            raise SarSegError(f"Cannot create '{self.path}': {message}. Check the folder is writable.")
         if geotransform is not None:
             self.ds.SetGeoTransform(list(geotransform))
         if projection:
@@ -365,26 +382,36 @@ class GeoTiffWriter:
         """
         self.ds.FlushCache()
 
+    def close(self) -> None:
+        """Finish the temporary file: write what GDAL still caches and close it, raising if that fails."""
+        if self.ds is None:
+            return
+        gdal.ErrorReset()
+        try:
+            self.ds.FlushCache()
+        except RuntimeError as exc:
+            raise SarSegError(f"Writing '{self.path}' failed: {exc}. Is the disk full?") from exc
+        finally:
+            self.ds = None  # closing writes the file's directory; GDAL reports a failure as its last error
+        if gdal.GetLastErrorType() >= gdal.CE_Failure:
+            raise SarSegError(f"Writing '{self.path}' failed: {gdal.GetLastErrorMsg()}. Is the disk full?")
+
     def commit(self) -> Path:
-        """Flush, close and move the finished file (and its side-cars) into place."""
-        self.ds.FlushCache()
-        self.ds = None
-        for suffix in SIDECAR_SUFFIXES:
-            tmp = Path(str(self.tmp_path) + suffix)
-            dst = Path(str(self.path) + suffix)
-            if tmp.exists():
-                os.replace(tmp, dst)
-            elif suffix and dst.exists():
-                dst.unlink()  # a stale side-car from an earlier output would describe the wrong file
+        """Finish the file and, unless it belongs to a run's :class:`~.outputs.OutputSet`, move it (and its
+        side-cars) into place."""
+        try:
+            self.close()
+        except BaseException:
+            self.abort()
+            raise
+        if self._own_outputs:
+            self.outputs.commit()
         return self.path
 
     def abort(self) -> None:
         """Close and delete the temporary file; the destination is left as it was."""
         self.ds = None
-        for suffix in SIDECAR_SUFFIXES:
-            tmp = Path(str(self.tmp_path) + suffix)
-            if tmp.exists():
-                tmp.unlink()
+        self.outputs.discard(self.tmp_path)
 
     def __enter__(self) -> GeoTiffWriter:
         return self
@@ -392,6 +419,10 @@ class GeoTiffWriter:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
             self.commit()
+            return
+        self.ds = None
+        if self._own_outputs:
+            self.outputs.__exit__(exc_type, exc, tb)  # removes the file; names a full disk as such
         else:
             self.abort()
 

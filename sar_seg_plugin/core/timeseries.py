@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 from osgeo import gdal, osr
 
+from . import units
 from .errors import CancelledError, SarSegError
+from .outputs import check_destinations
 from .raster_io import (
     CancelFn,
     GeoTiffWriter,
@@ -28,6 +30,7 @@ from .raster_io import (
     open_raster,
     read_info,
     read_window,
+    sample_windows,
     valid_mask,
 )
 
@@ -292,6 +295,7 @@ def stack_rasters(
     resampling: str = "auto",
     progress: ProgressFn | None = None,
     is_canceled: CancelFn | None = None,
+    input_scale: str = units.AUTO,
 ) -> dict[str, object]:
     """Align dated rasters to one grid and write them, in date order, as one multi-band GeoTIFF.
 
@@ -299,7 +303,10 @@ def stack_rasters(
     dataset metadata ``SARSEG_DATES`` lists the dates. Floating-point stacks mark nodata with NaN; integer
     stacks (class maps of one data type) with one value on every band (:func:`_common_nodata`), each input's
     own nodata being recoded to it, and keep the first raster's colour table and category names.
-    Returns the dates, notes, the grid used and whether the output is ``paletted``.
+    Backscatter rasters (bands in dB or linear power, or named as polarisations) are stacked in one scale: each
+    band's scale is decided by :mod:`.units` (``input_scale`` overrides it), a raster in the other scale than the
+    earliest one is converted to it (and the notes say so), and the band units say the scale.
+    Returns the dates, notes, the grid used, whether the output is ``paletted`` and the band ``units``.
     """
     if len(items) < 2:
         raise SarSegError("Give at least two rasters to stack into a time series.")
@@ -331,6 +338,9 @@ def stack_rasters(
 
     same_dtype = len({i.dtype for i in infos}) == 1
     out_dtype = infos[0].dtype if (integer and same_dtype) else np.dtype(np.float32)
+    check_destinations([(dst_path, reference.width * reference.height * bands * len(infos) * out_dtype.itemsize)])
+    scales = _stack_scales(ordered, infos, input_scale, notes) if not integer else None
+    out_units = scales[0] * len(infos) if scales else [u for info in infos for u in info.units]
     integer_out = np.issubdtype(out_dtype, np.integer)
     nodata = _common_nodata(infos, out_dtype, any(warped)) if integer_out else float("nan")
     palette = _palette(ordered[0].path) if integer_out and bands == 1 else None
@@ -359,7 +369,7 @@ def stack_rasters(
             reference.projection,
             nodata=nodata,
             descriptions=descriptions,
-            units=first.units * len(sources),
+            units=out_units,
             metadata=metadata,
             color_table=palette[0] if palette else None,
         ) as writer:
@@ -384,6 +394,9 @@ def stack_rasters(
                         _recode_nodata(data, source_nodata[t], nodata, ordered[t], ordered[0], first.nodata[0])
                     else:
                         data = np.where(valid_mask(data, source_nodata[t]), data, np.nan)
+                        if scales:
+                            for b in range(bands):
+                                data[b] = units.convert_scale(data[b], scales[t][b], scales[0][b])
                     out[t * bands : (t + 1) * bands] = data
                     done += 1
                     if progress:
@@ -394,7 +407,32 @@ def stack_rasters(
         for src in sources:
             release(src)
         sources.clear()
-    return {"dates": dates, "notes": notes, "grid": reference, "paletted": palette is not None}
+    return {"dates": dates, "notes": notes, "grid": reference, "paletted": palette is not None, "units": out_units}
+
+
+def _stack_scales(
+    items: Sequence[DatedRaster], infos: Sequence[RasterInfo], choice: str, notes: list[str]
+) -> list[list[str]] | None:
+    """Each raster's band scales when the stack is backscatter (None otherwise); notes say what is converted."""
+    if choice == units.AUTO and not any(units.is_backscatter(info) for info in infos):
+        return None
+    scales = []
+    for item, info in zip(items, infos):
+        ds = open_raster(item.path)
+        samples = [sample_windows(ds, b + 1) for b in range(info.band_count)]
+        ds = None
+        decided = units.resolve_scales(info, samples, choice)
+        notes.extend(s.note for s in decided if s.warning)
+        scales.append([s.scale for s in decided])
+    for item, own in zip(items[1:], scales[1:]):
+        for b, (scale, target) in enumerate(zip(own, scales[0])):
+            if scale != target:
+                notes.append(
+                    f"Band {b + 1} of '{item.name or Path(item.path).name}' is in "
+                    f"{'dB' if scale == units.DB else 'linear power'}, the earliest raster's in "
+                    f"{'dB' if target == units.DB else 'linear power'}: converted to match it."
+                )
+    return scales
 
 
 def _recode_nodata(

@@ -20,15 +20,15 @@ from osgeo import gdal, ogr, osr
 
 from . import raster_io
 from .errors import CancelledError, SarSegError
-from .radiometry import DB, LINEAR, detect_scale, to_db
+from .radiometry import LINEAR, to_db
 from .raster_io import RasterInfo, Window
 from .timeseries import Grid
+from .units import AUTO, BandScale, ModelInput, polarisation_of, refuse_normalised, resolve_band
 
 #: Histogram bins per statistic series: percentiles are exact to (value range / HIST_BINS).
 HIST_BINS = 1024
 PERCENTILES = (10, 50, 90)
 #: Band descriptions taken as SAR polarisations: their statistics are in dB.
-POLARISATIONS = ("VV", "VH", "HH", "HV")
 #: Cross-polarisation ratios (numerator, denominator): VH/VV in dB is VH_dB - VV_dB.
 RATIOS = (("VH", "VV"), ("HV", "HH"))
 DEFAULT_BLOCK = 512
@@ -145,15 +145,8 @@ class BandPlan:
 
     to_db: list[bool]
     series: list[Series]
-    notes: list[str] = field(default_factory=list)
-
-
-def _polarisation(description: str) -> str | None:
-    text = description.strip().upper()
-    for pol in POLARISATIONS:
-        if re.search(rf"(^|[^A-Z]){pol}([^A-Z]|$)", text):
-            return pol
-    return None
+    notes: list[str] = field(default_factory=list)  # warnings for the log
+    scales: list[BandScale] = field(default_factory=list)  # how each SAR band's scale was decided
 
 
 def _range(values: np.ndarray) -> tuple[float, float]:
@@ -165,22 +158,31 @@ def _range(values: np.ndarray) -> tuple[float, float]:
     return lo - pad, hi + pad
 
 
-def plan_bands(ds: gdal.Dataset, info: RasterInfo) -> BandPlan:
+def plan_bands(ds: gdal.Dataset, info: RasterInfo, choice: str = AUTO) -> BandPlan:
     """Band statistics to compute. Bands named as SAR polarisations (VV, VH, HH, HV) are summarised in dB (linear
-    power converted), with the cross-polarisation ratio VH/VV (or HV/HH) in dB when both bands are there; other
-    bands are summarised as stored. Histogram ranges come from a decimated sample of the raster."""
-    pols = [_polarisation(d) for d in info.descriptions]
+    power converted, each band's scale decided by :func:`.units.resolve_band`, ``choice`` overriding it), with the
+    cross-polarisation ratio VH/VV (or HV/HH) in dB when both bands are there; other bands are summarised as stored.
+    Histogram ranges come from a decimated sample of the raster."""
+    pols = [polarisation_of(d) for d in info.descriptions]
     if not any(pols) and info.band_count == 2:
         pols = ["VV", "VH"]
         notes = ["The raster's bands are not named: band 1 is taken as VV and band 2 as VH (dB statistics)."]
     else:
         notes = []
-    convert, series = [], []
+    convert, series, scales = [], [], []
+    if any(pols):
+        refuse_normalised(info.metadata, info.path)
     for b in range(info.band_count):
         sample = raster_io.sample_band(ds, b + 1, max_pixels=250_000)
         is_sar = pols[b] is not None
-        scale = detect_scale(info.units[b], sample) if is_sar else DB
-        conv = is_sar and scale == LINEAR
+        conv = False
+        if is_sar:
+            label = f"band {b + 1} ({pols[b]})"
+            scale = resolve_band(b + 1, label, info.units[b], info.descriptions[b], info.dtype, sample, choice)
+            scales.append(scale)
+            if scale.warning:
+                notes.append(scale.note)
+            conv = scale.scale == LINEAR
         if conv:
             sample = to_db(sample).astype(np.float64)
         convert.append(conv)
@@ -190,7 +192,7 @@ def plan_bands(ds: gdal.Dataset, info: RasterInfo) -> BandPlan:
             i, j = pols.index(num), pols.index(den)
             a, b = series[i], series[j]  # any difference of values in both ranges lies in this one
             series.append(Series(f"{column_name(num)}_{column_name(den)}", (i, j), a.lo - b.hi, a.hi - b.lo))
-    return BandPlan(convert, series, notes)
+    return BandPlan(convert, series, notes, scales)
 
 
 # --- accumulation ---------------------------------------------------------------------------------------------------
@@ -389,7 +391,7 @@ def zone_embeddings(
     zones: gdal.Dataset,
     windows: Sequence[Window | None],
     encoder: Any,
-    convert: Sequence[bool],
+    model_input: ModelInput,
     batch_size: int = 16,
     progress: ProgressFn | None = None,
     is_canceled: Callable[[], bool] | None = None,
@@ -405,6 +407,7 @@ def zone_embeddings(
     meta = encoder.metadata
     tile = meta.tile_size
     info = raster_io.read_info(raster)
+    nodata = [info.nodata[b - 1] for b in model_input.bands]
     n = len(windows)
     emb_sum: np.ndarray | None = None
     weight = np.zeros(n)
@@ -437,12 +440,9 @@ def zone_embeddings(
             mine = z == i + 1
             if not mine.any():
                 continue
-            data = raster_io.read_window(raster, rows)
-            mine &= raster_io.valid_mask(data, info.nodata).all(axis=0)
-            for b, conv in enumerate(convert):
-                if conv:
-                    data[b] = to_db(data[b])
-            data = meta.normalization.apply(data)
+            data = raster_io.read_window(raster, rows, model_input.bands)
+            mine &= raster_io.valid_mask(data, nodata).all(axis=0)
+            data = meta.normalization.apply(model_input.apply(data))
             data[:, ~(mine[None] & np.isfinite(data)).all(axis=0)] = 0.0
             for x in range(0, win.width, tile):
                 count = float(mine[:, x : x + tile].sum())

@@ -24,7 +24,7 @@ import ast
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -482,51 +482,6 @@ def deepness_metadata(
         raise MetadataFieldError(err.field, f"Deepness metadata '{key}': {detail}") from None
 
 
-# --- Raster checks ----------------------------------------------------------------------------------------------
-
-_UNIT_ALIASES = {
-    "db": "dB",
-    "decibel": "dB",
-    "decibels": "dB",
-    "linear": "linear",
-    "linear power": "linear",
-    "intensity": "linear",
-    "power": "linear",
-    "reflectance": "reflectance",
-    "uint8": "uint8",
-}
-
-
-def canonical_unit(unit: str) -> str:
-    """A band unit string as one of ``UNITS``, or "" when unknown."""
-    return _UNIT_ALIASES.get((unit or "").strip().lower(), "")
-
-
-def describe_inputs(meta: ModelMetadata) -> str:
-    """E.g. "2 bands: VV (dB), VH (dB)"."""
-    bands = ", ".join(f"{b} ({u})" for b, u in zip(meta.input_bands, meta.input_units))
-    return f"{len(meta.input_bands)} band{'s' if len(meta.input_bands) != 1 else ''}: {bands}"
-
-
-def check_raster_fits(meta: ModelMetadata, band_count: int, band_units: Sequence[str]) -> None:
-    """Refuse a raster whose band count, or band units where the raster states them, do not fit the model."""
-    if band_count != len(meta.input_bands):
-        raise SarSegError(
-            f"model '{meta.name}' expects {describe_inputs(meta)}; the raster has {band_count} "
-            f"band{'s' if band_count != 1 else ''}. Choose (or stack) a raster with exactly these bands, in this order"
-        )
-    for i, (unit, band, expected) in enumerate(zip(band_units, meta.input_bands, meta.input_units)):
-        actual = canonical_unit(unit)
-        if actual and actual != expected:
-            hint = ""
-            if {actual, expected} == {"dB", "linear"}:
-                hint = " (convert it with 'Convert linear power / dB')"
-            raise SarSegError(
-                f"model '{meta.name}' expects {describe_inputs(meta)}; band {i + 1} of the raster is in "
-                f"{actual}, not {expected}: give {band} in {expected}{hint}"
-            )
-
-
 __all__ = [
     "DEFAULT_PALETTE",
     "FORMAT_VERSION",
@@ -534,10 +489,7 @@ __all__ = [
     "ModelMetadata",
     "Normalization",
     "PREFIX",
-    "canonical_unit",
-    "check_raster_fits",
     "deepness_metadata",
-    "describe_inputs",
     "is_deepness_props",
     "metadata_from_props",
     "metadata_to_props",

@@ -2,25 +2,38 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsFeatureSink,
+    QgsFields,
     QgsMapLayer,
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
+    QgsProcessingFeatureSource,
     QgsProcessingFeedback,
+    QgsProcessingOutputLayerDefinition,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
     QgsProcessingParameterRasterLayer,
+    QgsProperty,
     QgsRasterLayer,
+    QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
+from ..core import units
 from ..core.errors import CancelledError, SarSegError
-from ..core.raster_io import try_open
+from ..core.outputs import OutputSet, check_destinations, removed_on_termination
+from ..core.raster_io import has_georeferencing, try_open
 
 ICON = Path(__file__).resolve().parent.parent / "icons" / "sarseg.svg"
 
@@ -37,6 +50,15 @@ GROUPS = {
     "clustering": "Clustering",
 }
 T = TypeVar("T")
+#: The "Input units" parameter: its options in the order of :data:`units.SCALE_CHOICES`, and its help text.
+INPUT_SCALE = "INPUT_SCALE"
+INPUT_SCALE_HELP = (
+    "<b>Input units</b> (advanced): auto-detect reads each band's unit ('dB' or 'linear') when its values agree, "
+    "else decides by the values (negative values in the range of backscatter mean dB, small positive values linear "
+    "power), and says in the log which and why; a band whose unit contradicts its values is read as its values "
+    "say, with a warning; rasters that are neither (digital numbers, scaled integers, normalised values) are "
+    "refused with what to do. Choose linear power or dB to override the detection.\n"
+)
 
 
 class SarSegAlgorithm(QgsProcessingAlgorithm):
@@ -78,12 +100,36 @@ class SarSegAlgorithm(QgsProcessingAlgorithm):
                 continue
             value = parameters.get(definition.name())
             path = value.split("|")[0] if isinstance(value, str) else ""
+            if path and os.path.isdir(path) and try_open(path) is None:
+                return False, self.tr("'{}' is a folder, not a raster file ({}). Give a raster file inside it, such "
+                                      "as a GeoTIFF.").format(path, definition.description())  # fmt: skip
             if path and os.path.isfile(path) and try_open(path) is None:
                 return False, self.tr(
                     f"'{path}' is not a raster file ({definition.description()}). "
                     "Give a raster layer or a raster file such as a GeoTIFF."
                 )
         return super().checkParameterValues(parameters, context)
+
+    def prepareAlgorithm(  # noqa: N802 - QGIS API name
+        self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> bool:
+        """Say plainly when an input raster has no georeferencing (QGIS prints a GDAL error while loading it)."""
+        for definition in self.parameterDefinitions():
+            if not isinstance(definition, QgsProcessingParameterRasterLayer) or not parameters.get(definition.name()):
+                continue
+            layer = self.parameterAsRasterLayer(parameters, definition.name(), context)
+            path = layer_path(layer) if layer is not None and layer.providerType() == "gdal" else ""
+            ds = try_open(path) if path else None
+            if ds is not None and not has_georeferencing(ds):
+                feedback.pushWarning(
+                    self.tr(
+                        "'{}' has no georeferencing (no geotransform, no GCPs): it is processed in pixel coordinates "
+                        "and the outputs have no georeferencing either. The 'GDAL ERROR 1: Unable to compute a "
+                        "transformation' line printed while QGIS loaded it says the same and can be ignored."
+                    ).format(Path(path).name)
+                )
+            ds = None
+        return super().prepareAlgorithm(parameters, context, feedback)
 
     # --- helpers for subclasses ---------------------------------------------------------------------
 
@@ -105,8 +151,49 @@ class SarSegAlgorithm(QgsProcessingAlgorithm):
             )
         return layer
 
+    def check_vector_crs(self, source: QgsProcessingFeatureSource, what: str) -> None:
+        """Refuse a vector layer without a usable CRS: none, GeoPackage's "Undefined" SRS, or a geographic CRS whose
+        coordinates are not degrees (e.g. metres read as degrees): its polygons cannot be placed on a raster."""
+        crs = source.sourceCrs()
+        where = self.tr("(Layer Properties > Source > Assigned coordinate reference system)")
+        if not crs.isValid() or (not crs.authid() and crs.description().lower().startswith("undefined")):
+            raise QgsProcessingException(
+                self.tr("The {} has no valid CRS: set it first {} so its features can be placed on the raster.").format(
+                    what, where
+                )
+            )
+        extent = source.sourceExtent()
+        if (
+            crs.isGeographic()
+            and not extent.isEmpty()
+            and (
+                max(abs(extent.xMinimum()), abs(extent.xMaximum())) > 360
+                or max(abs(extent.yMinimum()), abs(extent.yMaximum())) > 90.5
+            )
+        ):
+            raise QgsProcessingException(
+                self.tr(
+                    "The {} is in a geographic CRS ({}), but its coordinates ({:.0f}, {:.0f}) are not degrees: its "
+                    "CRS is wrong. Set the CRS its coordinates are in {}."
+                ).format(what, crs.authid() or crs.description(), extent.xMinimum(), extent.yMinimum(), where)
+            )
+
     def raster_path(self, parameters: dict, name: str, context: QgsProcessingContext) -> str:
         return layer_path(self.raster_layer(parameters, name, context))
+
+    def add_input_scale_parameter(self) -> None:
+        """The advanced "Input units" parameter (auto, linear power, dB) of tools that read backscatter."""
+        param = QgsProcessingParameterEnum(
+            INPUT_SCALE,
+            self.tr("Input units"),
+            options=[self.tr("Auto-detect (unit, else values)"), self.tr("Linear power"), self.tr("Decibels (dB)")],
+            defaultValue=0,
+        )
+        param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(param)
+
+    def input_scale(self, parameters: dict, context: QgsProcessingContext) -> str:
+        return units.SCALE_CHOICES[self.parameterAsEnum(parameters, INPUT_SCALE, context)]
 
     @staticmethod
     def callbacks(feedback: QgsProcessingFeedback) -> dict[str, Callable]:
@@ -117,9 +204,13 @@ class SarSegAlgorithm(QgsProcessingAlgorithm):
         }
 
     def run_core(self, fn: Callable[[], T]) -> T:
-        """Run core code, turning its errors into QgsProcessingException with the same plain message."""
+        """Run core code, turning its errors into QgsProcessingException with the same plain message.
+
+        While it runs, SIGTERM and SIGHUP remove the run's temporary files before the process ends
+        (:func:`~..core.outputs.removed_on_termination`)."""
         try:
-            return fn()
+            with removed_on_termination():
+                return fn()
         except CancelledError as exc:
             raise QgsProcessingException(self.tr("Cancelled by the user: no output was written.")) from exc
         except SarSegError as exc:
@@ -127,9 +218,94 @@ class SarSegAlgorithm(QgsProcessingAlgorithm):
         except MemoryError as exc:
             raise QgsProcessingException(self.tr("Out of memory; no output was written.")) from exc
         except OSError as exc:  # disk full, no permission, a folder where a file was expected...
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                folder = os.path.dirname(exc.filename) if exc.filename else "the output folder"
+                raise QgsProcessingException(
+                    self.tr(
+                        "The disk holding '{}' is full. Free some space there or choose a folder on another "
+                        "disk. No output was written."
+                    ).format(folder)  # fmt: skip
+                ) from exc
             where = f" ({exc.filename})" if exc.filename else ""
             raise QgsProcessingException(
-                self.tr(f"Could not write an output{where}: {exc.strerror or exc}. No output was written.")
+                self.tr("Could not write an output{}: {}. No output was written.").format(where, exc.strerror or exc)
             ) from exc
         except RuntimeError as exc:  # GDAL errors, raised as RuntimeError when GDAL exceptions are on
-            raise QgsProcessingException(self.tr(f"GDAL error: {exc}. No output was written.")) from exc
+            raise QgsProcessingException(self.tr("GDAL error: {}. No output was written.").format(exc)) from exc
+
+    # --- feature sinks written with the run's other outputs ---------------------------------------------------------
+
+    def file_destination(self, parameters: dict, name: str, context: QgsProcessingContext) -> str | None:
+        """The file a sink parameter writes to, when it is a plain file (None for a memory layer, a table in an
+        existing database, ...)."""
+        if parameters.get(name) is None:
+            return None
+        dest = self.parameterAsOutputLayer(parameters, name, context) or ""
+        if not dest or "|" in dest or re.match(r"^[A-Za-z][A-Za-z0-9_]+:", dest) or not Path(dest).suffix:
+            return None
+        return dest
+
+    def check_outputs(self, parameters: dict, names: list[str], context: QgsProcessingContext, log: Callable) -> None:
+        """Check the file destinations of sink and file parameters before any work (see ``check_destinations``)."""
+        paths = []
+        for name in names:
+            definition = self.parameterDefinition(name)
+            if definition is not None and definition.type() == "sink":
+                path = self.file_destination(parameters, name, context)
+            else:
+                path = self.parameterAsFileOutput(parameters, name, context) if parameters.get(name) else None
+            if path:
+                paths.append((path, 0))
+        self.run_core(lambda: check_destinations(paths, log))
+
+    def temporary_sink(
+        self,
+        outputs: OutputSet,
+        parameters: dict,
+        name: str,
+        context: QgsProcessingContext,
+        fields: QgsFields,
+        geometry_type: QgsWkbTypes.Type = QgsWkbTypes.NoGeometry,
+        crs: QgsCoordinateReferenceSystem | None = None,
+    ) -> tuple[QgsFeatureSink, str, str]:
+        """A sink for parameter ``name`` that writes a file destination to a hidden temporary of ``outputs`` (moved
+        into place with the run's other outputs); other destinations (memory layers, database tables) are written
+        directly. Returns the sink, its id now, and its id once ``outputs`` is committed (see
+        :meth:`sinks_committed`). Delete the sink (``del sink``) before the outputs are committed."""
+        dest = self.file_destination(parameters, name, context)
+        redirected = dict(parameters)
+        if dest:
+            temporary = outputs.add(dest, staged=True)  # named as the destination: a GeoPackage layer takes its name
+            target = str(temporary)
+            value = parameters[name]
+            if isinstance(value, QgsProcessingOutputLayerDefinition):
+                value = QgsProcessingOutputLayerDefinition(value)
+                value.sink = QgsProperty.fromValue(target)
+            else:
+                value = target
+            redirected[name] = value
+        sink, sink_id = self.parameterAsSink(
+            redirected, name, context, fields, geometry_type, crs or QgsCoordinateReferenceSystem()
+        )
+        if sink is None:
+            raise QgsProcessingException(self.invalidSinkError(parameters, name))
+        final = sink_id.replace(str(temporary), dest) if dest else sink_id
+        return sink, sink_id, final
+
+    def finish_sink(self, sink: QgsFeatureSink, parameters: dict, name: str) -> None:
+        """Write what the sink still buffers; refuse to go on when that fails (e.g. a full disk)."""
+        if not sink.flushBuffer():
+            raise QgsProcessingException(self.writeFeatureError(sink, parameters, name))
+
+    @staticmethod
+    def sinks_committed(context: QgsProcessingContext, ids: list[tuple[str, str]]) -> None:
+        """Once the outputs are in place, layers QGIS loads on completion point at the final files, not the
+        temporaries: ``ids`` are (id while written, final id) pairs from :meth:`temporary_sink`."""
+        layers = context.layersToLoadOnCompletion()
+        changed = False
+        for temporary, final in ids:
+            if temporary != final and temporary in layers:
+                layers[final] = layers.pop(temporary)
+                changed = True
+        if changed:
+            context.setLayersToLoadOnCompletion(layers)

@@ -37,8 +37,9 @@ from ..core import communes
 from ..core.cluster_report import ReportData, write_report
 from ..core.clustering import K_MAX, K_MIN
 from ..core.inference import segment_raster
+from ..core.outputs import OutputSet
 from ..models.registry import DEVICES, bundled_models, load_model
-from .base import SarSegAlgorithm, layer_path
+from .base import INPUT_SCALE_HELP, SarSegAlgorithm, layer_path
 from .segment import DEFAULT_MODEL
 from .styling import ClusterStyle, style_on_load
 
@@ -93,7 +94,8 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
         "pixel, without geometry or smaller than a pixel is kept with a NULL cluster and a <i>reason</i>.\n"
         "<b>Raster</b>: e.g. Sentinel-1 VV/VH backscatter (linear power or dB). Bands named VV, VH, HH or HV are "
         "summarised in dB; an unnamed 2-band raster is taken as VV, VH.\n"
-        "<b>Class raster</b> (optional): land-cover classes, e.g. the output of 'Segment raster', aligned to the "
+        + INPUT_SCALE_HELP
+        + "<b>Class raster</b> (optional): land-cover classes, e.g. the output of 'Segment raster', aligned to the "
         "raster by nearest neighbour. When empty and land-cover fractions are wanted, the raster is segmented "
         "with the bundled model (or the <b>Segmentation model file</b>).\n"
         "<b>Features</b>:\n"
@@ -225,6 +227,7 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
         for param in advanced:
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(param)
+        self.add_input_scale_parameter()
         self.addParameter(
             QgsProcessingParameterFeatureSink(
                 self.OUTPUT, self.tr("Clustered communes"), QgsProcessing.TypeVectorPolygon
@@ -271,13 +274,7 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
                     "commune)."
                 )
             )
-        if not source.sourceCrs().isValid():
-            raise QgsProcessingException(
-                self.tr(
-                    "The communes layer has no valid CRS: set it first (Layer Properties > Source > Assigned "
-                    "coordinate reference system) so the polygons can be placed on the raster."
-                )
-            )
+        self.check_vector_crs(source, self.tr("communes layer"))
         return source
 
     def _geometries(self, source, raster_crs, context, feedback):  # noqa: ANN001, ANN202
@@ -369,6 +366,9 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
         if not families and not (field_name and field_as_feature):
             raise QgsProcessingException(self.tr("No feature was chosen: choose at least one in Features."))
         self._refuse_input_as_output(parameters, context)
+        self.check_outputs(parameters, [self.OUTPUT, self.OUTPUT_SIMILAR, self.OUTPUT_REPORT], context,
+                           feedback.pushInfo)  # fmt: skip
+        input_scale = self.input_scale(parameters, context)
 
         features, wkbs, reasons = self._geometries(source, raster_layer.crs(), context, feedback)
         values = self._field_values(source, field_name, features)
@@ -406,7 +406,9 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
                 src,
                 dst,
                 model,
+                input_scale=input_scale,
                 log=feedback.pushInfo,
+                warn=feedback.pushWarning,
                 is_canceled=feedback.isCanceled,
                 progress=lambda p: feedback.setProgress(5 + 0.4 * p),  # the core reports 5 % before, 45 % after
             )
@@ -422,6 +424,7 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
                 segment=segment,
                 encoder=encoder,
                 log=feedback.pushInfo,
+                input_scale=input_scale,
                 **self.callbacks(feedback),
             )
         )
@@ -434,15 +437,26 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
             )
         )
         names = self._names(source, name_field, features)
-        outputs = {self.K_OUT: result.k, self.SILHOUETTE: result.clustering.silhouette}
-        outputs[self.OUTPUT] = self._write_layer(parameters, context, source, features, result, feedback)
-        style_on_load(context, outputs[self.OUTPUT], ClusterStyle(result.k))
-        similar = self._write_similar(parameters, context, features, names, result)
-        if similar:
-            outputs[self.OUTPUT_SIMILAR] = similar
         report = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context)
+        run_outputs = OutputSet()
+        sink_ids: list[tuple[str, str]] = []
+
+        def write() -> None:  # the layer, the table and the report appear together, or none of them
+            with run_outputs:
+                sink_ids.append(self._write_layer(parameters, context, source, features, result, feedback, run_outputs))
+                if parameters.get(self.OUTPUT_SIMILAR) is not None:
+                    sink_ids.append(self._write_similar(parameters, context, features, names, result, run_outputs))
+                if report:
+                    self._write_report(report, raster, class_raster, families, options, names, result, run_outputs)
+
+        self.run_core(write)
+        self.sinks_committed(context, sink_ids)
+        outputs = {self.K_OUT: result.k, self.SILHOUETTE: result.clustering.silhouette}
+        outputs[self.OUTPUT] = sink_ids[0][1]
+        style_on_load(context, outputs[self.OUTPUT], ClusterStyle(result.k))
+        if len(sink_ids) > 1:
+            outputs[self.OUTPUT_SIMILAR] = sink_ids[1][1]
         if report:
-            self._write_report(report, raster, class_raster, families, options, names, result)
             outputs[self.OUTPUT_REPORT] = report
         return outputs
 
@@ -469,7 +483,7 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
             return [str(f.id()) for f in features]
         return [str(f.attribute(index)) for f in features]
 
-    def _write_layer(self, parameters, context, source, features, result, feedback) -> str:  # noqa: ANN001
+    def _write_layer(self, parameters, context, source, features, result, feedback, outputs) -> tuple[str, str]:  # noqa: ANN001
         added = [
             QgsField("cluster", QMetaType.Type.Int),
             QgsField("silhouette", QMetaType.Type.Double),
@@ -490,11 +504,9 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
             kept.append(i)
         for fld in added:
             fields.append(fld)
-        sink, dest = self.parameterAsSink(
-            parameters, self.OUTPUT, context, fields, source.wkbType(), source.sourceCrs()
+        sink, sink_id, final_id = self.temporary_sink(
+            outputs, parameters, self.OUTPUT, context, fields, source.wkbType(), source.sourceCrs()
         )
-        if sink is None:
-            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
 
         def num(v: float) -> float | None:
             return None if not np.isfinite(v) else float(v)
@@ -517,11 +529,11 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
             out.setAttributes(attrs)
             if not sink.addFeature(out, QgsFeatureSink.FastInsert):
                 raise QgsProcessingException(self.writeFeatureError(sink, parameters, self.OUTPUT))
-        return dest
+        self.finish_sink(sink, parameters, self.OUTPUT)
+        del sink  # closes the file before it is moved into place
+        return sink_id, final_id
 
-    def _write_similar(self, parameters, context, features, names, result) -> str | None:  # noqa: ANN001
-        if parameters.get(self.OUTPUT_SIMILAR) is None:
-            return None
+    def _write_similar(self, parameters, context, features, names, result, outputs) -> tuple[str, str]:  # noqa: ANN001
         fields = QgsFields()
         for name, kind in (
             ("commune_fid", QMetaType.Type.LongLong),
@@ -535,9 +547,7 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
             ("same_cluster", QMetaType.Type.Bool),
         ):
             fields.append(QgsField(name, kind))
-        sink, dest = self.parameterAsSink(parameters, self.OUTPUT_SIMILAR, context, fields, QgsWkbTypes.NoGeometry)
-        if sink is None:
-            return None
+        sink, sink_id, final_id = self.temporary_sink(outputs, parameters, self.OUTPUT_SIMILAR, context, fields)
         for r, i in enumerate(result.clustered):
             for rank, (j, d) in enumerate(zip(result.neighbours[r], result.distances[r]), start=1):
                 out = QgsFeature(fields)
@@ -545,10 +555,13 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
                 out.setAttributes(
                     [features[i].id(), names[i], ci, rank, features[j].id(), names[j], cj, float(d), ci == cj]
                 )
-                sink.addFeature(out, QgsFeatureSink.FastInsert)
-        return dest
+                if not sink.addFeature(out, QgsFeatureSink.FastInsert):
+                    raise QgsProcessingException(self.writeFeatureError(sink, parameters, self.OUTPUT_SIMILAR))
+        self.finish_sink(sink, parameters, self.OUTPUT_SIMILAR)
+        del sink  # closes the file before it is moved into place
+        return sink_id, final_id
 
-    def _write_report(self, path, raster, class_raster, families, options, names, result) -> None:  # noqa: ANN001, PLR0913
+    def _write_report(self, path, raster, class_raster, families, options, names, result, outputs) -> None:  # noqa: ANN001, PLR0913
         rows = result.clustered
         columns = list(result.columns)
         inputs = {
@@ -589,4 +602,4 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
             field_values=field_values,
             notes=notes,
         )
-        self.run_core(lambda: write_report(path, data))
+        write_report(path, data, outputs)

@@ -12,7 +12,7 @@ from qgis.core import (
 )
 
 from ..core.preprocess import TO_DB, TO_LINEAR, convert_db_raster
-from .base import SarSegAlgorithm
+from .base import INPUT_SCALE_HELP, SarSegAlgorithm
 from .styling import GrayStretchStyle, style_on_load
 
 DIRECTIONS = (TO_DB, TO_LINEAR, "auto")
@@ -31,12 +31,14 @@ class ConvertDbAlgorithm(SarSegAlgorithm):
     HELP = (
         "Converts every band between linear power (sigma0, gamma0) and decibels: dB = 10 log10(linear).\n\n"
         "<b>Raster</b>: any raster of backscatter values, one or more bands.\n"
-        "<b>Direction</b>: linear to dB, dB to linear, or auto (each band by its unit, 'dB' or 'linear', "
-        "or else by its values: negative values mean dB).\n"
+        "<b>Direction</b>: linear to dB, dB to linear, or auto (each band the other way from its scale). A band "
+        "already in the scale asked for (e.g. 'Linear power to dB' on a band in dB) is refused, not converted "
+        "twice.\n"
         "<b>Floor (dB)</b>: zeros and negative values have no logarithm; values at or below the floor "
         "become the floor (default -50 dB)...\n"
-        "<b>Zeros and negatives</b>: ...or nodata, if you prefer them masked.\n\n"
-        "The output band units are set to 'dB' or 'linear' so later tools know the scale. Nodata stays "
+        "<b>Zeros and negatives</b>: ...or nodata, if you prefer them masked.\n"
+        + INPUT_SCALE_HELP
+        + "\nThe output band units are set to 'dB' or 'linear' so later tools know the scale. Nodata stays "
         "nodata."
     )
 
@@ -73,6 +75,7 @@ class ConvertDbAlgorithm(SarSegAlgorithm):
                 defaultValue=0,
             )
         )
+        self.add_input_scale_parameter()
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Converted raster")))
 
     def processAlgorithm(  # noqa: N802 - QGIS API name
@@ -83,9 +86,20 @@ class ConvertDbAlgorithm(SarSegAlgorithm):
         direction = DIRECTIONS[self.parameterAsEnum(parameters, self.DIRECTION, context)]
         floor_db = self.parameterAsDouble(parameters, self.FLOOR_DB, context)
         to_nodata = self.parameterAsEnum(parameters, self.NONPOSITIVE, context) == 1
+        scale = self.input_scale(parameters, context)
         result = self.run_core(
-            lambda: convert_db_raster(src, dst, direction, floor_db, to_nodata, **self.callbacks(feedback))
+            lambda: convert_db_raster(
+                src,
+                dst,
+                direction,
+                floor_db,
+                to_nodata,
+                input_scale=scale,
+                log=feedback.pushInfo,
+                warn=feedback.pushWarning,
+                **self.callbacks(feedback),
+            )
         )
-        feedback.pushInfo(self.tr(f"Conversion per band: {', '.join(result['directions'])}"))
+        feedback.pushInfo(self.tr("Conversion per band: {}").format(", ".join(result["directions"])))
         style_on_load(context, dst, GrayStretchStyle())
         return {self.OUTPUT: dst}

@@ -15,6 +15,7 @@ from qgis.core import (
 )
 
 from ..core.evaluation import TABLE_FORMATS, evaluate_rasters, write_html_report, write_table
+from ..core.outputs import OutputSet
 from ..core.raster_io import check_not_same_file
 from ..models.registry import load_model
 from .base import SarSegAlgorithm
@@ -91,6 +92,7 @@ class EvaluateSegmentationAlgorithm(SarSegAlgorithm):
         for output in (html_path, table_path):
             if output:
                 self.run_core(lambda output=output: check_not_same_file([predicted, reference], output))
+        self.check_outputs(parameters, [self.OUTPUT_HTML, self.OUTPUT_TABLE], context, feedback.pushInfo)
 
         class_names = None
         if model:
@@ -108,13 +110,19 @@ class EvaluateSegmentationAlgorithm(SarSegAlgorithm):
                 f"mean Dice {result.mean_dice:.4f}"
             )
         )
-        self.run_core(lambda: write_html_report(result, html_path))
+
+        def write() -> None:  # the report and the table appear together, or neither does
+            with OutputSet() as outputs:
+                write_html_report(result, html_path, outputs)
+                if table_path:
+                    write_table(result, table_path, outputs)
+
+        self.run_core(write)
         outputs = {
             self.OUTPUT_HTML: html_path,
             self.MIOU: result.mean_iou,
             self.OVERALL_ACCURACY: result.overall_accuracy,
         }
         if table_path:
-            self.run_core(lambda: write_table(result, table_path))
             outputs[self.OUTPUT_TABLE] = table_path
         return outputs

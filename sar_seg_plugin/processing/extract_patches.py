@@ -115,6 +115,7 @@ class ExtractPatchesAlgorithm(SarSegAlgorithm):
         source = self.parameterAsSource(parameters, self.AOI, context)
         if source is None:
             return None
+        self.check_vector_crs(source, self.tr("area-of-interest layer"))
         transform = QgsCoordinateTransform(source.sourceCrs(), raster_crs, context.transformContext())
         wkts = []
         for feature in source.getFeatures():

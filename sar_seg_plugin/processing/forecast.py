@@ -28,11 +28,11 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
-    QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QMetaType
 
 from ..core.forecast import change_classes, forecast_rasters
+from ..core.outputs import OutputSet
 from ..models.registry import DEVICES, bundled_forecasters, load_forecaster
 from ..temporal import mark_forecast_layer
 from .base import SarSegAlgorithm
@@ -161,21 +161,46 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
         probabilities = self.parameterAsBoolean(parameters, self.PROBABILITIES, context)
 
         model = self.run_core(lambda: load_forecaster(model_name, device))
-        feedback.pushInfo(self.tr(f"Forecaster: {model.name} ({model.encoder_path}, {model.decoder_path})"))
+        feedback.pushInfo(self.tr("Forecaster: {} ({}, {})").format(model.name, model.encoder_path, model.decoder_path))
         if change and model.metadata.output_kind != "classes":
             feedback.pushWarning(self.tr("The change map needs a class forecaster; it is not written."))
             change = None
+        self.check_outputs(parameters, [self.OUTPUT_AREAS], context, feedback.pushInfo)
         created = not os.path.isdir(folder)
         try:
             os.makedirs(folder, exist_ok=True)
         except OSError as err:
-            raise QgsProcessingException(self.tr(f"Cannot create the output folder '{folder}': {err}")) from None
+            raise QgsProcessingException(
+                self.tr("Cannot create the output folder '{}': {}").format(folder, err.strerror or err)
+            ) from None
+        run_outputs = OutputSet()
+        sink_ids: list[tuple[str, str]] = []
+
+        def run() -> object:  # the maps, the change map and the class-area table appear together, or none
+            with run_outputs:
+                result = forecast_rasters(
+                    items,
+                    model,
+                    folder,
+                    prefix=prefix,
+                    reference_path=reference,
+                    probabilities=probabilities,
+                    change_path=change,
+                    log=feedback.pushInfo,
+                    outputs=run_outputs,
+                    **self.callbacks(feedback),
+                )
+                if parameters.get(self.OUTPUT_AREAS) is not None:
+                    sink_ids.append(self._write_areas(parameters, context, result, run_outputs))
+            return result
+
         try:
-            result = self._forecast(items, model, folder, prefix, reference, probabilities, change, feedback)
+            result = self.run_core(run)
         except BaseException:
             if created:
                 shutil.rmtree(folder, ignore_errors=True)  # only the folder this run made (outputs are atomic)
             raise
+        self.sinks_committed(context, sink_ids)
         for note in result.notes:
             feedback.pushWarning(self.tr(note))
 
@@ -189,10 +214,8 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
         if change:
             style_on_load(context, change, ClassPaletteStyle(change_classes(model.metadata)))
             outputs[self.OUTPUT_CHANGE] = change
-        if parameters.get(self.OUTPUT_AREAS) is not None:
-            sink_id = self._write_areas(parameters, context, result)
-            if sink_id:
-                outputs[self.OUTPUT_AREAS] = sink_id
+        if sink_ids:
+            outputs[self.OUTPUT_AREAS] = sink_ids[0][1]
         for s in result.steps:
             if s.class_pixels is not None:
                 feedback.pushInfo(
@@ -205,21 +228,6 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
                     )
                 )
         return outputs
-
-    def _forecast(self, items, model, folder, prefix, reference, probabilities, change, feedback):  # noqa: ANN001, ANN202, PLR0913
-        return self.run_core(
-            lambda: forecast_rasters(
-                items,
-                model,
-                folder,
-                prefix=prefix,
-                reference_path=reference,
-                probabilities=probabilities,
-                change_path=change,
-                log=feedback.pushInfo,
-                **self.callbacks(feedback),
-            )
-        )
 
     def _load_in_group(self, context: QgsProcessingContext, result) -> None:  # noqa: ANN001
         """Load t0..t+3 (and probabilities) in one layer-tree group, each with its day as temporal range."""
@@ -238,7 +246,8 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
                 details.setPostProcessor(processor)
                 context.addLayerToLoadOnCompletion(path, details)
 
-    def _write_areas(self, parameters: dict, context: QgsProcessingContext, result) -> str | None:  # noqa: ANN001
+    def _write_areas(self, parameters: dict, context: QgsProcessingContext, result, outputs) -> tuple[str, str]:  # noqa: ANN001
+        """The class-area table, written as one of the run's ``outputs``; returns its ids while written and final."""
         fields = QgsFields()
         fields.append(QgsField("step", QMetaType.Type.Int))
         fields.append(QgsField("label", QMetaType.Type.QString))
@@ -247,11 +256,12 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
         fields.append(QgsField("pixels", QMetaType.Type.LongLong))
         fields.append(QgsField("area_km2", QMetaType.Type.Double))
         fields.append(QgsField("fraction", QMetaType.Type.Double))
-        sink, sink_id = self.parameterAsSink(parameters, self.OUTPUT_AREAS, context, fields, QgsWkbTypes.NoGeometry)
-        if sink is None:
-            return None
+        sink, sink_id, final_id = self.temporary_sink(outputs, parameters, self.OUTPUT_AREAS, context, fields)
         for row in result.areas():
             feature = QgsFeature(fields)
             feature.setAttributes([row[f.name()] for f in fields])
-            sink.addFeature(feature, QgsFeatureSink.FastInsert)
-        return sink_id
+            if not sink.addFeature(feature, QgsFeatureSink.FastInsert):
+                raise QgsProcessingException(self.writeFeatureError(sink, parameters, self.OUTPUT_AREAS))
+        self.finish_sink(sink, parameters, self.OUTPUT_AREAS)
+        del sink  # closes the file before it is moved into place
+        return sink_id, final_id

@@ -16,7 +16,7 @@ from qgis.core import (
 
 from ..core.inference import CONFIDENCE_MEASURES, segment_raster
 from ..models.registry import DEVICES, bundled_models, load_model
-from .base import SarSegAlgorithm
+from .base import INPUT_SCALE_HELP, SarSegAlgorithm
 from .styling import ClassPaletteStyle, GrayStretchStyle, style_on_load
 
 DEFAULT_MODEL = "sarseg_unet_vvvh"
@@ -46,10 +46,13 @@ class SegmentAlgorithm(SarSegAlgorithm):
     HELP = (
         "Classifies every pixel of a raster with a segmentation model (ONNX) into the model's classes, e.g. water, "
         "vegetation, forest, built-up and bare soil from Sentinel-1 VV/VH backscatter.\n\n"
-        "<b>Input raster</b>: the bands the model expects, in its order (the default model takes VV and VH). "
-        "Bands in linear power are converted to dB (floor -50 dB) when the model wants dB; other unit "
-        "mismatches and a wrong band count are refused with the expected bands in the message.\n"
-        "<b>Bundled model</b>: a model shipped with the plugin (the default is a U-Net trained on synthetic "
+        "<b>Input raster</b>: the bands the model expects (the default model takes VV and VH). Bands named as "
+        "polarisations (band descriptions such as 'VV', 'VH' or 'Sigma0_VV_db') are matched to the model's by "
+        "name, in any order, and other bands are left out; unnamed bands are taken in order (the log says so). "
+        "Bands in linear power are converted to dB (floor -50 dB) when the model wants dB, and the other way. A "
+        "missing polarisation or a wrong band count is refused with the expected bands in the message.\n"
+        + INPUT_SCALE_HELP
+        + "<b>Bundled model</b>: a model shipped with the plugin (the default is a U-Net trained on synthetic "
         "Sentinel-1-like VV/VH scenes).\n"
         "<b>Model file</b>: optional .onnx model with SAR Seg (or Deepness) metadata; when given it is used "
         "instead of the bundled model.\n"
@@ -108,6 +111,7 @@ class SegmentAlgorithm(SarSegAlgorithm):
         for param in (device, batch, resample, measure):
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(param)
+        self.add_input_scale_parameter()
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Class raster")))
         self.addParameter(
             QgsProcessingParameterRasterDestination(
@@ -133,6 +137,7 @@ class SegmentAlgorithm(SarSegAlgorithm):
         dst = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         probabilities = self.parameterAsOutputLayer(parameters, self.OUTPUT_PROBABILITIES, context) or None
         confidence = self.parameterAsOutputLayer(parameters, self.OUTPUT_CONFIDENCE, context) or None
+        input_scale = self.input_scale(parameters, context)
 
         model = self.run_core(lambda: load_model(model_name, device))
         feedback.pushInfo(self.tr(f"Model: {model.metadata.name} ({model.path})"))
@@ -146,7 +151,9 @@ class SegmentAlgorithm(SarSegAlgorithm):
                 batch_size=batch_size,
                 resample=resample,
                 confidence=measure,
+                input_scale=input_scale,
                 log=feedback.pushInfo,
+                warn=feedback.pushWarning,
                 **self.callbacks(feedback),
             )
         )

@@ -16,10 +16,8 @@ from qgis.core import (
 
 from ..core import speckle
 from ..core.preprocess import SpeckleSettings, speckle_filter_raster
-from .base import SarSegAlgorithm
+from .base import INPUT_SCALE, INPUT_SCALE_HELP, SarSegAlgorithm
 from .styling import GrayStretchStyle, style_on_load
-
-SCALES = ("auto", "linear", "dB")
 
 
 class SpeckleFilterAlgorithm(SarSegAlgorithm):
@@ -30,7 +28,7 @@ class SpeckleFilterAlgorithm(SarSegAlgorithm):
     ESTIMATE_LOOKS = "ESTIMATE_LOOKS"
     DAMPING = "DAMPING"
     SIGMA = "SIGMA"
-    INPUT_SCALE = "INPUT_SCALE"
+    INPUT_SCALE = INPUT_SCALE
     OUTPUT = "OUTPUT"
     LOOKS_USED = "LOOKS_USED"
 
@@ -50,9 +48,11 @@ class SpeckleFilterAlgorithm(SarSegAlgorithm):
         "instead (reported in the log and as the LOOKS_USED output).\n"
         "<b>Frost damping factor</b>: how fast Frost weights fall with distance (larger keeps edges better).\n"
         "<b>Lee Sigma sigma</b>: the fraction of speckle kept in the sigma range (0.5-0.99, default 0.9).\n"
-        "<b>Input scale</b>: speckle is multiplicative in linear power; a band in dB (detected from its unit "
-        "or its negative values) is converted to linear power, filtered, and converted back to dB.\n\n"
-        "Nodata pixels stay nodata and are ignored by the local statistics. The raster is processed block "
+        "Speckle is multiplicative in linear power: a band in dB is converted to linear power, filtered, and "
+        "converted back to dB; the output bands' units say which.\n"
+        + INPUT_SCALE_HELP
+        + "\n"
+        + "Nodata pixels stay nodata and are ignored by the local statistics. The raster is processed block "
         "by block with a halo of half a window, so the result is identical to filtering the whole image "
         "at once and memory stays small for any raster size."
     )
@@ -113,16 +113,11 @@ class SpeckleFilterAlgorithm(SarSegAlgorithm):
                 0.5,
                 0.99,
             ),
-            QgsProcessingParameterEnum(
-                self.INPUT_SCALE,
-                self.tr("Input scale"),
-                options=[self.tr("Auto-detect"), self.tr("Linear power"), self.tr("Decibels (dB)")],
-                defaultValue=0,
-            ),
         ]
         for param in advanced:
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(param)
+        self.add_input_scale_parameter()
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Filtered raster")))
         self.addOutput(QgsProcessingOutputNumber(self.LOOKS_USED, self.tr("Number of looks used (band 1)")))
 
@@ -139,11 +134,13 @@ class SpeckleFilterAlgorithm(SarSegAlgorithm):
             looks=None if estimate else self.parameterAsDouble(parameters, self.LOOKS, context),
             damping=self.parameterAsDouble(parameters, self.DAMPING, context),
             sigma=self.parameterAsDouble(parameters, self.SIGMA, context),
-            input_scale=SCALES[self.parameterAsEnum(parameters, self.INPUT_SCALE, context)],
+            input_scale=self.input_scale(parameters, context),
         )
         feedback.pushInfo(self.tr(f"{speckle.FILTER_LABELS[settings.filter_name]} filter, {window}x{window} window"))
         result = self.run_core(
-            lambda: speckle_filter_raster(src, dst, settings, log=feedback.pushWarning, **self.callbacks(feedback))
+            lambda: speckle_filter_raster(
+                src, dst, settings, log=feedback.pushInfo, warn=feedback.pushWarning, **self.callbacks(feedback)
+            )
         )
         style_on_load(context, dst, GrayStretchStyle())
         return {self.OUTPUT: dst, self.LOOKS_USED: result["looks"][0]}

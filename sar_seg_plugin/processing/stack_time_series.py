@@ -12,7 +12,7 @@ from qgis.core import (
 )
 
 from ..core import timeseries
-from .base import SarSegAlgorithm
+from .base import INPUT_SCALE_HELP, SarSegAlgorithm
 from .dated_inputs import DATES_HELP, DatedRastersMixin
 from .styling import GrayStretchStyle, style_on_load
 
@@ -39,7 +39,11 @@ class StackTimeSeriesAlgorithm(DatedRastersMixin, SarSegAlgorithm):
         "Integer rasters (class maps) of one data type stay integer, with one nodata value on every band (the "
         "earliest raster's, else the largest value of the data type); a class map keeps its colour table and "
         "category names.\n\n"
-        "Rasters in another order are sorted; duplicated dates, rasters with different band counts, without "
+        "Backscatter rasters (bands in dB or linear power, or named VV, VH, ...) are stacked in one scale: a raster "
+        "in dB among rasters in linear power (or the other way) is converted to the earliest raster's scale, the "
+        "log says so, and the band units say the scale.\n"
+        + INPUT_SCALE_HELP
+        + "\nRasters in another order are sorted; duplicated dates, rasters with different band counts, without "
         "CRS, or not overlapping the reference are refused. Missing days are reported in the log."
     )
 
@@ -60,6 +64,7 @@ class StackTimeSeriesAlgorithm(DatedRastersMixin, SarSegAlgorithm):
                 defaultValue=0,
             )
         )
+        self.add_input_scale_parameter()
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Stacked time series")))
         self.addOutput(QgsProcessingOutputString(self.DATES_OUT, self.tr("Dates, in band order")))
 
@@ -70,8 +75,11 @@ class StackTimeSeriesAlgorithm(DatedRastersMixin, SarSegAlgorithm):
         reference = self.raster_path(parameters, self.REFERENCE, context) if parameters.get(self.REFERENCE) else None
         dst = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         resampling = RESAMPLINGS[self.parameterAsEnum(parameters, self.RESAMPLING, context)]
+        scale = self.input_scale(parameters, context)
         result = self.run_core(
-            lambda: timeseries.stack_rasters(items, dst, reference, resampling, **self.callbacks(feedback))
+            lambda: timeseries.stack_rasters(
+                items, dst, reference, resampling, input_scale=scale, **self.callbacks(feedback)
+            )
         )
         for note in result["notes"]:
             feedback.pushWarning(self.tr(note))

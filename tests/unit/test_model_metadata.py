@@ -16,7 +16,6 @@ from sar_seg_plugin.models.metadata import (
     MetadataFieldError,
     ModelMetadata,
     Normalization,
-    check_raster_fits,
     metadata_from_props,
     metadata_to_props,
 )
@@ -293,25 +292,6 @@ def test_deepness_unsupported_model_type():
 def test_deepness_bad_tile_size_names_deepness_key():
     with pytest.raises(MetadataFieldError, match="Deepness metadata 'tile_size': expected a positive multiple of 16"):
         metadata_from_props({**DEEPNESS, "tile_size": "500"})
-
-
-# --- Raster fit ------------------------------------------------------------------------------------------------
-
-
-def test_raster_fits():
-    check_raster_fits(SEGMENTATION, 2, ["dB", "dB"])
-    check_raster_fits(SEGMENTATION, 2, ["", "db"])  # unknown units are not held against the raster
-
-
-def test_raster_band_count_mismatch():
-    with pytest.raises(SarSegError, match=r"expects 2 bands: VV \(dB\), VH \(dB\); the raster has 3 bands"):
-        check_raster_fits(SEGMENTATION, 3, ["dB", "dB", "dB"])
-
-
-def test_raster_unit_mismatch():
-    with pytest.raises(SarSegError, match=r"band 2 of the raster is in linear, not dB: give VH in dB") as info:
-        check_raster_fits(SEGMENTATION, 2, ["dB", "linear"])
-    assert "Convert linear power / dB" in str(info.value)
 
 
 # --- Registry and onnxruntime ----------------------------------------------------------------------------------

@@ -293,7 +293,7 @@ def test_convert_db_raster_values_units_and_nodata(tmp_path, sample_sar, sample_
 @pytest.mark.parametrize("nonpositive_to_nodata", [False, True])
 def test_convert_db_raster_floor_and_nonpositive_to_nodata(tmp_path, nonpositive_to_nodata):
     a = np.array([[[0.1, 0.0, -0.5, 1.0], [1e-7, -9999.0, 2.0, 1e-3]]], np.float32)
-    src = write_tif(tmp_path / "a.tif", a, nodata=-9999.0)
+    src = write_tif(tmp_path / "a.tif", a, nodata=-9999.0, units=["linear"])
     dst = tmp_path / "b.tif"
     preprocess.convert_db_raster(src, str(dst), direction="to_db", floor_db=-40.0,
                                  nonpositive_to_nodata=nonpositive_to_nodata)  # fmt: skip
@@ -487,7 +487,7 @@ def test_convert_db_raster_keeps_a_linear_one_valid(tmp_path):
     a = np.full((1, 4, 4), 0.5, np.float32)
     a[0, 0, 0] = 1.0
     a[0, 3, 3] = 0.0  # the nodata pixel
-    src = write_tif(tmp_path / "a.tif", a, nodata=0.0)
+    src = write_tif(tmp_path / "a.tif", a, nodata=0.0, units=["linear"])
     dst = tmp_path / "db.tif"
     preprocess.convert_db_raster(src, str(dst), direction="to_db")
     got = read_raster(dst)
@@ -516,19 +516,21 @@ def test_normalize_refuses_a_statistics_file_that_is_the_input(tmp_path, sample_
 
 def test_normalize_with_an_unwritable_statistics_file_leaves_no_raster(tmp_path, sample_sar):
     out = tmp_path / "out.tif"
-    with pytest.raises(SarSegError, match="Cannot write the statistics file"):
+    with pytest.raises(SarSegError, match="folder '.*missing' does not exist"):
         preprocess.normalize_raster(sample_sar, str(out), stats_path=str(tmp_path / "missing" / "stats.json"))
     assert list(tmp_path.iterdir()) == []
 
 
 def test_sarseg_metadata_of_the_input_is_not_carried_to_the_output(tmp_path, sample_sar):
-    normalized, converted = tmp_path / "n.tif", tmp_path / "c.tif"
+    normalized, filtered, converted = tmp_path / "n.tif", tmp_path / "f.tif", tmp_path / "c.tif"
     preprocess.normalize_raster(sample_sar, str(normalized))
-    ds = gdal.Open(str(normalized))
-    assert radiometry.NORMALIZATION_METADATA_KEY in ds.GetMetadata()
-    preprocess.convert_db_raster(str(normalized), str(converted), direction="to_linear")
+    assert radiometry.NORMALIZATION_METADATA_KEY in gdal.Open(str(normalized)).GetMetadata()
+    preprocess.speckle_filter_raster(sample_sar, str(filtered), SpeckleSettings())
+    ds = gdal.Open(str(filtered))
+    assert ds.GetMetadataItem("SARSEG_SPECKLE_FILTER") == "lee"
+    preprocess.convert_db_raster(str(filtered), str(converted), direction="to_db")
     out = gdal.Open(str(converted))
-    assert radiometry.NORMALIZATION_METADATA_KEY not in out.GetMetadata()
+    assert "SARSEG_SPECKLE_FILTER" not in out.GetMetadata()
     assert out.GetMetadataItem("ACQUISITION_DATE") == ds.GetMetadataItem("ACQUISITION_DATE") == "2026-03-01"
 
 

@@ -36,30 +36,6 @@ def test_to_db_of_zero_and_negative_is_the_floor():
     assert np.isnan(radiometry.to_db(np.array([np.nan]))[0])
 
 
-@pytest.mark.parametrize(
-    ("unit", "expected"),
-    [("dB", "dB"), ("DB", "dB"), (" decibels ", "dB"), ("decibel", "dB"), ("linear", "linear"),
-     ("Intensity", "linear"), ("power", "linear"), ("linear power", "linear")],
-)  # fmt: skip
-def test_detect_scale_by_unit_overrides_values(unit, expected):
-    negative = np.full(50, -15.0)
-    positive = np.full(50, 0.05)
-    assert radiometry.detect_scale(unit, negative) == expected
-    assert radiometry.detect_scale(unit, positive) == expected
-
-
-def test_detect_scale_by_values():
-    rng = np.random.default_rng(1)
-    lin = rng.gamma(4.4, 0.05 / 4.4, 1000)
-    assert radiometry.detect_scale("", lin) == radiometry.LINEAR
-    assert radiometry.detect_scale("", 10 * np.log10(lin)) == radiometry.DB
-    assert radiometry.detect_scale("m", 10 * np.log10(lin)) == radiometry.DB  # unknown unit: values decide
-    # Median decides, not the mean; NaNs are ignored.
-    mostly_negative = np.array([-20.0, -18.0, -15.0, 300.0, np.nan, np.nan, np.nan])
-    assert radiometry.detect_scale(None, mostly_negative) == radiometry.DB
-    assert radiometry.detect_scale("", np.array([np.nan, np.nan])) == radiometry.LINEAR
-    assert radiometry.detect_scale("", np.array([])) == radiometry.LINEAR
-
 
 def test_band_stats_matches_numpy():
     rng = np.random.default_rng(2)

@@ -9,7 +9,7 @@ import pytest
 from osgeo import gdal, ogr
 from rasters import write_raster
 
-from sar_seg_plugin.core import zonal
+from sar_seg_plugin.core import units, zonal
 from sar_seg_plugin.core.raster_io import open_raster, read_info
 from sar_seg_plugin.core.timeseries import Grid
 from sar_seg_plugin.models.metadata import Normalization
@@ -156,7 +156,8 @@ def test_embeddings_average_the_zone_pixels_only(scene, tile):
         zonal.pixel_window(ogr.CreateGeometryFromWkb(g).GetEnvelope(), info.geotransform, W, H) for g in POLYGONS
     ]
     encoder = MeanEncoder(tile)
-    emb, tiles = zonal.zone_embeddings(ds, zones, windows, encoder, [True, True], batch_size=4)
+    to_db = units.ModelInput((1, 2), (units.TO_DB, units.TO_DB), [], [], [])
+    emb, tiles = zonal.zone_embeddings(ds, zones, windows, encoder, to_db, batch_size=4)
     assert tiles == encoder.tiles_seen > 0
     db = 10 * np.log10(np.where(scene.sar > 0, scene.sar, 1.0).astype(np.float64))
     normalised = (db - np.array([-10.0, -20.0])[:, None, None]) / np.array([2.0, 4.0])[:, None, None]

@@ -1,0 +1,450 @@
+"""One rule, used by every tool, for what a band holds: linear power or dB, and which polarisation.
+
+Unit metadata decides when it is present and the values agree with it; when it is absent the values decide; when
+the two disagree the values win and the log says so; when neither can tell, or the values cannot be calibrated
+backscatter at all (digital numbers, scaled integers, normalised values), the run stops with a message that says
+what to do. A user's explicit choice ("Input units") always wins, with a warning when the values disagree.
+
+Bands named as polarisations (VV, VH, HH, HV, in the band description) are matched to what a model expects by
+name; unnamed bands are taken in order, and the log says so. No qgis import.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .errors import SarSegError
+from .radiometry import DB, DEFAULT_FLOOR_DB, LINEAR, from_db, to_db
+
+AUTO = "auto"
+#: The choices of every tool's "Input units" parameter, in the order the parameter lists them.
+SCALE_CHOICES = (AUTO, LINEAR, DB)
+#: What a band's unit or description may say besides dB and linear power.
+AMPLITUDE = "amplitude"
+NORMALISED = "normalised"
+POLARISATIONS = ("VV", "VH", "HH", "HV")
+#: Metadata key under which outputs record how their input bands were read.
+SCALES_METADATA_KEY = "SARSEG_INPUT_SCALES"
+#: Dataset metadata written by sarseg:normalize: values are standardised, no longer backscatter.
+NORMALIZATION_METADATA_KEY = "SARSEG_NORMALIZATION"
+
+_UNIT_ALIASES = {
+    "db": DB,
+    "decibel": DB,
+    "decibels": DB,
+    "linear": LINEAR,
+    "linear power": LINEAR,
+    "intensity": LINEAR,
+    "power": LINEAR,
+    "amplitude": AMPLITUDE,
+    "z-score": NORMALISED,
+    "zscore": NORMALISED,
+    "normalised": NORMALISED,
+    "normalized": NORMALISED,
+    "reflectance": "reflectance",
+    "uint8": "uint8",
+}
+# Words in a band description that state its scale (ESA SNAP names bands "Sigma0_VV_db", "Amplitude_VV", ...).
+_DESCRIPTION_WORDS = {"db": DB, "intensity": LINEAR, "amplitude": AMPLITUDE}
+
+# Plausible sigma0 / gamma0 / beta0 of a whole scene (medians): about -45 to +2 dB.
+DB_MEDIAN_RANGE = (-60.0, -1.0)
+LINEAR_MEDIAN_RANGE = (1e-6, 1.5)
+MIN_SAMPLE = 16
+
+
+def unit_word(unit: str) -> str:
+    """A band unit string as dB, linear, amplitude, normalised, reflectance or uint8; "" when absent or unknown."""
+    return _UNIT_ALIASES.get((unit or "").strip().lower(), "")
+
+
+def description_scale(description: str) -> str:
+    """The scale a band description states, e.g. "Sigma0_VV_db" -> dB, "Amplitude_HH" -> amplitude; else ""."""
+    for word in re.split(r"[^a-z0-9]+", (description or "").lower()):
+        if word in _DESCRIPTION_WORDS:
+            return _DESCRIPTION_WORDS[word]
+    return ""
+
+
+def polarisation_of(description: str) -> str | None:
+    """The polarisation a band description names as a word (``VV``, ``Sigma0_VH_db``, ``vv``), else None."""
+    text = (description or "").strip().upper()
+    for pol in POLARISATIONS:
+        if re.search(rf"(^|[^A-Z]){pol}([^A-Z]|$)", text):
+            return pol
+    return None
+
+
+@dataclass(frozen=True)
+class ValueEvidence:
+    """What a band's values say about its scale: ``scale`` (dB, linear, or None when they say neither), a short
+    ``summary`` of the values and ``why`` in words."""
+
+    scale: str | None
+    summary: str
+    why: str
+    negative: float = 0.0  # share of negative values
+
+
+def scale_from_values(sample: np.ndarray) -> ValueEvidence:
+    """Tell dB from linear power by the values alone.
+
+    Calibrated backscatter in linear power is positive with a scene median between about 1e-5 and 1 (-50 to 0 dB);
+    in dB it is mostly negative with a median between about -45 and -1. Values centred on zero (a z-score, a
+    difference), far too large (digital numbers, amplitude counts) or far too negative (dB scaled by 10 or 100) are
+    neither, and are reported as such.
+    """
+    v = np.asarray(sample, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size < MIN_SAMPLE:
+        return ValueEvidence(None, f"{v.size} valid value(s)", "too few valid pixels to tell")
+    p1, med, p99 = np.percentile(v, [1, 50, 99])
+    negative = float((v < 0).mean())
+    summary = f"median {med:.4g}, 1-99 % range {p1:.4g} .. {p99:.4g}, {negative:.0%} negative"
+
+    def evidence(scale: str | None, why: str) -> ValueEvidence:
+        return ValueEvidence(scale, summary, why, negative)
+
+    if abs(med) < 1.0 and 0.2 < negative < 0.8:
+        return evidence(None, "the values are centred on 0: normalised values or a difference, not backscatter")
+    if negative >= 0.5:
+        if DB_MEDIAN_RANGE[0] <= med <= DB_MEDIAN_RANGE[1] and p99 < 40:
+            return evidence(DB, "mostly negative values in the range of backscatter in dB")
+        if med < DB_MEDIAN_RANGE[0]:
+            return evidence(None, "the values are far below backscatter in dB (-45 to +5): dB scaled by 10 or 100?")
+        return evidence(None, "the values are neither backscatter in dB nor linear power")
+    if negative > 0.2:
+        return evidence(None, "the values mix signs: neither linear power (never negative) nor dB")
+    if LINEAR_MEDIAN_RANGE[0] <= med <= LINEAR_MEDIAN_RANGE[1] and p99 < 1e4:
+        return evidence(LINEAR, "positive values in the range of backscatter in linear power")
+    if med > LINEAR_MEDIAN_RANGE[1]:
+        return evidence(
+            None,
+            "the values are far above calibrated backscatter in linear power (about 0.001 to 1): uncalibrated "
+            "digital numbers or amplitudes?",
+        )
+    return evidence(None, "the values are nearly all zero")
+
+
+@dataclass(frozen=True)
+class BandScale:
+    """How one band is read: ``scale`` (dB or linear), where that came from (``source``: "unit", "values" or
+    "choice") and ``why``; ``warning`` when the metadata or the choice disagreed with the values."""
+
+    band: int  # 1-based
+    label: str
+    scale: str
+    source: str
+    why: str
+    warning: bool = False
+
+    @property
+    def note(self) -> str:
+        """The log line: the band and why it is read as it is."""
+        return f"{self.label}: {self.why}"
+
+
+def _choice_label(scale: str) -> str:
+    return "dB" if scale == DB else "linear power"
+
+
+def _integer_message(label: str, dtype: np.dtype, sample: np.ndarray, evidence: ValueEvidence) -> str:
+    v = np.asarray(sample, dtype=np.float64)
+    med = float(np.median(v[np.isfinite(v)])) if np.isfinite(v).any() else 0.0
+    if med < DB_MEDIAN_RANGE[0]:
+        likely = (
+            f"dB scaled by an integer factor (a median of {med:g} would be {med / 100:.1f} dB at a scale of 100, "
+            f"{med / 10:.1f} dB at 10). Divide by the factor in the Raster Calculator, save as Float32 and set the "
+            "band unit to dB"
+        )
+    else:
+        likely = (
+            "uncalibrated digital numbers (e.g. a Sentinel-1 GRD measurement file) or scaled values. Calibrate the "
+            "product to sigma0 first (ESA SNAP 'Calibrate', or GDAL's SENTINEL1_CALIB:SIGMA0 subdataset)"
+        )
+    return (
+        f"{label} holds {np.dtype(dtype).name} integers ({evidence.summary}), not calibrated backscatter: most "
+        f"likely {likely}. If these integers really are dB or linear power, set 'Input units' to say so."
+    )
+
+
+def resolve_band(
+    band: int,
+    label: str,
+    unit: str,
+    description: str,
+    dtype: np.dtype,
+    sample: np.ndarray,
+    choice: str = AUTO,
+) -> BandScale:
+    """The scale of one band by the rule of this module (see the module docstring); raises SarSegError when the
+    band cannot be read as backscatter and no choice was given."""
+    if choice not in SCALE_CHOICES:
+        raise SarSegError(f"Unknown input units '{choice}'. Use one of {', '.join(SCALE_CHOICES)}.")
+    ev = scale_from_values(sample)
+    declared = unit_word(unit) or description_scale(description)
+    stated = f"unit '{unit}'" if unit_word(unit) else f"description '{description}'"
+    integer = np.issubdtype(np.dtype(dtype), np.integer)
+    warning = False
+    if choice != AUTO:
+        scale, source = choice, "choice"
+        why = f"read as {_choice_label(choice)} as chosen in 'Input units' ({ev.summary})"
+        if ev.scale is not None and ev.scale != choice:
+            why += f", although its values look like {_choice_label(ev.scale)}"
+            warning = True
+    elif declared == NORMALISED:
+        raise SarSegError(
+            f"{label} holds normalised values ({stated}), not backscatter. Give the raster as it was before "
+            "'Normalize' (linear power or dB): the tools and models normalise it themselves."
+        )
+    elif declared == AMPLITUDE:
+        raise SarSegError(
+            f"{label} holds amplitude ({stated}), not power. Square it to intensity (linear power) in the Raster "
+            "Calculator first, or set 'Input units' if it really is power."
+        )
+    elif ev.scale is None and integer or ev.scale == LINEAR and integer and declared != LINEAR:
+        raise SarSegError(_integer_message(label, dtype, sample, ev))
+    elif declared in (DB, LINEAR) and ev.scale in (declared, None):
+        scale, source = declared, "unit"
+        if ev.scale == declared:
+            why = f"in {_choice_label(declared)} by its {stated}, and its values agree ({ev.summary})"
+        else:
+            why = f"read as {_choice_label(declared)} as its {stated} says, although {ev.why} ({ev.summary})"
+            warning = True
+    elif declared in (DB, LINEAR):
+        scale, source, warning = ev.scale, "values", True
+        why = (
+            f"labelled {_choice_label(declared)} ({stated}) but its values are {_choice_label(ev.scale)} "
+            f"({ev.summary}): read as {_choice_label(ev.scale)}. Correct the band's unit, or set 'Input units' if "
+            "the label is right."
+        )
+    elif ev.scale is None:
+        raise SarSegError(
+            f"Cannot tell whether {label} holds linear power or dB: it has no dB or linear unit and {ev.why} "
+            f"({ev.summary}). "
+            "Give calibrated backscatter (sigma0), or set 'Input units' to linear power or dB if you know which."
+        )
+    else:
+        scale, source = ev.scale, "values"
+        why = f"no dB or linear unit, {_choice_label(scale)} by its values ({ev.why}; {ev.summary})"
+    if scale == LINEAR and ev.negative > 0:
+        why += (
+            f". {ev.negative:.1%} of its values are negative, which power cannot be (thermal-noise subtraction "
+            "leaves some): they are used as they are"
+        )
+        warning = True
+    return BandScale(band, label, scale, source, why, warning)
+
+
+def is_backscatter(info: object) -> bool:
+    """Whether a raster says it holds backscatter: a band unit of dB or linear power, or a band named as a
+    polarisation."""
+    return any(unit_word(u) in (DB, LINEAR) for u in info.units) or any(map(polarisation_of, info.descriptions))
+
+
+def convert_scale(values: np.ndarray, source: str, target: str) -> np.ndarray:
+    """Values in scale ``source`` expressed in scale ``target`` (dB or linear power)."""
+    if source == target:
+        return values
+    return to_db(values) if target == DB else from_db(values)
+
+
+def refuse_normalised(metadata: dict[str, str], path: str) -> None:
+    """Refuse a raster written by sarseg:normalize where backscatter is needed."""
+    if NORMALIZATION_METADATA_KEY in (metadata or {}):
+        raise SarSegError(
+            f"'{path}' holds normalised values (written by 'Normalize'), not backscatter. Give the raster as it was "
+            "before normalisation (linear power or dB): the tools and models normalise it themselves."
+        )
+
+
+def resolve_scales(
+    info: object,
+    samples: Sequence[np.ndarray],
+    choice: str = AUTO,
+    bands: Sequence[int] | None = None,
+) -> list[BandScale]:
+    """The scale of every band (or of the 1-based ``bands``) of a raster (``raster_io.RasterInfo``), from the
+    samples of its valid values (one per band of the raster)."""
+    refuse_normalised(info.metadata, info.path)
+    chosen = list(bands) if bands is not None else list(range(1, info.band_count + 1))
+    return [
+        resolve_band(
+            b, _band_name(info, b), info.units[b - 1], info.descriptions[b - 1], info.dtype, samples[b - 1], choice
+        )
+        for b in chosen
+    ]
+
+
+def _band_name(info: object, band: int) -> str:
+    description = info.descriptions[band - 1]
+    return f"band {band} ('{description}')" if description else f"band {band}"
+
+
+def scales_metadata(scales: Sequence[BandScale]) -> dict[str, str]:
+    """Output metadata recording how the input bands were read (band, scale, source)."""
+    return {SCALES_METADATA_KEY: json.dumps([{k: v for k, v in asdict(s).items() if k != "why"} for s in scales])}
+
+
+# --- bands a model expects, matched by name ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BandMatch:
+    """Which raster band feeds each of a model's inputs (1-based, in the model's order), and the log line."""
+
+    bands: tuple[int, ...]
+    note: str
+
+
+def _listing(names: Sequence[str], band_units: Sequence[str] | None = None) -> str:
+    """E.g. "VV (dB), VH (dB)"."""
+    if not band_units:
+        return ", ".join(names)
+    return ", ".join(f"{name} ({unit})" for name, unit in zip(names, band_units))
+
+
+def match_bands(
+    expected: Sequence[str],
+    descriptions: Sequence[str],
+    what: str = "the model",
+    expected_units: Sequence[str] | None = None,
+) -> BandMatch:
+    """Raster bands for the ``expected`` band names: by polarisation name when the model's bands are polarisations
+    and the raster names its bands; else in order, the band count having to match.
+
+    Extra raster bands are left out when the names say which to use; a missing or doubled polarisation is refused.
+    """
+    wanted = [polarisation_of(name) for name in expected]
+    have = [polarisation_of(d) for d in descriptions]
+    listed = (
+        ", ".join(f"{name} ({unit})" for name, unit in zip(expected, expected_units or []))
+        if expected_units
+        else ", ".join(expected)
+    )
+    n = len(descriptions)
+    if all(wanted) and any(have):
+        chosen = []
+        for pol in wanted:
+            found = [i + 1 for i, h in enumerate(have) if h == pol]
+            if not found:
+                named = ", ".join(f"{i + 1}: '{d}'" for i, d in enumerate(descriptions) if d) or "none"
+                raise SarSegError(
+                    f"{what} expects bands {listed}, but no band of the raster is named {pol} (band names: {named}). "
+                    f"Give a raster with {listed} bands, or name its bands (band descriptions) {listed}."
+                )
+            if len(found) > 1:
+                raise SarSegError(
+                    f"{what} expects one {pol} band, but bands {', '.join(map(str, found))} of the raster are all "
+                    f"named {pol}. Keep one {pol} band (e.g. with Raster > Extraction or gdal_translate -b)."
+                )
+            chosen.append(found[0])
+        pairs = ", ".join(f"{name} <- band {b} ('{descriptions[b - 1]}')" for name, b in zip(expected, chosen))
+        unused = [i + 1 for i in range(n) if i + 1 not in chosen]
+        if chosen == list(range(1, len(expected) + 1)) and not unused:
+            note = f"Bands matched by name: {pairs}"
+        else:
+            note = f"Bands matched by name (not by position): {pairs}" + (
+                f"; band(s) {', '.join(map(str, unused))} not used" if unused else ""
+            )
+        return BandMatch(tuple(chosen), note)
+    if n != len(expected):
+        raise SarSegError(
+            f"{what} expects {len(expected)} band{'s' if len(expected) != 1 else ''}: {listed}; the raster has {n} "
+            f"band{'s' if n != 1 else ''}. Choose (or stack) a raster with exactly these bands"
+            + (", or name its bands so they can be matched" if all(wanted) else ", in this order")
+        )
+    if all(wanted):
+        pairs = ", ".join(f"band {i + 1} as {name}" for i, name in enumerate(expected))
+        note = (
+            f"The raster's bands are not named as polarisations: taken in order, {pairs}. Name them (band "
+            f"descriptions {listed}) to have them matched by name."
+        )
+    else:
+        note = f"Bands taken in order as {listed}"
+    return BandMatch(tuple(range(1, n + 1)), note)
+
+
+# --- a raster read for a model ---------------------------------------------------------------------------------
+
+TO_DB = "to_db"
+TO_LINEAR = "to_linear"
+
+
+@dataclass
+class ModelInput:
+    """How a raster feeds a model: the raster band for each model input (1-based, in the model's order), the
+    conversion each needs (``""``, :data:`TO_DB` or :data:`TO_LINEAR`), the scales decided, and the log lines
+    (``notes``; ``warnings`` for disagreements between a band's unit and its values)."""
+
+    bands: tuple[int, ...]
+    conversions: tuple[str, ...]
+    scales: list[BandScale]
+    notes: list[str]
+    warnings: list[str]
+
+    def apply(self, data: np.ndarray) -> np.ndarray:
+        """Convert, in place, a float32 (model bands, h, w) block read from :attr:`bands` to the model's units."""
+        for b, conversion in enumerate(self.conversions):
+            if conversion:
+                data[b] = convert_scale(data[b], *((LINEAR, DB) if conversion == TO_DB else (DB, LINEAR)))
+        return data
+
+    @property
+    def reordered(self) -> bool:
+        """Whether the model reads other bands, or in another order, than the raster's own."""
+        return list(self.bands) != list(range(1, len(self.bands) + 1))
+
+    def metadata(self) -> dict[str, str]:
+        return scales_metadata(self.scales)
+
+
+def plan_model_input(meta: object, info: object, samples: Sequence[np.ndarray], choice: str = AUTO) -> ModelInput:
+    """Match a raster (``raster_io.RasterInfo`` and one value sample per band) to a model's inputs
+    (``ModelMetadata``): bands by name (:func:`match_bands`), then each backscatter band's scale by
+    :func:`resolve_band` and the conversion to the unit the model wants. Bands a model takes in another unit
+    (reflectance, uint8) are only refused when the raster states a backscatter unit for them."""
+    what = f"Model '{meta.name}'"
+    match = match_bands(meta.input_bands, info.descriptions, what, meta.input_units)
+    notes, warnings, scales, conversions = [match.note], [], [], []
+    sar = [u in (DB, LINEAR) for u in meta.input_units]
+    if any(sar):
+        refuse_normalised(info.metadata, info.path)
+    for name, band, wanted, is_sar in zip(meta.input_bands, match.bands, meta.input_units, sar):
+        if not is_sar:
+            stated = unit_word(info.units[band - 1])
+            if stated:
+                raise SarSegError(
+                    f"{what} expects {name} in {wanted}, but band {band} of the raster is in {stated} "
+                    f"(unit '{info.units[band - 1]}'). Give the raster the model was made for."
+                )
+            conversions.append("")
+            continue
+        stated = unit_word(info.units[band - 1])
+        if stated in ("reflectance", "uint8"):
+            raise SarSegError(
+                f"{what} expects {_listing(meta.input_bands, meta.input_units)}; band {band} of the raster is in "
+                f"{stated}, not {wanted}. Give {name} in {wanted}, as the model was made for."
+            )
+        scale = resolve_band(
+            band,
+            _band_name(info, band),
+            info.units[band - 1],
+            info.descriptions[band - 1],
+            info.dtype,
+            samples[band - 1],
+            choice,
+        )
+        scales.append(scale)
+        (warnings if scale.warning else notes).append(scale.note)
+        conversions.append("" if scale.scale == wanted else TO_DB if wanted == DB else TO_LINEAR)
+    if TO_DB in conversions:
+        notes.append(f"Converting linear power to dB (floor {DEFAULT_FLOOR_DB:g} dB) as the model expects dB")
+    if TO_LINEAR in conversions:
+        notes.append("Converting dB to linear power as the model expects linear power")
+    return ModelInput(match.bands, tuple(conversions), scales, notes, warnings)
