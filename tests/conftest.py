@@ -65,3 +65,46 @@ def sarseg(qgis_app, qgis_processing) -> Iterator[object]:  # noqa: ANN001
     yield processing
     if registry.providerById("sarseg") is not None:
         registry.removeProvider(registry.providerById("sarseg"))
+
+
+def _mount_tmpfs(path, options: str) -> bool:
+    """Mount a tmpfs at ``path`` (root only); False when this machine does not allow it."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        return False
+    path.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+    return proc.returncode == 0
+
+
+def _unmount(path) -> None:
+    import subprocess
+
+    subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+@pytest.fixture
+def readonly_dir(tmp_path):
+    """A folder no run may write in: a read-only tmpfs for root (chmod does not stop root), else mode 0555."""
+    folder = tmp_path / "readonly"
+    if os.geteuid() == 0:
+        if not _mount_tmpfs(folder, "ro,size=64k"):
+            pytest.skip("cannot mount a read-only tmpfs on this machine")
+        yield folder
+        _unmount(folder)
+    else:
+        folder.mkdir()
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 512 KiB disk (a tmpfs, root only): what does not fit fails with ENOSPC ("No space left on device")."""
+    folder = tmp_path / "small_disk"
+    if not _mount_tmpfs(folder, "size=512k"):
+        pytest.skip("cannot mount a small tmpfs on this machine (needs root)")
+    yield folder
+    _unmount(folder)

@@ -9,6 +9,7 @@ the run succeeds (:mod:`.outputs`); a failed or cancelled run leaves nothing beh
 from __future__ import annotations
 
 import os
+import sys
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -370,9 +371,23 @@ class GeoTiffWriter:
         if array.shape != (self.band_count, window.height, window.width):
             raise ValueError(f"block shape {array.shape} does not match window {window} x {self.band_count} bands")
         for i in range(self.band_count):
-            err = self.ds.GetRasterBand(i + 1).WriteArray(array[i].astype(self.dtype, copy=False), window.x, window.y)
-            if err != 0:
-                raise SarSegError(f"Writing '{self.path}' failed: {gdal.GetLastErrorMsg()}. Is the disk full?")
+            self._gdal_write(
+                lambda i=i: self.ds.GetRasterBand(i + 1).WriteArray(
+                    array[i].astype(self.dtype, copy=False), window.x, window.y
+                )
+            )
+
+    def _gdal_write(self, call: Callable[[], object]) -> None:
+        """Run a GDAL write, turning its failure (an error code, or RuntimeError with GDAL exceptions on) into
+        SarSegError. The GDAL exception is not chained: its traceback would keep the dataset open after the run
+        removed its file, and the dataset would then fail again, noisily, whenever Python frees it."""
+        try:
+            failed = call() not in (0, None)
+            message = gdal.GetLastErrorMsg() if failed else ""
+        except RuntimeError as exc:
+            failed, message = True, str(exc)
+        if failed:
+            raise SarSegError(f"Writing '{self.path}' failed: {message}. Is the disk full?")
 
     def release_cache(self) -> None:
         """Write finished tiles to disk and drop them from GDAL's block cache.
@@ -380,7 +395,7 @@ class GeoTiffWriter:
         GDAL keeps written tiles cached up to its process-wide limit (5 % of RAM by default), so without
         this the memory of a run grows with the raster instead of staying at a block's worth.
         """
-        self.ds.FlushCache()
+        self._gdal_write(lambda: self.ds.FlushCache())
 
     def close(self) -> None:
         """Finish the temporary file: write what GDAL still caches and close it, raising if that fails."""
@@ -388,13 +403,32 @@ class GeoTiffWriter:
             return
         gdal.ErrorReset()
         try:
-            self.ds.FlushCache()
-        except RuntimeError as exc:
-            raise SarSegError(f"Writing '{self.path}' failed: {exc}. Is the disk full?") from exc
+            self._gdal_write(lambda: self.ds.FlushCache())
         finally:
-            self.ds = None  # closing writes the file's directory; GDAL reports a failure as its last error
-        if gdal.GetLastErrorType() >= gdal.CE_Failure:
-            raise SarSegError(f"Writing '{self.path}' failed: {gdal.GetLastErrorMsg()}. Is the disk full?")
+            failure = self._close_dataset()  # closing writes the file's directory
+        if failure:
+            raise SarSegError(f"Writing '{self.path}' failed: {failure}. Is the disk full?")
+
+    def _close_dataset(self) -> str:
+        """Close the dataset without GDAL printing or raising from its destructor; returns GDAL's error, if any.
+
+        With GDAL exceptions on (as in QGIS), a failure while closing (a full disk) is raised in a destructor, which
+        Python can only print as 'Exception ignored' with a traceback: it is caught here instead."""
+        if self.ds is None:
+            return ""
+        caught: list[str] = []
+        hook = sys.unraisablehook
+        sys.unraisablehook = lambda unraisable: caught.append(str(unraisable.exc_value))
+        gdal.PushErrorHandler("CPLQuietErrorHandler")
+        gdal.ErrorReset()
+        try:
+            self.ds = None
+            if gdal.GetLastErrorType() >= gdal.CE_Failure:
+                caught.append(gdal.GetLastErrorMsg())
+        finally:
+            gdal.PopErrorHandler()
+            sys.unraisablehook = hook
+        return caught[0] if caught else ""
 
     def commit(self) -> Path:
         """Finish the file and, unless it belongs to a run's :class:`~.outputs.OutputSet`, move it (and its
@@ -410,7 +444,7 @@ class GeoTiffWriter:
 
     def abort(self) -> None:
         """Close and delete the temporary file; the destination is left as it was."""
-        self.ds = None
+        self._close_dataset()
         self.outputs.discard(self.tmp_path)
 
     def __enter__(self) -> GeoTiffWriter:
@@ -420,7 +454,7 @@ class GeoTiffWriter:
         if exc_type is None:
             self.commit()
             return
-        self.ds = None
+        self._close_dataset()
         if self._own_outputs:
             self.outputs.__exit__(exc_type, exc, tb)  # removes the file; names a full disk as such
         else:

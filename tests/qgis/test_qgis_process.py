@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import time
 
 import numpy as np
 import pytest
 from osgeo import gdal
 from qgisproc import qgis_process_env, run_algorithm
+from rasters import partial_files, write_raster
 
 from sar_seg_plugin.core import speckle
 from training import synthetic
@@ -60,3 +64,53 @@ def test_qgis_process_json_run_segment_with_the_default_model(env, sample_dir, s
     assert np.all(predicted[~sample_series.valid] == 255)
     # Pixel accuracy against the generator's truth (the model card reports about 0.92 on held-out scenes).
     assert (predicted[valid] == truth[valid]).mean() > 0.85
+
+
+def _segment_command(src, out_dir) -> list[str]:
+    return ["qgis_process", "run", "sarseg:segment", "--", f"INPUT={src}", f"OUTPUT={out_dir / 'classes.tif'}",
+            f"OUTPUT_PROBABILITIES={out_dir / 'probabilities.tif'}"]  # fmt: skip
+
+
+def _start_until_temporaries(command: list[str], env: dict, folder) -> subprocess.Popen:
+    """Start a qgis_process run and return once its temporary outputs exist in ``folder`` (the run is working)."""
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not partial_files(folder):
+        assert proc.poll() is None, f"the run ended before writing anything: {proc.stdout.read()}"
+        assert time.monotonic() < deadline, "no temporary output appeared"
+        time.sleep(0.05)
+    return proc
+
+
+@pytest.fixture(scope="module")
+def large_scene(tmp_path_factory):
+    """A 2048 x 2048 VV/VH scene: segmenting it takes seconds, time enough to stop the run."""
+    rng = np.random.default_rng(5)
+    data = (0.05 * rng.gamma(4.4, 1 / 4.4, (2, 2048, 2048))).astype(np.float32)
+    return write_raster(tmp_path_factory.mktemp("large") / "large.tif", data, descriptions=["VV", "VH"],
+                        units=["linear", "linear"])  # fmt: skip
+
+
+def test_sigterm_during_segment_leaves_no_temporary(env, large_scene, tmp_path):
+    """What timeout, systemd and batch schedulers send: was leaving .o.*.partial.tif files behind."""
+    proc = _start_until_temporaries(_segment_command(large_scene, tmp_path), env, tmp_path)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == -signal.SIGTERM  # ended by the signal, as the sender meant
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_next_run_removes_what_a_killed_run_left(env, large_scene, sample_dir, tmp_path):
+    """kill -9 cannot be caught: its temporaries stay until the next run that writes in the folder removes them."""
+    proc = _start_until_temporaries(_segment_command(large_scene, tmp_path), env, tmp_path)
+    proc.kill()
+    proc.wait(timeout=60)
+    left = partial_files(tmp_path)
+    assert left
+    manifest = json.loads((sample_dir / "manifest.json").read_text())
+    args = ["qgis_process", "run", "sarseg:convert_db", "--", f"INPUT={sample_dir / manifest['files'][0]['sar']}",
+            f"OUTPUT={tmp_path / 'db.tif'}"]  # fmt: skip
+    run = subprocess.run(args, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"temporary file(s) left in '{tmp_path}' by an interrupted run" in run.stdout
+    assert partial_files(tmp_path) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["db.tif"]

@@ -36,7 +36,6 @@ def test_to_db_of_zero_and_negative_is_the_floor():
     assert np.isnan(radiometry.to_db(np.array([np.nan]))[0])
 
 
-
 def test_band_stats_matches_numpy():
     rng = np.random.default_rng(2)
     v = rng.normal(3.0, 2.0, 5000)

@@ -1,0 +1,165 @@
+"""The unit rule every tool follows (dB or linear power, by unit and values) and bands matched by name."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from sar_seg_plugin.core import units
+from sar_seg_plugin.core.errors import SarSegError
+from sar_seg_plugin.core.units import DB, LINEAR
+
+RNG = np.random.default_rng(3)
+#: Speckled sigma0 of a mixed scene in linear power (water, fields, town): medians about 0.003 to 0.3.
+LIN = np.concatenate([m * RNG.gamma(4.4, 1 / 4.4, 4000) for m in (0.005, 0.03, 0.08, 0.3)])
+DBV = 10 * np.log10(LIN)
+
+
+def resolve(sample, unit="", description="VV", dtype=np.float32, choice=units.AUTO):
+    return units.resolve_band(1, "band 1", unit, description, np.dtype(dtype), np.asarray(sample), choice)
+
+
+@pytest.mark.parametrize(
+    ("sample", "expected"),
+    [
+        (LIN, LINEAR),
+        (DBV, DB),
+        (DBV + 10, DB),  # a bright (urban) scene in dB: median about -3 dB
+        ((DBV - DBV.mean()) / DBV.std(), None),  # a z-score
+        (np.sqrt(LIN) * 1000, None),  # amplitude digital numbers
+        (np.round(DBV * 100), None),  # dB x 100
+        (np.zeros(100), None),
+    ],
+)
+def test_values_tell_db_from_linear_power_or_neither(sample, expected):
+    assert units.scale_from_values(sample).scale == expected
+
+
+def test_a_unit_the_values_agree_with_decides():
+    scale = resolve(DBV, unit="dB")
+    assert (scale.scale, scale.source, scale.warning) == (DB, "unit", False)
+    assert "by its unit 'dB', and its values agree" in scale.note
+
+
+@pytest.mark.parametrize(("sample", "unit", "expected"), [(DBV, "linear", DB), (LIN, "dB", LINEAR)])
+def test_values_win_over_a_unit_that_contradicts_them_with_a_warning(sample, unit, expected):
+    scale = resolve(sample, unit=unit)
+    assert (scale.scale, scale.source, scale.warning) == (expected, "values", True)
+    assert "but its values are" in scale.note and "Correct the band's unit" in scale.note
+
+
+@pytest.mark.parametrize(("sample", "expected"), [(LIN, LINEAR), (DBV, DB)])
+def test_without_a_unit_the_values_decide(sample, expected):
+    scale = resolve(sample)
+    assert (scale.scale, scale.source, scale.warning) == (expected, "values", False)
+    assert "no dB or linear unit" in scale.note
+
+
+def test_a_description_naming_db_counts_as_a_unit():
+    """ESA SNAP names dB bands 'Sigma0_VV_db'."""
+    assert resolve(DBV, description="Sigma0_VV_db").source == "unit"
+    assert units.polarisation_of("Sigma0_VV_db") == "VV"
+
+
+def test_values_that_are_neither_and_no_unit_are_refused():
+    with pytest.raises(SarSegError, match="Cannot tell whether band 1 holds linear power or dB.*centred on 0"):
+        resolve((DBV - DBV.mean()) / DBV.std())
+
+
+def test_scaled_db_integers_are_refused_with_the_likely_scale():
+    with pytest.raises(SarSegError, match=r"int16 integers .* dB scaled by an integer factor .* at a scale of 100"):
+        resolve(np.round(DBV * 100), dtype=np.int16)
+
+
+def test_digital_numbers_are_refused_with_how_to_calibrate():
+    with pytest.raises(SarSegError, match=r"uint16 integers .* uncalibrated digital numbers .* SENTINEL1_CALIB"):
+        resolve(np.round(np.sqrt(LIN) * 1000), dtype=np.uint16)
+
+
+def test_a_class_map_is_not_read_as_linear_power():
+    with pytest.raises(SarSegError, match="uint8 integers"):
+        resolve(RNG.integers(0, 5, 1000), dtype=np.uint8)
+
+
+def test_integers_in_the_range_of_db_are_read_as_db():
+    assert resolve(np.round(DBV), dtype=np.int16).scale == DB
+
+
+def test_the_users_choice_wins_and_a_disagreement_is_a_warning():
+    scale = resolve(DBV, choice=LINEAR)
+    assert (scale.scale, scale.source, scale.warning) == (LINEAR, "choice", True)
+    assert "although its values look like dB" in scale.note
+    assert not resolve(LIN, choice=LINEAR).warning
+    assert resolve(np.round(DBV * 100), dtype=np.int16, choice=DB).scale == DB  # no refusal when the user says
+
+
+@pytest.mark.parametrize(("unit", "description", "match"), [
+    ("z-score", "VV", "normalised values"),
+    ("", "Amplitude_VV", "amplitude"),
+])  # fmt: skip
+def test_normalised_and_amplitude_bands_are_refused(unit, description, match):
+    with pytest.raises(SarSegError, match=match):
+        resolve(LIN, unit=unit, description=description)
+
+
+def test_negative_linear_power_is_reported():
+    noisy = LIN - 0.004  # thermal-noise subtraction leaves negatives over dark water
+    scale = resolve(noisy, unit="linear")
+    share = (noisy < 0).mean()
+    assert scale.scale == LINEAR and scale.warning
+    assert f"{share:.1%} of its values are negative" in scale.note
+
+
+def test_a_raster_written_by_normalize_is_refused():
+    info = SimpleNamespace(metadata={units.NORMALIZATION_METADATA_KEY: "{}"}, path="n.tif", band_count=1,
+                           units=[""], descriptions=["VV"], dtype=np.dtype(np.float32))  # fmt: skip
+    with pytest.raises(SarSegError, match="written by 'Normalize'"):
+        units.resolve_scales(info, [LIN])
+
+
+# --- bands matched by name -------------------------------------------------------------------------------------
+
+
+def test_bands_named_in_another_order_are_matched_by_name():
+    match = units.match_bands(["VV", "VH"], ["VH", "VV"])
+    assert match.bands == (2, 1)
+    assert "not by position" in match.note
+
+
+def test_extra_bands_are_left_out_when_names_say_which_to_use():
+    match = units.match_bands(["VV", "VH"], ["Sigma0_VH_db", "ratio", "Sigma0_VV_db"])
+    assert match.bands == (3, 1)
+    assert "band(s) 2 not used" in match.note
+
+
+def test_unnamed_bands_are_taken_in_order_and_the_log_says_so():
+    match = units.match_bands(["VV", "VH"], ["", ""])
+    assert match.bands == (1, 2)
+    assert "not named as polarisations: taken in order" in match.note
+
+
+@pytest.mark.parametrize(("descriptions", "fragment"), [
+    (["HH", "HV"], "no band of the raster is named VV"),
+    (["VV", "VV", "VH"], "bands 1, 2 of the raster are all named VV"),
+    (["a"], "expects 2 bands: VV, VH; the raster has 1 band"),
+])  # fmt: skip
+def test_missing_doubled_or_too_few_bands_are_refused(descriptions, fragment):
+    with pytest.raises(SarSegError, match=fragment):
+        units.match_bands(["VV", "VH"], descriptions)
+
+
+def test_model_input_converts_each_band_to_the_models_unit():
+    meta = SimpleNamespace(name="m", input_bands=("VV", "VH"), input_units=("dB", "dB"))
+    info = SimpleNamespace(metadata={}, path="x.tif", band_count=2, units=["linear", "dB"],
+                           descriptions=["VH", "VV"], dtype=np.dtype(np.float32))  # fmt: skip
+    plan = units.plan_model_input(meta, info, [LIN, DBV])  # band 1 (VH) linear, band 2 (VV) dB
+    assert plan.bands == (2, 1)
+    assert plan.conversions == ("", units.TO_DB)
+    block = np.stack([DBV[:100], LIN[:100]]).astype(np.float32).reshape(2, 10, 10)
+    out = plan.apply(block.copy())
+    np.testing.assert_allclose(out[0], block[0])
+    np.testing.assert_allclose(out[1], 10 * np.log10(block[1]), rtol=1e-5)
+    linear_model = SimpleNamespace(name="m", input_bands=("VV", "VH"), input_units=("linear", "linear"))
+    assert units.plan_model_input(linear_model, info, [LIN, DBV]).conversions == (units.TO_LINEAR, "")
