@@ -1,5 +1,6 @@
-"""Screenshots of SAR Seg in the real QGIS desktop (run under Xvfb): the speckle filter dialog, or (with
-SARSEG_PROJECT set, e.g. demo_output/demo.qgz) the forecast dock over the demo project at t+2, or (with
+"""Screenshots of SAR Seg in the real QGIS desktop (run under Xvfb): the speckle filter dialog (or, with
+SARSEG_ALGORITHM, another algorithm's dialog; with SARSEG_RUN=1 too, after running it on SARSEG_INPUT, its log), or
+(with SARSEG_PROJECT set, e.g. demo_output/demo.qgz) the forecast dock over the demo project at t+2, or (with
 SARSEG_PROJECT and SARSEG_CLUSTERS=1) the demo project's communes styled by cluster.
 
     Xvfb :99 -screen 0 1600x1000x24 &
@@ -24,11 +25,22 @@ def open_dialog() -> None:
     provider = QgsApplication.processingRegistry().providerById("sarseg")
     print("sarseg provider:", sorted(a.id() for a in provider.algorithms()) if provider else None, flush=True)
     iface.mainWindow().setGeometry(0, 0, 1600, 1000)
-    dialog = processing.createAlgorithmDialog("sarseg:speckle_filter", {"INPUT": os.environ.get("SARSEG_INPUT", "")})
+    algorithm = os.environ.get("SARSEG_ALGORITHM", "sarseg:speckle_filter")
+    dialog = processing.createAlgorithmDialog(algorithm, {"INPUT": os.environ.get("SARSEG_INPUT", "")})
     dialog.setGeometry(200, 80, 900, 820)
     dialog.show()
     state["dialog"] = dialog
-    QTimer.singleShot(2500, take_shot)
+    if os.environ.get("SARSEG_RUN"):
+        dialog.algorithmFinished.connect(lambda ok, results: finished(ok, results))
+        QTimer.singleShot(2000, dialog.runAlgorithm)
+    else:
+        QTimer.singleShot(2500, take_shot)
+
+
+def finished(ok: bool, results: dict) -> None:
+    print("run finished:", ok, results, flush=True)
+    print("loaded layers:", sorted(layer.source() for layer in QgsProject.instance().mapLayers().values()), flush=True)
+    QTimer.singleShot(1500, take_shot)
 
 
 def take_shot() -> None:

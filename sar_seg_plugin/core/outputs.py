@@ -196,13 +196,17 @@ def check_destinations(
         need[device] = need.get(device, 0.0) + max(0.0, float(estimate))
         folder_of.setdefault(device, folder)
     for device, total in need.items():
-        free = shutil.disk_usage(folder_of[device]).free
-        if total > free:
-            raise SarSegError(
-                f"The disk holding '{folder_of[device]}' has {_size(free)} free, but the outputs may need up to "
-                f"{_size(total)} (uncompressed). Free some space or choose a folder on another disk. "
-                "No output was written."
-            )
+        check_space(folder_of[device], total)
+
+
+def check_space(folder: str | os.PathLike, estimate: float) -> None:
+    """Refuse to start when the disk holding ``folder`` has less free space than the outputs may need."""
+    free = shutil.disk_usage(folder).free
+    if estimate > free:
+        raise SarSegError(
+            f"The disk holding '{folder}' has {_size(free)} free, but the outputs may need up to {_size(estimate)} "
+            "(uncompressed). Free some space or choose a folder on another disk. No output was written."
+        )
 
 
 def _probe(folder: Path, dst: Path) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 from osgeo import gdal, ogr, osr
 
 from .errors import CancelledError, SarSegError
-from .outputs import remove_folder, temporary_folder
+from .outputs import check_space, remove_folder, temporary_folder
 from .raster_io import (
     CancelFn,
     GeoTiffWriter,
@@ -298,6 +298,14 @@ def earlier_outputs(out: Path) -> list[Path]:
     return present
 
 
+def _first_existing(path: Path) -> Path:
+    """The folder of ``path`` (or above it) that exists: the disk the patches will be written on."""
+    path = path.absolute()
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
 def _first_missing(path: Path) -> Path | None:
     """The topmost folder of ``path`` that does not exist yet (the one a run creates), or None."""
     path = path.absolute()
@@ -365,6 +373,8 @@ def extract_patches(
         source = _Source(ds, info, labels_ds, label_nodata, size)
         kept, dropped_border, dropped_invalid = _select(source, aoi, plan, min_valid, progress, is_canceled)
         _check_selection(kept, plan, min_valid, val_fraction, dropped_invalid)
+        patch_bytes = size * size * (4 * info.band_count + (1 if label_path else 0))
+        check_space(_first_existing(out), len(kept) * patch_bytes)
         created = _first_missing(out)
         stage = None
         try:

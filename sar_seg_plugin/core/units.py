@@ -18,8 +18,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..models.metadata import ModelMetadata
 from .errors import SarSegError
 from .radiometry import DB, DEFAULT_FLOOR_DB, LINEAR, from_db, to_db
+from .raster_io import RasterInfo
 
 AUTO = "auto"
 #: The choices of every tool's "Input units" parameter, in the order the parameter lists them.
@@ -97,10 +99,11 @@ def scale_from_values(sample: np.ndarray) -> ValueEvidence:
     Calibrated backscatter in linear power is positive with a scene median between about 1e-5 and 1 (-50 to 0 dB);
     in dB it is mostly negative with a median between about -45 and -1. Values centred on zero (a z-score, a
     difference), far too large (digital numbers, amplitude counts) or far too negative (dB scaled by 10 or 100) are
-    neither, and are reported as such.
+    neither, and are reported as such. Exact zeros are left out: products fill the area outside the swath with 0,
+    often without declaring it as nodata.
     """
     v = np.asarray(sample, dtype=np.float64)
-    v = v[np.isfinite(v)]
+    v = v[np.isfinite(v) & (v != 0)]  # exact zeros: fill outside a swath whose nodata value is not declared
     if v.size < MIN_SAMPLE:
         return ValueEvidence(None, f"{v.size} valid value(s)", "too few valid pixels to tell")
     p1, med, p99 = np.percentile(v, [1, 50, 99])
@@ -128,7 +131,7 @@ def scale_from_values(sample: np.ndarray) -> ValueEvidence:
             "the values are far above calibrated backscatter in linear power (about 0.001 to 1): uncalibrated "
             "digital numbers or amplitudes?",
         )
-    return evidence(None, "the values are nearly all zero")
+    return evidence(None, "the values are far below backscatter in linear power (about 0.001 to 1)")
 
 
 @dataclass(frozen=True)
@@ -241,9 +244,11 @@ def resolve_band(
     return BandScale(band, label, scale, source, why, warning)
 
 
-def is_backscatter(info: object) -> bool:
+def is_backscatter(info: RasterInfo) -> bool:
     """Whether a raster says it holds backscatter: a band unit of dB or linear power, or a band named as a
-    polarisation."""
+    polarisation; not when it says it holds normalised values."""
+    if NORMALIZATION_METADATA_KEY in (info.metadata or {}) or any(unit_word(u) == NORMALISED for u in info.units):
+        return False
     return any(unit_word(u) in (DB, LINEAR) for u in info.units) or any(map(polarisation_of, info.descriptions))
 
 
@@ -263,25 +268,19 @@ def refuse_normalised(metadata: dict[str, str], path: str) -> None:
         )
 
 
-def resolve_scales(
-    info: object,
-    samples: Sequence[np.ndarray],
-    choice: str = AUTO,
-    bands: Sequence[int] | None = None,
-) -> list[BandScale]:
-    """The scale of every band (or of the 1-based ``bands``) of a raster (``raster_io.RasterInfo``), from the
-    samples of its valid values (one per band of the raster)."""
+def resolve_scales(info: RasterInfo, samples: Sequence[np.ndarray], choice: str = AUTO) -> list[BandScale]:
+    """The scale of every band of a raster, from a sample of each band's valid values."""
     refuse_normalised(info.metadata, info.path)
-    chosen = list(bands) if bands is not None else list(range(1, info.band_count + 1))
     return [
         resolve_band(
-            b, _band_name(info, b), info.units[b - 1], info.descriptions[b - 1], info.dtype, samples[b - 1], choice
-        )
-        for b in chosen
+            b, band_name(info, b), info.units[b - 1], info.descriptions[b - 1], info.dtype, samples[b - 1], choice
+        )  # fmt: skip
+        for b in range(1, info.band_count + 1)
     ]
 
 
-def _band_name(info: object, band: int) -> str:
+def band_name(info: RasterInfo, band: int) -> str:
+    """How the log names a 1-based band: "band 2 ('VH')", or "band 2" when it has no description."""
     description = info.descriptions[band - 1]
     return f"band {band} ('{description}')" if description else f"band {band}"
 
@@ -404,7 +403,9 @@ class ModelInput:
         return scales_metadata(self.scales)
 
 
-def plan_model_input(meta: object, info: object, samples: Sequence[np.ndarray], choice: str = AUTO) -> ModelInput:
+def plan_model_input(
+    meta: ModelMetadata, info: RasterInfo, samples: Sequence[np.ndarray], choice: str = AUTO
+) -> ModelInput:
     """Match a raster (``raster_io.RasterInfo`` and one value sample per band) to a model's inputs
     (``ModelMetadata``): bands by name (:func:`match_bands`), then each backscatter band's scale by
     :func:`resolve_band` and the conversion to the unit the model wants. Bands a model takes in another unit
@@ -433,7 +434,7 @@ def plan_model_input(meta: object, info: object, samples: Sequence[np.ndarray], 
             )
         scale = resolve_band(
             band,
-            _band_name(info, band),
+            band_name(info, band),
             info.units[band - 1],
             info.descriptions[band - 1],
             info.dtype,

@@ -23,7 +23,7 @@ from .errors import CancelledError, SarSegError
 from .radiometry import LINEAR, to_db
 from .raster_io import RasterInfo, Window
 from .timeseries import Grid
-from .units import AUTO, BandScale, ModelInput, polarisation_of, refuse_normalised, resolve_band
+from .units import AUTO, BandScale, ModelInput, band_name, polarisation_of, refuse_normalised, resolve_band
 
 #: Histogram bins per statistic series: percentiles are exact to (value range / HIST_BINS).
 HIST_BINS = 1024
@@ -177,7 +177,7 @@ def plan_bands(ds: gdal.Dataset, info: RasterInfo, choice: str = AUTO) -> BandPl
         is_sar = pols[b] is not None
         conv = False
         if is_sar:
-            label = f"band {b + 1} ({pols[b]})"
+            label = band_name(info, b + 1)
             scale = resolve_band(b + 1, label, info.units[b], info.descriptions[b], info.dtype, sample, choice)
             scales.append(scale)
             if scale.warning:

@@ -44,7 +44,10 @@ class NormalizeAlgorithm(SarSegAlgorithm):
         "writes), e.g. those of the training scenes, instead of computing them on this raster.\n\n"
         "Statistics are computed over the whole raster (a regular sample of 4 million pixels per band for "
         "larger rasters), ignoring nodata. They are written to the output's metadata "
-        "(SARSEG_NORMALIZATION) and, if asked, to a JSON file."
+        "(SARSEG_NORMALIZATION) and, if asked, to a JSON file; the raster and the file appear together or not at "
+        "all. The output bands' unit is 'z-score' or 'normalised', so the other SAR Seg tools do not take them "
+        "as backscatter (give those tools the raster before normalisation: models normalise their input "
+        "themselves)."
     )
 
     def initAlgorithm(self, config: dict | None = None) -> None:  # noqa: N802 - QGIS API name

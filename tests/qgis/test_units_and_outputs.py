@@ -157,6 +157,23 @@ def test_input_units_override_reads_the_bands_as_told(sarseg, scene, reference_c
     assert (classes[valid] == reference_classes[valid]).mean() > 0.9  # 1 dB rounding changes a few pixels
 
 
+def test_clustering_segments_unitless_linear_power_as_linear_power(sarseg, scene, tmp_path):
+    """Was: every commune 100 % built-up (the segmentation inside took linear power as dB)."""
+
+    def fractions(raster: str, name: str) -> np.ndarray:
+        params = {"INPUT": str(scene["dir"] / "communes.gpkg"), "RASTER": raster, "K": 2, "FEATURES": [1],
+                  "OUTPUT": str(tmp_path / f"{name}.gpkg")}  # fmt: skip
+        ds = ogr.Open(sarseg.run("sarseg:cluster_communes", params)["OUTPUT"].split("|")[0])
+        rows = [[f.GetField(c) for c in ("frac_water", "frac_built_up")] for f in ds.GetLayer(0)]
+        ds = None
+        return np.array(rows, dtype=float)
+
+    unitless = write_raster(tmp_path / "unitless.tif", scene["linear"], descriptions=["VV", "VH"], **scene["grid"])
+    tagged, bare = fractions(scene["path"], "tagged"), fractions(unitless, "unitless")
+    np.testing.assert_allclose(bare, tagged)
+    assert (bare[:, 1] < 0.9).all()
+
+
 # --- preprocessing and stacking -------------------------------------------------------------------------------------
 
 
@@ -206,6 +223,19 @@ def test_stacking_db_after_linear_converts_to_one_scale(sarseg, scene, tmp_path)
     valid = scene["linear"] > 0
     np.testing.assert_allclose(stack[2:][valid], scene["linear"][valid], rtol=1e-5)
     assert "is in dB, the earliest raster's in linear power: converted to match it" in log
+
+
+def test_normalised_rasters_stack_as_they_are(sarseg, scene, tmp_path):
+    """Normalised values are no backscatter: the stack keeps them (and their unit) without a scale decision."""
+    paths = []
+    for day in (1, 2):
+        paths.append(str(tmp_path / f"z_2026030{day}.tif"))
+        sarseg.run("sarseg:normalize", {"INPUT": scene["path"], "OUTPUT": paths[-1]})
+    result = sarseg.run("sarseg:stack_time_series", {"INPUTS": paths, "OUTPUT": str(tmp_path / "s.tif")})
+    ds = gdal.Open(result["OUTPUT"])
+    assert [ds.GetRasterBand(k).GetUnitType() for k in range(1, 5)] == ["z-score"] * 4
+    ds = None
+    np.testing.assert_array_equal(read_raster(result["OUTPUT"])[:2], read_raster(paths[0]))
 
 
 # --- every output or none ----------------------------------------------------------------------------------------
@@ -313,6 +343,13 @@ def test_segment_refuses_a_disk_without_room_for_its_outputs(sarseg, scene, smal
                                        "OUTPUT_PROBABILITIES": str(small_disk / "p.tif")},
             f"The disk holding '{small_disk}' has", "may need up to")  # fmt: skip
     assert [p.name for p in small_disk.iterdir()] == ["filler"]
+
+
+def test_patches_that_do_not_fit_on_the_disk_are_refused_before_writing(sarseg, scene, small_disk):
+    refused(sarseg, "sarseg:extract_patches", {"INPUT": scene["path"], "PATCH_SIZE": 32, "STRIDE": 8,
+                                               "OUTPUT": str(small_disk / "patches")},
+            f"The disk holding '{small_disk}' has", "may need up to")  # fmt: skip
+    assert list(small_disk.iterdir()) == []
 
 
 # --- messages that help ------------------------------------------------------------------------------------------

@@ -30,7 +30,8 @@ def resolve(sample, unit="", description="VV", dtype=np.float32, choice=units.AU
         ((DBV - DBV.mean()) / DBV.std(), None),  # a z-score
         (np.sqrt(LIN) * 1000, None),  # amplitude digital numbers
         (np.round(DBV * 100), None),  # dB x 100
-        (np.zeros(100), None),
+        (np.full(100, 1e-9), None),
+        (np.concatenate([np.zeros(20000), LIN]), LINEAR),  # a swath filled with undeclared zeros
     ],
 )
 def test_values_tell_db_from_linear_power_or_neither(sample, expected):
