@@ -248,6 +248,7 @@ def forecast_rasters(
     is_canceled: Callable[[], bool] | None = None,
     log: LogFn | None = None,
     outputs: OutputSet | None = None,
+    input_scale: str = AUTO,
 ) -> ForecastResult:
     """Forecast every horizon of ``model`` (a ``registry.LoadedForecaster``) from the dated rasters ``items``.
 
@@ -256,7 +257,8 @@ def forecast_rasters(
     optionally a change raster (t0 -> last horizon, :func:`change_codes`). Continuous forecasters write values
     (the model's bands) instead of classes. All outputs appear together or not at all: with ``outputs`` (the
     :class:`~.outputs.OutputSet` of a run that writes more, e.g. a table) they are moved into place when that set
-    is committed, else at the end of this call.
+    is committed, else at the end of this call. Continuous inputs are matched to the forecaster's bands and units by
+    :mod:`.units` (``input_scale`` overrides their scale).
     """
     started = time.perf_counter()
     meta: ModelMetadata = model.metadata
@@ -298,7 +300,7 @@ def forecast_rasters(
             if ds.GetDescription().startswith("/vsimem/"):
                 notes.append(f"'{item.name or Path(item.path).name}' was resampled ({resampling}) to the grid used.")
             sources.append(ds)
-        decoders = [_InputDecoder(meta, model.input_kind, item, ds) for item, ds in zip(ordered, sources)]
+        decoders = [_InputDecoder(meta, model.input_kind, item, ds, input_scale) for item, ds in zip(ordered, sources)]
         for decoder in decoders:
             for note in decoder.notes:
                 if log:

@@ -89,6 +89,8 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
         "<b>Reference grid</b>: rasters on other grids are aligned (nearest neighbour for class maps, bilinear "
         "otherwise) to this raster's grid; by default the earliest raster used.\n"
         "<b>Device</b>: auto, CPU or CUDA (falls back to CPU).\n"
+        "<b>Input units</b> (advanced, forecasters of continuous values such as backscatter): how the inputs' scale "
+        "is read; auto decides by each band's unit and values, as every SAR Seg tool does.\n"
         "<b>Write class probabilities</b>: also write each step's per-class probabilities beside its class map.\n"
         "<b>File name prefix</b>: output files are named <i>prefix_t+1_YYYY-MM-DD.tif</i>; the layers are "
         "loaded in a group named after the prefix and t0.\n"
@@ -123,6 +125,7 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
         )
         device.setFlags(device.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(device)
+        self.add_input_scale_parameter()
         self.addParameter(
             QgsProcessingParameterBoolean(self.PROBABILITIES, self.tr("Write class probabilities"), defaultValue=False)
         )
@@ -188,6 +191,7 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
                     change_path=change,
                     log=feedback.pushInfo,
                     outputs=run_outputs,
+                    input_scale=self.input_scale(parameters, context),
                     **self.callbacks(feedback),
                 )
                 if parameters.get(self.OUTPUT_AREAS) is not None:
