@@ -298,7 +298,6 @@ class OutputSet:
     def __init__(self) -> None:
         self._items: list[tuple[Path, Path]] = []
         self._staged: set[Path] = set()  # temporaries in a hidden folder of their own
-        self.committed = False
 
     def add(self, destination: str | os.PathLike, suffix: str | None = None, staged: bool = False) -> Path:
         """The temporary to write ``destination`` to (created by the caller).
@@ -333,7 +332,6 @@ class OutputSet:
         except BaseException:
             self.abort()
             raise
-        self.committed = True
 
     def abort(self) -> None:
         """Remove every temporary; the destinations stay as they were."""
