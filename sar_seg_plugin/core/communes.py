@@ -18,7 +18,7 @@ from .errors import CancelledError, SarSegError
 from .outputs import remove_folder, temporary_folder
 from .preprocess import check_has_data
 from .timeseries import Grid, aligned, release, require_crs
-from .units import AUTO, plan_model_input
+from .units import AUTO, plan_model_input, tell_scales
 
 #: Feature families, in the order the tool lists them.
 STATISTICS, FRACTIONS, EMBEDDINGS = "statistics", "fractions", "embeddings"
@@ -185,10 +185,7 @@ def cluster_communes(
         plan = zonal.plan_bands(src, info, input_scale) if STATISTICS in families else None
         if plan is not None:
             notes.extend(plan.notes)
-            if log:
-                for scale in plan.scales:
-                    if not scale.warning:
-                        log(scale.note)
+            tell_scales(plan.scales, log, notes.append)
         start = float(45 if FRACTIONS in families and not class_path else 10)
         span = 40.0 if EMBEDDINGS in families else 80.0
         res = zonal.zonal_features(
@@ -205,10 +202,7 @@ def cluster_communes(
         emb = None
         if EMBEDDINGS in families:
             model_input = plan_model_input(encoder.metadata, info, check_has_data(src, info), input_scale)
-            if log:
-                for note in model_input.notes:
-                    log(note)
-            notes.extend(model_input.warnings)
+            model_input.tell(log, notes.append)
             windows = [
                 zonal.pixel_window(ogr.CreateGeometryFromWkb(bytes(g)).GetEnvelope(), info.geotransform, *size)
                 if g is not None and res.valid_pixels[i] > 0

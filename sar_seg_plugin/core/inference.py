@@ -26,7 +26,7 @@ from .errors import CancelledError, SarSegError
 from .outputs import OutputSet, check_destinations, remove_folder, temporary_folder
 from .preprocess import check_has_data
 from .raster_io import GeoTiffWriter, RasterInfo, Window
-from .units import AUTO, DB, LINEAR, TO_DB, ModelInput, plan_model_input
+from .units import AUTO, DB, LINEAR, TO_DB, ModelInput, convert_scale, plan_model_input
 
 CLASS_NODATA = 255
 #: Columns of finished block rows written at a time (a multiple of the 256-px output blocks).
@@ -300,11 +300,7 @@ def segment_raster(
         info = raster_io.read_info(src)
         samples = check_has_data(src, info)  # an all-nodata raster is refused before any output
         model_input = plan_model_input(meta, info, samples, input_scale)
-        for note in model_input.notes:
-            if log:
-                log(note)
-        for note in model_input.warnings:
-            (warn or log or (lambda _m: None))(note)
+        model_input.tell(log, warn)
         sizes = [np.uint8, np.float32, np.float32]
         bands = [1, len(meta.class_names), 1]
         check_destinations(
@@ -728,7 +724,7 @@ def _linear_copy(src: Any, path: str, model_input: ModelInput, is_canceled: Call
         for b, is_db in enumerate(dbs):
             if is_db:
                 with np.errstate(over="ignore"):
-                    out[b] = np.power(10.0, out[b] / 10.0, dtype=np.float32)
+                    out[b] = convert_scale(out[b], DB, LINEAR)
         out[~valid] = np.nan
         return out
 
@@ -786,11 +782,10 @@ def _segment_resampled(
     # Intensities are interpolated in linear power: the model's bands go through a temporary copy in linear power
     # (in the model's band order) when any is in dB, else through a band selection when the raster's bands are
     # not the model's in order. The warped bands, all linear, are converted to the model's units when read.
-    sar = [u in (DB, LINEAR) for u in meta.input_units]
     any_db = any(s.scale == DB for s in model_input.scales)
     warped_input = ModelInput(
         bands=tuple(range(1, len(model_input.bands) + 1)),
-        conversions=tuple((TO_DB if u == DB else "") if is_sar else "" for u, is_sar in zip(meta.input_units, sar)),
+        conversions=tuple(TO_DB if u == DB else "" for u in meta.input_units),
         scales=model_input.scales,
         notes=[],
         warnings=[],

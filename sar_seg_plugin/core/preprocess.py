@@ -235,10 +235,9 @@ def convert_db_raster(
     for scale in band_scales:
         wanted = direction if direction != "auto" else (TO_LINEAR if scale.scale == radiometry.DB else TO_DB)
         if (wanted == TO_DB) == (scale.scale == radiometry.DB):
-            already = "dB" if scale.scale == radiometry.DB else "linear power"
             other = "'dB to linear power'" if scale.scale == radiometry.DB else "'Linear power to dB'"
             raise SarSegError(
-                f"{scale.label} is already in {already} ({scale.why}); converting it again "
+                f"{scale.label} is already in {units.scale_label(scale.scale)} ({scale.why}); converting it again "
                 f"would give wrong values. Choose {other} or 'Auto-detect', or set 'Input units' if the band is "
                 "not what it seems."
             )
@@ -276,10 +275,7 @@ def read_scales(
 ) -> list[units.BandScale]:
     """Every band's scale by the rule of :mod:`.units`, each decision said in ``log`` (``warn`` for disagreements)."""
     scales = units.resolve_scales(info, samples, choice)
-    for scale in scales:
-        say = (warn or log) if scale.warning else log
-        if say:
-            say(scale.note)
+    units.tell_scales(scales, log, warn)
     return scales
 
 

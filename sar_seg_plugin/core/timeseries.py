@@ -428,9 +428,8 @@ def _stack_scales(
         for b, (scale, target) in enumerate(zip(own, scales[0])):
             if scale != target:
                 notes.append(
-                    f"Band {b + 1} of '{item.name or Path(item.path).name}' is in "
-                    f"{'dB' if scale == units.DB else 'linear power'}, the earliest raster's in "
-                    f"{'dB' if target == units.DB else 'linear power'}: converted to match it."
+                    f"Band {b + 1} of '{item.name or Path(item.path).name}' is in {units.scale_label(scale)}, the "
+                    f"earliest raster's in {units.scale_label(target)}: converted to match it."
                 )
     return scales
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -30,6 +30,7 @@ SCALE_CHOICES = (AUTO, LINEAR, DB)
 AMPLITUDE = "amplitude"
 NORMALISED = "normalised"
 POLARISATIONS = ("VV", "VH", "HH", "HV")
+LogFn = Callable[[str], None]
 #: Metadata key under which outputs record how their input bands were read.
 SCALES_METADATA_KEY = "SARSEG_INPUT_SCALES"
 #: Dataset metadata written by sarseg:normalize: values are standardised, no longer backscatter.
@@ -152,7 +153,8 @@ class BandScale:
         return f"{self.label}: {self.why}"
 
 
-def _choice_label(scale: str) -> str:
+def scale_label(scale: str) -> str:
+    """ "dB" or "linear power", for messages."""
     return "dB" if scale == DB else "linear power"
 
 
@@ -196,9 +198,9 @@ def resolve_band(
     warning = False
     if choice != AUTO:
         scale, source = choice, "choice"
-        why = f"read as {_choice_label(choice)} as chosen in 'Input units' ({ev.summary})"
+        why = f"read as {scale_label(choice)} as chosen in 'Input units' ({ev.summary})"
         if ev.scale is not None and ev.scale != choice:
-            why += f", although its values look like {_choice_label(ev.scale)}"
+            why += f", although its values look like {scale_label(ev.scale)}"
             warning = True
     elif declared == NORMALISED:
         raise SarSegError(
@@ -215,15 +217,15 @@ def resolve_band(
     elif declared in (DB, LINEAR) and ev.scale in (declared, None):
         scale, source = declared, "unit"
         if ev.scale == declared:
-            why = f"in {_choice_label(declared)} by its {stated}, and its values agree ({ev.summary})"
+            why = f"in {scale_label(declared)} by its {stated}, and its values agree ({ev.summary})"
         else:
-            why = f"read as {_choice_label(declared)} as its {stated} says, although {ev.why} ({ev.summary})"
+            why = f"read as {scale_label(declared)} as its {stated} says, although {ev.why} ({ev.summary})"
             warning = True
     elif declared in (DB, LINEAR):
         scale, source, warning = ev.scale, "values", True
         why = (
-            f"labelled {_choice_label(declared)} ({stated}) but its values are {_choice_label(ev.scale)} "
-            f"({ev.summary}): read as {_choice_label(ev.scale)}. Correct the band's unit, or set 'Input units' if "
+            f"labelled {scale_label(declared)} ({stated}) but its values are {scale_label(ev.scale)} "
+            f"({ev.summary}): read as {scale_label(ev.scale)}. Correct the band's unit, or set 'Input units' if "
             "the label is right."
         )
     elif ev.scale is None:
@@ -234,7 +236,7 @@ def resolve_band(
         )
     else:
         scale, source = ev.scale, "values"
-        why = f"no dB or linear unit, {_choice_label(scale)} by its values ({ev.why}; {ev.summary})"
+        why = f"no dB or linear unit, {scale_label(scale)} by its values ({ev.why}; {ev.summary})"
     if scale == LINEAR and ev.negative > 0:
         why += (
             f". {ev.negative:.1%} of its values are negative, which power cannot be (thermal-noise subtraction "
@@ -242,6 +244,21 @@ def resolve_band(
         )
         warning = True
     return BandScale(band, label, scale, source, why, warning)
+
+
+def tell(notes: Sequence[str], warnings: Sequence[str], log: LogFn | None, warn: LogFn | None) -> None:
+    """Say the decisions: ``notes`` in ``log``, ``warnings`` (disagreements) in ``warn`` (``log`` when none)."""
+    for note in notes:
+        if log:
+            log(note)
+    for note in warnings:
+        if warn or log:
+            (warn or log)(note)
+
+
+def tell_scales(scales: Sequence[BandScale], log: LogFn | None, warn: LogFn | None) -> None:
+    """Say how each band's scale was decided (:func:`tell`)."""
+    tell([s.note for s in scales if not s.warning], [s.note for s in scales if s.warning], log, warn)
 
 
 def is_backscatter(info: RasterInfo) -> bool:
@@ -401,6 +418,10 @@ class ModelInput:
 
     def metadata(self) -> dict[str, str]:
         return scales_metadata(self.scales)
+
+    def tell(self, log: LogFn | None, warn: LogFn | None) -> None:
+        """Say how the bands were matched and read (:func:`tell`)."""
+        tell(self.notes, self.warnings, log, warn)
 
 
 def plan_model_input(

@@ -145,7 +145,7 @@ class BandPlan:
 
     to_db: list[bool]
     series: list[Series]
-    notes: list[str] = field(default_factory=list)  # warnings for the log
+    notes: list[str] = field(default_factory=list)  # for the log, as warnings
     scales: list[BandScale] = field(default_factory=list)  # how each SAR band's scale was decided
 
 
@@ -180,8 +180,6 @@ def plan_bands(ds: gdal.Dataset, info: RasterInfo, choice: str = AUTO) -> BandPl
             label = band_name(info, b + 1)
             scale = resolve_band(b + 1, label, info.units[b], info.descriptions[b], info.dtype, sample, choice)
             scales.append(scale)
-            if scale.warning:
-                notes.append(scale.note)
             conv = scale.scale == LINEAR
         if conv:
             sample = to_db(sample).astype(np.float64)

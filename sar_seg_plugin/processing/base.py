@@ -5,12 +5,13 @@ from __future__ import annotations
 import errno
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
 from qgis.core import (
     QgsCoordinateReferenceSystem,
+    QgsFeature,
     QgsFeatureSink,
     QgsFields,
     QgsMapLayer,
@@ -258,49 +259,49 @@ class SarSegAlgorithm(QgsProcessingAlgorithm):
                 paths.append((path, 0))
         self.run_core(lambda: check_destinations(paths, log))
 
-    def temporary_sink(
+    def write_features(
         self,
         outputs: OutputSet,
         parameters: dict,
         name: str,
         context: QgsProcessingContext,
         fields: QgsFields,
+        features: Iterable[QgsFeature],
         geometry_type: QgsWkbTypes.Type = QgsWkbTypes.NoGeometry,
         crs: QgsCoordinateReferenceSystem | None = None,
-    ) -> tuple[QgsFeatureSink, str, str]:
-        """A sink for parameter ``name`` that writes a file destination to a hidden temporary of ``outputs`` (moved
-        into place with the run's other outputs); other destinations (memory layers, database tables) are written
-        directly. Returns the sink, its id now, and its id once ``outputs`` is committed (see
-        :meth:`sinks_committed`). Delete the sink (``del sink``) before the outputs are committed."""
+    ) -> tuple[str, str]:
+        """Write ``features`` to the sink of parameter ``name`` as one of the run's ``outputs``: a file destination
+        goes to a hidden temporary, moved into place with the run's other outputs; other destinations (memory
+        layers, database tables) are written directly. Returns the sink's id now and once ``outputs`` is committed
+        (see :meth:`sinks_committed`). A feature that cannot be written (e.g. on a full disk) stops the run."""
         dest = self.file_destination(parameters, name, context)
         redirected = dict(parameters)
         if dest:
-            temporary = outputs.add(dest, staged=True)  # named as the destination: a GeoPackage layer takes its name
-            target = str(temporary)
+            temporary = str(outputs.add(dest, staged=True))  # named as the destination: a GeoPackage layer takes it
             value = parameters[name]
             if isinstance(value, QgsProcessingOutputLayerDefinition):
                 value = QgsProcessingOutputLayerDefinition(value)
-                value.sink = QgsProperty.fromValue(target)
+                value.sink = QgsProperty.fromValue(temporary)
             else:
-                value = target
+                value = temporary
             redirected[name] = value
         sink, sink_id = self.parameterAsSink(
             redirected, name, context, fields, geometry_type, crs or QgsCoordinateReferenceSystem()
         )
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, name))
-        final = sink_id.replace(str(temporary), dest) if dest else sink_id
-        return sink, sink_id, final
-
-    def finish_sink(self, sink: QgsFeatureSink, parameters: dict, name: str) -> None:
-        """Write what the sink still buffers; refuse to go on when that fails (e.g. a full disk)."""
+        for feature in features:
+            if not sink.addFeature(feature, QgsFeatureSink.FastInsert):
+                raise QgsProcessingException(self.writeFeatureError(sink, parameters, name))
         if not sink.flushBuffer():
             raise QgsProcessingException(self.writeFeatureError(sink, parameters, name))
+        del sink  # closes the file before it is moved into place
+        return sink_id, sink_id.replace(temporary, dest) if dest else sink_id
 
     @staticmethod
     def sinks_committed(context: QgsProcessingContext, ids: list[tuple[str, str]]) -> None:
         """Once the outputs are in place, layers QGIS loads on completion point at the final files, not the
-        temporaries: ``ids`` are (id while written, final id) pairs from :meth:`temporary_sink`."""
+        temporaries: ``ids`` are (id while written, final id) pairs from :meth:`write_features`."""
         layers = context.layersToLoadOnCompletion()
         changed = False
         for temporary, final in ids:

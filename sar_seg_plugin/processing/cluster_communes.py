@@ -10,7 +10,6 @@ from qgis.core import (
     QgsCsException,
     QgsFeature,
     QgsFeatureRequest,
-    QgsFeatureSink,
     QgsField,
     QgsFields,
     QgsGeometry,
@@ -504,34 +503,32 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
             kept.append(i)
         for fld in added:
             fields.append(fld)
-        sink, sink_id, final_id = self.temporary_sink(
-            outputs, parameters, self.OUTPUT, context, fields, source.wkbType(), source.sourceCrs()
-        )
 
         def num(v: float) -> float | None:
             return None if not np.isfinite(v) else float(v)
 
-        for i, feature in enumerate(features):
-            out = QgsFeature(fields)
-            out.setGeometry(feature.geometry())
-            attrs = [feature.attribute(j) for j in kept]
-            c = int(result.cluster[i])
-            attrs += [
-                c if c else None,
-                num(result.silhouette[i]),
-                result.reason[i] or None,
-                round(100.0 * float(result.inside[i]), 3),
-                bool(result.partial[i]),
-                int(result.pixels[i]),
-                num(100.0 * result.valid_share[i]),
-            ]
-            attrs += [num(col[i]) for col in result.columns.values()]
-            out.setAttributes(attrs)
-            if not sink.addFeature(out, QgsFeatureSink.FastInsert):
-                raise QgsProcessingException(self.writeFeatureError(sink, parameters, self.OUTPUT))
-        self.finish_sink(sink, parameters, self.OUTPUT)
-        del sink  # closes the file before it is moved into place
-        return sink_id, final_id
+        def rows():  # noqa: ANN202
+            for i, feature in enumerate(features):
+                out = QgsFeature(fields)
+                out.setGeometry(feature.geometry())
+                attrs = [feature.attribute(j) for j in kept]
+                c = int(result.cluster[i])
+                attrs += [
+                    c if c else None,
+                    num(result.silhouette[i]),
+                    result.reason[i] or None,
+                    round(100.0 * float(result.inside[i]), 3),
+                    bool(result.partial[i]),
+                    int(result.pixels[i]),
+                    num(100.0 * result.valid_share[i]),
+                ]
+                attrs += [num(col[i]) for col in result.columns.values()]
+                out.setAttributes(attrs)
+                yield out
+
+        return self.write_features(
+            outputs, parameters, self.OUTPUT, context, fields, rows(), source.wkbType(), source.sourceCrs()
+        )
 
     def _write_similar(self, parameters, context, features, names, result, outputs) -> tuple[str, str]:  # noqa: ANN001
         fields = QgsFields()
@@ -547,19 +544,18 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
             ("same_cluster", QMetaType.Type.Bool),
         ):
             fields.append(QgsField(name, kind))
-        sink, sink_id, final_id = self.temporary_sink(outputs, parameters, self.OUTPUT_SIMILAR, context, fields)
-        for r, i in enumerate(result.clustered):
-            for rank, (j, d) in enumerate(zip(result.neighbours[r], result.distances[r]), start=1):
-                out = QgsFeature(fields)
-                ci, cj = int(result.cluster[i]), int(result.cluster[j])
-                out.setAttributes(
-                    [features[i].id(), names[i], ci, rank, features[j].id(), names[j], cj, float(d), ci == cj]
-                )
-                if not sink.addFeature(out, QgsFeatureSink.FastInsert):
-                    raise QgsProcessingException(self.writeFeatureError(sink, parameters, self.OUTPUT_SIMILAR))
-        self.finish_sink(sink, parameters, self.OUTPUT_SIMILAR)
-        del sink  # closes the file before it is moved into place
-        return sink_id, final_id
+
+        def rows():  # noqa: ANN202
+            for r, i in enumerate(result.clustered):
+                for rank, (j, d) in enumerate(zip(result.neighbours[r], result.distances[r]), start=1):
+                    out = QgsFeature(fields)
+                    ci, cj = int(result.cluster[i]), int(result.cluster[j])
+                    out.setAttributes(
+                        [features[i].id(), names[i], ci, rank, features[j].id(), names[j], cj, float(d), ci == cj]
+                    )
+                    yield out
+
+        return self.write_features(outputs, parameters, self.OUTPUT_SIMILAR, context, fields, rows())
 
     def _write_report(self, path, raster, class_raster, families, options, names, result, outputs) -> None:  # noqa: ANN001, PLR0913
         rows = result.clustered

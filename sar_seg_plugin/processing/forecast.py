@@ -8,7 +8,6 @@ import shutil
 
 from qgis.core import (
     QgsFeature,
-    QgsFeatureSink,
     QgsField,
     QgsFields,
     QgsMapLayer,
@@ -260,12 +259,9 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
         fields.append(QgsField("pixels", QMetaType.Type.LongLong))
         fields.append(QgsField("area_km2", QMetaType.Type.Double))
         fields.append(QgsField("fraction", QMetaType.Type.Double))
-        sink, sink_id, final_id = self.temporary_sink(outputs, parameters, self.OUTPUT_AREAS, context, fields)
+        features = []
         for row in result.areas():
             feature = QgsFeature(fields)
             feature.setAttributes([row[f.name()] for f in fields])
-            if not sink.addFeature(feature, QgsFeatureSink.FastInsert):
-                raise QgsProcessingException(self.writeFeatureError(sink, parameters, self.OUTPUT_AREAS))
-        self.finish_sink(sink, parameters, self.OUTPUT_AREAS)
-        del sink  # closes the file before it is moved into place
-        return sink_id, final_id
+            features.append(feature)
+        return self.write_features(outputs, parameters, self.OUTPUT_AREAS, context, fields, features)
