@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 
 from sar_seg_plugin.core.patches import patch_positions
 from training import synthetic
+from training.domains import SensorDraw, draw_world, simulate_sensor
 from training.synthetic import CLASS_NAMES, LABEL_NODATA, SAR_NODATA
 
 IMAGE_PREFIXES = ("sar_", "image_")
@@ -416,6 +417,12 @@ class SegmentationPatches(Dataset):
     ``[-max_offset_db, max_offset_db]`` dB per band (a calibration gain); and one of the 8 flips / 90° rotations,
     applied to image and label together. Randomness is drawn from torch's generator, so ``torch.manual_seed``
     and DataLoader worker seeding make it reproducible.
+
+    ``domain=True`` (scenes written nearly speckle-free with ``base_looks`` looks, see :mod:`training.domains`)
+    senses every patch anew instead of the extra speckle: a multilook factor 1-4 (the patch is read from a window
+    that many times larger, where the scene allows and no block split is used), an ENL of 1-30, maybe one of the
+    plugin's speckle filters, and a calibration offset up to +-2 dB. With ``augment=False`` each patch's draw is
+    fixed by ``domain_seed`` and its index, so validation sees the same mix of sensors every epoch.
     """
 
     def __init__(
@@ -432,6 +439,9 @@ class SegmentationPatches(Dataset):
         speckle_looks: float | None = 20.0,
         speckle_probability: float = 0.5,
         max_offset_db: float = 1.0,
+        domain: bool = False,
+        base_looks: float = 100.0,
+        domain_seed: int = 0,
     ) -> None:
         if not scenes:
             raise DataError("no scenes given")
@@ -446,6 +456,10 @@ class SegmentationPatches(Dataset):
         self.speckle_looks = speckle_looks
         self.speckle_probability = speckle_probability
         self.max_offset_db = max_offset_db
+        self.domain = domain
+        self.base_looks = base_looks
+        self.domain_seed = domain_seed
+        self.split = split
         self.stats = stats if stats is not None else compute_band_stats(self.scenes, floor_db=floor_db)
         bands = self.scenes[0].bands
         if len(self.stats.mean) != bands or len(self.stats.std) != bands:
@@ -490,20 +504,47 @@ class SegmentationPatches(Dataset):
     def read_window(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Linear power (bands, H, W), validity (H, W) and class ids (H, W, 255 where invalid) of a patch."""
         win = self.windows[index]
-        scene = self.scenes[win.scene]
-        p = self.patch_size
+        return self._read(self.scenes[win.scene], win.row, win.col, self.patch_size)
+
+    def _read(self, scene: Scene, row: int, col: int, p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         ds, nodata = self._handle(scene.image)
-        data, valid = _read_sar(ds, nodata, win.col, win.row, p, p)
+        data, valid = _read_sar(ds, nodata, col, row, p, p)
         lds, _ = self._handle(scene.label)
         band = lds.GetRasterBand(1)
-        raw = band.ReadAsArray(win.col, win.row, p, p)
+        raw = band.ReadAsArray(col, row, p, p)
         if raw is None:
             raise DataError(f"reading {scene.label} failed: {gdal.GetLastErrorMsg()}")
         label = _class_ids(raw, band.GetNoDataValue(), self.n_classes, scene.label)
         label[~valid] = LABEL_NODATA
         return data, valid, label
 
+    def sense(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, ...]]:
+        """A patch sensed by a random sensor (``domain=True``): linear power, validity, labels, dB offsets."""
+        if self.augment:
+            rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
+        else:
+            rng = np.random.default_rng([self.domain_seed, index])
+        win = self.windows[index]
+        scene = self.scenes[win.scene]
+        p = self.patch_size
+        most = 1 if self.split is not None else min(scene.height, scene.width) // p
+        draw = SensorDraw.draw(rng, scene.bands, max_factor=most)
+        if draw.factor == 1:
+            row, col = win.row, win.col
+        else:
+            size = draw.factor * p
+            row, col = int(rng.integers(scene.height - size + 1)), int(rng.integers(scene.width - size + 1))
+        data, valid, label = self._read(scene, row, col, draw.factor * p)
+        data, valid, label = simulate_sensor(data, valid, label, draw, rng, self.base_looks)
+        return data, valid, label, draw.offset_db
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.domain:
+            data, valid, label, offsets_db = self.sense(index)
+            db = to_db(data, self.floor_db) + np.asarray(offsets_db, np.float32)[:, None, None]
+            image = (db - self._mean) / self._std
+            image[:, ~valid] = 0.0
+            return self._finish(image, label, self.augment)
         data, valid, label = self.read_window(index)
         rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item())) if self.augment else None
         if rng is not None and self.speckle_looks and rng.random() < self.speckle_probability:
@@ -515,10 +556,15 @@ class SegmentationPatches(Dataset):
             db += offsets.astype(np.float32)
         image = (db - self._mean) / self._std
         image[:, ~valid] = 0.0
-        if rng is not None:
-            k = int(rng.integers(4))
+        return self._finish(image, label, rng is not None)
+
+    @staticmethod
+    def _finish(image: np.ndarray, label: np.ndarray, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """One of the 8 flips / 90° rotations (torch's generator) when ``flip``; tensors."""
+        if flip:
+            k = int(torch.randint(0, 4, ()).item())
             image, label = np.rot90(image, k, axes=(1, 2)), np.rot90(label, k)
-            if rng.random() < 0.5:
+            if torch.rand(()).item() < 0.5:
                 image, label = image[:, :, ::-1], label[:, ::-1]
         image = np.ascontiguousarray(image, dtype=np.float32)
         label = np.ascontiguousarray(label, dtype=np.int64)
@@ -538,12 +584,16 @@ def make_synthetic_dataset(
     days: int = 2,
     looks: float = 4.4,
     n_communes: int = 4,
+    random_worlds: bool = False,
 ) -> list[Scene]:
     """Write ``n_scenes`` independent synthetic areas (``scene_NN/sar_*.tif``, ``labels_*.tif``) and list them.
 
     Each area is drawn with its own seed and placed east of the previous one (with a gap), so areas never
     overlap on the ground and :func:`split_scenes` can put them on different sides; the ``days`` dates of one
     area overlap and always stay together.
+
+    ``random_worlds=True`` gives every area its own world (:func:`training.domains.draw_world`, seeded by the
+    area's seed): the domain-randomised training family (write it with ``looks=training.domains.BASE_LOOKS``).
     """
     if n_scenes < 1:
         raise ValueError(f"n_scenes must be at least 1, got {n_scenes}")
@@ -557,6 +607,7 @@ def make_synthetic_dataset(
             looks=looks,
             start=datetime.date(2026, 3, 1) + datetime.timedelta(days=7 * i),
             n_communes=n_communes,
+            world=draw_world(np.random.default_rng([int(scene_seed), 1])) if random_worlds else None,
         )
         shift = i * (size + 16) * series.pixel_size
         gt = list(series.geotransform)

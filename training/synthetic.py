@@ -21,7 +21,7 @@ import datetime
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -62,10 +62,41 @@ DATE_JITTER_DB = 0.3
 VEGETATION_PARCEL_DB = 1.5
 BARE_PARCEL_DB = 2.0
 
+_WIND_DB = 2.0  # amplitude of the smooth wind pattern over water (VV, dB) in a windy world
 _ORIGIN = (600000.0, 4900000.0)  # upper-left corner, WGS 84 / UTM 31N
 _FLOOD_PEAK_QUANTILE = 0.15  # share of floodable land below the peak water level
 _FLOOD_RESIDUAL = 0.2  # share of the peak level left on the last day
 _DOMINANCE = 1.3  # minimum ratio between a commune's dominant class share and the next one
+
+
+@dataclass(frozen=True)
+class World:
+    """The radiometry and geometry rules of one scene. The defaults are the central literature values (the demo,
+    test and forecaster data); :func:`training.domains.draw_world` draws other worlds for robust training.
+
+    ``sigma0_db`` holds (VV, VH) dB per class id; ``forest_texture_nu`` / ``urban_texture_nu`` are the Gamma
+    texture shapes (None: no texture); ``urban_bright_fraction`` is the share of built-up pixels that are bright
+    point targets; ``spatial_db`` the amplitude of a smooth large-scale brightness drift; ``windy`` adds a smooth
+    wind pattern to the VV of water; ``parcel_scale`` / ``parcel_elongation`` change the size and shape of fields;
+    ``coast`` adds sea along one edge and ``nodata_border`` a ragged no-data strip along one edge.
+    """
+
+    sigma0_db: tuple[tuple[float, float], ...] = field(
+        default_factory=lambda: tuple(CLASS_SIGMA0_DB[c] for c in range(len(CLASS_NAMES)))
+    )
+    noise_floor_db: float = NOISE_FLOOR_DB
+    incidence_slope_db_per_deg: float = INCIDENCE_SLOPE_DB_PER_DEG
+    forest_texture_nu: float | None = FOREST_TEXTURE_NU
+    urban_texture_nu: float | None = URBAN_TEXTURE_NU
+    urban_bright_fraction: float = 0.015
+    vegetation_parcel_db: float = VEGETATION_PARCEL_DB
+    bare_parcel_db: float = BARE_PARCEL_DB
+    spatial_db: float = 0.0
+    windy: bool = False
+    parcel_scale: float = 1.0
+    parcel_elongation: float = 1.0
+    coast: bool = False
+    nodata_border: bool = False
 
 
 @dataclass
@@ -305,15 +336,19 @@ def _allocate_land_cover(
     river: np.ndarray,
     elevation: np.ndarray,
     valid: np.ndarray,
+    world: World,
 ) -> _LandCover:
     """Draw the base land cover commune by commune so that it follows each commune's targets."""
-    scale = min(1.0, size / 512.0)
+    scale = min(1.0, size / 512.0) * world.parcel_scale
+    stretch = math.sqrt(world.parcel_elongation)  # fields longer along the strips, narrower across
     plo, phi = max(4, round(10 * scale)), max(6, round(40 * scale))
+    slo, shi = max(4, round(plo * stretch)), max(6, round(phi * stretch))
+    hlo, hhi = max(3, round(plo / stretch)), max(4, round(phi / stretch))
     parcels = np.empty((size, size), dtype=np.int32)
     offset, r = 0, 0
     while r < size:
-        r1 = min(size, r + int(rng.integers(plo, phi + 1)))
-        strip = _segments(rng, size, plo, phi)
+        r1 = min(size, r + int(rng.integers(hlo, hhi + 1)))
+        strip = _segments(rng, size, slo, shi)
         parcels[r:r1] = strip[None, :] + offset
         offset += int(strip.max()) + 1
         r = r1
@@ -413,8 +448,11 @@ def generate_series(
     pixel_size: float = 10.0,
     n_communes: int = 16,
     nodata_corner: bool = True,
+    world: World | None = None,
 ) -> SyntheticSeries:
-    """Generate a deterministic (by seed) synthetic Sentinel-1-like daily series of size x size pixels."""
+    """Generate a deterministic (by seed) synthetic Sentinel-1-like daily series of size x size pixels.
+
+    ``world`` sets the radiometry and geometry rules (default: :class:`World`, the central values)."""
     if size < 32:
         raise ValueError(f"size must be at least 32, got {size}")
     if days < 2:
@@ -430,12 +468,15 @@ def generate_series(
         np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5)
     )
     shape = (size, size)
+    world = world or World()
 
     # Layout: communes, archetypes, river, ground elevation, no-data corner.
     communes, quads = _commune_grid(layout_rng, size, n_communes)
     names = list(ARCHETYPES)
     archetype_ids = layout_rng.permutation(np.arange(n_communes) % len(names))
     river = _river(layout_rng, size)
+    if world.coast:
+        river |= _coast(layout_rng, size)
     distance = ndimage.distance_transform_edt(~river) if river.any() else np.full(shape, float(size))
     elevation = (
         30.0 * distance / size
@@ -443,9 +484,11 @@ def generate_series(
         + 0.3 * _smooth_noise(layout_rng, shape, max(2.0, size / 64.0))
     )
     valid = _valid_mask(layout_rng, size, nodata_corner)
+    if world.nodata_border:
+        valid &= _border_mask(layout_rng, size)
 
     targets = [_commune_targets(cover_rng, names[a]) for a in archetype_ids]
-    cover = _allocate_land_cover(cover_rng, size, communes, targets, river, elevation, valid)
+    cover = _allocate_land_cover(cover_rng, size, communes, targets, river, elevation, valid, world)
     base = cover.classes
 
     # Crop changes: some vegetation units are harvested, some bare units green up.
@@ -485,7 +528,7 @@ def generate_series(
         lab[~valid] = LABEL_NODATA
         labels[t] = lab
 
-    sigma0_clean = _radiometry(radio_rng, labels, base, cover, change_map, valid)
+    sigma0_clean = _radiometry(radio_rng, labels, base, cover, change_map, valid, world)
     sigma0 = speckle(sigma0_clean, looks, speckle_rng)
     sigma0[:, :, ~valid] = SAR_NODATA
 
@@ -533,16 +576,18 @@ def _radiometry(
     cover: _LandCover,
     change_map: np.ndarray,
     valid: np.ndarray,
+    world: World | None = None,
 ) -> np.ndarray:
     """Speckle-free linear sigma0 (T, 2, H, W) from the label series."""
+    world = world or World()
     days, size, _ = labels.shape
     n_classes = len(CLASS_NAMES)
-    table = np.array([CLASS_SIGMA0_DB[c] for c in range(n_classes)], dtype=np.float32)  # (C, 2)
+    table = np.array(world.sigma0_db, dtype=np.float32)  # (C, 2)
 
     # Per parcel unit: field offsets (dB) and crop growth rate (dB/day).
     n_units = cover.unit_class.size + 1  # last entry: pixels outside parcels
-    veg_common = rng.uniform(-VEGETATION_PARCEL_DB, VEGETATION_PARCEL_DB, n_units)
-    bare_common = rng.uniform(-BARE_PARCEL_DB, BARE_PARCEL_DB, n_units)
+    veg_common = rng.uniform(-world.vegetation_parcel_db, world.vegetation_parcel_db, n_units)
+    bare_common = rng.uniform(-world.bare_parcel_db, world.bare_parcel_db, n_units)
     veg_off = np.stack([veg_common, veg_common + rng.uniform(-0.5, 0.5, n_units)])
     bare_off = np.stack([bare_common, bare_common + rng.uniform(-0.5, 0.5, n_units)])
     growth = rng.uniform(-0.03, 0.12, n_units)
@@ -550,21 +595,34 @@ def _radiometry(
     veg_off[:, -1] = bare_off[:, -1] = growth[:, -1] = 0.0
     unit = np.where(cover.unit >= 0, cover.unit, n_units - 1)
 
-    # Texture (fixed scene property): forest Gamma(10), built-up Gamma(2) plus bright point targets.
+    # Texture (fixed scene property): forest Gamma(nu), built-up Gamma(nu) plus bright point targets.
     texture = np.ones((size, size), dtype=np.float32)
     forest = base == FOREST
-    texture[forest] = rng.standard_gamma(FOREST_TEXTURE_NU, int(forest.sum())) / FOREST_TEXTURE_NU
+    if world.forest_texture_nu is not None:
+        nu = world.forest_texture_nu
+        texture[forest] = rng.standard_gamma(nu, int(forest.sum())) / nu
     built = base == BUILT_UP
-    urban = rng.standard_gamma(URBAN_TEXTURE_NU, int(built.sum())) / URBAN_TEXTURE_NU
-    bright = rng.random(urban.size) < 0.015
+    if world.urban_texture_nu is not None:
+        nu = world.urban_texture_nu
+        urban = rng.standard_gamma(nu, int(built.sum())) / nu
+    else:
+        urban = np.ones(int(built.sum()))
+    bright = rng.random(urban.size) < world.urban_bright_fraction
     urban[bright] *= rng.uniform(5.0, 20.0, int(bright.sum()))
     texture[built] = urban
 
     cols = np.arange(size) + 0.5
     incidence = INCIDENCE_NEAR_DEG + (INCIDENCE_FAR_DEG - INCIDENCE_NEAR_DEG) * cols / size
     mid = 0.5 * (INCIDENCE_NEAR_DEG + INCIDENCE_FAR_DEG)
-    angle_db = (INCIDENCE_SLOPE_DB_PER_DEG * (incidence - mid)).astype(np.float32)[None, :]
+    angle_db = (world.incidence_slope_db_per_deg * (incidence - mid)).astype(np.float32)[None, :]
     date_db = rng.uniform(-DATE_JITTER_DB, DATE_JITTER_DB, (days, n_classes, 2)).astype(np.float32)
+    drift_db = np.zeros((size, size), dtype=np.float32)
+    if world.spatial_db > 0:
+        drift_db += (world.spatial_db * _smooth_noise(rng, (size, size), size / 6.0)).astype(np.float32)
+    wind_db = np.zeros((size, size), dtype=np.float32)
+    if world.windy:
+        wind_db += (_WIND_DB * _smooth_noise(rng, (size, size), size / 10.0)).astype(np.float32)
+    noise_floor = np.float32(10.0 ** (world.noise_floor_db / 10.0))
 
     greened = (base == BARE_SOIL) & (change_map < days + 1)
     out = np.empty((days, 2, size, size), dtype=np.float32)
@@ -577,12 +635,41 @@ def _radiometry(
             db = table[lab, p] + date_db[t, lab, p] + angle_db
             db += np.where(veg, veg_off[p][unit] + growth[p][unit] * t + young, 0.0).astype(np.float32)
             db += np.where(bare, bare_off[p][unit], 0.0).astype(np.float32)
+            if world.spatial_db > 0:
+                db += drift_db
+            if world.windy and p == 0:
+                db += np.where(lab == WATER, wind_db, np.float32(0.0))
             lin = np.power(np.float32(10.0), db * np.float32(0.1))
             lin *= texture
-            lin += np.float32(NOISE_FLOOR)
+            lin += noise_floor
             lin[~valid] = SAR_NODATA
             out[t, p] = lin
     return out
+
+
+def _coast(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Sea along one edge of the scene, 8-25 % deep, with a wavy shoreline."""
+    x = np.arange(size) + 0.5
+    depth = rng.uniform(0.08, 0.25) * size
+    wave = np.sin(2 * np.pi * x / (rng.uniform(0.3, 0.9) * size) + rng.uniform(0, 6.3))
+    shore = depth + rng.uniform(0.02, 0.06) * size * wave
+    shore += 0.5 * _smooth_noise(rng, (1, size), 4.0)[0] * rng.uniform(1.0, 4.0)
+    sea = np.arange(size)[:, None] + 0.5 < shore[None, :]
+    side = int(rng.integers(4))
+    if side & 1:
+        sea = sea[::-1]
+    return sea.T.copy() if side & 2 else sea
+
+
+def _border_mask(rng: np.random.Generator, size: int) -> np.ndarray:
+    """False in a ragged no-data strip (3-12 % of the width) along one edge, like the edge of a swath."""
+    width = rng.uniform(0.03, 0.12) * size
+    edge = width + 0.3 * width * _smooth_noise(rng, (1, size), 8.0)[0]
+    strip = np.arange(size)[None, :] + 0.5 < edge[:, None]
+    side = int(rng.integers(4))
+    if side & 1:
+        strip = strip[:, ::-1]
+    return ~(strip.T.copy() if side & 2 else strip)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,95 @@
+"""Static int8 quantisation of an exported segmentation model (onnxruntime), checked against the float32 model.
+
+Convolutions run in int8 (QDQ format, per-channel weights, activations calibrated on real input tiles), except
+the first and the last convolution, which stay float32: quantising the input layer (dB values standardised)
+or the logits costs most of the agreement, and both are cheap. On a 2-core AVX2 CPU this is 1.5-2x faster than
+float32 and the file is about 4x smaller. :func:`agreement` measures the share of pixels whose class is the
+same as the float32 model's; a variant is only worth shipping when that share is at least
+:data:`MIN_AGREEMENT`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+MIN_AGREEMENT = 0.995
+
+
+class _Reader:
+    """onnxruntime calibration data reader over a list of (1, bands, H, W) float32 tiles."""
+
+    def __init__(self, name: str, tiles: Sequence[np.ndarray]) -> None:
+        self._items = iter([{name: t} for t in tiles])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._items, None)
+
+
+def _conv_names(model: onnx.ModelProto) -> list[str]:
+    return [n.name for n in model.graph.node if n.op_type == "Conv"]
+
+
+def quantize_int8(src: str | Path, dst: str | Path, tiles: Iterable[np.ndarray]) -> Path:
+    """Write an int8 (QDQ) copy of the ONNX model ``src`` to ``dst``, calibrated on ``tiles`` (the model's input,
+    each (1, bands, H, W)); the first and last convolutions stay float32 and ``metadata_props`` are kept."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    src, dst = Path(src), Path(dst)
+    original = onnx.load(str(src))
+    props = {p.key: p.value for p in original.metadata_props}
+    input_name = original.graph.input[0].name
+    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        convs = _conv_names(onnx.load(str(prepared)))
+        out = Path(tmp) / "int8.onnx"
+        quantize_static(
+            str(prepared),
+            str(out),
+            _Reader(input_name, list(tiles)),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=[convs[0], convs[-1]] if len(convs) >= 2 else [],
+        )
+        model = onnx.load(str(out))
+        del model.metadata_props[:]
+        for key, value in props.items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+        fd, staged = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=".onnx", dir=dst.parent)
+        os.close(fd)
+        onnx.save(model, staged)
+        os.chmod(staged, 0o644)
+        os.replace(staged, dst)
+    return dst
+
+
+def agreement(reference: str | Path, candidate: str | Path, tiles: Iterable[np.ndarray], threads: int = 2) -> float:
+    """Share of pixels whose argmax class is the same under both ONNX models, over ``tiles``."""
+    import onnxruntime as ort
+
+    def session(path: str | Path) -> ort.InferenceSession:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    a, b = session(reference), session(candidate)
+    name = a.get_inputs()[0].name
+    same = total = 0
+    for tile in tiles:
+        pa = a.run(None, {name: tile})[0].argmax(axis=1)
+        pb = b.run(None, {name: tile})[0].argmax(axis=1)
+        same += int((pa == pb).sum())
+        total += pa.size
+    return same / total if total else float("nan")
