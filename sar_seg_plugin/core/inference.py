@@ -21,7 +21,7 @@ import numpy as np
 from osgeo import gdal, osr
 
 from ..models.metadata import ModelMetadata
-from . import raster_io
+from . import domain, raster_io
 from .errors import CancelledError, SarSegError
 from .outputs import OutputSet, check_destinations, remove_folder, temporary_folder
 from .preprocess import check_has_data
@@ -273,7 +273,14 @@ def segment_raster(
     With ``resample`` (the default), a raster whose pixel size differs from the model's ``pixel_size_m`` by more
     than 10 %, or whose CRS is geographic (degrees), is warped to the model's pixel size (bilinear, in linear
     power; in the local UTM zone for geographic input), segmented, and the results are warped back onto the
-    raster's exact grid (classes nearest, probabilities and confidence bilinear). See :func:`resampling_plan`.
+    raster's exact grid (classes nearest, probabilities and confidence bilinear). A model that records the pixel
+    sizes it was trained on resamples only outside that range. See :func:`resampling_plan`.
+
+    When the model records the envelope of its training inputs, the raster's ENL, per-band dB percentiles and
+    pixel size are measured on the sample its units are decided from (before any resampling) and compared with
+    it (:mod:`.domain`): each way it lies outside is a ``warn`` message, a summary goes to ``log``, and the
+    outcome is written to every output's metadata (``SARSEG_INPUT_DOMAIN`` and related items) and returned under
+    ``"input_domain"``. The run goes on either way.
     """
     started = time.perf_counter()
     meta: ModelMetadata = model.metadata
@@ -298,7 +305,8 @@ def segment_raster(
     src = raster_io.open_raster(src_path)
     try:
         info = raster_io.read_info(src)
-        samples = check_has_data(src, info)  # an all-nodata raster is refused before any output
+        windows = raster_io.read_spread_windows(src)  # a bounded sample spread over the raster, every band
+        samples = check_has_data(src, info, windows=windows)  # an all-nodata raster is refused before any output
         model_input = plan_model_input(meta, info, samples, input_scale)
         model_input.tell(log, warn)
         sizes = [np.uint8, np.float32, np.float32]
@@ -313,12 +321,16 @@ def segment_raster(
                 log(reason)
         elif log:
             log("Resampling to the model's pixel size is turned off: the raster is segmented on its own grid")
+        checked = check_input_domain(src, meta, model_input, windows, plan)
+        windows = samples = None
+        checked.tell(log, warn)
+        metadata = {**model_input.metadata(), **checked.metadata()}
         with OutputSet() as run_outputs:
             common = (model_input, (dst_path, probabilities_path, confidence_path), model, batch_size, progress,
-                      is_canceled, log, run_outputs, started, confidence)  # fmt: skip
-            if plan is not None:
-                return _segment_resampled(src, plan, *common)
-            return _segment_open_raster(src, *common)
+                      is_canceled, log, run_outputs, started, confidence, metadata)  # fmt: skip
+            result = _segment_resampled(src, plan, *common) if plan else _segment_open_raster(src, *common)
+        result["input_domain"] = checked.to_json()
+        return result
     except (SarSegError, CancelledError) as err:
         # A traceback keeps the GDAL dataset alive in a reference cycle that a later garbage collection frees,
         # possibly after GDAL has shut down (a crash): drop the frames that hold it.
@@ -488,10 +500,12 @@ def _segment_open_raster(
     outputs: OutputSet | None,
     started: float,
     confidence: str = "max",
+    metadata: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Tiles in rows, batches left to right; finished columns of each tile row leave the accumulators at once.
 
-    ``paths``: the class, probability and confidence destinations (written as part of ``outputs``).
+    ``paths``: the class, probability and confidence destinations (written as part of ``outputs``), each given
+    ``metadata`` (by default how the input bands were read).
     Held in memory: the tiles of the current batch and the columns they still share with the next one; the
     rows the next tile row overlaps (about ``overlap`` rows of the raster width, see :func:`tile_starts`); and
     the output rows waiting for a whole block row (:class:`_RowStager`).
@@ -519,7 +533,8 @@ def _segment_open_raster(
     band_rows = max([b - a for a, b in zip(ys, ys[1:])] + [height - ys[-1]])
     done_tiles = batches = 0
     with ExitStack() as stack:
-        writers = _open_writers(stack, info, meta, paths, confidence, outputs, model_input.metadata())
+        metadata = model_input.metadata() if metadata is None else metadata
+        writers = _open_writers(stack, info, meta, paths, confidence, outputs, metadata)
         stagers = [
             _RowStager(writer, width, height, band_rows, 0 if k == 0 else np.nan)
             for k, writer in enumerate(writers)
@@ -574,6 +589,51 @@ def _input_summary(model_input: ModelInput) -> dict[str, Any]:
     }
 
 
+# --- Input domain ---------------------------------------------------------------------------------------------
+
+
+def check_input_domain(
+    src: Any,
+    meta: ModelMetadata,
+    model_input: ModelInput,
+    windows: Sequence[np.ndarray],
+    plan: ResamplePlan | None,
+) -> domain.DomainCheck:
+    """Compare the raster with the model's training envelope (:mod:`.domain`), from ``windows``: the sample
+    :func:`raster_io.read_spread_windows` read of every band of ``src``, in the raster's own units.
+
+    The ENL is measured on the first backscatter band the model reads, the percentiles on each of them, both on
+    the raster's native pixels; the pixel size is the raster's (geometric mean of x and y). When ``plan``
+    averages the raster to coarser pixels (multilooking), what is checked is the sample averaged the same way
+    (:func:`domain.measure_averaged`): what the model sees; the native ENL is still reported.
+    """
+    envelope = meta.input_domain
+    if envelope is None:
+        return domain.DomainCheck("unchecked", note="the model records no input envelope")
+    sar = [i for i, unit in enumerate(meta.input_units) if unit in (DB, LINEAR)]
+    if not sar or len(model_input.scales) != len(sar):
+        return domain.DomainCheck("unchecked", note="the model reads no backscatter band")
+    size = raster_pixel_size_m(src)
+    sample = [w[[model_input.bands[i] - 1 for i in sar]] for w in windows]
+    names, scales = [meta.input_bands[i] for i in sar], [s.scale for s in model_input.scales]
+    native = None if size is None else math.sqrt(size[0] * size[1])
+    stats = domain.measure_domain(sample, names, scales, native)
+    if stats.enl is None and not stats.percentiles_db:
+        return domain.DomainCheck("unchecked", note="the sampled windows hold no valid pixel")
+    note = ""
+    if stats.enl is None:
+        note = f"too few whole {domain.ENL_WINDOW}x{domain.ENL_WINDOW} cells of data to measure the ENL"
+    if plan is not None and plan.method == "average" and native is not None:
+        measured = stats.enl
+        stats = domain.measure_averaged(sample, names, scales, native, plan.pixel_size_m)
+        note = f"checked as averaged to {plan.pixel_size_m:.3g} m pixels" + (
+            f"; ENL about {measured:.2g} at the raster's {native:.3g} m" if measured is not None else ""
+        )
+    warnings = domain.check_domain(stats, envelope)
+    status = "outside" if warnings else "inside"
+    return domain.DomainCheck(status, stats, tuple(warnings), note)
+
+
 # --- Resampling to the model's pixel size ------------------------------------------------------------------------
 
 RESAMPLE_TOLERANCE = 0.10  # relative pixel-size difference accepted without resampling
@@ -586,8 +646,10 @@ class ResamplePlan:
     """Where and how to warp the input before segmenting it."""
 
     dst_wkt: str  # the projected CRS the model runs in
-    resolution: float  # the model's pixel size in units of dst_wkt
+    resolution: float  # the pixel size the model runs at, in units of dst_wkt
     reason: str
+    pixel_size_m: float = 0.0  # the same pixel size in metres
+    method: str = "bilinear"  # GDAL resampling of the input (in linear power): "bilinear" or "average"
 
 
 def _raster_srs(ds: Any) -> osr.SpatialReference | None:
@@ -648,7 +710,16 @@ def _utm_wkt(ds: Any, srs: osr.SpatialReference) -> tuple[str, str]:
 
 
 def resampling_plan(ds: Any, meta: ModelMetadata) -> tuple[ResamplePlan | None, str]:
-    """Whether the raster must be warped to the model's pixel size, and a log line saying what and why."""
+    """Whether the raster must be warped to the model's pixel size, and a log line saying what and why.
+
+    A model that records the range of pixel sizes it was trained on (its input-domain envelope) is given the
+    raster as it is inside that range, averaged (multilooked in linear power) to the range's lower end when the
+    raster is finer, bilinearly warped to its upper end when coarser (see :func:`_range_plan`). Other models get
+    their ``pixel_size_m`` (bilinear) unless the raster is within 10 % of it.
+    """
+    trained = domain.trained_pixel_sizes(meta.input_domain)
+    if trained is not None:
+        return _range_plan(ds, trained)
     if meta.pixel_size_m is None:
         return None, "No resampling: the model does not state a pixel size"
     size = raster_pixel_size_m(ds)
@@ -667,6 +738,7 @@ def resampling_plan(ds: Any, meta: ModelMetadata) -> tuple[ResamplePlan | None, 
                 f"Resampling: the raster's CRS is geographic (degrees, about {described} pixels at its centre); "
                 f"warping to {model_m:g} m pixels in {label} for the model (bilinear, linear power), "
                 "results are warped back to the raster's grid",
+                model_m,
             ),
         )
     differs = max(abs(sx / model_m - 1.0), abs(sy / model_m - 1.0))
@@ -682,7 +754,61 @@ def resampling_plan(ds: Any, meta: ModelMetadata) -> tuple[ResamplePlan | None, 
             f"Resampling: the raster's pixel size ({described}) differs from the model's ({model_m:g} m) by "
             f"{differs:.0%}; warping to {model_m:g} m pixels for the model (bilinear, linear power), "
             "results are warped back to the raster's grid",
+            model_m,
         ),
+    )
+
+
+def _range_plan(ds: Any, trained: tuple[float, float]) -> tuple[ResamplePlan | None, str]:
+    """The resampling of a model trained on pixel sizes ``trained`` (low, high metres).
+
+    Inside the range (10 % tolerance at its ends), a projected raster is segmented on its own grid. Outside it,
+    the raster is warped to the nearest end: averaged in linear power when that is coarser than the raster
+    (multilooking: the speckle is reduced as in the coarser products the model saw), bilinear when finer
+    (detail is not restored; the input-domain check warns). A geographic raster is warped to the local UTM zone
+    at its own pixel size clamped into the range, averaged when that is coarser than the raster.
+    """
+    size = raster_pixel_size_m(ds)
+    if size is None:
+        return None, "No resampling: the raster has no usable CRS/georeferencing, so its pixel size is unknown"
+    sx, sy, geographic = size
+    lo, hi = trained
+    described, trained_text = f"{sx:.3g} x {sy:.3g} m", f"{lo:g}-{hi:g} m"
+    srs = _raster_srs(ds)
+    native = math.sqrt(sx * sy)
+    target = min(max(native, lo), hi)
+    method = "average" if target > max(sx, sy) else "bilinear"
+    how = "averaging in linear power (multilooking)" if method == "average" else "bilinear interpolation, linear power"
+    back = "results are warped back to the raster's grid"
+    if geographic:
+        dst_wkt, label = _utm_wkt(ds, srs)
+        fits = "its own pixel size" if target == native else f"its pixel size clamped into the {trained_text}"
+        return _with_reason(
+            ResamplePlan(
+                dst_wkt,
+                target,
+                f"Resampling: the raster's CRS is geographic (degrees, about {described} pixels at its centre); "
+                f"warping to {target:.3g} m pixels in {label} ({fits} the model was trained on; {how}), {back}",
+                target,
+                method,
+            )
+        )
+    tol = RESAMPLE_TOLERANCE
+    if all(lo * (1.0 - tol) <= v <= hi * (1.0 + tol) for v in (sx, sy)):
+        return None, (
+            f"No resampling: the raster's pixel size ({described}) is inside the {trained_text} the model was "
+            "trained on"
+        )
+    side = "finer than" if native < lo else "coarser than" if native > hi else "partly outside"
+    return _with_reason(
+        ResamplePlan(
+            srs.ExportToWkt(),
+            target / srs.GetLinearUnits(),
+            f"Resampling: the raster's pixel size ({described}) is {side} the {trained_text} the model was "
+            f"trained on; warping to {target:.3g} m pixels ({how}), {back}",
+            target,
+            method,
+        )
     )
 
 
@@ -775,6 +901,7 @@ def _segment_resampled(
     outputs: OutputSet,
     started: float,
     confidence: str = "max",
+    metadata: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Warp the input to the model's grid, segment it into temporary files and warp the results back."""
     meta: ModelMetadata = model.metadata
@@ -796,7 +923,7 @@ def _segment_resampled(
     with ExitStack() as stack:
         # The final writers first: they check the output folders before any work, and abort on failure.
         class_writer, prob_writer, conf_writer = _open_writers(
-            stack, info, meta, paths, confidence, outputs, model_input.metadata()
+            stack, info, meta, paths, confidence, outputs, model_input.metadata() if metadata is None else metadata
         )
         try:
             tmp_dir = temporary_folder(Path(paths[0]).parent)
@@ -820,7 +947,7 @@ def _segment_resampled(
                 dstSRS=plan.dst_wkt,
                 xRes=plan.resolution,
                 yRes=plan.resolution,
-                resampleAlg="bilinear",
+                resampleAlg=plan.method,
                 outputType=gdal.GDT_Float32,
                 workingType=gdal.GDT_Float32,
                 dstNodata=src_nodata[0] if has_nodata else float("nan"),
@@ -891,7 +1018,8 @@ def _segment_resampled(
         **_input_summary(model_input),
         resampled={
             "reason": plan.reason,
-            "model_pixel_size_m": float(meta.pixel_size_m),
+            "model_pixel_size_m": plan.pixel_size_m,
+            "method": plan.method,
             "grid": grid,
         },
     )

@@ -7,7 +7,7 @@ small dict describing what it did; the Processing algorithms are thin wrappers a
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,17 +37,23 @@ from .raster_io import (
 STATS_SAMPLE = 4_000_000
 
 
-def check_has_data(ds: gdal.Dataset, info: RasterInfo, full: bool = False) -> list[np.ndarray]:
+def check_has_data(
+    ds: gdal.Dataset, info: RasterInfo, full: bool = False, windows: Sequence[np.ndarray] | None = None
+) -> list[np.ndarray]:
     """Sample every band; refuse a raster whose pixels are all nodata.
 
     By default the sample comes from a few windows spread over the raster (cheap on large rasters);
     only when those hold no data is the whole raster scanned before refusing it. ``full`` samples the
-    whole raster on a regular grid instead (for statistics).
+    whole raster on a regular grid instead (for statistics). ``windows``: those windows already read for
+    every band (:func:`~.raster_io.read_spread_windows`), so they are not read again.
     """
     if full:
         samples = [sample_band(ds, b + 1, STATS_SAMPLE) for b in range(info.band_count)]
     else:
-        samples = [sample_windows(ds, b + 1) for b in range(info.band_count)]
+        if windows is not None:
+            samples = [np.concatenate([w[b][~np.isnan(w[b])] for w in windows]) for b in range(info.band_count)]
+        else:
+            samples = [sample_windows(ds, b + 1) for b in range(info.band_count)]
         if all(s.size == 0 for s in samples):
             samples = [sample_band(ds, b + 1, STATS_SAMPLE) for b in range(info.band_count)]
     if all(s.size == 0 for s in samples):

@@ -262,6 +262,29 @@ def sample_windows(ds: gdal.Dataset, band: int, count: int = 16, size: int = 256
     return np.concatenate(pieces)
 
 
+def read_spread_windows(
+    ds: gdal.Dataset, bands: Sequence[int] | None = None, count: int = 16, size: int = 256
+) -> list[np.ndarray]:
+    """The windows :func:`sample_windows` reads, kept whole: float64 (bands, h, w) arrays of up to ``count``
+    ``size`` x ``size`` windows spread over the raster (the whole raster as one window when it is no larger
+    than the windows together), nodata and non-finite pixels as NaN.
+
+    A bounded sample that keeps the pixels' neighbours (for local statistics such as the number of looks);
+    its valid values, band by band, are those of :func:`sample_windows`.
+    """
+    band_list = list(bands) if bands is not None else list(range(1, ds.RasterCount + 1))
+    nodata = [ds.GetRasterBand(b).GetNoDataValue() for b in band_list]
+    w, h = ds.RasterXSize, ds.RasterYSize
+    windows = [Window(0, 0, w, h)] if w * h <= count * size * size else spread_windows(w, h, count, size)
+    out = []
+    for window in windows:
+        data = read_window(ds, window, band_list, np.float64)
+        data[~valid_mask(data, nodata)] = np.nan
+        out.append(data)
+    ds.FlushCache()
+    return out
+
+
 def _creation_options(dtype: np.dtype, band_count: int, compress: str) -> list[str]:
     opts = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "BIGTIFF=IF_SAFER", f"COMPRESS={compress}"]
     if compress in ("DEFLATE", "ZSTD", "LZW"):

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.domain import ENVELOPE_KEY, validate_envelope
 from ..core.errors import SarSegError
 
 FORMAT_VERSION = 1
@@ -132,6 +133,12 @@ class ModelMetadata:
     horizons: tuple[int, ...] = ()
     embedding_size: int | None = None
     training: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    @property
+    def input_domain(self) -> dict[str, Any] | None:
+        """The envelope of the inputs the model was trained on (``training["input_domain"]``, see
+        :mod:`sar_seg_plugin.core.domain`), or None when the model does not record one."""
+        return self.training.get(ENVELOPE_KEY)
 
     def __post_init__(self) -> None:
         for name in ("input_bands", "input_units", "class_names", "class_colors", "horizons"):
@@ -240,6 +247,11 @@ def _check(m: ModelMetadata) -> None:
         raise _problem("horizons", "positive horizons in days", list(m.horizons))
     if m.task == "encoder" and (m.embedding_size is None or m.embedding_size < 1):
         raise _problem("embedding_size", "the embedding length (>= 1) for an encoder model", m.embedding_size)
+    if ENVELOPE_KEY in m.training:
+        try:
+            validate_envelope(m.training[ENVELOPE_KEY], m.input_bands)
+        except SarSegError as err:
+            raise MetadataFieldError("training", f"metadata field '{PREFIX}training': {err}") from None
 
 
 def _json_value(v: Any) -> Any:

@@ -64,7 +64,9 @@ class SegmentAlgorithm(SarSegAlgorithm):
         "the model's by more than 10 %, or its CRS is geographic (degrees), the raster is warped to the model's "
         "pixel size (bilinear, in linear power; geographic rasters in the UTM zone of their centre), segmented, "
         "and the results are warped back onto the raster's exact grid (classes nearest neighbour, probabilities "
-        "and confidence bilinear). The log says what was resampled and why.\n"
+        "and confidence bilinear). A model that records the range of pixel sizes it was trained on is given "
+        "rasters inside that range as they are; finer rasters are averaged in linear power (multilooked) to the "
+        "range's finest size, coarser ones interpolated to its coarsest. The log says what was resampled and why.\n"
         "<b>Class raster</b>: one byte per pixel, the most probable class, with the model's colours and class "
         "names; 255 where the input is nodata.\n"
         "<b>Class probabilities</b> (optional): one float band per class.\n"
@@ -75,7 +77,14 @@ class SegmentAlgorithm(SarSegAlgorithm):
         "The raster is cut into the model's tiles with its recommended overlap; overlapping predictions are "
         "blended with smooth weights so no seams appear. Finished pixels are written as soon as no other tile "
         "touches them: memory is a few tiles plus a few bytes per raster column, whatever the raster size. "
-        "Needs the Python package onnxruntime."
+        "Needs the Python package onnxruntime.\n\n"
+        "<b>Input domain check</b>: when the model records the inputs it was trained on (equivalent number of "
+        "looks, pixel sizes, and the range of each band's 2nd, 50th and 98th percentile in dB), the raster is "
+        "measured on a sample spread over it and compared with them. Each difference is a warning in the log that "
+        "says what differs and what to do (e.g. a single-look raster: apply a speckle filter; a median far below "
+        "the training scenes: check that the raster is calibrated sigma0 and the 'Input units'); the outputs are "
+        "still written, and their metadata record the outcome (SARSEG_INPUT_DOMAIN inside or outside, "
+        "SARSEG_INPUT_ENL, SARSEG_DOMAIN_WARNINGS). Models that record no such envelope are not checked."
     )
 
     def initAlgorithm(self, config: dict | None = None) -> None:  # noqa: N802 - QGIS API name
@@ -140,7 +149,7 @@ class SegmentAlgorithm(SarSegAlgorithm):
         input_scale = self.input_scale(parameters, context)
 
         model = self.run_core(lambda: load_model(model_name, device))
-        feedback.pushInfo(self.tr(f"Model: {model.metadata.name} ({model.path})"))
+        feedback.pushInfo(self.tr("Model: {} ({})").format(model.metadata.name, model.path))
         self.run_core(
             lambda: segment_raster(
                 src,

@@ -7,6 +7,7 @@ compare onnxruntime's output with the same convolution in numpy.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -37,6 +38,26 @@ SEGMENTATION = ModelMetadata(
     class_colors=("#1f78b4", "#ffff99", "#33a02c", "#e31a1c", "#b15928"),
     pixel_size_m=10.0,
     training={"data": "synthetic", "metrics": {"miou": 0.5}},
+)
+
+# The same model with the envelope of its "training" inputs (sar_seg_plugin.core.domain): the synthetic sample
+# scenes (training.synthetic: 10 m, L = 4.4) measured with measure_domain (ENL 3.6-4.1; medians VV about -10.8 dB,
+# VH about -16.8 dB) and widened by a few dB, so the sample is inside and a single-look or a -15 dB copy is not.
+INPUT_DOMAIN = {
+    "enl": [2.0, 30.0],
+    "pixel_size_m": [10.0, 40.0],
+    "db_percentiles": {
+        "levels": [2, 50, 98],
+        "bands": {
+            "VV": [[-26.0, -17.0], [-16.0, -6.0], [-5.0, 5.0]],
+            "VH": [[-29.0, -21.0], [-22.0, -12.0], [-11.0, -2.0]],
+        },
+    },
+}
+SEGMENTATION_WITH_ENVELOPE = dataclasses.replace(
+    SEGMENTATION,
+    name="tiny conv segmentation with input envelope",
+    training={**SEGMENTATION.training, "input_domain": INPUT_DOMAIN},
 )
 
 DEEPNESS_PROPS = {
@@ -84,6 +105,8 @@ def build() -> dict[str, onnx.ModelProto]:
         "conv_2to5.onnx": conv_model(2, 5, seed=1, props=seg_props),
         # Graph takes 3 channels but the metadata lists 2 bands.
         "conv_3to5_bad_bands.onnx": conv_model(3, 5, seed=2, props=seg_props),
+        # As conv_2to5, with the envelope of its training inputs (input-domain check, pixel-size range).
+        "conv_2to5_envelope.onnx": conv_model(2, 5, seed=1, props=metadata_to_props(SEGMENTATION_WITH_ENVELOPE)),
         # Deepness-style metadata: 3 bands (RGB) to 3 classes.
         "deepness_3to3.onnx": conv_model(3, 3, seed=3, props=DEEPNESS_PROPS),
     }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ from rasters import leftovers, read_raster, write_raster
 from sar_seg_plugin.core.errors import CancelledError
 from sar_seg_plugin.core.inference import CLASS_NODATA, raster_pixel_size_m, resampling_plan, segment_raster
 from sar_seg_plugin.models.registry import load_model
+from training import synthetic
 
 pytest.importorskip("onnxruntime")
 
@@ -28,7 +31,11 @@ SAR = "sar_20260301.tif"
 
 @pytest.fixture(scope="module")
 def model():
-    return load_model("sarseg_unet_vvvh", "cpu")
+    """The bundled model, taken as recording no input envelope: the tests below it are about resampling to the
+    model's own pixel size (those with a trained pixel-size range use ``envelope_model``)."""
+    loaded = load_model("sarseg_unet_vvvh", "cpu")
+    training = {k: v for k, v in loaded.metadata.training.items() if k != "input_domain"}
+    return dataclasses.replace(loaded, metadata=dataclasses.replace(loaded.metadata, training=training))
 
 
 @pytest.fixture(scope="module")
@@ -205,3 +212,105 @@ def test_cancel_while_resampling_leaves_nothing(model, work, tmp_path, after):
             is_canceled=is_canceled,
         )  # fmt: skip
     assert leftovers(tmp_path) == []  # no output, no .partial file, no .sarseg-resample-* folder
+
+
+# --- Models that record the pixel sizes they were trained on (10-40 m) -----------------------------------------
+
+ENVELOPE_MODEL = Path(__file__).resolve().parents[1] / "data" / "models" / "conv_2to5_envelope.onnx"
+
+
+@pytest.fixture(scope="module")
+def envelope_model():
+    return load_model(str(ENVELOPE_MODEL), "cpu")
+
+
+@pytest.fixture(scope="module")
+def sizes(work, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The sample at 5 m and 80 m (same extent), and in EPSG:4326 at about 5 m."""
+    folder = tmp_path_factory.mktemp("range_inputs")
+    fine, coarse, geographic = str(folder / "fine.tif"), str(folder / "coarse.tif"), str(folder / "fine_4326.tif")
+    gdal.Translate(fine, work["sar"], width=320, height=320, resampleAlg="near")
+    gdal.Translate(coarse, work["sar"], width=20, height=20, resampleAlg="average")
+    gdal.Warp(geographic, work["sar"], dstSRS="EPSG:4326", xRes=4.5e-5, yRes=4.5e-5, resampleAlg="near")
+    return {"fine": fine, "coarse": coarse, "geographic": geographic}
+
+
+def test_pixel_sizes_inside_the_trained_range_are_not_resampled(envelope_model, work, tmp_path):
+    for name in ("sar", "coarse"):  # 10 m and 20 m
+        plan, reason = resampling_plan(gdal.Open(work[name]), envelope_model.metadata)
+        assert plan is None and "No resampling" in reason and "inside the 10-40 m the model was trained on" in reason
+    logs: list[str] = []
+    result = segment_raster(work["coarse"], str(tmp_path / "c.tif"), envelope_model, log=logs.append)
+    assert "resampled" not in result and (result["width"], result["height"]) == (80, 80)
+    assert not any(line.startswith("Resampling") for line in logs)
+    # Without the envelope the same model warps the 20 m raster to its 10 m pixel size, as before.
+    bare = dataclasses.replace(envelope_model.metadata, training={})
+    plan, reason = resampling_plan(gdal.Open(work["coarse"]), bare)
+    assert plan is not None and plan.resolution == 10.0 and plan.method == "bilinear" and "differs" in reason
+
+
+def test_finer_rasters_are_averaged_to_the_finest_trained_size(envelope_model, sizes):
+    plan, reason = resampling_plan(gdal.Open(sizes["fine"]), envelope_model.metadata)
+    assert (plan.resolution, plan.pixel_size_m, plan.method) == (10.0, 10.0, "average")
+    assert "(5 x 5 m) is finer than the 10-40 m the model was trained on" in reason and "multilooking" in reason
+
+
+def test_coarser_rasters_are_interpolated_to_the_coarsest_trained_size(envelope_model, sizes):
+    plan, reason = resampling_plan(gdal.Open(sizes["coarse"]), envelope_model.metadata)
+    assert (plan.resolution, plan.pixel_size_m, plan.method) == (40.0, 40.0, "bilinear")
+    assert "(80 x 80 m) is coarser than the 10-40 m" in reason
+
+
+def test_geographic_rasters_go_to_utm_at_their_own_size_clamped_into_the_range(envelope_model, work, sizes):
+    ds = gdal.Open(work["geographic"])
+    sx, sy, _ = raster_pixel_size_m(ds)
+    plan, reason = resampling_plan(ds, envelope_model.metadata)
+    assert "EPSG:32631" in reason and "its own pixel size" in reason
+    assert 10.0 < (sx * sy) ** 0.5 < 12.0 < max(sx, sy) + 0.1  # about 8.7 x 12.0 m: inside the range
+    assert plan.resolution == pytest.approx((sx * sy) ** 0.5) and plan.method == "bilinear"
+    sx, sy, _ = raster_pixel_size_m(gdal.Open(sizes["geographic"]))
+    assert sx < 10.0 and sy < 10.0
+    plan, reason = resampling_plan(gdal.Open(sizes["geographic"]), envelope_model.metadata)
+    assert (plan.resolution, plan.method) == (10.0, "average") and "clamped into the 10-40 m" in reason
+
+
+@pytest.fixture(scope="module")
+def single_look_5m(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A synthetic scene with single-look speckle on 5 m pixels: four looks once averaged to 10 m."""
+    folder = tmp_path_factory.mktemp("single_look_5m")
+    synthetic.write_series(synthetic.generate_series(size=320, days=2, seed=7, n_communes=4, looks=1.0), folder)
+    path = str(folder / SAR)
+    ds = gdal.Open(path, gdal.GA_Update)
+    gt = list(ds.GetGeoTransform())
+    gt[1], gt[5] = 5.0, -5.0
+    ds.SetGeoTransform(gt)
+    ds = None
+    return path
+
+
+def test_fine_single_look_raster_is_multilooked_and_checked_as_the_model_sees_it(
+    envelope_model, single_look_5m, tmp_path
+):
+    logs: list[str] = []
+    warns: list[str] = []
+    out = tmp_path / "classes.tif"
+    result = segment_raster(single_look_5m, str(out), envelope_model, log=logs.append, warn=warns.append)
+    assert result["resampled"]["method"] == "average" and result["resampled"]["grid"] == [160, 160]
+    same_grid(str(out), single_look_5m)
+    checked = result["input_domain"]
+    assert not any("ENL" in w or "pixel size" in w for w in warns), warns
+    assert checked["stats"]["pixel_size_m"] == 10.0
+    assert checked["stats"]["enl"] == pytest.approx(4.0, rel=0.25)  # four single looks averaged
+    assert re.fullmatch(
+        r"checked as averaged to 10 m pixels; ENL about (0\.[89]\d*|1\.[01]\d*) at the raster's 5 m", checked["note"]
+    ), checked["note"]
+    assert any(line.startswith("Input domain:") and "at the raster's 5 m" in line for line in logs), logs
+
+    # Segmented on its own 5 m grid, the same raster is single look and too fine: both are said.
+    warns = []
+    result = segment_raster(
+        single_look_5m, str(tmp_path / "own_grid.tif"), envelope_model, resample=False, warn=warns.append
+    )
+    assert result["input_domain"]["stats"]["enl"] == pytest.approx(1.0, rel=0.2)
+    assert any(re.match(r"Input ENL about (0\.[89]\d*|1\.[01]\d*) \(single look\?\)", w) for w in warns), warns
+    assert any(w.startswith("Input pixel size about 5 m, finer than the 10-40 m") for w in warns), warns

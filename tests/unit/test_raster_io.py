@@ -395,3 +395,25 @@ def test_spread_windows_do_not_overlap_and_stay_inside(width, height):
     if width >= 4 * 256 and height >= 4 * 256:
         assert len(windows) == 16
         assert cover[:, :256].any() and cover[:, -256:].any()  # spread from edge to edge
+
+
+@pytest.mark.parametrize(("width", "height"), [(1500, 1100), (120, 90)])
+def test_spread_windows_read_whole_hold_the_sample_windows_values(tmp_path, width, height):
+    rng = np.random.default_rng(2)
+    data = rng.gamma(4.4, 0.025, (2, height, width)).astype(np.float32)
+    data[:, :40, :] = 0.0  # nodata
+    data[1, 50:60, :] = np.nan
+    path = write_tif(tmp_path / "r.tif", data, nodata=0.0)
+    ds = gdal.Open(path)
+    windows = raster_io.read_spread_windows(ds)
+    expected = (
+        raster_io.spread_windows(width, height) if width * height > 16 * 256 * 256 else [Window(0, 0, width, height)]
+    )
+    assert [w.shape for w in windows] == [(2, e.height, e.width) for e in expected]
+    for window, e in zip(windows, expected):
+        block = data[:, e.y : e.y + e.height, e.x : e.x + e.width].astype(np.float64)
+        np.testing.assert_array_equal(window, np.where(np.isfinite(block) & (block != 0), block, np.nan))
+    for b in (1, 2):
+        values = np.concatenate([w[b - 1][~np.isnan(w[b - 1])] for w in windows])
+        np.testing.assert_array_equal(values, raster_io.sample_windows(ds, b))
+    ds = None

@@ -1,0 +1,118 @@
+"""sarseg:segment through processing.run with a model that records its training envelope: an input inside it runs
+without warnings; inputs outside it (values 15 dB low, single-look speckle) give warnings in the feedback and in
+the outputs' metadata, and are still segmented."""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+import numpy as np
+import pytest
+from osgeo import gdal
+
+from training import synthetic
+
+pytest.importorskip("onnxruntime")
+
+ENVELOPE_MODEL = Path(__file__).resolve().parents[1] / "data" / "models" / "conv_2to5_envelope.onnx"
+SAR = "sar_20260301.tif"
+
+
+@pytest.fixture(autouse=True)
+def collect_garbage():
+    """Free GDAL datasets held by exception tracebacks while GDAL is still up (QGIS exits at session end)."""
+    yield
+    gc.collect()
+
+
+class Feedback:
+    """A QgsProcessingFeedback that keeps its info lines and its warnings apart."""
+
+    def __new__(cls):  # noqa: ANN204
+        from qgis.core import QgsProcessingFeedback
+
+        class _Feedback(QgsProcessingFeedback):
+            def __init__(self) -> None:
+                super().__init__()
+                self.lines: list[str] = []
+                self.warnings: list[str] = []
+
+            def pushInfo(self, info: str) -> None:  # noqa: N802 - QGIS API name
+                self.lines.append(info)
+                super().pushInfo(info)
+
+            def pushWarning(self, warning: str) -> None:  # noqa: N802 - QGIS API name
+                self.warnings.append(warning)
+                super().pushWarning(warning)
+
+        return _Feedback()
+
+
+@pytest.fixture(scope="module")
+def inputs(sample_dir, tmp_path_factory):
+    """The sample scene (10 m, 4.4 looks), a copy 15 dB lower, and the same scene with single-look speckle."""
+    folder = tmp_path_factory.mktemp("domain_inputs")
+    sar = str(sample_dir / SAR)
+    low = str(folder / "low.tif")
+    gdal.Translate(low, sar)
+    ds = gdal.Open(low, gdal.GA_Update)
+    for b in (1, 2):
+        band = ds.GetRasterBand(b)
+        band.WriteArray(band.ReadAsArray() * np.float32(10**-1.5))
+    ds = band = None
+    single = folder / "single_look"
+    synthetic.write_series(synthetic.generate_series(size=160, days=2, seed=7, n_communes=4, looks=1.0), single)
+    return {"inside": sar, "low": low, "single_look": str(single / SAR)}
+
+
+def segment(sarseg, src: str, folder: Path) -> tuple[Feedback, dict[str, dict[str, str]]]:
+    """Run sarseg:segment with the envelope model; the feedback and each output's GDAL metadata."""
+    folder.mkdir()
+    outputs = {"OUTPUT": str(folder / "classes.tif"), "OUTPUT_CONFIDENCE": str(folder / "confidence.tif")}
+    feedback = Feedback()
+    result = sarseg.run(
+        "sarseg:segment", {"INPUT": src, "MODEL_FILE": str(ENVELOPE_MODEL), "DEVICE": 1, **outputs}, feedback=feedback
+    )
+    metadata = {}
+    for key, path in outputs.items():
+        assert result[key] == path
+        ds = gdal.Open(path)
+        metadata[key] = ds.GetMetadata()
+        ds = None
+    return feedback, metadata
+
+
+def test_input_inside_the_envelope_gives_no_warning(sarseg, inputs, tmp_path):
+    feedback, metadata = segment(sarseg, inputs["inside"], tmp_path / "inside")
+    assert feedback.warnings == []
+    summary = [line for line in feedback.lines if line.startswith("Input domain:")]
+    assert len(summary) == 1 and summary[0].endswith("inside the model's training envelope"), feedback.lines
+    for md in metadata.values():
+        assert md["SARSEG_INPUT_DOMAIN"] == "inside" and "SARSEG_DOMAIN_WARNINGS" not in md
+        assert 3.5 <= float(md["SARSEG_INPUT_ENL"]) <= 5.3  # L = 4.4
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("low", ["The VV median is -25.", "The VH median is -31."]),
+        ("single_look", ["Input ENL about "]),
+    ],
+)
+def test_input_outside_the_envelope_is_warned_of_in_the_log_and_the_outputs(sarseg, inputs, tmp_path, name, expected):
+    feedback, metadata = segment(sarseg, inputs[name], tmp_path / name)
+    for start in expected:
+        assert sum(w.startswith(start) for w in feedback.warnings) == 1, feedback.warnings
+    if name == "low":
+        assert len(feedback.warnings) == 2 and all("'Input units'" in w for w in feedback.warnings)
+    else:
+        enl = next(w for w in feedback.warnings if w.startswith("Input ENL about "))
+        assert "(single look?)" in enl and "sarseg:speckle_filter" in enl
+    count = len(feedback.warnings)
+    summary = [line for line in feedback.lines if line.startswith("Input domain:")]
+    assert len(summary) == 1, feedback.lines
+    assert summary[0].endswith(f"outside the model's training envelope ({count} warning{'s' * (count > 1)})")
+    for md in metadata.values():
+        assert md["SARSEG_INPUT_DOMAIN"] == "outside"
+        assert md["SARSEG_DOMAIN_WARNINGS"] == " | ".join(feedback.warnings)
