@@ -16,6 +16,7 @@ while saving never leaves a truncated checkpoint (an older one at the same path 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import tempfile
@@ -37,6 +38,11 @@ VERSION = 1
 # ModelMetadata fields a checkpoint does not store: they follow from the task, the format and the model.
 DERIVED_FIELDS = ("task", "format_version", "embedding_size")
 METADATA_FIELDS = tuple(f.name for f in fields(ModelMetadata) if f.name not in DERIVED_FIELDS)
+
+# The bundled segmentation model's checkpoint (written by scripts/make_models.py), the start of a fine-tuning
+# with ``train_segmentation --init bundled``. Only the plugin's ONNX export of it ships in the plugin zip.
+BUNDLED = "bundled"
+BUNDLED_SEGMENTATION = Path(__file__).resolve().parent / "pretrained" / "sarseg_unet_vvvh.pt"
 
 _EXTRA_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
 
@@ -239,14 +245,32 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     )
 
 
+def resolve_init(value: str | Path) -> Path:
+    """The checkpoint a ``--init`` value names: :data:`BUNDLED_SEGMENTATION` for ``bundled``, else the path."""
+    return BUNDLED_SEGMENTATION if str(value) == BUNDLED else Path(value)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks (records exactly which checkpoint a run started from)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 __all__ = [
+    "BUNDLED",
+    "BUNDLED_SEGMENTATION",
     "Checkpoint",
     "CheckpointError",
     "DERIVED_FIELDS",
     "METADATA_FIELDS",
     "build_model",
+    "file_sha256",
     "known_architectures",
     "load_checkpoint",
     "register_architecture",
+    "resolve_init",
     "save_checkpoint",
 ]

@@ -141,6 +141,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--bench-runs must be at least 1")
     if args.resume:
         p.error("--resume is not supported by compare: every architecture is trained from the start")
+    if args.init:
+        p.error("--init is not supported by compare: every architecture is trained from the start")
     try:
         per_arch = json.loads(args.arch_kwargs)
     except ValueError as exc:

@@ -168,7 +168,8 @@ def select_scenes(scenes: Sequence[Scene], root: Path, wanted: Sequence[str] | N
         return list(scenes)
     keys = {}
     for scene in scenes:
-        for key in (scene.image.name, scene.image.stem, relative_name(scene, root), str(scene.image)):
+        # A set: in a flat folder the file name and the relative path are the same key.
+        for key in {scene.image.name, scene.image.stem, relative_name(scene, root), str(scene.image)}:
             keys.setdefault(key, []).append(scene)
     chosen: list[Scene] = []
     for name in wanted:

@@ -1,9 +1,10 @@
-"""Train a SAR land-cover segmentation model on GeoTIFF scenes (``sar_*.tif`` + ``labels_*.tif``).
+"""Train a SAR land-cover segmentation model on GeoTIFF scenes (``sar_*.tif`` + ``labels_*.tif``) or patches.
 
 Usage::
 
     python -m training.train_segmentation --data DIR --arch unet --epochs 50 --batch-size 16 --out runs/unet
     torchrun --nproc_per_node=2 -m training.train_segmentation --data DIR ...   # DistributedDataParallel
+    python -m training.train_segmentation --data PATCHES --init bundled --freeze-encoder-epochs 2 --out runs/local
 
 AdamW with a linear-warmup cosine schedule, early stopping on validation mIoU, ``best.pt`` and ``last.pt`` in
 ``--out`` (``--resume`` continues from ``last.pt``), optional TensorBoard logs. The split is leakage-free: whole
@@ -11,6 +12,11 @@ areas go to train or validation (:func:`training.data.split_scenes`) when the da
 areas, otherwise square blocks of the one area do (:func:`training.data.spatial_block_split`). Band statistics
 (dB mean and std) come from the training scenes and are stored, with everything the ONNX model metadata needs
 (class names and colours, input bands and units, tile size and overlap, pixel size), in the checkpoint.
+
+``--data`` may also be the output folder of the plugin's ``sarseg:extract_patches`` (:mod:`training.patch_folders`):
+its own train/validation split is used as it is. ``--init bundled`` (or a checkpoint path) fine-tunes from
+trained weights instead of a random initialisation: the architecture, the band statistics and the class list
+are the checkpoint's, and the data must have the same bands and classes.
 """
 
 from __future__ import annotations
@@ -34,7 +40,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 
-from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from training.checkpoint import (
+    BUNDLED,
+    BUNDLED_SEGMENTATION,
+    Checkpoint,
+    CheckpointError,
+    file_sha256,
+    load_checkpoint,
+    resolve_init,
+    save_checkpoint,
+)
 from training.data import (
     FLOOR_DB,
     DataError,
@@ -50,9 +65,18 @@ from training.data import (
 from training.losses import LOSSES, create_loss
 from training.metrics import ConfusionMatrix, segmentation_metrics
 from training.models import ARCHITECTURES, count_parameters, create_model, freeze_encoder, required_multiple
+from training.patch_folders import (
+    ExtractedPatches,
+    PatchFolder,
+    check_patch_labels,
+    is_patch_folder,
+    open_patch_folder,
+    patch_band_stats,
+)
 from training.synthetic import BAND_NAMES, CLASS_COLORS, CLASS_NAMES, LABEL_NODATA
 
 TASK = "segmentation"
+DEFAULT_ARCH = "unet"
 CLASSES_FILE = "classes.json"
 DEFAULT_TILE_SIZE = 256
 DEFAULT_TILE_OVERLAP = 32
@@ -113,26 +137,36 @@ def load_classes(data_dir: str | Path) -> ClassSet:
     return ClassSet(tuple(names), tuple(colors))
 
 
-def band_names(scene: Scene) -> tuple[str, ...]:
-    """The SAR raster's band descriptions; VV, VH for an undescribed 2-band raster, else B1, B2, ..."""
-    ds = gdal.Open(str(scene.image))
-    names = tuple(ds.GetRasterBand(b + 1).GetDescription().strip() for b in range(ds.RasterCount))
+def named_bands(descriptions: Sequence[str]) -> tuple[str, ...]:
+    """Band names from band descriptions: the descriptions when every band has one; VV, VH for 2 undescribed
+    bands (the synthetic and Sentinel-1 order), else B1, B2, ..."""
+    names = tuple(d.strip() for d in descriptions)
     if all(names):
         return names
-    if scene.bands == len(BAND_NAMES):
+    if len(names) == len(BAND_NAMES):
         return tuple(BAND_NAMES)
-    return tuple(f"B{b + 1}" for b in range(scene.bands))
+    return tuple(f"B{b + 1}" for b in range(len(names)))
+
+
+def band_names(scene: Scene) -> tuple[str, ...]:
+    """The SAR raster's band names (:func:`named_bands` of its band descriptions)."""
+    ds = gdal.Open(str(scene.image))
+    return named_bands([ds.GetRasterBand(b + 1).GetDescription() for b in range(ds.RasterCount)])
+
+
+def pixel_size_of(geotransform: Sequence[float] | None, crs_wkt: str) -> float | None:
+    """Pixel width in metres from a geotransform; None when ungeoreferenced or in a geographic CRS."""
+    if geotransform is None or not crs_wkt:
+        return None
+    srs = osr.SpatialReference()
+    if srs.ImportFromWkt(crs_wkt) != 0 or not srs.IsProjected():
+        return None
+    return float(math.hypot(geotransform[1], geotransform[4]) * srs.GetLinearUnits())
 
 
 def pixel_size_m(scene: Scene) -> float | None:
-    """Pixel width in metres from the geotransform; None when ungeoreferenced or in a geographic CRS."""
-    gt = scene.geotransform
-    if gt is None or not scene.crs_wkt:
-        return None
-    srs = osr.SpatialReference()
-    if srs.ImportFromWkt(scene.crs_wkt) != 0 or not srs.IsProjected():
-        return None
-    return float(math.hypot(gt[1], gt[4]) * srs.GetLinearUnits())
+    """Pixel width in metres of a scene (:func:`pixel_size_of`)."""
+    return pixel_size_of(scene.geotransform, scene.crs_wkt)
 
 
 def read_class_ids(band: gdal.Band, col: int, row: int, width: int, height: int, classes: ClassSet) -> np.ndarray:
@@ -190,7 +224,11 @@ def relative_name(scene: Scene, root: Path) -> str:
 
 @dataclass
 class PreparedData:
-    """Scenes, split, datasets and what the model metadata says about the input."""
+    """Scenes (or patches), split, datasets and what the model metadata says about the input.
+
+    ``train_sources`` / ``val_sources``: the scenes (or patch files) of each split, relative to ``root``;
+    ``patch_size``: the side of the training patches; ``notes``: what the data preparation decided (printed).
+    """
 
     root: Path
     scenes: list[Scene]
@@ -204,6 +242,10 @@ class PreparedData:
     bands: tuple[str, ...]
     pixel_size_m: float | None
     class_pixels: np.ndarray
+    train_sources: list[str] = field(default_factory=list)
+    val_sources: list[str] = field(default_factory=list)
+    patch_size: int = 0
+    notes: list[str] = field(default_factory=list)
 
 
 def _block_size(height: int, width: int, patch: int) -> int:
@@ -214,16 +256,57 @@ def _block_size(height: int, width: int, patch: int) -> int:
     return patch
 
 
+MIN_BASE_LOOKS = 30.0
+
+
+def base_looks(scenes: Sequence[Scene]) -> float:
+    """The smallest ``LOOKS`` metadata item of the scenes' images; DataError when missing or below
+    :data:`MIN_BASE_LOOKS` (domain randomisation draws each patch's ENL by adding speckle to nearly clean scenes)."""
+    looks = []
+    for scene in scenes:
+        ds = gdal.Open(str(scene.image))
+        value = ds.GetMetadataItem("LOOKS") if ds is not None else None
+        ds = None
+        try:
+            looks.append(float(value))
+        except (TypeError, ValueError):
+            raise DataError(
+                f"{scene.image} has no LOOKS metadata: domain randomisation needs scenes written nearly "
+                "speckle-free (training.data.make_synthetic_dataset(..., looks=100, random_worlds=True))"
+            ) from None
+    if min(looks) < MIN_BASE_LOOKS:
+        raise DataError(
+            f"the scenes have {min(looks):g} looks: domain randomisation adds each patch's speckle itself and "
+            f"needs scenes of at least {MIN_BASE_LOOKS:g} looks"
+        )
+    return min(looks)
+
+
 def prepare_data(
     data_dir: str | Path,
     patch_size: int,
     val_fraction: float,
     seed: int,
     stats: NormStats | None = None,
+    domain: bool = False,
 ) -> PreparedData:
-    """Find and check the scenes, split them without leakage and build the train / validation patch datasets."""
+    """Find and check the scenes, split them without leakage and build the train / validation patch datasets.
+
+    ``domain=True``: domain-randomised patches (:mod:`training.domains`); the scenes must be written nearly
+    speckle-free (``LOOKS`` metadata of at least :data:`MIN_BASE_LOOKS`). An extract_patches output folder
+    (:func:`training.patch_folders.is_patch_folder`) is read by :func:`prepare_patch_folder` instead.
+    ``stats`` (e.g. a checkpoint's) replaces the band statistics computed from the training data."""
     root = Path(data_dir)
+    if is_patch_folder(root):
+        if domain:
+            raise DataError(
+                f"{root} holds patches cut by sarseg:extract_patches, which carry their sensor's speckle; "
+                "--domain-randomisation senses nearly speckle-free scenes anew (sar_*.tif with LOOKS >= "
+                f"{MIN_BASE_LOOKS:g}). Leave --domain-randomisation out to train on the patches as they are"
+            )
+        return prepare_patch_folder(root, seed, stats)
     scenes = find_scenes(root)
+    sensing = {"domain": True, "base_looks": base_looks(scenes), "domain_seed": seed} if domain else {}
     classes = load_classes(root)
     class_pixels = check_labels(scenes, classes)
     groups = scene_groups(scenes)
@@ -231,7 +314,7 @@ def prepare_data(
     if len(groups) >= 2:
         train_scenes, val_scenes = split_scenes(scenes, val_fraction, seed)
         stats = stats or compute_band_stats(train_scenes, seed=seed)
-        common = {"patch_size": patch_size, "stats": stats, "n_classes": n}
+        common = {"patch_size": patch_size, "stats": stats, "n_classes": n, **sensing}
         train = SegmentationPatches(train_scenes, augment=True, **common)
         val = SegmentationPatches(val_scenes, augment=False, **common)
         split = {"kind": "scenes", "groups": len(groups)}
@@ -245,7 +328,7 @@ def prepare_data(
         train_scenes = val_scenes = list(scenes)
         # Statistics from the whole area: they use no label, so validation blocks leak nothing about classes.
         stats = stats or compute_band_stats(scenes, seed=seed)
-        common = {"patch_size": patch_size, "stats": stats, "n_classes": n, "split": blocks}
+        common = {"patch_size": patch_size, "stats": stats, "n_classes": n, "split": blocks, **sensing}
         train = SegmentationPatches(scenes, augment=True, role="train", **common)
         val = SegmentationPatches(scenes, augment=False, role="val", **common)
         split = {"kind": "blocks", "block": block, "val_blocks": int(blocks.val_blocks.sum())}
@@ -262,6 +345,45 @@ def prepare_data(
         bands=band_names(scenes[0]),
         pixel_size_m=pixel_size_m(scenes[0]),
         class_pixels=class_pixels,
+        train_sources=[relative_name(s, root) for s in train_scenes],
+        val_sources=[relative_name(s, root) for s in val_scenes],
+        patch_size=patch_size,
+    )
+
+
+def prepare_patch_folder(root: Path, seed: int, stats: NormStats | None = None) -> PreparedData:
+    """The datasets of an extract_patches output folder: its own train/validation split, its patches whole,
+    each band read as the plugin's unit rule decides (linear power or dB), labels checked against the classes
+    (``classes.json`` beside ``index.csv``, else the synthetic ones)."""
+    folder: PatchFolder = open_patch_folder(root)
+    classes = load_classes(root)
+    n = len(classes.names)
+    listing = ", ".join(f"{i} {name}" for i, name in enumerate(classes.names))
+    class_pixels = check_patch_labels(folder, n, listing, CLASSES_FILE)
+    stats = stats or patch_band_stats(folder, seed=seed)
+    common = {"stats": stats, "n_classes": n}
+    counts = {split: len(folder.records[split]) for split in ("train", "val")}
+    return PreparedData(
+        root=root,
+        scenes=[],
+        train_scenes=[],
+        val_scenes=[],
+        split={"kind": "extract_patches", "layout": folder.layout, **counts},
+        train=ExtractedPatches(folder, "train", augment=True, **common),
+        val=ExtractedPatches(folder, "val", augment=False, **common),
+        stats=stats,
+        classes=classes,
+        bands=named_bands(folder.descriptions),
+        pixel_size_m=pixel_size_of(folder.geotransform, folder.crs_wkt),
+        class_pixels=class_pixels,
+        train_sources=folder.sources("train"),
+        val_sources=folder.sources("val"),
+        patch_size=folder.size,
+        notes=[
+            f"{root}: patches of sarseg:extract_patches ({folder.layout}), {counts['train']} training and "
+            f"{counts['val']} validation patches of {folder.size} px, split as extracted",
+            *(s.note for s in folder.scales),
+        ],
     )
 
 
@@ -424,9 +546,12 @@ class TrainResult:
 
 def build_metadata(data: PreparedData, args: argparse.Namespace, extra: dict) -> dict:
     """The checkpoint metadata: ONNX model metadata fields (see ``sar_seg_plugin.models.metadata``) + training."""
+    description = f"{args.arch} land-cover segmentation of SAR backscatter ({', '.join(data.bands)}, dB)"
+    if extra.get("init"):
+        description += f", fine-tuned from {Path(extra['init']['path']).name}"
     return {
         "name": args.out.name,
-        "description": f"{args.arch} land-cover segmentation of SAR backscatter ({', '.join(data.bands)}, dB)",
+        "description": description,
         "class_names": list(data.classes.names),
         "class_colors": list(data.classes.colors),
         "input_bands": list(data.bands),
@@ -440,8 +565,8 @@ def build_metadata(data: PreparedData, args: argparse.Namespace, extra: dict) ->
             "data": str(data.root),
             "floor_db": FLOOR_DB,
             "split": data.split,
-            "train_scenes": [relative_name(s, data.root) for s in data.train_scenes],
-            "val_scenes": [relative_name(s, data.root) for s in data.val_scenes],
+            "train_scenes": list(data.train_sources),
+            "val_scenes": list(data.val_sources),
             "train_patches": len(data.train),
             "val_patches": len(data.val),
             "class_pixels": [int(c) for c in data.class_pixels],
@@ -452,6 +577,7 @@ def build_metadata(data: PreparedData, args: argparse.Namespace, extra: dict) ->
             "weight_decay": args.weight_decay,
             "batch_size": args.batch_size,
             "seed": args.seed,
+            "domain_randomisation": bool(args.domain_randomisation),
             **extra,
         },
     }
@@ -481,34 +607,160 @@ def train(args: argparse.Namespace) -> TrainResult:
             torch.distributed.destroy_process_group()
 
 
+# --------------------------------------------------------------------------------------------
+# Starting from trained weights (--init)
+# --------------------------------------------------------------------------------------------
+
+
+def checkpoint_stats(checkpoint: Checkpoint) -> NormStats:
+    """The band statistics a checkpoint's first layer expects (its metadata ``normalization``)."""
+    norm = checkpoint.metadata["normalization"]
+    return NormStats(tuple(float(m) for m in norm["mean"]), tuple(float(s) for s in norm["std"]))
+
+
+def load_init(value: str | Path) -> tuple[Checkpoint, dict[str, str]]:
+    """The segmentation checkpoint ``--init`` names (``bundled``: :data:`BUNDLED_SEGMENTATION`), loaded, and
+    what the training metadata records of it (``path``, ``sha256``)."""
+    path = resolve_init(value)
+    if not path.is_file():
+        if str(value) == BUNDLED:
+            raise DataError(
+                f"--init bundled: {path} does not exist; `make models` writes it. Or give --init PATH to a "
+                "checkpoint (.pt) written by training.train_segmentation"
+            )
+        raise DataError(f"--init: {path} does not exist; give a checkpoint (.pt) written by a training run")
+    checkpoint = load_checkpoint(path, map_location="cpu")
+    if checkpoint.task != TASK:
+        raise DataError(f"--init: {path} is a {checkpoint.task} checkpoint, not a segmentation model")
+    meta = checkpoint.metadata
+    units = list(meta.get("input_units") or [])
+    floor = float((meta.get("training") or {}).get("floor_db", FLOOR_DB))
+    if any(u != "dB" for u in units) or floor != FLOOR_DB or (meta["normalization"].get("scale") is not None):
+        raise DataError(
+            f"--init: {path} takes {', '.join(units)} inputs (floor {floor:g} dB, normalisation "
+            f"{meta['normalization']}); this trainer feeds dB with a {FLOOR_DB:g} dB floor and (dB - mean) / std"
+        )
+    return checkpoint, {"path": str(path.resolve()), "sha256": file_sha256(path)}
+
+
+def check_init_args(args: argparse.Namespace, checkpoint: Checkpoint) -> None:
+    """Refuse ``--arch`` / ``--arch-kwargs`` that disagree with the ``--init`` checkpoint's architecture."""
+    path = checkpoint.path
+    if args.arch is not None and args.arch != checkpoint.arch:
+        raise DataError(
+            f"--arch {args.arch} disagrees with --init {path}, a {checkpoint.arch} model: leave --arch out "
+            "(the architecture is the checkpoint's)"
+        )
+    missing = object()
+    differ = [k for k, v in args.arch_kwargs.items() if checkpoint.arch_kwargs.get(k, missing) != v]
+    if differ:
+        raise DataError(
+            f"--arch-kwargs {json.dumps(args.arch_kwargs)} disagree with --init {path}, whose architecture "
+            f"options are {json.dumps(checkpoint.arch_kwargs)} ({', '.join(differ)}): leave --arch-kwargs out"
+        )
+
+
+def check_init_classes(checkpoint: Checkpoint, data_dir: Path) -> None:
+    """Refuse data whose classes (``classes.json``, else the default ones) are not the ``--init`` checkpoint's,
+    in the same order; checked before the labels are read, so the message says how to make them match."""
+    meta, path = checkpoint.metadata, checkpoint.path
+    names = tuple(meta["class_names"])
+    classes = load_classes(data_dir)
+    if classes.names != names:
+        classes_file = Path(data_dir) / CLASSES_FILE
+        source = f"from {classes_file}" if classes_file.is_file() else f"the default ones: no {classes_file}"
+        wanted = {"class_names": list(names), "class_colors": list(meta["class_colors"])}
+        raise DataError(
+            f"the data's classes are {', '.join(classes.names)} ({source}) but --init {path} was trained on "
+            f"{', '.join(names)}: fine-tuning keeps the model's classes. Write {classes_file} as "
+            f"{json.dumps(wanted)} and label the pixels with those ids (0 = {names[0]}, ...; 255 = no label)"
+        )
+
+
+def check_init_bands(checkpoint: Checkpoint, data: PreparedData) -> None:
+    """Refuse data whose bands are not those of the ``--init`` checkpoint (same names, same order)."""
+    bands = tuple(checkpoint.metadata["input_bands"])
+    if data.bands != bands:
+        raise DataError(
+            f"the data's bands are {', '.join(data.bands)} but --init {checkpoint.path} takes {', '.join(bands)}: "
+            f"fine-tuning keeps the model's inputs. Give rasters with the bands {', '.join(bands)} in this order, "
+            "named so in their band descriptions (sarseg:extract_patches keeps the image's band names)"
+        )
+
+
+def check_resume_init(value: str | Path, recorded: dict | None, last_path: Path) -> None:
+    """``--resume`` with ``--init``: the run in ``last_path`` must have started from that same checkpoint."""
+    path = resolve_init(value)
+    sha = file_sha256(path) if path.is_file() else None
+    if recorded is None or recorded.get("sha256") != sha:
+        started = f"from {recorded['path']}" if recorded else "from a random initialisation"
+        raise DataError(
+            f"--resume with --init {value}: {last_path} was started {started}, not from {path}. Leave --init out "
+            "to resume that run, or give another --out to fine-tune anew"
+        )
+
+
 def _train(args: argparse.Namespace, runtime: Runtime) -> TrainResult:
     say = print if runtime.is_main else (lambda *a, **k: None)
     out: Path = args.out
     last_path, best_path = out / "last.pt", out / "best.pt"
-    resumed = None
+    resumed = init = init_record = None
     if args.resume:
         if not last_path.is_file():
             raise DataError(f"--resume: no {last_path} to resume from")
         resumed = load_checkpoint(last_path, map_location="cpu")
-        if resumed.arch != args.arch:
+        if args.arch is not None and resumed.arch != args.arch:
             raise DataError(f"--resume: {last_path} is a {resumed.arch} model, not {args.arch}")
+        args.arch = resumed.arch
         norm, used = resumed.metadata["normalization"], resumed.metadata["training"]
         stats = NormStats(tuple(norm["mean"]), tuple(norm["std"]))
         for name in ("patch_size", "val_fraction", "seed"):
             if getattr(args, name) != used[name]:
                 say(f"--resume: keeping the checkpoint's {name.replace('_', '-')} {used[name]}")
                 setattr(args, name, used[name])
+        init_record = used.get("init")
+        if args.init is not None:  # resume wins: the weights are last.pt's, which started from that checkpoint
+            check_resume_init(args.init, init_record, last_path)
+    elif args.init is not None:
+        init, init_record = load_init(args.init)
+        check_init_args(args, init)
+        check_init_classes(init, args.data)
+        args.arch = init.arch
+        stats = checkpoint_stats(init)  # the first layer expects them: not recomputed from the new data
     else:
         stats = None
 
-    data = prepare_data(args.data, args.patch_size, args.val_fraction, args.seed, stats)
+    data = prepare_data(args.data, args.patch_size, args.val_fraction, args.seed, stats, args.domain_randomisation)
+    for note in data.notes:
+        say(note)
+    if data.patch_size != args.patch_size:
+        say(f"training on the {data.patch_size} px patches as extracted (--patch-size {args.patch_size} not used)")
+        args.patch_size = data.patch_size
+    multiple = required_multiple(args.arch)
+    for what, size in (("the training patches", args.patch_size), ("--tile-size", args.tile_size)):
+        if size % multiple:
+            raise DataError(f"{what}: {size} px, but {args.arch} needs a multiple of {multiple} pixels")
+    if init is not None:
+        check_init_bands(init, data)
+        was = init.metadata.get("pixel_size_m")
+        if data.pixel_size_m is None:
+            data.pixel_size_m = was
+        elif was and abs(data.pixel_size_m - was) > 1e-6 * was:
+            say(f"note: {init.path} was trained at {was:g} m pixels, the data has {data.pixel_size_m:g} m")
     n_classes = len(data.classes.names)
     seed_everything(args.seed)
     if resumed is not None:
         model = resumed.model
         arch_kwargs = dict(resumed.arch_kwargs)
+    elif init is not None:
+        model = init.model
+        arch_kwargs = dict(init.arch_kwargs)
+        say(
+            f"starting from {init.path} ({init.arch}, epoch {init.epoch}), keeping its band statistics "
+            f"(dB mean {', '.join(f'{m:.2f}' for m in data.stats.mean)})"
+        )
     else:
-        arch_kwargs = {"in_channels": data.scenes[0].bands, "classes": n_classes, **args.arch_kwargs}
+        arch_kwargs = {"in_channels": len(data.bands), "classes": n_classes, **args.arch_kwargs}
         model = create_model(args.arch, **arch_kwargs)
     model.to(runtime.device)
     amp = runtime.device.type == "cuda"
@@ -649,6 +901,7 @@ def _train(args: argparse.Namespace, runtime: Runtime) -> TrainResult:
                 writer.flush()
             if runtime.is_main:
                 extra = {"best_epoch": best_epoch, "val_metrics": best_metrics, "epochs": args.epochs}
+                extra["init"] = init_record
                 metadata = build_metadata(data, args, extra)
                 common = {
                     "arch": args.arch,
@@ -703,8 +956,23 @@ def _json_object(text: str) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     """The command-line options (shared with ``training.compare``)."""
     p = argparse.ArgumentParser(prog="python -m training.train_segmentation", description=__doc__.splitlines()[0])
-    p.add_argument("--data", type=Path, required=True, help="folder of sar_*.tif / labels_*.tif scenes")
-    p.add_argument("--arch", choices=ARCHITECTURES, default="unet")
+    p.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="folder of sar_*.tif / labels_*.tif scenes, or the output folder of sarseg:extract_patches "
+        "(index.csv with train/ and val/ GeoTIFF pairs or train.npz / val.npz: its split is used as it is)",
+    )
+    p.add_argument(
+        "--init",
+        default=None,
+        metavar="CHECKPOINT",
+        help=f"start from trained weights: '{BUNDLED}' (the bundled model's checkpoint, "
+        f"training/pretrained/{BUNDLED_SEGMENTATION.name}) or a .pt written by this trainer. The architecture, "
+        "its options and the band statistics are the checkpoint's; the data must have its bands and classes. "
+        "--resume wins over it",
+    )
+    p.add_argument("--arch", choices=ARCHITECTURES, default=None, help=f"default {DEFAULT_ARCH}, or the --init one's")
     p.add_argument("--arch-kwargs", default="{}", help="architecture options as JSON, e.g. '{\"width\": 16}'")
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=16)
@@ -720,8 +988,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--freeze-encoder-epochs", type=int, default=0, help="train with a frozen encoder first")
+    p.add_argument(
+        "--freeze-encoder-epochs",
+        type=int,
+        default=0,
+        help="train the first N epochs with a frozen encoder (weights and BatchNorm statistics): with --init, a "
+        "warm-up that fits the decoder to the new data before the pretrained encoder moves",
+    )
     p.add_argument("--max-steps-per-epoch", type=int, default=0, help="cap on optimiser steps per epoch (0: none)")
+    p.add_argument(
+        "--domain-randomisation",
+        action="store_true",
+        help="sense each patch anew (pixel size 10-40 m, ENL 1-30, speckle filters, +-2 dB); needs nearly "
+        "speckle-free scenes (training.domains)",
+    )
     p.add_argument("--tile-size", type=int, default=DEFAULT_TILE_SIZE, help="inference tile size for the metadata")
     p.add_argument("--tile-overlap", type=int, default=DEFAULT_TILE_OVERLAP, help="inference tile overlap")
     return p
@@ -743,7 +1023,10 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse
         p.error("--val-fraction must be between 0 and 1")
     if args.lr <= 0 or args.weight_decay < 0:
         p.error("--lr must be positive and --weight-decay not negative")
-    multiple = required_multiple(args.arch)
+    if args.arch is None and getattr(args, "init", None) is None and not args.resume:
+        args.arch = DEFAULT_ARCH
+    # With --init or --resume and no --arch, the checkpoint's architecture is checked once it is read.
+    multiple = required_multiple(args.arch) if args.arch is not None else 1
     for name in ("patch_size", "tile_size"):
         if getattr(args, name) % multiple:
             p.error(f"--{name.replace('_', '-')} must be a multiple of {multiple} for {args.arch}")

@@ -200,6 +200,21 @@ class _AoiMask:
         return mem.GetRasterBand(1).ReadAsArray().astype(bool)
 
 
+def _npz_description(info: RasterInfo) -> dict[str, np.ndarray]:
+    """What the .npz archives say about their image bands, as the GeoTIFF patches do in their band metadata:
+    names (descriptions), units, nodata values (NaN: none) and, for a georeferenced image, the grid's
+    geotransform and CRS (WKT)."""
+    described = {
+        "band_names": np.asarray(list(info.descriptions), dtype=str),
+        "band_units": np.asarray(list(info.units), dtype=str),
+        "image_nodata": np.asarray([np.nan if v is None else v for v in info.nodata], dtype=np.float64),
+        "crs_wkt": np.asarray(info.projection or "", dtype=str),
+    }
+    if info.georeferenced:
+        described["geotransform"] = np.asarray(info.geotransform, dtype=np.float64)
+    return described
+
+
 class _NpzStream:
     """Appends patches to the arrays of an .npz archive without holding them in memory.
 
@@ -338,8 +353,9 @@ def extract_patches(
     A patch is kept when at least ``min_valid`` of its pixels hold data in every band, have a valid label
     and lie inside the AOI. Layout ``tif``: ``train|val/images|labels/patch_NNNNNN.tif`` (georeferenced).
     Layout ``npz``: ``train.npz`` / ``val.npz`` with ``images`` (N, bands, size, size), ``positions``
-    (N, 2: column, row) and, with a label raster, ``labels`` (N, size, size, uint8) and ``label_nodata``
-    (255). Labels must be whole numbers 0..254; pixels without a label become 255.
+    (N, 2: column, row), the image's ``band_names``, ``band_units``, ``image_nodata`` (NaN: none), ``crs_wkt``
+    and (georeferenced) ``geotransform``, and, with a label raster, ``labels`` (N, size, size, uint8) and
+    ``label_nodata`` (255). Labels must be whole numbers 0..254; pixels without a label become 255.
 
     ``out_dir`` must be new, empty or hold an earlier run's outputs (see :func:`earlier_outputs`); it is
     checked before any work. Nothing is left behind by a failed or cancelled run (nor a folder it created).
@@ -524,7 +540,7 @@ def _write_patches(source: _Source, kept: list[tuple[Patch, float]], fmt: str, s
         for split, count in counts.items():
             shapes = {"images": ((info.band_count, size, size), np.float32, count),
                       "positions": ((2,), np.int32, count)}  # fmt: skip
-            scalars = {}
+            scalars = _npz_description(info)
             if with_labels:
                 shapes["labels"] = ((size, size), np.uint8, count)
                 scalars["label_nodata"] = np.uint8(LABEL_NODATA)

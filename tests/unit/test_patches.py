@@ -205,6 +205,9 @@ def test_extract_patches_without_labels(tmp_path, sample):
 # --- Extraction: npz layout ---------------------------------------------------------------------------
 
 
+DESCRIPTION = {"band_names", "band_units", "image_nodata", "crs_wkt", "geotransform"}
+
+
 def test_extract_patches_npz_layout_matches_source_windows(tmp_path, sample):
     out = tmp_path / "out"
     size = 24
@@ -215,9 +218,17 @@ def test_extract_patches_npz_layout_matches_source_windows(tmp_path, sample):
     total = 0
     for split in ("train", "val"):
         with np.load(out / f"{split}.npz") as npz:
-            assert set(npz.files) == {"images", "labels", "positions", "label_nodata"}
+            assert set(npz.files) == {"images", "labels", "positions", "label_nodata", *DESCRIPTION}
             images, labels, positions = npz["images"], npz["labels"], npz["positions"]
             label_nodata = npz["label_nodata"]
+            # The image's band metadata, as the GeoTIFF patches carry it: read back from the source raster.
+            source = gdal.Open(sample["sar"])
+            bands = [source.GetRasterBand(b + 1) for b in range(source.RasterCount)]
+            assert npz["band_names"].tolist() == [b.GetDescription() for b in bands] == ["VV", "VH"]
+            assert npz["band_units"].tolist() == [b.GetUnitType() for b in bands] == ["linear", "linear"]
+            assert npz["image_nodata"].tolist() == [b.GetNoDataValue() for b in bands] == [0.0, 0.0]
+            assert npz["geotransform"].tolist() == list(source.GetGeoTransform())
+            assert osr.SpatialReference(str(npz["crs_wkt"])).IsSame(source.GetSpatialRef())
         assert label_nodata.shape == () and label_nodata.dtype == np.uint8 and label_nodata == 255
         n = result[split]
         assert n > 0
@@ -241,7 +252,7 @@ def test_extract_patches_npz_without_labels_has_no_label_array(tmp_path, sample)
                             split_block=32, fmt="npz")  # fmt: skip
     for split in ("train", "val"):
         with np.load(out / f"{split}.npz") as npz:
-            assert set(npz.files) == {"images", "positions"}
+            assert set(npz.files) == {"images", "positions", *DESCRIPTION}
             for image, (x, y) in zip(npz["images"], npz["positions"]):
                 np.testing.assert_array_equal(image, sample["image"][:, y : y + 32, x : x + 32])
 
