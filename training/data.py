@@ -448,24 +448,15 @@ class SegmentationPatches(Dataset):
         if role not in (TRAIN, VAL):
             raise ValueError(f"role must be '{TRAIN}' or '{VAL}', got {role!r}")
         self.scenes = list(scenes)
-        self.patch_size = patch_size
         self.stride = stride or patch_size
-        self.n_classes = n_classes
-        self.augment = augment
-        self.floor_db = floor_db
-        self.speckle_looks = speckle_looks
-        self.speckle_probability = speckle_probability
-        self.max_offset_db = max_offset_db
-        self.domain = domain
+        self.split = split
         self.base_looks = base_looks
         self.domain_seed = domain_seed
-        self.split = split
-        self.stats = stats if stats is not None else compute_band_stats(self.scenes, floor_db=floor_db)
-        bands = self.scenes[0].bands
-        if len(self.stats.mean) != bands or len(self.stats.std) != bands:
-            raise DataError(f"band statistics are for {len(self.stats.mean)} bands but the scenes have {bands}")
-        self._mean = np.asarray(self.stats.mean, dtype=np.float32)[:, None, None]
-        self._std = np.asarray(self.stats.std, dtype=np.float32)[:, None, None]
+        stats = stats if stats is not None else compute_band_stats(self.scenes, floor_db=floor_db)
+        self._configure(
+            patch_size, stats, self.scenes[0].bands, n_classes, augment, floor_db, speckle_looks,
+            speckle_probability, max_offset_db, domain,
+        )  # fmt: skip
 
         self.windows: list[PatchWindow] = []
         for i, scene in enumerate(self.scenes):
@@ -484,6 +475,35 @@ class SegmentationPatches(Dataset):
                         self.windows.append(PatchWindow(i, row, col))
         if not self.windows:
             raise DataError(f"no {role} patches of {patch_size} pixels in the scenes")
+
+    def _configure(
+        self,
+        patch_size: int,
+        stats: NormStats,
+        bands: int,
+        n_classes: int,
+        augment: bool,
+        floor_db: float,
+        speckle_looks: float | None,
+        speckle_probability: float,
+        max_offset_db: float,
+        domain: bool,
+    ) -> None:
+        """Set what every item goes through (normalisation, augmentation, sensing); shared with subclasses
+        that read patches from elsewhere (``read_window``)."""
+        if len(stats.mean) != bands or len(stats.std) != bands:
+            raise DataError(f"band statistics are for {len(stats.mean)} bands but the patches have {bands}")
+        self.patch_size = patch_size
+        self.n_classes = n_classes
+        self.augment = augment
+        self.floor_db = floor_db
+        self.speckle_looks = speckle_looks
+        self.speckle_probability = speckle_probability
+        self.max_offset_db = max_offset_db
+        self.domain = domain
+        self.stats = stats
+        self._mean = np.asarray(stats.mean, dtype=np.float32)[:, None, None]
+        self._std = np.asarray(stats.std, dtype=np.float32)[:, None, None]
         self._handles: dict[Path, tuple[gdal.Dataset, list[float]]] = {}
 
     def __getstate__(self) -> dict:

@@ -413,27 +413,17 @@ class ExtractedPatches(SegmentationPatches):
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be '{TRAIN}' or '{VAL}', got {split!r}")
-        if len(stats.mean) != folder.bands or len(stats.std) != folder.bands:
-            raise DataError(f"band statistics are for {len(stats.mean)} bands but the patches have {folder.bands}")
         self.folder = folder
         self.records = list(folder.records[split])
         self.reader = PatchReader(folder.root, folder.layout)
         self.scenes = []
         self.split = None
         self.windows = []
-        self.patch_size = folder.size
         self.stride = folder.size
-        self.n_classes = n_classes
-        self.augment = augment
-        self.floor_db = floor_db
-        self.speckle_looks = speckle_looks
-        self.speckle_probability = speckle_probability
-        self.max_offset_db = max_offset_db
-        self.domain = False
-        self.stats = stats
-        self._mean = np.asarray(stats.mean, dtype=np.float32)[:, None, None]
-        self._std = np.asarray(stats.std, dtype=np.float32)[:, None, None]
-        self._handles = {}
+        self._configure(
+            folder.size, stats, folder.bands, n_classes, augment, floor_db, speckle_looks, speckle_probability,
+            max_offset_db, domain=False,
+        )  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.records)
