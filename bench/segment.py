@@ -46,7 +46,7 @@ from sar_seg_plugin.core.radiometry import to_db  # noqa: E402
 ALGORITHM = "sarseg:segment"
 MODEL = "sarseg_unet_vvvh"
 SEED = 20240917
-BATCH_SIZE = 2  # the algorithm's default BATCH_SIZE
+BATCH_SIZE = 1  # the algorithm's default BATCH_SIZE
 BARE_BATCHES = (1, 2, 4)
 
 TARGET_RATIO = 0.85

@@ -249,7 +249,7 @@ def segment_raster(
     *,
     probabilities_path: str | None = None,
     confidence_path: str | None = None,
-    batch_size: int = 2,
+    batch_size: int = 1,
     progress: Callable[[float], None] | None = None,
     is_canceled: Callable[[], bool] | None = None,
     log: LogFn | None = None,

@@ -18,6 +18,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage, optimize, special
 
+from .domain import estimate_enl
 from .errors import SarSegError
 
 FILTERS: tuple[str, ...] = (
@@ -445,10 +446,6 @@ def apply_filter(
 # --- Looks -------------------------------------------------------------------------------------------
 
 
-#: Percentile of the cells' CV² used by :func:`estimate_looks` (low, to avoid textured cells).
-ENL_PERCENTILE = 10
-
-
 def enl(values: np.ndarray) -> float:
     """Equivalent number of looks of a homogeneous intensity sample: mean² / variance."""
     v = np.asarray(values, dtype=np.float64).ravel()
@@ -457,38 +454,15 @@ def enl(values: np.ndarray) -> float:
 
 
 def estimate_looks(intensity: np.ndarray, valid: np.ndarray | None = None, window: int = 9) -> float:
-    """Estimate the equivalent number of looks (ENL) from the most homogeneous parts of an image.
-
-    The image is cut into non-overlapping ``window`` x ``window`` cells and each cell's CV² = var/mean²
-    is computed. Edges and texture only raise a cell's CV², so a low percentile (the 10th) of CV² is set
-    by the homogeneous cells; L is the number of looks whose pure Gamma speckle gives the same percentile
-    for cells of that size (found by a fixed-seed simulation, so small-sample bias cancels out).
-    """
+    """Estimate the equivalent number of looks (ENL) from the most homogeneous parts of an image: the estimator
+    of the input-domain check (:func:`.domain.estimate_enl`, a trimmed median of the CV² of ``window`` x
+    ``window`` cells, matched to pure Gamma speckle), with a SarSegError saying what to do when it cannot."""
     x, ok = _prepare(intensity, valid)
-    h, w = (s - s % window for s in x.shape)
-    if h == 0 or w == 0:
+    if min(x.shape) < window:
         raise SarSegError("The image is too small to estimate the number of looks.")
-    cells = x[:h, :w].reshape(h // window, window, w // window, window).swapaxes(1, 2)
-    cells_ok = ok[:h, :w].reshape(h // window, window, w // window, window).swapaxes(1, 2)
-    cells = cells[cells_ok.all(axis=(2, 3))].reshape(-1, window * window)
-    if cells.shape[0] < 20:
-        raise SarSegError("Too few valid pixels to estimate the number of looks; give the number of looks instead.")
-    mean = cells.mean(axis=1)
-    var = cells.var(axis=1, ddof=1)
-    good = mean > 0
-    observed = float(np.percentile(var[good] / mean[good] ** 2, ENL_PERCENTILE))
-    if observed <= 0:
-        raise SarSegError("The image has constant areas; the number of looks cannot be estimated from it.")
-    looks = 1.0 / observed
-    for _ in range(8):
-        simulated = _speckle_cv2_percentile(round(looks, 3), window * window)
-        looks *= simulated / observed
+    looks = estimate_enl(x, ok, window)
+    if looks is None:
+        raise SarSegError(
+            "Too few valid, non-constant pixels to estimate the number of looks; give the number of looks instead."
+        )
     return float(looks)
-
-
-@lru_cache(maxsize=256)
-def _speckle_cv2_percentile(looks: float, n: int, cells: int = 8000) -> float:
-    """Low percentile of the sample CV² of ``n``-pixel cells of pure L-look Gamma speckle."""
-    rng = np.random.default_rng(12345)
-    sample = rng.gamma(looks, 1.0 / looks, size=(cells, n))
-    return float(np.percentile(sample.var(axis=1, ddof=1) / sample.mean(axis=1) ** 2, ENL_PERCENTILE))
