@@ -36,9 +36,9 @@ from training.synthetic import (
 #: Looks of scenes written for randomised training (nearly speckle-free; the patch draws its own ENL).
 BASE_LOOKS = 100.0
 #: ENLs a patch is given (equal chance each; 4.4 is Sentinel-1 IW GRD, 1 single look, 20-30 multilooked).
-ENL_CHOICES: tuple[float, ...] = (1.0, 1.5, 2.0, 3.0, 4.4, 4.4, 6.0, 10.0, 20.0, 30.0)
+ENL_CHOICES: tuple[float, ...] = (1.0, 1.5, 2.0, 3.0, 4.4, 4.4, 4.4, 4.4, 6.0, 10.0, 20.0, 30.0)
 #: Multilook factors (pixel size 10 m x factor); 1 most often.
-PIXEL_FACTORS: tuple[int, ...] = (1, 1, 1, 1, 1, 2, 2, 3, 4)
+PIXEL_FACTORS: tuple[int, ...] = (1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4)
 #: Speckle filters (name, window) of the plugin a patch may go through, and the chance that it does.
 FILTERS: tuple[tuple[str, int], ...] = (
     ("lee", 5),
@@ -52,7 +52,7 @@ FILTERS: tuple[tuple[str, int], ...] = (
     ("boxcar", 5),
     ("median", 5),
 )
-FILTER_PROBABILITY = 0.35
+FILTER_PROBABILITY = 0.3
 SCENE_OFFSET_DB = 2.0  # calibration offset of the whole scene, both bands
 BAND_OFFSET_DB = 0.5  # and per band
 #: Envelope of what the randomised training covers (for the model's metadata and the input-domain check).

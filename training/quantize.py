@@ -1,11 +1,16 @@
 """Static int8 quantisation of an exported segmentation model (onnxruntime), checked against the float32 model.
 
 Convolutions run in int8 (QDQ format, per-channel weights, activations calibrated on real input tiles), except
-the first and the last convolution, which stay float32: quantising the input layer (dB values standardised)
-or the logits costs most of the agreement, and both are cheap. On a 2-core AVX2 CPU this is 1.5-2x faster than
-float32 and the file is about 4x smaller. :func:`agreement` measures the share of pixels whose class is the
-same as the float32 model's; a variant is only worth shipping when that share is at least
-:data:`MIN_AGREEMENT`.
+the first two and the last two convolutions, which stay float32: the full-resolution layers next to the input
+(standardised dB values) and the logits are a small share of the work. Activation ranges are the 0.001-99.999
+percentiles of the calibration tiles rather than their minimum and maximum: a few extreme activations (bright
+points, no-data edges) otherwise stretch the int8 scale. On the bundled U-Net that is the difference between
+shipping and not: 99.13 % pixel agreement with min-max ranges (keeping 2-4 float32 convolutions at either end
+changes it by less than 0.2 points), 99.61 % with percentile ranges; about 1.5 % of its pixels have their two
+highest logits within 0.05 of each other, so some disagreement is a tie broken the other way. On a 2-core AVX2
+CPU the variant is 1.5-2x faster than float32 and the file is about 4x smaller. :func:`agreement` measures the
+share of pixels whose class is the same as the float32 model's; a variant is only worth shipping when that share
+is at least :data:`MIN_AGREEMENT`.
 """
 
 from __future__ import annotations
@@ -35,9 +40,17 @@ def _conv_names(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type == "Conv"]
 
 
-def quantize_int8(src: str | Path, dst: str | Path, tiles: Iterable[np.ndarray]) -> Path:
+def quantize_int8(
+    src: str | Path,
+    dst: str | Path,
+    tiles: Iterable[np.ndarray],
+    keep_float: tuple[int, int] = (2, 2),
+    method: str = "Percentile",
+) -> Path:
     """Write an int8 (QDQ) copy of the ONNX model ``src`` to ``dst``, calibrated on ``tiles`` (the model's input,
-    each (1, bands, H, W)); the first and last convolutions stay float32 and ``metadata_props`` are kept."""
+    each (1, bands, H, W)); the first ``keep_float[0]`` and last ``keep_float[1]`` convolutions stay float32,
+    activation ranges come from ``method`` (an onnxruntime ``CalibrationMethod`` name) and ``metadata_props`` are
+    kept."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -58,8 +71,8 @@ def quantize_int8(src: str | Path, dst: str | Path, tiles: Iterable[np.ndarray])
             per_channel=True,
             weight_type=QuantType.QInt8,
             activation_type=QuantType.QUInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-            nodes_to_exclude=[convs[0], convs[-1]] if len(convs) >= 2 else [],
+            calibrate_method=getattr(CalibrationMethod, method),
+            nodes_to_exclude=convs[: keep_float[0]] + convs[len(convs) - keep_float[1] :],
         )
         model = onnx.load(str(out))
         del model.metadata_props[:]
