@@ -59,6 +59,18 @@ def bundled_models() -> dict[str, Path]:
     return {p.stem: p for p in sorted(MODELS_DIR.glob("*.onnx"))}
 
 
+FLOAT32_SEGMENTATION = "sarseg_unet_vvvh"
+#: The int8 variant of the bundled U-Net, shipped only when it keeps at least 99.5 % of the float32 model's pixel
+#: classes on validation tiles, at about 1.5x its speed on a CPU. It is not the default: on scenes unlike the
+#: training family it keeps fewer (MODEL_CARD.md, "int8 variant"), and speed is not worth a different map.
+INT8_SEGMENTATION = "sarseg_unet_vvvh_int8"
+
+
+def default_segmentation_model() -> str:
+    """The bundled segmentation model the tools use unless told otherwise (the float32 U-Net)."""
+    return FLOAT32_SEGMENTATION
+
+
 def resolve_model(name_or_path: str) -> Path:
     """A bundled model's name, or the path of an existing model file, as a path."""
     bundled = bundled_models()
