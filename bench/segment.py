@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Segmentation benchmark: the ``sarseg:segment`` algorithm against bare onnxruntime, and its peak memory.
 
-The default bundled model (``sarseg_unet_vvvh``: VV/VH in dB, 256 px tiles, overlap 32, stride 224) runs on
+The default bundled model (``sarseg_unet_vvvh``: VV/VH in dB, tiles and overlap from its metadata) runs on
 synthetic two-band linear-power SAR rasters (the generator of ``bench/speckle.py``, bands tagged unit "linear"
 so the algorithm converts them to dB), written block by block with GDAL from a fixed seed.
 
@@ -42,9 +42,10 @@ import speckle  # noqa: E402 - bench/speckle.py: raster generator, headless QGIS
 
 from sar_seg_plugin.core.inference import tile_starts  # noqa: E402 - numpy only, no qgis
 from sar_seg_plugin.core.radiometry import to_db  # noqa: E402
+from sar_seg_plugin.models.registry import default_segmentation_model  # noqa: E402
 
 ALGORITHM = "sarseg:segment"
-MODEL = "sarseg_unet_vvvh"
+MODEL = default_segmentation_model()  # what sarseg:segment runs by default
 SEED = 20240917
 BATCH_SIZE = 1  # the algorithm's default BATCH_SIZE
 BARE_BATCHES = (1, 2, 4)

@@ -48,6 +48,27 @@ def print_cluster_agreement(result: dict[str, object], manifest: dict) -> None:
     print(f"    agreement with the true archetypes: adjusted Rand index {adjusted_rand_score(truth, found):.3f}")
 
 
+def print_model_card_figures(classes: Path) -> None:
+    """What the default model scores on scenes its training generator did not make (figures of ``make models``,
+    stored in the model's metadata), and what the input-domain check said about this run's input."""
+    from osgeo import gdal
+
+    sys.path.insert(0, str(ROOT))
+    from sar_seg_plugin.models.registry import default_segmentation_model, load_model
+
+    default = default_segmentation_model()
+    meta = load_model(default, "cpu").metadata
+    scored = meta.training.get("evaluation", {}).get("evaluation-only", {})
+    if scored:
+        picks = [d for d in ("ENL 4.4", "ENL 1", "20 m pixels", "ENL 4.4 + Refined Lee", "windy water") if d in scored]
+        figures = ", ".join(f"{d} {scored[d]['miou']:.3f}" for d in picks)
+        print(f"    {default} on the evaluation-only generator (never trained on): mIoU {figures} (MODEL_CARD.md)")
+    ds = gdal.Open(str(classes))
+    verdict, warnings = ds.GetMetadataItem("SARSEG_INPUT_DOMAIN"), ds.GetMetadataItem("SARSEG_DOMAIN_WARNINGS")
+    ds = None
+    print(f"    input-domain check of this scene: {verdict}" + (f" ({warnings})" if warnings else ""))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="demo_output", help="folder for the sample data and the outputs")
@@ -110,6 +131,7 @@ def main() -> int:
              {"PREDICTED": classes, "REFERENCE": data / manifest["files"][0]["labels"], "OUTPUT_HTML": report,
               "OUTPUT_TABLE": segmentation / "evaluation.csv"})  # fmt: skip
     print(f"    mIoU {r['MIOU']:.3f}, overall accuracy {r['OVERALL_ACCURACY']:.3f} (default model, sample scene)")
+    print_model_card_figures(classes)
 
     forecast = out / "forecast"
     forecast.mkdir(parents=True, exist_ok=True)

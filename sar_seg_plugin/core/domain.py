@@ -395,7 +395,7 @@ def _db_range(lo: float, hi: float) -> str:
 
 
 def _check_enl(enl: float, lo: float, hi: float) -> str | None:
-    trained = f"{lo:g}-{hi:g}"
+    trained = f"{lo:.3g}-{hi:.3g}"
     if enl < lo * (1.0 - ENL_TOLERANCE):
         hint = " (single look?)" if enl < 1.5 else ""
         return (

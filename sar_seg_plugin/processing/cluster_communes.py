@@ -37,9 +37,8 @@ from ..core.cluster_report import ReportData, write_report
 from ..core.clustering import K_MAX, K_MIN
 from ..core.inference import segment_raster
 from ..core.outputs import OutputSet
-from ..models.registry import DEVICES, bundled_models, load_model
+from ..models.registry import DEVICES, bundled_models, default_segmentation_model, load_model
 from .base import INPUT_SCALE_HELP, SarSegAlgorithm, layer_path
-from .segment import DEFAULT_MODEL
 from .styling import ClusterStyle, style_on_load
 
 DEFAULT_ENCODER = "sarseg_encoder_vvvh"
@@ -399,7 +398,7 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
         seg_file = self.parameterAsFile(parameters, self.SEGMENTATION_MODEL_FILE, context)
 
         def segment(src: str, dst: str) -> list[str]:
-            model = load_model(seg_file or DEFAULT_MODEL, device)
+            model = load_model(seg_file or default_segmentation_model(), device)
             feedback.pushInfo(self.tr(f"Segmentation model: {model.metadata.name}"))
             segment_raster(
                 src,
