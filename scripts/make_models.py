@@ -499,10 +499,7 @@ def write_card(path: Path, r: dict) -> None:
         "|---|---|---|---|",
         f"| `{SEGMENTATION_FILE}` | segmentation (VV/VH dB -> 5 classes) | {r['seg_params']:,} | {mb(r['seg_path'])} |",
         *(
-            [
-                f"| `{INT8_FILE}` | the same, int8 (faster, optional) | {r['seg_params']:,} | "
-                f"{mb(r['int8_path'])} |"
-            ]
+            [f"| `{INT8_FILE}` | the same, int8 (faster, optional) | {r['seg_params']:,} | {mb(r['int8_path'])} |"]
             if r["int8_path"] is not None
             else []
         ),

@@ -26,29 +26,6 @@ def collect_garbage():
     gc.collect()
 
 
-class Feedback:
-    """A QgsProcessingFeedback that keeps its info lines and its warnings apart."""
-
-    def __new__(cls):  # noqa: ANN204
-        from qgis.core import QgsProcessingFeedback
-
-        class _Feedback(QgsProcessingFeedback):
-            def __init__(self) -> None:
-                super().__init__()
-                self.lines: list[str] = []
-                self.warnings: list[str] = []
-
-            def pushInfo(self, info: str) -> None:  # noqa: N802 - QGIS API name
-                self.lines.append(info)
-                super().pushInfo(info)
-
-            def pushWarning(self, warning: str) -> None:  # noqa: N802 - QGIS API name
-                self.warnings.append(warning)
-                super().pushWarning(warning)
-
-        return _Feedback()
-
-
 @pytest.fixture(scope="module")
 def inputs(sample_dir, tmp_path_factory):
     """The sample scene (10 m, 4.4 looks), a copy 15 dB lower, and the same scene with single-look speckle."""
@@ -66,11 +43,10 @@ def inputs(sample_dir, tmp_path_factory):
     return {"inside": sar, "low": low, "single_look": str(single / SAR)}
 
 
-def segment(sarseg, src: str, folder: Path) -> tuple[Feedback, dict[str, dict[str, str]]]:
-    """Run sarseg:segment with the envelope model; the feedback and each output's GDAL metadata."""
+def segment(sarseg, feedback, src: str, folder: Path) -> dict[str, dict[str, str]]:  # noqa: ANN001
+    """Run sarseg:segment with the envelope model, logging to ``feedback``; each output's GDAL metadata."""
     folder.mkdir()
     outputs = {"OUTPUT": str(folder / "classes.tif"), "OUTPUT_CONFIDENCE": str(folder / "confidence.tif")}
-    feedback = Feedback()
     result = sarseg.run(
         "sarseg:segment", {"INPUT": src, "MODEL_FILE": str(ENVELOPE_MODEL), "DEVICE": 1, **outputs}, feedback=feedback
     )
@@ -80,11 +56,11 @@ def segment(sarseg, src: str, folder: Path) -> tuple[Feedback, dict[str, dict[st
         ds = gdal.Open(path)
         metadata[key] = ds.GetMetadata()
         ds = None
-    return feedback, metadata
+    return metadata
 
 
-def test_input_inside_the_envelope_gives_no_warning(sarseg, inputs, tmp_path):
-    feedback, metadata = segment(sarseg, inputs["inside"], tmp_path / "inside")
+def test_input_inside_the_envelope_gives_no_warning(sarseg, inputs, tmp_path, feedback):
+    metadata = segment(sarseg, feedback, inputs["inside"], tmp_path / "inside")
     assert feedback.warnings == []
     summary = [line for line in feedback.lines if line.startswith("Input domain:")]
     assert len(summary) == 1 and summary[0].endswith("inside the model's training envelope"), feedback.lines
@@ -100,8 +76,10 @@ def test_input_inside_the_envelope_gives_no_warning(sarseg, inputs, tmp_path):
         ("single_look", ["Input ENL about "]),
     ],
 )
-def test_input_outside_the_envelope_is_warned_of_in_the_log_and_the_outputs(sarseg, inputs, tmp_path, name, expected):
-    feedback, metadata = segment(sarseg, inputs[name], tmp_path / name)
+def test_input_outside_the_envelope_is_warned_of_in_the_log_and_the_outputs(
+    sarseg, inputs, tmp_path, feedback, name, expected
+):
+    metadata = segment(sarseg, feedback, inputs[name], tmp_path / name)
     for start in expected:
         assert sum(w.startswith(start) for w in feedback.warnings) == 1, feedback.warnings
     if name == "low":

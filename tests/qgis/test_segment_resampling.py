@@ -30,24 +30,6 @@ def segment_algorithm(sarseg):  # noqa: ANN001
     return algorithm
 
 
-class Feedback:
-    """A QgsProcessingFeedback that keeps the log lines."""
-
-    def __new__(cls):  # noqa: ANN204
-        from qgis.core import QgsProcessingFeedback
-
-        class _Feedback(QgsProcessingFeedback):
-            def __init__(self) -> None:
-                super().__init__()
-                self.lines: list[str] = []
-
-            def pushInfo(self, info: str) -> None:  # noqa: N802 - QGIS API name
-                self.lines.append(info)
-                super().pushInfo(info)
-
-        return _Feedback()
-
-
 def grid(path) -> tuple:  # noqa: ANN001
     ds = gdal.Open(str(path))
     result = (ds.RasterXSize, ds.RasterYSize, ds.GetGeoTransform(), ds.GetProjection())
@@ -72,11 +54,10 @@ def inputs(sample_dir, tmp_path):  # noqa: ANN001
 
 
 @pytest.mark.parametrize(("name", "why"), [("coarse", "80 x 80 m"), ("geographic", "geographic")])
-def test_resampled_output_is_on_the_input_grid(sarseg, inputs, tmp_path, name, why):
+def test_resampled_output_is_on_the_input_grid(sarseg, inputs, tmp_path, feedback, name, why):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     out, conf = out_dir / "classes.tif", out_dir / "conf.tif"
-    feedback = Feedback()
     result = sarseg.run(
         segment_algorithm(sarseg),
         {"INPUT": inputs[name], "DEVICE": 1, "OUTPUT": str(out), "OUTPUT_CONFIDENCE": str(conf)},
@@ -92,9 +73,8 @@ def test_resampled_output_is_on_the_input_grid(sarseg, inputs, tmp_path, name, w
     assert leftovers(out_dir, keep=["classes.tif", "classes.tif.aux.xml", "conf.tif"]) == []
 
 
-def test_resample_can_be_turned_off(sarseg, inputs, tmp_path):
+def test_resample_can_be_turned_off(sarseg, inputs, tmp_path, feedback):
     out = tmp_path / "classes.tif"
-    feedback = Feedback()
     sarseg.run(
         segment_algorithm(sarseg), {"INPUT": inputs["coarse"], "RESAMPLE": False, "OUTPUT": str(out)}, feedback=feedback
     )

@@ -30,13 +30,7 @@ from training.synthetic import BUILT_UP, CLASS_COLORS, CLASS_NAMES, CLASS_SIGMA0
 START_MEAN, START_STD = (-3.0, -7.0), (2.0, 3.0)  # far from any synthetic scene's dB statistics
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine OpenMP threads wait on each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_start_checkpoint(path, bands=("VV", "VH"), classes=CLASS_NAMES, seed=123, width=4):

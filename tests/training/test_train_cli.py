@@ -37,13 +37,7 @@ def tiny(epochs: int = 1) -> list[str]:
 STEPS = 3  # 2 training areas x 2 dates x 4 patches = 16 patches, batch 4: capped at 3 steps
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine OpenMP threads wait on each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
