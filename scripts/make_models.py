@@ -381,18 +381,21 @@ INT8_CHECK_DOMAINS = ("ENL 4.4", "ENL 1", "20 m pixels")
 INT8_CHECK_SEEDS = (101, 202)
 
 
-def evaluation_only_tiles(meta: Any, size: int = 256) -> list[np.ndarray]:
-    """Normalised model input of evaluation-only scenes, for the int8 agreement check."""
+def evaluation_only_tiles(
+    meta: Any, domains: tuple[str, ...] = INT8_CHECK_DOMAINS, seeds: tuple[int, ...] = INT8_CHECK_SEEDS, size: int = 256
+) -> list[np.ndarray]:
+    """Normalised model input (dB by the plugin's ``to_db``) of evaluation-only scenes, one tile per seed and domain:
+    the int8 agreement check's tiles."""
+    from sar_seg_plugin.core.radiometry import to_db
     from training import evalgen
 
     mean = np.asarray(meta.normalization.mean, np.float32)[:, None, None]
     std = np.asarray(meta.normalization.std, np.float32)[:, None, None]
     tiles = []
-    for seed in INT8_CHECK_SEEDS:
-        for name in INT8_CHECK_DOMAINS:
+    for seed in seeds:
+        for name in domains:
             scene = evalgen.make_scene(seed, size, evalgen.domain_by_name(name))
-            db = 10.0 * np.log10(np.maximum(scene.sigma0, 1e-5))
-            tiles.append(((db - mean) / std)[None].astype(np.float32))
+            tiles.append(((to_db(scene.sigma0) - mean) / std)[None].astype(np.float32))
     return tiles
 
 
