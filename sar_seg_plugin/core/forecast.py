@@ -22,6 +22,7 @@ from osgeo import gdal
 from ..models.metadata import ModelMetadata
 from . import timeseries
 from .errors import CancelledError, SarSegError
+from .forecast_methods import HIGH_CONFIDENCE, METHODS, MODEL, BaselineForecaster, ScoreBoard, ScoreRow, baseline
 from .inference import CLASS_NODATA, _hex_rgba, class_writer, raster_pixel_size_m
 from .outputs import OutputSet, check_destinations
 from .preprocess import check_has_data
@@ -35,6 +36,8 @@ LogFn = Callable[[str], None]
 FORECAST_KEY = "SARSEG_FORECAST"
 NO_CHANGE = 0
 NO_CHANGE_RGBA = (210, 210, 210, 255)
+#: Most recent forecast origins the hindcast replays (each costs one more model run over the raster).
+HINDCAST_ORIGINS = 3
 
 
 @dataclass
@@ -46,10 +49,90 @@ class ForecastStep:
     path: str
     probabilities_path: str | None = None
     class_pixels: np.ndarray | None = None
+    confidence_path: str | None = None
+    changed_confident: int = 0  # valid pixels whose class differs from t0's with probability >= HIGH_CONFIDENCE
 
     @property
     def label(self) -> str:
         return "t0" if self.step == 0 else f"t+{self.step}"
+
+    @property
+    def changed_confident_share(self) -> float | None:
+        """Share of the valid area that changes class from t0 with high confidence (None for t0 or values)."""
+        if self.step == 0 or self.class_pixels is None:
+            return None
+        return self.changed_confident / max(int(self.class_pixels.sum()), 1)
+
+
+@dataclass
+class HindcastOrigin:
+    """A past forecast the hindcast replays: its origin (last input date), input dates and observed targets."""
+
+    index: int  # of the origin in the date-ordered series
+    window: list[int]  # indices of its input dates
+    targets: list[tuple[int, int]]  # (horizon, index of the date observed at origin + horizon)
+
+
+@dataclass
+class Hindcast:
+    """How the model and the baselines would have done on the user's own last dates (see :func:`plan_hindcast`)."""
+
+    origins: list[dt.date]
+    observed: list[dt.date]  # the dates scored
+    rows: list[ScoreRow]
+    kind: str  # "classes" (accuracy) or "continuous" (RMSE)
+
+    def row(self, method: str, horizon: int) -> ScoreRow | None:
+        return next((r for r in self.rows if r.method == method and r.horizon == horizon), None)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready: dates, rows, and the model's skill against persistence per horizon."""
+        return {
+            "origins": [d.isoformat() for d in self.origins],
+            "observed": [d.isoformat() for d in self.observed],
+            "kind": self.kind,
+            "rows": [r.as_dict() for r in self.rows],
+        }
+
+    def losing(self) -> list[int]:
+        """Horizons where the model did not beat persistence (skill <= 0)."""
+        return [r.horizon for r in self.rows if r.method == MODEL and r.pixels and not r.skill > 0]
+
+    def verdict(self) -> str | None:
+        """A plain warning when the model did not beat persistence at some horizon, else None."""
+        losing = self.losing()
+        if not losing:
+            return None
+        return (
+            f"On this area the model does NOT beat persistence at {', '.join(f't+{h}' for h in losing)}: over "
+            f"the last {len(self.observed)} day(s), 'nothing changes' was at least as right as the model. Treat its "
+            "forecast as unproven here; the persistence method, or a longer series to judge it on, is the safer choice."
+        )
+
+    def lines(self) -> list[str]:
+        """The log's report: one line per horizon (model, persistence, trend and the skill)."""
+        measure = "accuracy" if self.kind == "classes" else "RMSE"
+        span = f"{self.observed[0].isoformat()} .. {self.observed[-1].isoformat()}"
+        out = [
+            f"Hindcast on this area: the forecast replayed from {len(self.origins)} earlier date(s) "
+            f"({', '.join(d.isoformat() for d in self.origins)}) and compared with what was observed over the last "
+            f"{len(self.observed)} day(s) ({span}); {measure}, skill = 1 - error / error of persistence:"
+        ]
+        for h in sorted({r.horizon for r in self.rows}):
+            cells = []
+            for method in METHODS:
+                row = self.row(method, h)
+                if row is None or not row.pixels:
+                    continue
+                value = row.accuracy if self.kind == "classes" else row.rmse
+                cell = f"{method} {value:.3f}"
+                if method != "persistence":
+                    cell += f" (skill {row.skill:+.2f})"
+                cells.append(cell)
+            model = self.row(MODEL, h)
+            pairs = model.pairs if model else 0
+            out.append(f"  t+{h} ({pairs} forecast(s) scored): " + ", ".join(cells))
+        return out
 
 
 @dataclass
@@ -64,6 +147,8 @@ class ForecastResult:
     change_path: str | None = None
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    method: str = MODEL
+    hindcast: Hindcast | None = None
 
     def areas(self) -> list[dict[str, Any]]:
         """Class areas per step (t0 included): step, label, date, class, pixels, area_km2, fraction."""
@@ -109,8 +194,9 @@ def select_sequence(items: Sequence[DatedRaster], length: int) -> tuple[list[Dat
     if len(ordered) > length:
         dropped = ordered[: len(ordered) - length]
         notes.append(
-            f"The forecaster uses the last {length} dates; {len(dropped)} earlier raster(s) not used "
-            f"({dropped[0].date.isoformat()} .. {dropped[-1].date.isoformat()})."
+            f"The forecast starts from the last {length} dates; the {len(dropped)} earlier raster(s) "
+            f"({dropped[0].date.isoformat()} .. {dropped[-1].date.isoformat()}) are not its inputs (the hindcast "
+            "uses the most recent of them)."
         )
         ordered = ordered[len(ordered) - length :]
     gaps = [(a.date, b.date) for a, b in zip(ordered, ordered[1:]) if (b.date - a.date).days != 1]
@@ -121,6 +207,30 @@ def select_sequence(items: Sequence[DatedRaster], length: int) -> tuple[list[Dat
             + "); the forecast treats them as consecutive."
         )
     return ordered, notes
+
+
+def plan_hindcast(
+    ordered: Sequence[DatedRaster], length: int, horizons: Sequence[int], max_origins: int = HINDCAST_ORIGINS
+) -> list[HindcastOrigin]:
+    """The past forecasts a hindcast can replay on a date-ordered series, oldest first.
+
+    An origin is a date with ``length`` input dates up to it (counted as the forecast counts them: the rasters
+    before it, in order) and at least one later date observed exactly ``horizon`` days after it. The last date is
+    never an origin (nothing after it is observed); the ``max_origins`` most recent origins are kept. Empty when the
+    series has fewer than ``length + 1`` dates."""
+    by_date = {item.date: i for i, item in enumerate(ordered)}
+    origins: list[HindcastOrigin] = []
+    for o in range(len(ordered) - 2, length - 2, -1):
+        targets = [
+            (k, by_date[ordered[o].date + dt.timedelta(days=k)])
+            for k in horizons
+            if ordered[o].date + dt.timedelta(days=k) in by_date
+        ]
+        if targets:
+            origins.append(HindcastOrigin(o, list(range(o - length + 1, o + 1)), targets))
+        if len(origins) >= max_origins:
+            break
+    return origins[::-1]
 
 
 class _InputDecoder:
@@ -242,7 +352,10 @@ def forecast_rasters(
     prefix: str = "forecast",
     reference_path: str | None = None,
     probabilities: bool = False,
+    confidence: bool = False,
     change_path: str | None = None,
+    method: str = MODEL,
+    hindcast: bool = True,
     block_size: int = DEFAULT_BLOCK,
     progress: Callable[[float], None] | None = None,
     is_canceled: Callable[[], bool] | None = None,
@@ -253,125 +366,144 @@ def forecast_rasters(
     """Forecast every horizon of ``model`` (a ``registry.LoadedForecaster``) from the dated rasters ``items``.
 
     Writes, in ``folder``, the class map of t0 (the last input date) and of each horizon (see
-    :func:`output_paths`), optionally per-class probabilities beside them (``..._probabilities.tif``), and
-    optionally a change raster (t0 -> last horizon, :func:`change_codes`). Continuous forecasters write values
-    (the model's bands) instead of classes. All outputs appear together or not at all: with ``outputs`` (the
-    :class:`~.outputs.OutputSet` of a run that writes more, e.g. a table) they are moved into place when that set
-    is committed, else at the end of this call. Continuous inputs are matched to the forecaster's bands and units by
-    :mod:`.units` (``input_scale`` overrides their scale).
+    :func:`output_paths`), optionally per-class probabilities (``..._probabilities.tif``) and the confidence of
+    each horizon (``..._confidence.tif``: the probability of the forecast class) beside them, and optionally a
+    change raster (t0 -> last horizon, :func:`change_codes`). Continuous forecasters write values (the model's
+    bands) instead of classes. ``method`` "persistence" or "trend" writes that baseline's forecast instead of the
+    model's (:mod:`.forecast_methods`; the model's metadata still sets dates, horizons and classes).
+
+    ``hindcast``: when the series holds dates before the last ``sequence_length`` ones, the most recent past
+    forecasts are replayed (:func:`plan_hindcast`) with the model and both baselines, and scored against the dates
+    actually observed; the result's ``hindcast`` holds the scores and the log reports them.
+
+    All outputs appear together or not at all: with ``outputs`` (the :class:`~.outputs.OutputSet` of a run that
+    writes more, e.g. a table) they are moved into place when that set is committed, else at the end of this call.
+    Continuous inputs are matched to the forecaster's bands and units by :mod:`.units` (``input_scale`` overrides
+    their scale).
     """
     started = time.perf_counter()
+    if method not in METHODS:
+        raise SarSegError(f"unknown forecast method '{method}': expected one of {', '.join(METHODS)}")
     meta: ModelMetadata = model.metadata
     horizons = list(meta.horizons)
-    ordered, notes = select_sequence(items, int(meta.sequence_length))
+    length = int(meta.sequence_length)
+    ordered, notes = select_sequence(items, length)
+    everything, _ = timeseries.order_by_date(items)
+    plan = plan_hindcast(everything, length, horizons) if hindcast else []
+    if hindcast and not plan:
+        notes.append(
+            f"No hindcast: it needs at least {length + 1} daily rasters (the forecast's {length} input dates and a "
+            f"later one to check against); {len(everything)} given."
+        )
     if not Path(folder).is_dir():
         raise SarSegError(f"The output folder '{folder}' does not exist. Create it or choose another.")
     t0 = ordered[-1].date
     planned = output_paths(folder, prefix, t0, horizons)
-    inputs = [item.path for item in ordered] + ([reference_path] if reference_path else [])
-    for _, _, path in planned:
+    classes_out = meta.output_kind == "classes"
+    confidence = confidence and classes_out
+    inputs = [item.path for item in everything] + ([reference_path] if reference_path else [])
+    extra_paths = [_beside(p, "confidence") for _, _, p in planned[1:]] if confidence else []
+    for path in [p for _, _, p in planned] + extra_paths:
         check_not_same_file(inputs, path)
     if change_path:
         check_not_same_file(inputs + [p for _, _, p in planned], change_path)
 
-    ref_info = read_info(open_raster(reference_path or ordered[0].path))
+    # Dates read: the forecast's inputs, and those of the replayed forecasts and their observed targets.
+    first = len(everything) - length
+    needed = sorted(
+        set(range(first, len(everything)))
+        | {i for o in plan for i in o.window}
+        | {i for o in plan for _, i in o.targets}
+    )
+    used = [everything[i] for i in needed]
+    ref_info = read_info(open_raster(reference_path or used[0].path))
     timeseries.require_crs(ref_info)
     grid = Grid.of(ref_info)
-    classes_out = meta.output_kind == "classes"
     n_classes = len(meta.class_names)
     step_bytes = grid.width * grid.height * (1 if classes_out else 4 * len(meta.input_bands))
     prob_bytes = grid.width * grid.height * 4 * n_classes if probabilities and classes_out else 0
+    conf_bytes = grid.width * grid.height * 4 if confidence else 0
     check_destinations(
-        [(p, step_bytes + prob_bytes) for _, _, p in planned]
+        [(p, step_bytes + prob_bytes + (conf_bytes if step else 0)) for step, _, p in planned]
         + ([(change_path, grid.width * grid.height)] if change_path and classes_out else []),
         log,
     )
+    forecaster = model if method == MODEL else BaselineForecaster(method, model)
     own_outputs = outputs is None
     run_outputs = OutputSet() if own_outputs else outputs
-    sources: list[gdal.Dataset] = []
+    sources: dict[int, gdal.Dataset] = {}
     run = f"{prefix} {t0.isoformat()}"
     try:
-        for item in ordered:
+        for index, item in zip(needed, used):
             info = read_info(open_raster(item.path))
             timeseries.require_crs(info)
-            integer = np.issubdtype(info.dtype, np.integer)
-            resampling = "nearest" if integer else "bilinear"
+            resampling = "nearest" if np.issubdtype(info.dtype, np.integer) else "bilinear"
             ds = timeseries.aligned(item.path, grid, resampling)
             if ds.GetDescription().startswith("/vsimem/"):
                 notes.append(f"'{item.name or Path(item.path).name}' was resampled ({resampling}) to the grid used.")
-            sources.append(ds)
-        decoders = [_InputDecoder(meta, model.input_kind, item, ds, input_scale) for item, ds in zip(ordered, sources)]
-        for decoder in decoders:
+            sources[index] = ds
+        decoders = {i: _InputDecoder(meta, model.input_kind, everything[i], sources[i], input_scale) for i in needed}
+        for decoder in decoders.values():
             for note in decoder.notes:
                 if log:
                     log(note)
-        area = pixel_area_km2(sources[0])
-        halo = int(model.halo)
+        area = pixel_area_km2(sources[needed[0]])
+        halo = int(model.halo) if (method == MODEL or plan) else 0
         s = int(model.state_stride)
         if log:
-            log(
+            what = (
                 f"Forecaster '{model.name}' ({model.architecture or 'unknown architecture'}, {model.input_kind} "
-                f"input) on {model.device_used.upper()}: {len(ordered)} dates {ordered[0].date.isoformat()} .. "
-                f"{t0.isoformat()} -> horizons {', '.join(f't+{h}' for h in horizons)}; blocks of {block_size} px "
-                f"with a {halo} px halo (the forecaster's receptive field)"
+                f"input) on {model.device_used.upper()}"
+                if method == MODEL
+                else f"The {method} baseline (forecaster '{model.name}' sets the dates and classes)"
+            )
+            log(
+                f"{what}: {length} dates {ordered[0].date.isoformat()} .. {t0.isoformat()} -> horizons "
+                f"{', '.join(f't+{h}' for h in horizons)}; blocks of {block_size} px with a {halo} px halo"
+                + (" (the forecaster's receptive field)" if halo else "")
+                + (f"; hindcast from {len(plan)} earlier date(s)" if plan else "")
             )
         result = ForecastResult(run, [i.date for i in ordered], [], meta.class_names, area, change_path, notes)
+        result.method = method
+        board = ScoreBoard(METHODS, horizons, n_classes, "classes" if classes_out else "continuous")
         geotransform = grid.geotransform
         common = {
             "INPUT_DATES": json.dumps([d.isoformat() for d in result.dates]),
             "FORECASTER": model.name,
+            "METHOD": method,
         }
+
+        def float_writer(
+            path: str, bands: list[str], extra: dict[str, str], units: list[str] | None = None
+        ) -> GeoTiffWriter:
+            writer = GeoTiffWriter(
+                path, grid.width, grid.height, len(bands), np.float32, geotransform, grid.projection,
+                nodata=float("nan"), descriptions=bands, units=units, metadata={"MODEL": meta.name, **extra},
+                outputs=run_outputs,
+            )  # fmt: skip
+            return stack.enter_context(writer)
+
         with ExitStack() as stack:
             if own_outputs:
                 stack.enter_context(run_outputs)  # exits last: moves every finished file into place
             writers: list[GeoTiffWriter] = []
             prob_writers: list[GeoTiffWriter | None] = []
+            conf_writers: list[GeoTiffWriter | None] = []
             for step, date, path in planned:
                 extra = {**common, "STEP": str(step), "DATE": date.isoformat()}
                 if classes_out:
                     writer = class_writer(
                         path, grid.width, grid.height, geotransform, grid.projection, meta, extra, run_outputs
                     )
+                    writers.append(stack.enter_context(writer))
                 else:
-                    writer = GeoTiffWriter(
-                        path,
-                        grid.width,
-                        grid.height,
-                        len(meta.input_bands),
-                        np.float32,
-                        geotransform,
-                        grid.projection,
-                        nodata=float("nan"),
-                        descriptions=list(meta.input_bands),
-                        units=list(meta.input_units),
-                        metadata={"MODEL": meta.name, **extra},
-                        outputs=run_outputs,
-                    )
-                writers.append(stack.enter_context(writer))
-                prob_path = None
-                if probabilities and classes_out:
-                    prob_path = path[: -len(".tif")] + "_probabilities.tif"
-                    prob_writers.append(
-                        stack.enter_context(
-                            GeoTiffWriter(
-                                prob_path,
-                                grid.width,
-                                grid.height,
-                                n_classes,
-                                np.float32,
-                                geotransform,
-                                grid.projection,
-                                nodata=float("nan"),
-                                descriptions=list(meta.class_names),
-                                metadata={"MODEL": meta.name, **extra},
-                                outputs=run_outputs,
-                            )
-                        )
-                    )
-                else:
-                    prob_writers.append(None)
+                    writers.append(float_writer(path, list(meta.input_bands), extra, list(meta.input_units)))
+                prob_path = _beside(path, "probabilities") if probabilities and classes_out else None
+                prob_writers.append(float_writer(prob_path, list(meta.class_names), extra) if prob_path else None)
+                conf_path = _beside(path, "confidence") if confidence and step else None
+                conf_writers.append(float_writer(conf_path, ["confidence"], extra) if conf_path else None)
                 pixels = np.zeros(n_classes, np.int64) if classes_out else None
-                result.steps.append(ForecastStep(step, date, path, prob_path, pixels))
+                result.steps.append(ForecastStep(step, date, path, prob_path, pixels, conf_path))
             change_writer = None
             if change_path and classes_out:
                 colours, labels = _change_palette(meta)
@@ -394,74 +526,155 @@ def forecast_rasters(
                 )
             blocks = iter_blocks(grid.width, grid.height, block_size, halo)
             row = -1
+            window = list(range(first, len(everything)))
             for k, block in enumerate(blocks):
                 if is_canceled and is_canceled():
                     raise CancelledError("Cancelled by the user.")
                 if block.core.y != row:
                     row = block.core.y
-                    for src in sources:
+                    for src in sources.values():
                         src.FlushCache()
-                maps, valid = [], None
-                for src, decode in zip(sources, decoders):
-                    channels, ok = decode(read_window(src, block.read, decode.bands))
-                    maps.append(channels)
-                    valid = ok if valid is None else valid & ok
-                seq = np.stack(maps)[None]  # (1, T, C, h, w)
-                seq, (ph, pw) = _pad_to_multiple(seq, s)
-                out = model.run(seq, len(horizons))[0]  # (H, C, h, w)
-                if ph or pw:
-                    out = out[..., : out.shape[-2] - ph, : out.shape[-1] - pw]
+                maps, valids = {}, {}
+                for i in needed:
+                    maps[i], valids[i] = decoders[i](read_window(sources[i], block.read, decoders[i].bands))
                 inner = block.inner
-                ok = valid[inner]
-                last = maps[-1][(slice(None), *inner)]
+                seq, ok = _sequence(maps, valids, window)
+                out = _run(forecaster, seq, len(horizons), s)[0]  # (K, C, h, w)
+                ok = ok[inner]
+                last = maps[window[-1]][(slice(None), *inner)]
                 step_maps = [last] + [out[i][(slice(None), *inner)] for i in range(len(horizons))]
                 class_maps = []
-                for step, values, writer, prob_writer in zip(result.steps, step_maps, writers, prob_writers):
-                    if classes_out:
-                        labels = np.argmax(values, axis=0).astype(np.uint8)
-                        labels[~ok] = CLASS_NODATA
-                        step.class_pixels += np.bincount(labels[ok], minlength=n_classes)[:n_classes]
-                        writer.write(block.core, labels)
-                        class_maps.append(labels)
-                        if prob_writer is not None:
-                            prob_writer.write(block.core, np.where(ok[None], values, np.nan))
-                    else:
+                for step, values, writer, prob_writer, conf_writer in zip(
+                    result.steps, step_maps, writers, prob_writers, conf_writers
+                ):
+                    if not classes_out:
                         writer.write(block.core, np.where(ok[None], values, np.nan))
+                        continue
+                    labels = np.argmax(values, axis=0).astype(np.uint8)
+                    labels[~ok] = CLASS_NODATA
+                    step.class_pixels += np.bincount(labels[ok], minlength=n_classes)[:n_classes]
+                    writer.write(block.core, labels)
+                    class_maps.append(labels)
+                    if prob_writer is not None:
+                        prob_writer.write(block.core, np.where(ok[None], values, np.nan))
+                    if step.step:
+                        top = values.max(axis=0)
+                        sure = ok & (labels != class_maps[0]) & (top >= HIGH_CONFIDENCE)
+                        step.changed_confident += int(sure.sum())
+                        if conf_writer is not None:
+                            conf_writer.write(block.core, np.where(ok, top, np.nan)[None])
                 if change_writer is not None:
                     change_writer.write(block.core, change_codes(class_maps[0], class_maps[-1], n_classes))
+                for origin in plan:
+                    _score_origin(origin, everything, model, maps, valids, inner, board, classes_out, s)
                 if block.core.x + block.core.width >= grid.width:  # end of a row of blocks
-                    for w in [*writers, *prob_writers, change_writer]:
+                    for w in [*writers, *prob_writers, *conf_writers, change_writer]:
                         if w is not None:
                             w.release_cache()
                 if progress:
                     progress(100.0 * (k + 1) / len(blocks))
-            areas = json.dumps({s.label: _areas_of(s, meta, area) for s in result.steps})
-            areas_key = "SARSEG_AREAS_KM2" if area is not None else "SARSEG_AREAS_PIXELS"
-            for step, writer in zip(result.steps, writers):
-                writer.ds.SetMetadataItem(
-                    FORECAST_KEY,
-                    json.dumps(
-                        {
-                            "run": run,
-                            "step": step.step,
-                            "label": step.label,
-                            "date": step.date.isoformat(),
-                            "colors": dict(zip(meta.class_names, meta.class_colors)),
-                        }
-                    ),
-                )
-                if classes_out:
-                    writer.ds.SetMetadataItem(areas_key, areas)
+            if plan:
+                observed = sorted({everything[i].date for o in plan for _, i in o.targets})
+                result.hindcast = Hindcast([everything[o.index].date for o in plan], observed, board.rows(), board.kind)
+                if result.hindcast.verdict():
+                    result.notes.append(result.hindcast.verdict())
+            _describe_outputs(result, writers, meta, run, area, classes_out)
     except (SarSegError, CancelledError) as err:
         raise err.with_traceback(None) from None
     finally:
-        for src in sources:
+        for src in sources.values():
             timeseries.release(src)
         sources.clear()
     result.seconds = time.perf_counter() - started
     if log:
         log(f"Forecast {grid.width}x{grid.height} px in {result.seconds:.1f} s")
+        for step in result.steps:
+            share = step.changed_confident_share
+            if share is not None:
+                log(
+                    f"{step.label}: {share:.1%} of the area changes class from t0 with a forecast probability of "
+                    f"{HIGH_CONFIDENCE:.0%} or more"
+                )
+        if result.hindcast is not None:
+            for line in result.hindcast.lines():
+                log(line)
     return result
+
+
+def _beside(path: str, what: str) -> str:
+    """``x.tif`` -> ``x_<what>.tif``: a companion raster of a forecast map."""
+    return path[: -len(".tif")] + f"_{what}.tif" if path.endswith(".tif") else f"{path}_{what}.tif"
+
+
+def _sequence(
+    maps: dict[int, np.ndarray], valids: dict[int, np.ndarray], window: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(1, T, C, h, w) inputs of the dates ``window`` and where all of them are valid."""
+    ok = np.logical_and.reduce([valids[i] for i in window])
+    return np.stack([maps[i] for i in window])[None], ok
+
+
+def _run(forecaster: Any, seq: np.ndarray, horizons: int, stride: int) -> np.ndarray:
+    """A forecaster's (1, K, C, h, w) output for (1, T, C, h, w) inputs, edge-padded to its state stride."""
+    padded, (ph, pw) = _pad_to_multiple(seq, stride)
+    out = forecaster.run(padded, horizons)
+    if ph or pw:
+        out = out[..., : out.shape[-2] - ph, : out.shape[-1] - pw]
+    return out
+
+
+def _score_origin(
+    origin: HindcastOrigin,
+    everything: Sequence[DatedRaster],
+    model: Any,
+    maps: dict[int, np.ndarray],
+    valids: dict[int, np.ndarray],
+    inner: tuple[slice, slice],
+    board: ScoreBoard,
+    classes: bool,
+    stride: int,
+) -> None:
+    """Replay one past forecast on a block with the model and both baselines; score it against the observed dates."""
+    seq, ok = _sequence(maps, valids, origin.window)
+    steps = max(k for k, _ in origin.targets)
+    forecasts = {
+        "model": _run(model, seq, steps, stride)[0],
+        **{m: baseline(m, seq, steps, classes)[0] for m in METHODS if m != MODEL},
+    }
+    date = everything[origin.index].date
+    for k, target in origin.targets:
+        valid = (ok & valids[target])[inner]
+        observed = maps[target][(slice(None), *inner)]
+        if classes:
+            observed = np.where(valid, np.argmax(observed, axis=0), CLASS_NODATA)
+        for name, values in forecasts.items():
+            predicted = values[k - 1][(slice(None), *inner)]
+            board.add(name, k, date, np.argmax(predicted, axis=0) if classes else predicted, observed, valid)
+
+
+def _describe_outputs(
+    result: ForecastResult, writers: Sequence[GeoTiffWriter], meta: ModelMetadata, run: str, area: float | None,
+    classes_out: bool,
+) -> None:  # fmt: skip
+    """Each map's forecast description (run, step, date, colours, method, confident change, hindcast) and areas."""
+    areas = json.dumps({s.label: _areas_of(s, meta, area) for s in result.steps})
+    areas_key = "SARSEG_AREAS_KM2" if area is not None else "SARSEG_AREAS_PIXELS"
+    hindcast = result.hindcast.summary() if result.hindcast is not None else None
+    for step, writer in zip(result.steps, writers):
+        description = {
+            "run": run,
+            "step": step.step,
+            "label": step.label,
+            "date": step.date.isoformat(),
+            "colors": dict(zip(meta.class_names, meta.class_colors)),
+            "method": result.method,
+            "changed_confident": step.changed_confident_share,
+            "high_confidence": HIGH_CONFIDENCE,
+            "hindcast": hindcast,
+        }
+        writer.ds.SetMetadataItem(FORECAST_KEY, json.dumps(description))
+        if classes_out:
+            writer.ds.SetMetadataItem(areas_key, areas)
 
 
 def _areas_of(step: ForecastStep, meta: ModelMetadata, area: float | None) -> dict[str, float] | None:

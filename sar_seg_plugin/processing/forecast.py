@@ -31,6 +31,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QMetaType
 
 from ..core.forecast import change_classes, forecast_rasters
+from ..core.forecast_methods import HIGH_CONFIDENCE, METHODS
 from ..core.outputs import OutputSet
 from ..models.registry import DEVICES, bundled_forecasters, load_forecaster
 from ..temporal import mark_forecast_layer
@@ -62,6 +63,10 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
     REFERENCE = "REFERENCE"
     DEVICE = "DEVICE"
     PROBABILITIES = "PROBABILITIES"
+    CONFIDENCE = "CONFIDENCE"
+    METHOD = "METHOD"
+    HINDCAST = "HINDCAST"
+    OUTPUT_HINDCAST = "OUTPUT_HINDCAST"
     PREFIX = "PREFIX"
     OUTPUT_FOLDER = "OUTPUT_FOLDER"
     OUTPUT_CHANGE = "OUTPUT_CHANGE"
@@ -85,18 +90,30 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
         "and receding, crops growing).\n"
         "<b>Forecaster file</b>: optional; the encoder or decoder step .onnx of another forecaster (its pair must "
         "be beside it).\n"
+        "<b>Method</b>: the model, or one of two baselines to compare it with: <i>persistence</i> (tomorrow = today: "
+        "the last map repeated) or <i>trend</i> (per pixel, the least-squares slope of each class probability over "
+        "the input dates, extrapolated from the last date). The forecaster still sets the dates and classes.\n"
+        "<b>Hindcast</b>: with more dates than the forecaster takes (4 + 1 or more), the forecast is also replayed "
+        "from up to 3 earlier dates and compared with what was observed after them, for the model and both "
+        "baselines: the log, the hindcast table and the forecast dock say how much better than persistence the "
+        "model was on this area (skill = 1 - error / error of persistence), and say so plainly when it was not.\n"
         "<b>Reference grid</b>: rasters on other grids are aligned (nearest neighbour for class maps, bilinear "
         "otherwise) to this raster's grid; by default the earliest raster used.\n"
         "<b>Device</b>: auto, CPU or CUDA (falls back to CPU).\n"
         "<b>Input units</b> (advanced, forecasters of continuous values such as backscatter): how the inputs' scale "
         "is read; auto decides by each band's unit and values, as every SAR Seg tool does.\n"
         "<b>Write class probabilities</b>: also write each step's per-class probabilities beside its class map.\n"
+        "<b>Write confidence</b>: also write each horizon's confidence (the probability of the forecast class, "
+        "0..1) beside its class map; the log and the dock give the share of the area that changes class from t0 "
+        f"with a probability of {HIGH_CONFIDENCE:.0%} or more.\n"
         "<b>File name prefix</b>: output files are named <i>prefix_t+1_YYYY-MM-DD.tif</i>; the layers are "
         "loaded in a group named after the prefix and t0.\n"
         "<b>Output folder</b>: where the class maps of t0 (the last input) and of each horizon are written.\n"
         "<b>Change map</b>: what changes class between t0 and t+3 (0 = no change, else 'from -> to' categories "
         "coloured by the new class).\n"
-        "<b>Class areas</b>: a table of the area (km²) and share of each class at t0 and each horizon.\n\n"
+        "<b>Class areas</b>: a table of the area (km²) and share of each class at t0 and each horizon.\n"
+        "<b>Hindcast scores</b>: a table with one row per method and horizon: forecasts scored, pixels, accuracy, "
+        "mIoU (class forecasts) or RMSE (values), and the skill against persistence.\n\n"
         "Each map is loaded with its day as a fixed temporal range, so QGIS's temporal controller and the SAR "
         "Seg forecast dock step through t0..t+3. The rasters are processed in blocks with a halo as wide as the "
         "forecaster's receptive field, so the result equals a forecast of the whole raster at once (no seams). "
@@ -118,6 +135,16 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
                 optional=True,
             )
         )
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.METHOD, self.tr("Method"), options=[self.tr(m) for m in METHODS], defaultValue=0
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterBoolean(
+                self.HINDCAST, self.tr("Hindcast: score the model on the last dates of the series"), defaultValue=True
+            )
+        )
         self.addParameter(QgsProcessingParameterRasterLayer(self.REFERENCE, self.tr("Reference grid"), optional=True))
         device = QgsProcessingParameterEnum(
             self.DEVICE, self.tr("Device"), options=[self.tr("Auto"), "CPU", "CUDA"], defaultValue=0
@@ -127,6 +154,9 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
         self.add_input_scale_parameter()
         self.addParameter(
             QgsProcessingParameterBoolean(self.PROBABILITIES, self.tr("Write class probabilities"), defaultValue=False)
+        )
+        self.addParameter(
+            QgsProcessingParameterBoolean(self.CONFIDENCE, self.tr("Write confidence"), defaultValue=True)
         )
         self.addParameter(
             QgsProcessingParameterString(self.PREFIX, self.tr("File name prefix"), defaultValue="forecast")
@@ -140,6 +170,15 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
         self.addParameter(
             QgsProcessingParameterFeatureSink(
                 self.OUTPUT_AREAS, self.tr("Class areas"), QgsProcessing.TypeVector, optional=True, createByDefault=True
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFeatureSink(
+                self.OUTPUT_HINDCAST,
+                self.tr("Hindcast scores"),
+                QgsProcessing.TypeVector,
+                optional=True,
+                createByDefault=True,
             )
         )
         self.addOutput(QgsProcessingOutputMultipleLayers(self.OUTPUT_LAYERS, self.tr("Forecast maps (t0 to t+3)")))
@@ -161,13 +200,16 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
         folder = self.parameterAsString(parameters, self.OUTPUT_FOLDER, context)
         change = self.parameterAsOutputLayer(parameters, self.OUTPUT_CHANGE, context) or None
         probabilities = self.parameterAsBoolean(parameters, self.PROBABILITIES, context)
+        confidence = self.parameterAsBoolean(parameters, self.CONFIDENCE, context)
+        method = METHODS[self.parameterAsEnum(parameters, self.METHOD, context)]
+        hindcast = self.parameterAsBoolean(parameters, self.HINDCAST, context)
 
         model = self.run_core(lambda: load_forecaster(model_name, device))
         feedback.pushInfo(self.tr("Forecaster: {} ({}, {})").format(model.name, model.encoder_path, model.decoder_path))
         if change and model.metadata.output_kind != "classes":
             feedback.pushWarning(self.tr("The change map needs a class forecaster; it is not written."))
             change = None
-        self.check_outputs(parameters, [self.OUTPUT_AREAS], context, feedback.pushInfo)
+        self.check_outputs(parameters, [self.OUTPUT_AREAS, self.OUTPUT_HINDCAST], context, feedback.pushInfo)
         created = not os.path.isdir(folder)
         try:
             os.makedirs(folder, exist_ok=True)
@@ -177,6 +219,7 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
             ) from None
         run_outputs = OutputSet()
         sink_ids: list[tuple[str, str]] = []
+        hindcast_ids: list[tuple[str, str]] = []
 
         def run() -> object:  # the maps, the change map and the class-area table appear together, or none
             with run_outputs:
@@ -187,7 +230,10 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
                     prefix=prefix,
                     reference_path=reference,
                     probabilities=probabilities,
+                    confidence=confidence,
                     change_path=change,
+                    method=method,
+                    hindcast=hindcast,
                     log=feedback.pushInfo,
                     outputs=run_outputs,
                     input_scale=self.input_scale(parameters, context),
@@ -195,6 +241,8 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
                 )
                 if parameters.get(self.OUTPUT_AREAS) is not None:
                     sink_ids.append(self._write_areas(parameters, context, result, run_outputs))
+                if parameters.get(self.OUTPUT_HINDCAST) is not None and result.hindcast is not None:
+                    hindcast_ids.append(self._write_hindcast(parameters, context, result.hindcast, run_outputs))
             return result
 
         try:
@@ -203,7 +251,7 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
             if created:
                 shutil.rmtree(folder, ignore_errors=True)  # only the folder this run made (outputs are atomic)
             raise
-        self.sinks_committed(context, sink_ids)
+        self.sinks_committed(context, sink_ids + hindcast_ids)
         for note in result.notes:
             feedback.pushWarning(self.tr(note))
 
@@ -219,6 +267,8 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
             outputs[self.OUTPUT_CHANGE] = change
         if sink_ids:
             outputs[self.OUTPUT_AREAS] = sink_ids[0][1]
+        if hindcast_ids:
+            outputs[self.OUTPUT_HINDCAST] = hindcast_ids[0][1]
         for s in result.steps:
             if s.class_pixels is not None:
                 feedback.pushInfo(
@@ -248,6 +298,32 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
                 _ALIVE[path] = processor
                 details.setPostProcessor(processor)
                 context.addLayerToLoadOnCompletion(path, details)
+
+    def _write_hindcast(self, parameters: dict, context: QgsProcessingContext, hindcast, outputs) -> tuple[str, str]:  # noqa: ANN001
+        """The hindcast table (one row per method and horizon), written as one of the run's ``outputs``."""
+        fields = QgsFields()
+        for name, kind in (
+            ("method", QMetaType.Type.QString),
+            ("horizon", QMetaType.Type.Int),
+            ("pairs", QMetaType.Type.Int),
+            ("pixels", QMetaType.Type.LongLong),
+            ("accuracy", QMetaType.Type.Double),
+            ("miou", QMetaType.Type.Double),
+            ("rmse", QMetaType.Type.Double),
+            ("skill", QMetaType.Type.Double),
+        ):
+            fields.append(QgsField(name, kind))
+        origins = ",".join(d.isoformat() for d in hindcast.origins)
+        observed = ",".join(d.isoformat() for d in hindcast.observed)
+        fields.append(QgsField("origins", QMetaType.Type.QString))
+        fields.append(QgsField("observed", QMetaType.Type.QString))
+        features = []
+        for row in hindcast.rows:
+            feature = QgsFeature(fields)
+            values = row.as_dict()
+            feature.setAttributes([values.get(f.name()) for f in fields][:-2] + [origins, observed])
+            features.append(feature)
+        return self.write_features(outputs, parameters, self.OUTPUT_HINDCAST, context, fields, features)
 
     def _write_areas(self, parameters: dict, context: QgsProcessingContext, result, outputs) -> tuple[str, str]:  # noqa: ANN001
         """The class-area table, written as one of the run's ``outputs``; returns its ids while written and final."""

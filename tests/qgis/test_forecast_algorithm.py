@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 from qgisproc import qgis_process_env, run_algorithm
-from rasters import read_raster
+from rasters import read_raster, write_raster
 
 from training import synthetic
 
@@ -168,3 +168,45 @@ def test_qgis_process_json_run_forecast(sample_dir, sample_series, tmp_path):
     valid = sample_series.labels[-1] != 255
     # one day ahead the map mostly persists: the forecaster keeps most pixels and marks nodata alike
     assert (horizon[valid] == sample_series.labels[-1][valid]).mean() > 0.8 and (horizon[~valid] == 255).all()
+
+
+def test_hindcast_table_baseline_method_and_confidence(sarseg, tmp_path):
+    """Eight daily maps: the hindcast replays the forecasts from days 4, 5 and 6 (0-based) and scores them against
+    days 5..7; persistence's accuracy is recomputed here from the true maps. METHOD persistence writes t0 again."""
+    from qgis.core import QgsVectorLayer
+
+    series = synthetic.generate_series(size=64, days=8, seed=20013, n_communes=4)
+    files = []
+    for t, day in enumerate(series.labels):
+        files.append(write_raster(tmp_path / f"labels_{series.dates[t]:%Y%m%d}.tif", day, nodata=255))
+    result = sarseg.run(
+        "sarseg:forecast",
+        {
+            "INPUTS": files,
+            "METHOD": 1,  # persistence
+            "OUTPUT_FOLDER": str(tmp_path / "out"),
+            "OUTPUT_HINDCAST": "TEMPORARY_OUTPUT",
+        },
+    )
+    table = result["OUTPUT_HINDCAST"]
+    if not isinstance(table, QgsVectorLayer):
+        table = QgsVectorLayer(table, "hindcast", "ogr")
+    names = [f.name() for f in table.fields()]
+    rows = {(f["method"], f["horizon"]): f for f in table.getFeatures()}
+    assert sorted(rows) == sorted((m, h) for m in ("model", "persistence", "trend") for h in (1, 2, 3))
+    valid = series.labels[0] != 255
+    pairs = {1: [(4, 5), (5, 6), (6, 7)], 2: [(4, 6), (5, 7)], 3: [(4, 7)]}
+    for h, ks in pairs.items():
+        right = sum(int((series.labels[o][valid] == series.labels[t][valid]).sum()) for o, t in ks)
+        row = rows["persistence", h]
+        assert row["pairs"] == len(ks) and row["pixels"] == len(ks) * valid.sum()
+        assert row["accuracy"] == pytest.approx(right / (len(ks) * valid.sum()))
+        assert row["skill"] == pytest.approx(0.0)
+        model = rows["model", h]
+        assert model["skill"] == pytest.approx(1 - (1 - model["accuracy"]) / (1 - row["accuracy"]))
+    assert "origins" in names and table.getFeature(1)["observed"].split(",")[0] == series.dates[5].isoformat()
+    maps = [read_raster(p)[0] for p in result["OUTPUT_LAYERS"]]
+    assert all((m == maps[0]).all() for m in maps[1:]), "persistence repeats t0"
+    for path in result["OUTPUT_LAYERS"][1:]:
+        conf = read_raster(path[: -len(".tif")] + "_confidence.tif", dtype=np.float64)[0]
+        assert (conf[valid] == 1.0).all() and np.isnan(conf[~valid]).all()  # a one-hot map repeated: certain

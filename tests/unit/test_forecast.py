@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import numpy as np
 import pytest
 from rasters import read_raster, write_raster
 
 from sar_seg_plugin.core.errors import SarSegError
-from sar_seg_plugin.core.forecast import change_codes, forecast_rasters, select_sequence
+from sar_seg_plugin.core.forecast import FORECAST_KEY, change_codes, forecast_rasters, plan_hindcast, select_sequence
 from sar_seg_plugin.core.timeseries import DatedRaster
 from training import synthetic
 
@@ -186,3 +187,132 @@ def test_nothing_written_when_cancelled(forecaster, tmp_path, sample_series):
     with pytest.raises(CancelledError):
         forecast_rasters(items, forecaster, str(out), block_size=64, is_canceled=cancel_on_third_block)
     assert list(out.iterdir()) == []
+
+
+def test_plan_hindcast_origins_and_targets():
+    def items(days):
+        return [DatedRaster(f"r{d}.tif", DAY0 + dt.timedelta(days=d)) for d in days]
+
+    assert plan_hindcast(items(range(4)), 4, [1, 2, 3]) == []  # no date after a full window
+    one = plan_hindcast(items(range(5)), 4, [1, 2, 3])
+    assert [(o.index, o.window, o.targets) for o in one] == [(3, [0, 1, 2, 3], [(1, 4)])]
+    three = plan_hindcast(items(range(9)), 4, [1, 2, 3])  # the 3 latest origins: 5, 6, 7
+    assert [o.index for o in three] == [5, 6, 7]
+    assert [o.targets for o in three] == [[(1, 6), (2, 7), (3, 8)], [(1, 7), (2, 8)], [(1, 8)]]
+    # a missing day: targets are matched by date, so the origin before the gap has no t+1
+    gap = plan_hindcast(items([0, 1, 2, 3, 5, 6]), 4, [1, 2, 3])
+    assert [(o.index, o.targets) for o in gap] == [(3, [(2, 4), (3, 5)]), (4, [(1, 5)])]
+
+
+def hindcast_series(tmp_path):
+    series = synthetic.generate_series(size=64, days=8, seed=20011, n_communes=4)
+    return series, write_labels(tmp_path, series.labels)
+
+
+def test_hindcast_scores_equal_independent_forecasts(forecaster, tmp_path):
+    """The hindcast of an 8-day series replays origins 4, 5, 6 (days, 0-based); each score is recomputed here:
+    the model's from separate forecast runs on the earlier dates, persistence and trend from the true maps with
+    numpy's own least-squares fit."""
+    series, items = hindcast_series(tmp_path)
+    labels = series.labels
+    out = tmp_path / "out"
+    out.mkdir()
+    lines: list[str] = []
+    result = forecast_rasters(items, forecaster, str(out), log=lines.append)
+    hc = result.hindcast
+    assert hc is not None and hc.origins == [DAY0 + dt.timedelta(days=d) for d in (4, 5, 6)]
+    assert hc.observed == [DAY0 + dt.timedelta(days=d) for d in (5, 6, 7)]
+    valid = labels[0] != synthetic.LABEL_NODATA
+    pairs = {1: [(4, 5), (5, 6), (6, 7)], 2: [(4, 6), (5, 7)], 3: [(4, 7)]}
+    model_maps = {}
+    for origin in (4, 5, 6):
+        folder = tmp_path / f"o{origin}"
+        folder.mkdir()
+        run = forecast_rasters(items[origin - 3 : origin + 1], forecaster, str(folder), hindcast=False)
+        assert run.hindcast is None
+        model_maps[origin] = [read_raster(s.path)[0] for s in run.steps[1:]]
+    t = np.arange(4)
+    for k, ks in pairs.items():
+        right = {"model": 0, "persistence": 0, "trend": 0}
+        total = 0
+        for o, target in ks:
+            truth = labels[target][valid]
+            right["model"] += int((model_maps[o][k - 1][valid] == truth).sum())
+            right["persistence"] += int((labels[o][valid] == truth).sum())
+            window = np.stack([(labels[o - 3 : o + 1] == c) for c in range(5)], axis=1).astype(float)  # (T, C, h, w)
+            flat = window.reshape(4, -1)
+            slope = np.polyfit(t, flat, 1)[0].reshape(window.shape[1:])
+            extrapolated = np.clip(window[-1] + k * slope, 0, 1) + 1e-4 * window[-1]
+            right["trend"] += int((extrapolated.argmax(axis=0)[valid] == truth).sum())
+            total += int(valid.sum())
+        for method, count in right.items():
+            row = hc.row(method, k)
+            assert row.pairs == len(ks) and row.pixels == total
+            assert row.accuracy == pytest.approx(count / total), (method, k)
+        expected_skill = 1 - (1 - right["model"] / total) / (1 - right["persistence"] / total)
+        assert hc.row("model", k).skill == pytest.approx(expected_skill)
+    assert any(line.startswith("Hindcast on this area") for line in lines)
+    assert any(line.startswith("  t+3 (1 forecast(s) scored): model") for line in lines)
+    # the description in every map carries the hindcast (the dock reads it)
+    from osgeo import gdal
+
+    info = json.loads(gdal.Open(result.steps[1].path).GetMetadataItem(FORECAST_KEY))
+    assert info["hindcast"]["rows"] == [r.as_dict() for r in hc.rows] and info["method"] == "model"
+
+
+class AlwaysWater:
+    """A forecaster that always says water: certainly worse than persistence on a mostly dry area."""
+
+    state_stride, halo, device_used, architecture, name, input_kind = 1, 0, "cpu", "test", "always water", "classes"
+
+    def __init__(self, metadata) -> None:  # noqa: ANN001
+        self.metadata = metadata
+
+    def run(self, sequence: np.ndarray, horizons: int) -> np.ndarray:
+        out = np.zeros((sequence.shape[0], horizons, *sequence.shape[2:]), np.float32)
+        out[:, :, 0] = 1.0
+        return out
+
+
+def test_hindcast_says_plainly_when_the_model_loses(forecaster, tmp_path):
+    _, items = hindcast_series(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    result = forecast_rasters(items, AlwaysWater(forecaster.metadata), str(out))
+    assert all(result.hindcast.row("model", k).skill < 0 for k in (1, 2, 3))
+    verdict = [note for note in result.notes if "does NOT beat persistence" in note]
+    assert verdict and "t+1, t+2, t+3" in verdict[0]
+    # the real model on this series: the verdict appears only for horizons where its hindcast skill is <= 0
+    real = forecast_rasters(items, forecaster, str(tmp_path), prefix="real")
+    losing = [f"t+{k}" for k in (1, 2, 3) if not real.hindcast.row("model", k).skill > 0]
+    assert any("does NOT beat" in note for note in real.notes) == bool(losing)
+
+
+def test_baseline_methods_and_confidence(forecaster, tmp_path):
+    series, items = hindcast_series(tmp_path)
+    labels = series.labels
+    valid = labels[0] != synthetic.LABEL_NODATA
+    for method in ("persistence", "trend", "model"):
+        out = tmp_path / method
+        out.mkdir()
+        result = forecast_rasters(items, forecaster, str(out), method=method, probabilities=True, confidence=True)
+        assert result.method == method
+        t0 = read_raster(result.steps[0].path)[0]
+        for step in result.steps[1:]:
+            classes = read_raster(step.path)[0]
+            probs = read_raster(step.probabilities_path, dtype=np.float64)
+            conf = read_raster(step.confidence_path, dtype=np.float64)[0]
+            np.testing.assert_allclose(conf[valid], probs[:, valid].max(axis=0), atol=1e-6)
+            assert np.isnan(conf[~valid]).all()
+            assert (classes[valid] == probs[:, valid].argmax(axis=0)).all()
+            changed = int(((classes != t0) & valid & (conf >= 0.8)).sum())
+            assert step.changed_confident == changed
+            assert step.changed_confident_share == pytest.approx(changed / valid.sum())
+            if method == "persistence":
+                assert (classes == t0).all() and changed == 0
+        if method == "trend":
+            window = np.stack([(labels[4:8] == c) for c in range(5)], axis=1).astype(float)
+            slope = np.polyfit(np.arange(4), window.reshape(4, -1), 1)[0].reshape(window.shape[1:])
+            for k, step in enumerate(result.steps[1:], start=1):
+                expected = (np.clip(window[-1] + k * slope, 0, 1) + 1e-4 * window[-1]).argmax(axis=0)
+                assert (read_raster(step.path)[0][valid] == expected[valid]).all()

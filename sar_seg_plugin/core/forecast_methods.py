@@ -1,0 +1,207 @@
+"""Reference forecasts and forecast scores: persistence, a per-pixel trend, skill. Pure numpy, no qgis import.
+
+A forecaster is only worth running where it beats doing nothing. Two baselines answer "doing nothing" and "doing
+the obvious", on the same inputs the model takes (one-hot class maps or class probabilities, or continuous values
+such as backscatter in dB), shaped ``(n, T, C, h, w)``:
+
+* **persistence**: tomorrow = today, the last input map repeated for every horizon;
+* **trend**: per pixel and channel, the least-squares slope over the input dates, extrapolated from the last date
+  (``last + k * slope`` at horizon k). Class probabilities are clipped to 0..1 and renormalised; ties between
+  classes go to the last observed class, so where nothing trends the trend is persistence.
+
+The same functions score the model card (``training``) and the hindcast of ``sarseg:forecast`` on a user's own
+series, so the figures a user reads in the log are computed as the card's are.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import SarSegError
+
+MODEL, PERSISTENCE, TREND = "model", "persistence", "trend"
+METHODS: tuple[str, ...] = (MODEL, PERSISTENCE, TREND)
+BASELINES: tuple[str, ...] = (PERSISTENCE, TREND)
+#: Probability above which a forecast class counts as confident (the dock's "changes with high confidence").
+HIGH_CONFIDENCE = 0.8
+_TIE_BREAK = 1e-4  # weight of the last observation in the trend's class probabilities: ties go to persistence
+
+
+def _check(sequence: np.ndarray) -> np.ndarray:
+    seq = np.asarray(sequence, dtype=np.float32)
+    if seq.ndim != 5 or seq.shape[1] < 1:
+        raise SarSegError(f"a forecast input is (n, dates, channels, h, w); got shape {seq.shape}")
+    return seq
+
+
+def persistence(sequence: np.ndarray, horizons: int) -> np.ndarray:
+    """Tomorrow = today: (n, T, C, h, w) -> (n, horizons, C, h, w), the last date repeated."""
+    seq = _check(sequence)
+    return np.repeat(seq[:, -1:], horizons, axis=1)
+
+
+def trend_slope(sequence: np.ndarray) -> np.ndarray:
+    """Least-squares slope per unit date of every pixel and channel over the dates: (n, T, C, h, w) -> (n, C, h, w).
+
+    One date has no trend (slope 0)."""
+    seq = _check(sequence)
+    steps = seq.shape[1]
+    if steps < 2:
+        return np.zeros_like(seq[:, 0])
+    t = np.arange(steps, dtype=np.float32) - (steps - 1) / 2.0
+    return np.tensordot(t / float((t**2).sum()), seq, axes=([0], [1]))
+
+
+def trend(sequence: np.ndarray, horizons: int, classes: bool = True) -> np.ndarray:
+    """Per-pixel linear trend from the last date: (n, T, C, h, w) -> (n, horizons, C, h, w).
+
+    ``classes``: the channels are class probabilities (one-hot maps included); each horizon is clipped to 0..1 and
+    renormalised, pixels without any class (nodata, all zeros) stay all zeros. Otherwise values are extrapolated
+    as they are (e.g. dB)."""
+    seq = _check(sequence)
+    last, slope = seq[:, -1], trend_slope(seq)
+    out = np.empty((seq.shape[0], horizons, *last.shape[1:]), np.float32)
+    for k in range(horizons):
+        values = last + (k + 1) * slope
+        if classes:
+            values = np.clip(values, 0.0, 1.0) + _TIE_BREAK * last
+            total = values.sum(axis=1, keepdims=True)
+            values = np.where(total > 0, values / np.maximum(total, 1e-12), 0.0)
+        out[:, k] = values
+    return out
+
+
+def baseline(method: str, sequence: np.ndarray, horizons: int, classes: bool = True) -> np.ndarray:
+    """The forecast of a baseline by name ("persistence" or "trend")."""
+    if method == PERSISTENCE:
+        return persistence(sequence, horizons)
+    if method == TREND:
+        return trend(sequence, horizons, classes)
+    raise SarSegError(f"unknown baseline '{method}': expected one of {', '.join(BASELINES)}")
+
+
+class BaselineForecaster:
+    """A baseline with the interface of an opened forecaster (``registry.LoadedForecaster``), so the forecast
+    streaming code runs it like a model. It takes the model's metadata (dates, horizons, classes or bands)."""
+
+    state_stride = 1
+    halo = 0  # per pixel: no spatial context
+    device_used = "cpu"
+
+    def __init__(self, method: str, model: Any) -> None:
+        if method not in BASELINES:
+            raise SarSegError(f"unknown baseline '{method}': expected one of {', '.join(BASELINES)}")
+        self.method = method
+        self.metadata = model.metadata
+        self.input_kind = model.input_kind
+        self.architecture = f"{method} baseline"
+        self.name = method
+
+    def run(self, sequence: np.ndarray, horizons: int) -> np.ndarray:
+        """(n, T, C, h, w) -> (n, horizons, C, h, w), like the model."""
+        return baseline(self.method, sequence, horizons, self.metadata.output_kind == "classes")
+
+
+def skill(error: float, reference_error: float) -> float:
+    """Skill score ``1 - error / reference_error``: 1 perfect, 0 as good as the reference, below 0 worse.
+
+    A perfect reference gives 0 when the forecast is perfect too, else -inf."""
+    if reference_error == 0:
+        return 0.0 if error == 0 else -math.inf
+    return 1.0 - error / reference_error
+
+
+def confusion(predicted: np.ndarray, observed: np.ndarray, valid: np.ndarray, classes: int) -> np.ndarray:
+    """(classes, classes) counts [observed, predicted] over ``valid`` pixels whose observed class is a class."""
+    keep = np.asarray(valid, bool) & (observed < classes)
+    index = observed[keep].astype(np.int64) * classes + predicted[keep].astype(np.int64)
+    return np.bincount(index, minlength=classes * classes).reshape(classes, classes)
+
+
+def class_scores(matrix: np.ndarray) -> dict[str, float]:
+    """Pixel accuracy and mean IoU (classes present in observation or prediction) of a confusion matrix."""
+    cm = np.asarray(matrix, dtype=np.float64)
+    total, tp = cm.sum(), np.diag(cm)
+    union = cm.sum(0) + cm.sum(1) - tp
+    present = union > 0
+    return {
+        "accuracy": float(tp.sum() / total) if total else math.nan,
+        "miou": float((tp[present] / union[present]).mean()) if present.any() else math.nan,
+    }
+
+
+@dataclass
+class ScoreRow:
+    """The score of one method at one horizon: class accuracy / mIoU, or RMSE for continuous forecasts."""
+
+    method: str
+    horizon: int
+    pairs: int  # forecast dates scored (origins whose date + horizon was observed)
+    pixels: int
+    accuracy: float = math.nan
+    miou: float = math.nan
+    rmse: float = math.nan
+    skill: float = math.nan  # against persistence: accuracy (error 1 - accuracy) or RMSE
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "horizon": self.horizon,
+            "pairs": self.pairs,
+            "pixels": self.pixels,
+            "accuracy": None if math.isnan(self.accuracy) else self.accuracy,
+            "miou": None if math.isnan(self.miou) else self.miou,
+            "rmse": None if math.isnan(self.rmse) else self.rmse,
+            "skill": None if math.isnan(self.skill) else self.skill,
+        }
+
+
+class ScoreBoard:
+    """Running scores of several methods per horizon, filled block by block (memory: one matrix per cell)."""
+
+    def __init__(self, methods: tuple[str, ...], horizons: list[int], classes: int, kind: str = "classes") -> None:
+        self.methods, self.horizons, self.classes, self.kind = methods, list(horizons), classes, kind
+        self.matrices = {(m, h): np.zeros((classes, classes), np.int64) for m in methods for h in self.horizons}
+        self.squares = {(m, h): [0.0, 0] for m in methods for h in self.horizons}
+        self.pairs = {h: set() for h in self.horizons}
+
+    def add(self, method: str, horizon: int, pair: Any, predicted: np.ndarray, observed: np.ndarray,
+            valid: np.ndarray) -> None:  # fmt: skip
+        """Score one forecast: class ids (h, w) or values (C, h, w) against the observed ones over ``valid``."""
+        self.pairs[horizon].add(pair)
+        if self.kind == "classes":
+            self.matrices[method, horizon] += confusion(predicted, observed, valid, self.classes)
+        else:
+            diff = (np.asarray(predicted, np.float64) - observed)[:, valid]
+            diff = diff[np.isfinite(diff)]
+            cell = self.squares[method, horizon]
+            cell[0] += float((diff**2).sum())
+            cell[1] += int(diff.size)
+
+    def rows(self) -> list[ScoreRow]:
+        """One row per method and horizon, skill against persistence (absent persistence: NaN)."""
+        out = []
+        for h in self.horizons:
+            cells = {}
+            for m in self.methods:
+                if self.kind == "classes":
+                    matrix = self.matrices[m, h]
+                    s = class_scores(matrix)
+                    cells[m] = ScoreRow(m, h, len(self.pairs[h]), int(matrix.sum()), s["accuracy"], s["miou"])
+                else:
+                    total, count = self.squares[m, h]
+                    rmse = math.sqrt(total / count) if count else math.nan
+                    cells[m] = ScoreRow(m, h, len(self.pairs[h]), count, rmse=rmse)
+            ref = cells.get(PERSISTENCE)
+            for row in cells.values():
+                if ref is not None and row.pixels:
+                    if self.kind == "classes":
+                        row.skill = skill(1.0 - row.accuracy, 1.0 - ref.accuracy)
+                    else:
+                        row.skill = skill(row.rmse, ref.rmse)
+                out.append(row)
+        return out
