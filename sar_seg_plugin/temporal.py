@@ -99,6 +99,7 @@ class ForecastStepLayer:
     label: str
     date: dt.date
     layer_id: str
+    changed_confident: float | None = None  # share of the area changing class from t0 with high confidence
 
 
 @dataclass
@@ -110,6 +111,9 @@ class ForecastRun:
     areas: dict[str, dict[str, float]] = field(default_factory=dict)
     area_unit: str = "km²"
     colours: dict[str, str] = field(default_factory=dict)
+    method: str = "model"
+    hindcast: dict[str, Any] | None = None
+    high_confidence: float = 0.8
 
     @property
     def dates(self) -> list[dt.date]:
@@ -134,9 +138,17 @@ def forecast_runs(project: QgsProject) -> list[ForecastRun]:
                 seen.add(info["step"])
                 run.steps.append(
                     ForecastStepLayer(
-                        int(info["step"]), info.get("label", ""), dt.date.fromisoformat(info["date"]), layer.id()
+                        int(info["step"]),
+                        info.get("label", ""),
+                        dt.date.fromisoformat(info["date"]),
+                        layer.id(),
+                        info.get("changed_confident"),
                     )
                 )
+                run.method = str(info.get("method", run.method))
+                run.high_confidence = float(info.get("high_confidence", run.high_confidence))
+                if isinstance(info.get("hindcast"), dict) and run.hindcast is None:
+                    run.hindcast = info["hindcast"]
                 if isinstance(info.get("colors"), dict) and not run.colours:
                     run.colours = info["colors"]
                 if info.get("areas") and not run.areas:
@@ -148,3 +160,22 @@ def forecast_runs(project: QgsProject) -> list[ForecastRun]:
 
     visit(project.layerTreeRoot())
     return runs
+
+
+def hindcast_text(run: ForecastRun) -> str:
+    """One line on how far to trust a forecast: the model's hindcast skill against persistence on this area."""
+    summary = run.hindcast
+    if not summary or not summary.get("rows"):
+        return "No hindcast: give the forecast at least one more date than it takes to score it on this area."
+    rows = [r for r in summary["rows"] if r.get("method") == "model" and r.get("skill") is not None]
+    if not rows:
+        return "No hindcast score on this area (no valid pixels in common)."
+    days = len(summary.get("observed", []))
+    parts = [f"{r['skill']:+.2f} at t+{r['horizon']}" for r in sorted(rows, key=lambda r: r["horizon"])]
+    text = f"On this area, over the last {days} day(s): model {', '.join(parts)} vs persistence"
+    losing = [f"t+{r['horizon']}" for r in rows if not r["skill"] > 0]
+    if losing:
+        text += f" (not better than persistence at {', '.join(losing)})"
+    if run.method != "model":
+        text += f"; maps from the {run.method} baseline"
+    return text

@@ -21,7 +21,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from ..temporal import ForecastRun, forecast_runs
+from ..temporal import ForecastRun, forecast_runs, hindcast_text
 
 DEFAULT_COLOURS = ("#1f78b4", "#b2df8a", "#33a02c", "#e31a1c", "#d9b26f")
 PLAY_INTERVAL_MS = 1200
@@ -103,6 +103,18 @@ class ForecastDock(QgsDockWidget):
         self.date_label = QLabel(body)
         self.date_label.setAlignment(Qt.AlignCenter)
         layout.addWidget(self.date_label)
+        self.hindcast_label = QLabel(body)
+        self.hindcast_label.setWordWrap(True)
+        self.hindcast_label.setToolTip(
+            self.tr(
+                "Hindcast: the forecast replayed from earlier dates of the input series and compared with what was "
+                "observed; skill = 1 - error / error of persistence (tomorrow = today), above 0 = better"
+            )
+        )
+        layout.addWidget(self.hindcast_label)
+        self.change_label = QLabel(body)
+        self.change_label.setWordWrap(True)
+        layout.addWidget(self.change_label)
         self.chart = AreaChart(body)
         layout.addWidget(self.chart, 1)
         self.setWidget(body)
@@ -210,12 +222,15 @@ class ForecastDock(QgsDockWidget):
         if not enabled:
             self.play_button.setChecked(False)
             self.date_label.setText(self.tr("No forecast in this project: run SAR Seg > Forecast land cover"))
+            self.hindcast_label.setText("")
+            self.change_label.setText("")
             self.chart.set_areas({}, 1.0, "km²", {})
             return
         self.slider.blockSignals(True)
         self.slider.setRange(0, len(run.steps) - 1)
         self.slider.setValue(min(self.slider.value(), len(run.steps) - 1))
         self.slider.blockSignals(False)
+        self.hindcast_label.setText(hindcast_text(run))
         for step in run.steps:
             label = QLabel(f"{step.label}\n{step.date:%d %b}", self)
             label.setAlignment(Qt.AlignCenter)
@@ -234,6 +249,14 @@ class ForecastDock(QgsDockWidget):
             return
         s = run.steps[step]
         self.date_label.setText(f"<b>{s.label}</b> — {s.date:%A %d %B %Y}")
+        if s.changed_confident is None:
+            self.change_label.setText("")
+        else:
+            self.change_label.setText(
+                self.tr("{share} of the area changes class from t0 with a probability of {p} or more").format(
+                    share=f"{s.changed_confident:.1%}", p=f"{run.high_confidence:.0%}"
+                )
+            )
         areas = run.areas.get(s.label) or {}
         maximum = max((v for a in run.areas.values() if a for v in a.values()), default=1.0)
         self.chart.set_areas(areas, maximum, run.area_unit, run.colours)

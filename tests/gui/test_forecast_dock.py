@@ -120,3 +120,44 @@ def test_plugin_menu_action_opens_the_dock(qgis_iface):
     finally:
         plugin.unload()
     assert plugin.dock is None
+
+
+def test_dock_shows_the_hindcast_and_the_confident_change(qgis_iface, sarseg, tmp_path):
+    from qgis.core import QgsProject, QgsVectorLayer
+    from rasters import read_raster, write_raster
+
+    from sar_seg_plugin.ui.forecast_dock import ForecastDock
+    from training import synthetic
+
+    project = QgsProject.instance()
+    project.clear()
+    series = synthetic.generate_series(size=64, days=8, seed=20013, n_communes=4)
+    files = [
+        write_raster(tmp_path / f"labels_{series.dates[t]:%Y%m%d}.tif", day, nodata=255)
+        for t, day in enumerate(series.labels)
+    ]
+    result = sarseg.runAndLoadResults(
+        "sarseg:forecast",
+        {"INPUTS": files, "OUTPUT_FOLDER": str(tmp_path / "out"), "OUTPUT_HINDCAST": str(tmp_path / "hc.gpkg")},
+    )
+    table = QgsVectorLayer(result["OUTPUT_HINDCAST"], "hindcast", "ogr")
+    skills = {f["horizon"]: f["skill"] for f in table.getFeatures() if f["method"] == "model"}
+    dock = ForecastDock(qgis_iface)
+    settle()
+    text = dock.hindcast_label.text()
+    assert text.startswith("On this area, over the last 3 day(s): model ")
+    for h, value in skills.items():
+        assert f"{value:+.2f} at t+{h}" in text
+    assert ("not better than persistence" in text) == any(v <= 0 for v in skills.values())
+    dock.slider.setValue(3)
+    t0, t3 = (read_raster(p)[0] for p in (result["OUTPUT_LAYERS"][0], result["OUTPUT_LAYERS"][3]))
+    conf = read_raster(result["OUTPUT_LAYERS"][3][: -len(".tif")] + "_confidence.tif", dtype=np.float64)[0]
+    valid = t0 != 255
+    share = ((t3 != t0) & valid & (conf >= 0.8)).sum() / valid.sum()
+    assert dock.change_label.text().startswith(f"{share:.1%} of the area changes class from t0")
+    dock.slider.setValue(0)
+    assert dock.change_label.text() == ""
+    dock.disconnect_project()
+    dock.deleteLater()
+    settle()
+    project.clear()
