@@ -22,7 +22,17 @@ from osgeo import gdal
 from ..models.metadata import ModelMetadata
 from . import timeseries
 from .errors import CancelledError, SarSegError
-from .forecast_methods import HIGH_CONFIDENCE, METHODS, MODEL, BaselineForecaster, ScoreBoard, ScoreRow, baseline
+from .forecast_methods import (
+    HIGH_CONFIDENCE,
+    METHODS,
+    MODEL,
+    TREND,
+    TREND_RADIUS,
+    BaselineForecaster,
+    ScoreBoard,
+    ScoreRow,
+    baseline,
+)
 from .inference import CLASS_NODATA, _hex_rgba, class_writer, raster_pixel_size_m
 from .outputs import OutputSet, check_destinations
 from .preprocess import check_has_data
@@ -448,7 +458,9 @@ def forecast_rasters(
                 if log:
                     log(note)
         area = pixel_area_km2(sources[needed[0]])
-        halo = int(model.halo) if (method == MODEL or plan) else 0
+        halo = max(
+            int(model.halo) if (method == MODEL or plan) else 0, TREND_RADIUS if (method == TREND or plan) else 0
+        )
         s = int(model.state_stride)
         if log:
             what = (

@@ -5,9 +5,12 @@ the obvious", on the same inputs the model takes (one-hot class maps or class pr
 such as backscatter in dB), shaped ``(n, T, C, h, w)``:
 
 * **persistence**: tomorrow = today, the last input map repeated for every horizon;
-* **trend**: per pixel and channel, the least-squares slope over the input dates, extrapolated from the last date
-  (``last + k * slope`` at horizon k). Class probabilities are clipped to 0..1 and renormalised; ties between
-  classes go to the last observed class, so where nothing trends the trend is persistence.
+* **trend**: the mean of each channel (class share, or dB) in the pixel's neighbourhood (5 x 5 px) is fitted by
+  a least-squares line over the input dates and extended: ``mean at t0 + k * slope`` at horizon k. Class shares
+  are clipped to 0..1 and renormalised, ties go to the last observed class, and a pixel whose neighbourhood does
+  not change at all keeps its last value (persistence). The neighbourhood is what lets it move a front: a pixel's
+  own one-hot history cannot say that the water next to it is spreading, the share of water around it can (and
+  for backscatter it averages speckle out of the forecast).
 
 The same functions score the model card (``training``) and the hindcast of ``sarseg:forecast`` on a user's own
 series, so the figures a user reads in the log are computed as the card's are.
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from .errors import SarSegError
 
@@ -28,6 +32,8 @@ METHODS: tuple[str, ...] = (MODEL, PERSISTENCE, TREND)
 BASELINES: tuple[str, ...] = (PERSISTENCE, TREND)
 #: Probability above which a forecast class counts as confident (the dock's "changes with high confidence").
 HIGH_CONFIDENCE = 0.8
+#: Radius in pixels of the neighbourhood whose trend the trend baseline extrapolates (a 5 x 5 px window).
+TREND_RADIUS = 2
 _TIE_BREAK = 1e-4  # weight of the last observation in the trend's class probabilities: ties go to persistence
 
 
@@ -56,19 +62,35 @@ def trend_slope(sequence: np.ndarray) -> np.ndarray:
     return np.tensordot(t / float((t**2).sum()), seq, axes=([0], [1]))
 
 
-def trend(sequence: np.ndarray, horizons: int, classes: bool = True) -> np.ndarray:
-    """Per-pixel linear trend from the last date: (n, T, C, h, w) -> (n, horizons, C, h, w).
-
-    ``classes``: the channels are class probabilities (one-hot maps included); each horizon is clipped to 0..1 and
-    renormalised, pixels without any class (nodata, all zeros) stay all zeros. Otherwise values are extrapolated
-    as they are (e.g. dB)."""
+def neighbourhood_mean(sequence: np.ndarray, radius: int = TREND_RADIUS) -> np.ndarray:
+    """Mean of every date and channel over the (2 radius + 1)² window around each pixel; the border is extended
+    by its nearest pixel (so a block read with a halo of ``radius`` gives what the whole raster gives)."""
     seq = _check(sequence)
-    last, slope = seq[:, -1], trend_slope(seq)
+    if radius <= 0:
+        return seq
+    size = (1, 1, 1, 2 * radius + 1, 2 * radius + 1)
+    return ndimage.uniform_filter(seq, size=size, mode="nearest").astype(np.float32, copy=False)
+
+
+def trend(sequence: np.ndarray, horizons: int, classes: bool = True, radius: int = TREND_RADIUS) -> np.ndarray:
+    """Linear trend of the neighbourhood: (n, T, C, h, w) -> (n, horizons, C, h, w).
+
+    Horizon k is ``m + k * slope``, ``m`` the :func:`neighbourhood_mean` at the last date and ``slope`` its
+    least-squares slope (``radius`` 0: the pixel alone); pixels whose neighbourhood has no slope in any channel
+    keep their last value. ``classes``: the channels are class probabilities (one-hot maps included); each
+    horizon is clipped to 0..1 and renormalised, ties go to the last class, pixels without any class (nodata, all
+    zeros) stay all zeros. Otherwise values are extrapolated as they are (e.g. dB)."""
+    seq = _check(sequence)
+    local = neighbourhood_mean(seq, radius)
+    last, mean, slope = seq[:, -1], local[:, -1], trend_slope(local)
+    moving = (np.abs(slope) > 1e-6).any(axis=1, keepdims=True)
     out = np.empty((seq.shape[0], horizons, *last.shape[1:]), np.float32)
     for k in range(horizons):
-        values = last + (k + 1) * slope
+        values = np.where(moving, mean + (k + 1) * slope, last)
         if classes:
-            values = np.clip(values, 0.0, 1.0) + _TIE_BREAK * last
+            # rounded: shares that are equal in exact arithmetic stay equal (argmax picks the first class)
+            values = np.round(np.clip(values, 0.0, 1.0), 5) + _TIE_BREAK * last
+            values = np.where(last.any(axis=1, keepdims=True), values, 0.0)
             total = values.sum(axis=1, keepdims=True)
             values = np.where(total > 0, values / np.maximum(total, 1e-12), 0.0)
         out[:, k] = values
@@ -89,13 +111,13 @@ class BaselineForecaster:
     streaming code runs it like a model. It takes the model's metadata (dates, horizons, classes or bands)."""
 
     state_stride = 1
-    halo = 0  # per pixel: no spatial context
     device_used = "cpu"
 
     def __init__(self, method: str, model: Any) -> None:
         if method not in BASELINES:
             raise SarSegError(f"unknown baseline '{method}': expected one of {', '.join(BASELINES)}")
         self.method = method
+        self.halo = TREND_RADIUS if method == TREND else 0  # context read around each block
         self.metadata = model.metadata
         self.input_kind = model.input_kind
         self.architecture = f"{method} baseline"

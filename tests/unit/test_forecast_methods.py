@@ -60,7 +60,7 @@ def test_trend_of_classes_by_hand():
     probs[0, :, :, 0, 0] = [[1, 0, 0], [0, 1, 0], [0, 1, 0], [0, 1, 0]]
     probs[0, :, :, 0, 1] = [[0.9, 0.1, 0], [0.7, 0.3, 0], [0.6, 0.4, 0], [0.55, 0.45, 0]]
     probs[0, :, :, 0, 3] = [[0, 1, 0], [1, 0, 0], [1, 0, 0], [0, 1, 0]]
-    out = trend(probs, 3, classes=True)
+    out = trend(probs, 3, classes=True, radius=0)  # each pixel alone
     assert out.shape == (1, 3, 3, 1, 4)
     sums = out.sum(axis=2)[0, :, 0]
     np.testing.assert_allclose(sums[:, [0, 1, 3]], 1.0, atol=1e-5)  # renormalised
@@ -72,6 +72,37 @@ def test_trend_of_classes_by_hand():
     assert first < 0.5 and out[0, 0, 1, 0, 1] > out[0, 0, 0, 0, 1]
     # d: water and vegetation both extrapolate to 0.5: the last observed class (vegetation) wins
     assert (out[0, :, :, 0, 3].argmax(axis=1) == 1).all()
+
+
+def box_mean(a: np.ndarray, r: int) -> np.ndarray:
+    """Mean over the (2r+1)² window of the last two axes, borders extended by edge values (by shifted sums)."""
+    padded = np.pad(a, [(0, 0)] * (a.ndim - 2) + [(r, r), (r, r)], mode="edge")
+    h, w = a.shape[-2:]
+    total = sum(padded[..., dy : dy + h, dx : dx + w] for dy in range(2 * r + 1) for dx in range(2 * r + 1))
+    return total / (2 * r + 1) ** 2
+
+
+def test_the_trend_moves_a_spreading_front():
+    """Water spreads one column a day from the left over vegetation, beside a static field edge: the water share
+    around the front rises, so the trend floods the first dry column where persistence keeps it dry; the static
+    edge keeps its classes."""
+    t, h, w = 4, 8, 24
+    labels = np.ones((t, h, w), np.uint8)
+    labels[:, 6:, :] = 2  # a static field edge along the bottom
+    for d in range(t):
+        labels[d, :6, : 5 + d] = 0
+    seq = onehot(labels, 3)
+    out = trend(seq, 3, classes=True)
+    local = box_mean(seq[0], 2)  # (T, C, h, w), independent of scipy
+    slope = np.polyfit(np.arange(t), local.reshape(t, -1), 1)[0].reshape(local.shape[1:])
+    moving = (np.abs(slope) > 1e-6).any(axis=0)
+    for k in range(1, 4):
+        expected = np.where(moving, np.round(np.clip(local[-1] + k * slope, 0, 1), 5), seq[0, -1]) + 1e-4 * seq[0, -1]
+        assert (out[0, k - 1].argmax(0) == expected.argmax(0)).all()
+    front = 5 + t - 1  # first dry column at t0
+    assert (out[0, 0, :, :3, front].argmax(0) == 0).all(), "the first dry column floods at t+1"
+    assert (out[0, :, :, :3, -1].argmax(1) == 1).all(), "far from the front nothing moves"
+    assert (out[0, :, :, 7, 18:].argmax(1) == 2).all(), "the static edge far from the water keeps its class"
 
 
 def test_bad_shapes_are_refused():
