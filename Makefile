@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup test demo lint format package bench clean models imagenet-encoder
+.PHONY: setup test demo lint format package bench clean models forecasters imagenet-encoder
 
 setup:
 	@bash scripts/setup.sh
@@ -40,7 +40,12 @@ clean:
 # Train, evaluate and export the bundled default models + MODEL_CARD.md (about 20 minutes on 2 cores).
 models: setup
 	$(PY) scripts/make_models.py
+	$(PY) scripts/make_forecasters.py
 	$(PY) scripts/export_imagenet_encoder.py
+
+# Only the bundled forecasters and their MODEL_CARD.md section (a few minutes).
+forecasters: setup
+	$(PY) scripts/make_forecasters.py
 
 # Only the bundled ImageNet EfficientNet-Lite0 RGB encoder and its MODEL_CARD.md section (no training, ~10 s).
 imagenet-encoder: setup

@@ -23,7 +23,6 @@ import argparse
 import datetime
 import os
 import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -36,10 +35,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("MKL_NUM_THREADS", "2")
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _p in (str(ROOT), str(ROOT / "scripts")):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
 import numpy as np  # noqa: E402
+from card_sections import update_section  # noqa: E402
 
 MODELS_DIR = ROOT / "sar_seg_plugin" / "models"
 IMAGENET_ENCODER_FILE = "imagenet_effnetlite0_encoder_rgb.onnx"
@@ -144,17 +145,6 @@ def card_section(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def update_card(card: Path, section: str) -> None:
-    """Replace the section between the markers in ``card``, or append it (a card without it, or no card)."""
-    text = card.read_text(encoding="utf-8") if card.is_file() else "# SAR Seg bundled models\n"
-    pattern = re.compile(re.escape(CARD_BEGIN) + r".*?" + re.escape(CARD_END), re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    card.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -207,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in results.items():
         print(f"  {key}: {value}")
     card = models_dir / MODEL_CARD
-    update_card(card, card_section(results))
+    update_section(card, CARD_BEGIN, CARD_END, card_section(results))
     print(f"updated {card}")
     if results["parity_fp16"]["min_cosine"] < 0.999:
         print("FAIL: the float16-stored encoder departs from torch's (cosine < 0.999)", file=sys.stderr)

@@ -8,12 +8,11 @@ Everything comes from the synthetic Sentinel-1-like generator (``training.synthe
 2. the segmentation U-Net (VV/VH dB -> 5 classes) with ``training.train_segmentation``, exported to
    ``sar_seg_plugin/models/sarseg_unet_vvvh.onnx``;
 3. its encoder (deepest features, pooled, L2-normalised) exported as ``sarseg_encoder_vvvh.onnx`` (task encoder);
-4. the ConvLSTM class-map forecaster with ``training.train_forecaster``, its two step graphs in
-   ``sar_seg_plugin/models/forecast/`` (not top level: the plugin lists top-level files as single-file models);
-5. held-out evaluation of the exported ONNX files: segmentation per-class metrics beside a classical baseline
-   (Lee-filtered VV/VH -> per-pixel random forest), encoder k-NN patch classification, forecaster per horizon
-   against persistence; onnxruntime speed (``bench/segment_model.py``);
-6. ``sar_seg_plugin/models/MODEL_CARD.md``.
+4. held-out evaluation of the exported ONNX files: segmentation per-class metrics beside a classical baseline
+   (Lee-filtered VV/VH -> per-pixel random forest), encoder k-NN patch classification; onnxruntime speed
+   (``bench/segment_model.py``);
+5. ``sar_seg_plugin/models/MODEL_CARD.md``, keeping the sections other scripts own (between their markers: the
+   forecasters of ``scripts/make_forecasters.py``, which ``make models`` runs next, and the ImageNet encoder).
 
 Usage: ``.venv/bin/python scripts/make_models.py [--workdir build/models] [--quick]``. About 20 minutes on two
 CPU cores; ``--quick`` runs the whole pipeline on a tiny budget (to check it, not to ship its models).
@@ -39,17 +38,17 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("MKL_NUM_THREADS", "2")
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _p in (str(ROOT), str(ROOT / "scripts")):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
 import numpy as np  # noqa: E402
+from card_sections import marked_sections  # noqa: E402
 
 MODELS_DIR = ROOT / "sar_seg_plugin" / "models"
-FORECAST_DIR = MODELS_DIR / "forecast"
 SEGMENTATION_FILE = "sarseg_unet_vvvh.onnx"
 ENCODER_FILE = "sarseg_encoder_vvvh.onnx"
 INT8_FILE = "sarseg_unet_vvvh_int8.onnx"
-FORECAST_FILE = "sarseg_convlstm_classes.onnx"  # -> _encoder.onnx / _decoder.onnx
 MODEL_CARD = "MODEL_CARD.md"
 RELIABILITY_PNG = ROOT / "docs" / "segmentation_reliability.png"
 TILE_SIZE = 256
@@ -61,7 +60,6 @@ CALIBRATION_STEP = 4  # every 4th pixel of each validation patch, both axes, for
 TRAIN_SEED = 100  # make_synthetic_dataset seed of the training scenes
 HELD_OUT_SEED = 900  # make_synthetic_dataset seed of the held-out scenes
 HELD_OUT_SIZE = 256
-FORECAST_SEED = 0  # training series seeds FORECAST_SEED + i, held-out 10000 + FORECAST_SEED + i
 THREADS = 2
 ENCODER_PATCH = 64
 
@@ -80,11 +78,6 @@ class Budget:
     batch: int = 16
     epochs: int = 36
     lr: float = 2e-3
-    forecast_size: int = 64
-    forecast_days: int = 10
-    forecast_train_seeds: int = 32
-    forecast_val_seeds: int = 8
-    forecast_epochs: int = 20
     bench_repeats: int = 10
     grid_seeds: int = 3
 
@@ -94,9 +87,6 @@ QUICK = Budget(
     train_size=512,
     held_out_scenes=2,
     epochs=2,
-    forecast_train_seeds=4,
-    forecast_val_seeds=2,
-    forecast_epochs=1,
     bench_repeats=3,
     grid_seeds=1,
 )
@@ -295,18 +285,6 @@ def evaluate_encoder(path: Path, train: Sequence[Any], held_out: Sequence[Any]) 
             "balanced_accuracy": float(balanced_accuracy_score(y_test, pred)),
         }
     return result
-
-
-def evaluate_forecaster(encoder: Path, decoder: Path, val_seeds: Sequence[int], budget: Budget) -> list[dict]:
-    """Per-horizon accuracy / mIoU of the exported step graphs vs persistence on the held-out series."""
-    from training import forecasting as fc
-
-    seq = fc.default_sequence_length(budget.forecast_days)
-    val = fc.make_windows(
-        val_seeds, size=budget.forecast_size, days=budget.forecast_days, sequence_length=seq, input_kind="classes"
-    )
-    pred = fc.StepSessions(encoder, decoder, threads=THREADS).run(val.inputs)
-    return fc.evaluate(pred, fc.persistence_forecast(val.inputs), val.targets, val.valid, "classes")
 
 
 # --------------------------------------------------------------------------------------------
@@ -508,10 +486,9 @@ def write_card(path: Path, r: dict) -> None:
         ),
         f"| `{ENCODER_FILE}` | encoder ({enc['embedding_size']}-d embedding) | {r['enc_params']:,} | "
         f"{mb(r['enc_path'])} |",
-        f"| `forecast/{r['fc_enc'].name}` + `forecast/{r['fc_dec'].name}` | forecast (class maps, t+1..t+3) | "
-        f"{r['fc_params']:,} | {mb(r['fc_enc'])} + {mb(r['fc_dec'])} |",
+        "| `forecast/*` | forecasters (class maps, backscatter; t+1..t+3) | see *Forecasters* | |",
         "",
-        f"Total size of the plugin's model files: {r['total_mb']:.2f} MB.",
+        f"Total size of the top-level model files: {r['total_mb']:.2f} MB.",
         "",
         "## Data",
         "",
@@ -545,9 +522,7 @@ def write_card(path: Path, r: dict) -> None:
         "model selection) and from `training.synthetic` at its central values (seeds from "
         "`training.domain_eval.TRAINING_FAMILY_SEED`), each segmented by the plugin's own `segment_raster` "
         "(unit handling, resampling and input-domain check included).",
-        f"- Forecaster: daily series of {b.forecast_days} days, {b.forecast_size} x {b.forecast_size} px, "
-        f"`training.synthetic.generate_series` seeds {r['fc_train_seeds'][0]}..{r['fc_train_seeds'][-1]} for "
-        f"training and {r['fc_val_seeds'][0]}..{r['fc_val_seeds'][-1]} held out.",
+        "- Forecasters: see *Forecasters* below (`scripts/make_forecasters.py`).",
         "",
         "## Segmentation model",
         "",
@@ -657,26 +632,6 @@ def write_card(path: Path, r: dict) -> None:
         f"| mean and std of VV/VH dB (standardised) | {_f(enc['mean_std_db']['accuracy'])} | "
         f"{_f(enc['mean_std_db']['balanced_accuracy'])} |",
         "",
-        "## Forecaster",
-        "",
-        f"ConvLSTM (1 layer, hidden {r['fc_config'].get('hidden', 16)}) on one-hot class maps: "
-        f"{r['fc_seq']} input dates -> class probabilities at t+1, t+2, t+3. Exported as two step graphs (the "
-        "encoder step once per input date, the decoder step once per horizon; the time loop runs outside ONNX, "
-        "`training.forecasting.run_convlstm_onnx`). Trained "
-        f"{r['fc_steps']} steps (batch 4, {b.forecast_train_seeds} series) in {r['fc_seconds']:.0f} s. Held-out: "
-        f"{b.forecast_val_seeds} series, every window, evaluated with the exported step graphs (onnxruntime). "
-        "Persistence = the last input map repeated; skill = 1 - error(model) / error(persistence), "
-        "error = 1 - score.",
-        "",
-        "| horizon | accuracy | persistence accuracy | skill (accuracy) | mIoU | persistence mIoU | skill (mIoU) |",
-        "|---|---|---|---|---|---|---|",
-        *(
-            f"| t+{int(row['horizon'])} | {_f(row['model_accuracy'])} | {_f(row['persistence_accuracy'])} | "
-            f"{_f(row['skill_accuracy'])} | {_f(row['model_miou'])} | {_f(row['persistence_miou'])} | "
-            f"{_f(row['skill_miou'])} |"
-            for row in r["forecast"]
-        ),
-        "",
         "## Limitations",
         "",
         "- Trained and evaluated on synthetic data only. Real Sentinel-1 scenes differ (terrain and incidence "
@@ -684,8 +639,7 @@ def write_card(path: Path, r: dict) -> None:
         "accuracy and fine-tune on labelled local scenes before relying on these models.",
         "- Input must be calibrated sigma0 VV and VH (linear power, converted to dB by the plugin) at about 10 m, "
         "like Sentinel-1 IW GRD; other bands, units or resolutions are out of distribution.",
-        "- Vegetation / cropland and bare soil overlap in backscatter and are the most confused pair; the forecaster "
-        "only learns the generator's dynamics (e.g. flooding and its retreat) and is no weather model.",
+        "- Vegetation / cropland and bare soil overlap in backscatter and are the most confused pair.",
         *(
             [
                 "- The encoder is a by-product of segmentation training, not trained for embeddings: on the patch "
@@ -697,6 +651,7 @@ def write_card(path: Path, r: dict) -> None:
         ),
         "- Speed figures are for this machine's 2-core CPU; they scale with cores and SIMD width.",
         "",
+        *(f"{section}\n" for section in marked_sections(path)),  # the forecasters' and the ImageNet encoder's
     ]
     path.write_text("\n".join(lines), encoding="utf-8")
 
@@ -755,7 +710,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(THREADS)
-    from training import train_forecaster, train_segmentation
+    from training import train_segmentation
     from training.baseline import random_forest_baseline
     from training.calibration import TemperatureScaled
     from training.checkpoint import BUNDLED_SEGMENTATION, load_checkpoint
@@ -771,7 +726,6 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     work: Path = args.workdir
     models_dir: Path = args.models_dir
-    forecast_dir = models_dir / FORECAST_DIR.relative_to(MODELS_DIR)
     reuse = args.reuse_training and training_done(work, budget)
     if args.reuse_training and not reuse:
         log(f"nothing to reuse in {work}: training from scratch")
@@ -789,9 +743,7 @@ def main(argv: list[str] | None = None) -> int:
     # 1. data
     train_seeds = scene_seeds(TRAIN_SEED, budget.train_scenes)
     held_out_seeds = scene_seeds(HELD_OUT_SEED, budget.held_out_scenes)
-    fc_train_seeds = [FORECAST_SEED + i for i in range(budget.forecast_train_seeds)]
-    fc_val_seeds = [10_000 + FORECAST_SEED + i for i in range(budget.forecast_val_seeds)]
-    if set(held_out_seeds) & set(train_seeds + fc_train_seeds) or set(fc_val_seeds) & set(train_seeds):
+    if set(held_out_seeds) & set(train_seeds):
         raise SystemExit("held-out generator seeds overlap training seeds")
     train_dir, held_dir = work / "train", work / "held_out"
     common = {"days": budget.days, "n_communes": 4}
@@ -925,36 +877,6 @@ def main(argv: list[str] | None = None) -> int:
     enc_path = export_model(encoder, models_dir / ENCODER_FILE, enc_meta, tile=ENCODER_PATCH)
     log(f"wrote {enc_path}")
 
-    # 4. forecaster
-    forecast_dir.mkdir(parents=True, exist_ok=True)
-    for old in forecast_dir.glob("*.onnx"):
-        old.unlink()
-    fc_out = forecast_dir / FORECAST_FILE
-    tic = time.perf_counter()
-    code = train_forecaster.main(
-        [
-            "--kind", "convlstm",
-            "--input", "classes",
-            "--days", str(budget.forecast_days),
-            "--size", str(budget.forecast_size),
-            "--epochs", str(budget.forecast_epochs),
-            "--train-seeds", str(budget.forecast_train_seeds),
-            "--val-seeds", str(budget.forecast_val_seeds),
-            "--seed", str(FORECAST_SEED),
-            "--threads", str(THREADS),
-            "--out", str(fc_out),
-        ]
-    )  # fmt: skip
-    fc_seconds = time.perf_counter() - tic
-    if code:
-        raise SystemExit(f"forecaster training failed (exit {code})")
-    fc_enc = forecast_dir / FORECAST_FILE.replace(".onnx", "_encoder.onnx")
-    fc_dec = forecast_dir / FORECAST_FILE.replace(".onnx", "_decoder.onnx")
-    report_path = forecast_dir / FORECAST_FILE.replace(".onnx", "_report.json")
-    fc_report = json.loads(report_path.read_text())
-    shutil.move(str(report_path), work / report_path.name)  # only the step graphs ship
-    log(f"forecaster trained in {fc_seconds:.0f} s")
-
     # 5. held-out evaluation: the domain grid through the plugin's inference, both scene families
     grid_models = {"this model": seg_path}
     if int8_path.exists():
@@ -981,17 +903,12 @@ def main(argv: list[str] | None = None) -> int:
     log(f"baseline mIoU: {baseline['miou']:.3f}")
     encoder_eval = evaluate_encoder(enc_path, train_scenes, held_scenes)
     log(f"encoder k-NN accuracy {encoder_eval['encoder']['accuracy']:.3f}")
-    forecast = evaluate_forecaster(fc_enc, fc_dec, fc_val_seeds, budget)
     bench = load_bench()
     ort_speed = bench.onnx_speed(seg_path, 512, budget.bench_repeats, THREADS)
     torch_speed = bench.torch_speed(seg_path, 512, max(3, budget.bench_repeats // 2), THREADS)
     log(f"onnxruntime {ort_speed['mps']:.2f} MP/s, torch eager {torch_speed['mps']:.2f} MP/s")
 
-    from training import forecasting as fc
-
-    cfg = fc_report["config"]
-    fc_model = fc.build_forecaster("convlstm", cfg["in_channels"], cfg["input_kind"], cfg["hidden"], cfg["layers"])
-    files = [*models_dir.glob("*.onnx"), *forecast_dir.glob("*.onnx")]
+    files = list(models_dir.glob("*.onnx"))
     for path in files:
         path.chmod(0o644)  # written through mkstemp (0600): readable like the rest of the plugin
     results = {
@@ -1002,17 +919,8 @@ def main(argv: list[str] | None = None) -> int:
         "onnxruntime": onnxruntime.__version__,
         "seg_path": seg_path,
         "enc_path": enc_path,
-        "fc_enc": fc_enc,
-        "fc_dec": fc_dec,
         "seg_params": count_parameters(ckpt.model),
         "enc_params": count_parameters(encoder),
-        "fc_params": count_parameters(fc_model),
-        "fc_config": fc_report["config"],
-        "fc_seq": fc.default_sequence_length(budget.forecast_days),
-        "fc_steps": fc_report["steps"],
-        "fc_seconds": fc_seconds,
-        "fc_train_seeds": fc_train_seeds,
-        "fc_val_seeds": fc_val_seeds,
         "total_mb": sum(p.stat().st_size for p in files) / 1e6,
         "class_names": list(seg_meta.class_names),
         "train_seeds": train_seeds,
@@ -1027,7 +935,6 @@ def main(argv: list[str] | None = None) -> int:
         "segmentation": segmentation,
         "baseline": baseline,
         "encoder": encoder_eval,
-        "forecast": forecast,
         "grid": grid,
         "grid_seconds": grid_seconds,
         "calibration": {k: v for k, v in calibration.items() if k != "tiles"},
@@ -1061,9 +968,6 @@ def main(argv: list[str] | None = None) -> int:
         "segmentation mIoU >= 0.85": seg_miou >= 0.85,
         "segmentation above the baseline": seg_miou > base_miou,
         "onnxruntime >= 1 MP/s": ort_speed["mps"] >= 1.0,
-        "forecaster beats persistence at every horizon": all(
-            r["skill_miou"] > 0 and r["skill_accuracy"] > 0 for r in forecast
-        ),
         "total time <= 40 min": results["total_minutes"] <= 40,
     }
     log(f"wrote {card}; mIoU {seg_miou:.3f} (baseline {base_miou:.3f}), {results['total_minutes']:.1f} min")

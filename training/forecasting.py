@@ -459,6 +459,28 @@ def evaluate(
     return rows
 
 
+def score_methods(windows: Windows, model_pred: np.ndarray | None = None) -> list[Any]:
+    """The model (when its forecasts ``model_pred`` (n, K, C, H, W) are given), persistence and trend on every
+    window, per horizon, scored by the plugin's own code (``core.forecast_methods.ScoreBoard``, as the hindcast of
+    ``sarseg:forecast``): accuracy and mIoU, or RMSE, and the skill against persistence. Returns ``ScoreRow``s."""
+    from sar_seg_plugin.core.forecast_methods import BASELINES, MODEL, ScoreBoard, baseline
+
+    classes = windows.input_kind == "classes"
+    horizons = int(windows.targets.shape[1])
+    methods = ((MODEL,) if model_pred is not None else ()) + BASELINES
+    board = ScoreBoard(methods, list(range(1, horizons + 1)), N_CLASSES, "classes" if classes else "continuous")
+    for i in range(len(windows)):
+        seq = windows.inputs[i : i + 1]
+        forecasts = {m: baseline(m, seq, horizons, classes)[0] for m in BASELINES}
+        if model_pred is not None:
+            forecasts[MODEL] = model_pred[i]
+        for k in range(horizons):
+            observed, valid = windows.targets[i, k], windows.valid[i, k]
+            for name, values in forecasts.items():
+                board.add(name, k + 1, i, values[k].argmax(0) if classes else values[k], observed, valid)
+    return board.rows()
+
+
 def format_table(rows: Sequence[dict[str, float]]) -> str:
     """A plain-text per-horizon table of model vs persistence scores and skill."""
     if not rows:

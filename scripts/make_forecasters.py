@@ -1,0 +1,417 @@
+#!/usr/bin/env python3
+"""Train, evaluate and export the bundled forecasters and write their model-card section (``make forecasters``).
+
+``make models`` runs it after the segmentation models. Everything is seeded:
+
+1. the class-map forecaster (ConvLSTM) on the dynamics family of ``training.forecast_family`` (floods spreading
+   from rivers, lakes and rain-fed depressions at drawn speeds and turning days over drawn reliefs, crops
+   harvested and replanted, areas where nothing changes; a share of the series fed as class maps with
+   segmentation-like errors, a share of the windows with a missing day) and the series of ``training.synthetic``;
+2. the backscatter forecaster (ConvLSTM, VV/VH in dB, masked MSE) on the speckled series of ``training.synthetic``;
+3. held-out evaluation of the exported step graphs (onnxruntime): the model, persistence and the per-pixel trend
+   (``sar_seg_plugin.core.forecast_methods``, the code of the plugin's hindcast), per horizon, on held-out seeds of
+   every kind, on noisy inputs and on missing days, on ``training.synthetic`` series, and on the evaluation-only
+   flood generator ``training.evalflood`` (code of its own, never used for training);
+4. the section between the ``forecasters`` markers of ``sar_seg_plugin/models/MODEL_CARD.md``.
+
+Usage: ``.venv/bin/python scripts/make_forecasters.py [--models-dir DIR] [--quick]``. A few minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("MKL_NUM_THREADS", "2")
+
+ROOT = Path(__file__).resolve().parents[1]
+for _p in (str(ROOT), str(ROOT / "scripts")):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import numpy as np  # noqa: E402
+from card_sections import update_section  # noqa: E402
+
+MODELS_DIR = ROOT / "sar_seg_plugin" / "models"
+FORECAST_DIR = MODELS_DIR / "forecast"
+MODEL_CARD = "MODEL_CARD.md"
+CLASSES_FILE = "sarseg_convlstm_classes.onnx"  # -> _encoder.onnx / _decoder.onnx
+DB_FILE = "sarseg_convlstm_db.onnx"
+CARD_BEGIN = "<!-- BEGIN forecasters: written by scripts/make_forecasters.py -->"
+CARD_END = "<!-- END forecasters -->"
+THREADS = 2
+TRAIN_SEED = 0  # family / generator series seeds TRAIN_SEED + i
+HELD_OUT_SEED = 10_000  # held-out series seeds HELD_OUT_SEED + i (evaluation-only floods: EVAL_FLOOD_SEED + i)
+EVAL_FLOOD_SEED = 50_000
+FLOOD_KINDS = ("flood_river", "flood_lake", "flood_rain")
+FLOOD_T3_TARGET = 0.10
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """Data sizes and training lengths."""
+
+    size: int = 64
+    days: int = 10
+    sequence_length: int = 4
+    family_seeds: int = 48  # per kind
+    generator_seeds: int = 16
+    hidden: int = 16
+    layers: int = 2
+    crop: int = 32  # training crops (px) of the 64 px series: cheaper steps, wider than the receptive field
+    steps: int = 4000
+    batch: int = 4
+    lr: float = 1e-2
+    noisy_fraction: float = 0.15
+    gap_fraction: float = 0.15
+    held_out_seeds: int = 8  # per kind
+    eval_flood_seeds: int = 12
+    eval_flood_size: int = 96
+    eval_flood_days: int = 15
+    db_seeds: int = 32
+    db_steps: int = 800
+    db_held_out_seeds: int = 8
+
+
+QUICK = Budget(family_seeds=2, generator_seeds=2, steps=20, held_out_seeds=1, eval_flood_seeds=1, db_seeds=2,
+               db_steps=10, db_held_out_seeds=1)  # fmt: skip
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def seeds(base: int, n: int) -> list[int]:
+    return [base + i for i in range(n)]
+
+
+def concat(parts: Sequence[Any]) -> Any:
+    """One ``Windows`` from several."""
+    from training.forecasting import Windows
+
+    return Windows(
+        np.concatenate([p.inputs for p in parts]),
+        np.concatenate([p.targets for p in parts]),
+        np.concatenate([p.valid for p in parts]),
+        parts[0].input_kind,
+    )
+
+
+def train_and_export(windows: Any, out: Path, input_kind: str, budget: Budget, steps: int, note: str) -> dict:
+    """Train a ConvLSTM on ``windows`` and export its two step graphs; returns what the card says about it."""
+    from training import forecasting as fc
+
+    model = fc.build_forecaster("convlstm", windows.inputs.shape[2], input_kind, budget.hidden, budget.layers)
+    tic = time.perf_counter()
+    losses = fc.train_forecaster(model, windows, steps=steps, batch_size=budget.batch, lr=budget.lr, seed=0,
+                                 crop=budget.crop, log_every=max(1, steps // 5))  # fmt: skip
+    seconds = time.perf_counter() - tic
+    info = {"data": note, "steps": steps, "final_loss": float(np.mean(losses[-max(1, steps // 10) :]))}
+    enc, dec = fc.export_step_onnx(model, out, budget.sequence_length, pixel_size_m=10.0, training_info=info)
+    for path in (enc, dec):
+        path.chmod(0o644)
+    params = sum(p.numel() for p in model.parameters())
+    log(f"{out.name}: {params:,} parameters, {len(windows)} windows, {steps} steps in {seconds:.0f} s")
+    return {"encoder": enc, "decoder": dec, "params": params, "seconds": seconds, "windows": len(windows),
+            "config": model.config()}  # fmt: skip
+
+
+def predict(entry: dict, windows: Any, batch: int = 16) -> np.ndarray:
+    """The exported step graphs' forecasts (n, K, C, H, W) with onnxruntime."""
+    from training import forecasting as fc
+
+    sessions = fc.StepSessions(entry["encoder"], entry["decoder"], threads=THREADS)
+    horizons = windows.targets.shape[1]
+    return np.concatenate(
+        [sessions.run(windows.inputs[i : i + batch], horizons) for i in range(0, len(windows), batch)]
+    )
+
+
+def scored(entry: dict, windows: Any) -> list[dict]:
+    """Rows (method, horizon, accuracy, mIoU or RMSE, skill) of model, persistence and trend on ``windows``."""
+    from training.forecasting import score_methods
+
+    return [dataclasses.asdict(r) for r in score_methods(windows, predict(entry, windows))]  # -inf kept
+
+
+def evaluate_classes(entry: dict, budget: Budget) -> dict[str, list[dict]]:
+    """Scores of the class forecaster per data set: every family kind (clean), noisy inputs, missing days, the
+    training generator's own series, and the evaluation-only floods (all windows, rising, receding)."""
+    from training import evalflood, forecast_family
+    from training import forecasting as fc
+
+    out: dict[str, list[dict]] = {}
+    common = {"size": budget.size, "days": budget.days, "sequence_length": budget.sequence_length}
+    held = seeds(HELD_OUT_SEED, budget.held_out_seeds)
+    for kind in forecast_family.FAMILY_KINDS:
+        windows, _ = forecast_family.make_family_windows(held, [kind], noisy_fraction=0.0, gap_fraction=0.0, **common)
+        out[kind] = scored(entry, windows)
+    kinds = forecast_family.FAMILY_KINDS
+    noisy, _ = forecast_family.make_family_windows(held, kinds, noisy_fraction=1.0, gap_fraction=0.0, **common)
+    out["noisy inputs (all kinds)"] = scored(entry, noisy)
+    gaps, _ = forecast_family.make_family_windows(held, kinds, noisy_fraction=0.0, gap_fraction=1.0, **common)
+    out["a missing day (all kinds)"] = scored(entry, gaps)
+    generator = fc.make_windows(held, size=budget.size, days=budget.days, sequence_length=budget.sequence_length,
+                                n_communes=4)  # fmt: skip
+    out["training.synthetic series"] = scored(entry, generator)
+    flood, phases = evalflood.make_eval_flood_windows(
+        seeds(EVAL_FLOOD_SEED, budget.eval_flood_seeds), size=budget.eval_flood_size, days=budget.eval_flood_days,
+        sequence_length=budget.sequence_length,
+    )  # fmt: skip
+    out["evaluation-only floods"] = scored(entry, flood)
+    for phase in ("rising", "receding"):
+        index = np.flatnonzero(np.asarray(phases) == phase)
+        if index.size:
+            out[f"evaluation-only floods, {phase}"] = scored(entry, flood.subset(index))
+    return out
+
+
+def evaluate_db(entry: dict, budget: Budget) -> dict[str, list[dict]]:
+    """RMSE (dB) of the backscatter forecaster, persistence and trend on held-out speckled series (ENL 4.4)."""
+    from training import forecasting as fc
+
+    windows = fc.make_windows(
+        seeds(HELD_OUT_SEED, budget.db_held_out_seeds), size=budget.size, days=budget.days,
+        sequence_length=budget.sequence_length, input_kind="continuous", n_communes=4,
+    )  # fmt: skip
+    return {"training.synthetic series, ENL 4.4": scored(entry, windows)}
+
+
+# --------------------------------------------------------------------------------------------
+# Card
+# --------------------------------------------------------------------------------------------
+
+
+def _f(value: float | None, digits: int = 3, sign: bool = False) -> str:
+    if value is None or math.isnan(value):
+        return "n/a"
+    if math.isinf(value):
+        return "-inf" if value < 0 else "+inf"
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+def _cell(rows: list[dict], method: str, horizon: int) -> dict:
+    return next(r for r in rows if r["method"] == method and r["horizon"] == horizon)
+
+
+def class_table(results: dict[str, list[dict]], previous: dict[str, list[dict]] | None = None) -> list[str]:
+    """Accuracy and skill per data set and horizon; with ``previous``, the replaced model's skill beside."""
+    extra = " skill of the previous model |" if previous else ""
+    lines = [
+        "| data | horizon | model | persistence | trend | skill of the model | skill of the trend |" + extra,
+        "|---|---|---|---|---|---|---|" + ("---|" if previous else ""),
+    ]
+    for name, rows in results.items():
+        for h in sorted({r["horizon"] for r in rows}):
+            m, p, t = (_cell(rows, k, h) for k in ("model", "persistence", "trend"))
+            line = (
+                f"| {name if h == 1 else ''} | t+{h} | {_f(m['accuracy'])} | {_f(p['accuracy'])} | "
+                f"{_f(t['accuracy'])} | {_f(m['skill'], 2, True)} | {_f(t['skill'], 2, True)} |"
+            )
+            if previous:
+                line += f" {_f(_cell(previous[name], 'model', h)['skill'], 2, True)} |"
+            lines.append(line)
+    return lines
+
+
+def db_table(results: dict[str, list[dict]]) -> list[str]:
+    lines = [
+        "| data | horizon | RMSE model (dB) | persistence | trend | skill of the model | skill of the trend |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, rows in results.items():
+        for h in sorted({r["horizon"] for r in rows}):
+            m, p, t = (_cell(rows, k, h) for k in ("model", "persistence", "trend"))
+            lines.append(
+                f"| {name if h == 1 else ''} | t+{h} | {_f(m['rmse'], 2)} | {_f(p['rmse'], 2)} | {_f(t['rmse'], 2)} | "
+                f"{_f(m['skill'], 2, True)} | {_f(t['skill'], 2, True)} |"
+            )
+    return lines
+
+
+def checks(classes: dict[str, list[dict]], db: dict[str, list[dict]]) -> dict[str, bool]:
+    """The targets: the class forecaster beats both baselines at every horizon on every kind (areas where
+    nothing changes excepted: there persistence is exact, so the model can at best match it), by >= 0.10 accuracy
+    skill at t+3 on floods; the backscatter forecaster beats persistence."""
+    out = {}
+    for name, rows in classes.items():
+        if name == "static":
+            worst = min(_cell(rows, "model", h)["accuracy"] for h in (1, 2, 3))
+            out["no change: model accuracy >= 0.99 at every horizon"] = worst >= 0.99
+            continue
+        beats = all(_cell(rows, "model", h)["skill"] > max(0.0, _cell(rows, "trend", h)["skill"]) for h in (1, 2, 3))
+        out[f"{name}: model beats persistence and trend at every horizon"] = beats
+        if name.startswith("flood") or name.startswith("evaluation-only floods"):
+            out[f"{name}: t+3 skill >= {FLOOD_T3_TARGET}"] = _cell(rows, "model", 3)["skill"] >= FLOOD_T3_TARGET
+    for name, rows in db.items():
+        out[f"backscatter, {name}: model beats persistence at every horizon"] = all(
+            _cell(rows, "model", h)["skill"] > 0 for h in (1, 2, 3)
+        )
+    return out
+
+
+def card_section(r: dict) -> str:
+    b: Budget = r["budget"]
+    c, d = r["classes_model"], r["db_model"]
+    lines = [
+        CARD_BEGIN,
+        "## Forecasters",
+        "",
+        f"Produced by `make forecasters` (`scripts/make_forecasters.py`, also run by `make models`) on {r['date']} in "
+        f"{r['minutes']:.1f} min on {THREADS} CPU threads. Both are ConvLSTMs ({b.layers} layers, hidden {b.hidden}, "
+        f"kernel 3, trained on random {b.crop} px crops): "
+        f"{b.sequence_length} input dates -> t+1, t+2, t+3, exported as two step graphs (the encoder step once per "
+        "input date, the decoder step once per horizon; the time loop runs outside ONNX).",
+        "",
+        "| file | input -> output | parameters | trained on |",
+        "|---|---|---|---|",
+        f"| `forecast/{c['encoder'].name}` + `_decoder` | one-hot class maps -> class probabilities | "
+        f"{c['params']:,} | {c['windows']} windows, {b.steps} steps ({c['seconds']:.0f} s) |",
+        f"| `forecast/{d['encoder'].name}` + `_decoder` | VV/VH backscatter (dB) -> VV/VH (dB) | "
+        f"{d['params']:,} | {d['windows']} windows, {b.db_steps} steps ({d['seconds']:.0f} s) |",
+        "",
+        "**Training data of the class forecaster.** `training.forecast_family`: per series, a drawn story among "
+        f"{', '.join(r['kinds'])} ({b.family_seeds} series of each, {b.size} x {b.size} px, {b.days} days, seeds "
+        f"{TRAIN_SEED}..{TRAIN_SEED + b.family_seeds - 1}): floods rising and receding at drawn speeds, turning on "
+        "drawn days, spreading from a river, from a lake, or filling rain-fed depressions, over drawn reliefs; crops "
+        "harvested and replanted parcel by parcel; no change at all. "
+        f"{b.noisy_fraction:.0%} of the series are fed as class maps with segmentation-like errors (bare soil <-> "
+        "vegetation most often, bare soil -> water, forest <-> built-up) while the targets stay the true maps; "
+        f"{b.gap_fraction:.0%} of the windows miss one input day. Plus {b.generator_seeds} series of "
+        "`training.synthetic.generate_series`.",
+        "",
+        "**How it is scored.** Held-out seeds "
+        f"{HELD_OUT_SEED}..{HELD_OUT_SEED + b.held_out_seeds - 1} of every kind (clean inputs; then all kinds with "
+        "noisy inputs, and with a missing day), held-out `training.synthetic` series, and "
+        f"{b.eval_flood_seeds} series of `training.evalflood` (seeds {EVAL_FLOOD_SEED}..), a flood generator written "
+        "only for evaluation with code of its own (a terrain of random hills and valleys, a river carved into it, "
+        "a water level driven by rain pulses through two linear reservoirs), never used for training; its windows are "
+        "also split by whether the flood rises or recedes over the forecast days. Every window, exported graphs run "
+        "with onnxruntime. Persistence = the last input map repeated; trend = the share of each class in the pixel's "
+        "5 x 5 px neighbourhood fitted by a least-squares line over the input dates and extended, the pixel keeping "
+        "its class where nothing around it changes (`sar_seg_plugin.core.forecast_methods`: the same code scores "
+        "the hindcast of `sarseg:forecast`). Accuracy over valid pixels; skill = 1 - (1 - accuracy) / (1 - accuracy "
+        "of persistence); -inf where persistence is exact and the model is not. *Previous model*: the skill of the "
+        f"class forecaster this build replaced ({r['previous_note']}), on the same windows.",
+        "",
+        *class_table(r["classes"], r["previous"]),
+        "",
+        "**Backscatter forecaster.** Trained with a masked MSE on "
+        f"{b.db_seeds} speckled (ENL 4.4) `training.synthetic` series; scored on held-out seeds by RMSE in dB; "
+        "skill = 1 - RMSE / RMSE of persistence. Speckle is not predictable: most of the gain over persistence "
+        "is the speckle-free mean the model forecasts, not the change.",
+        "",
+        *db_table(r["db"]),
+        "",
+        "**Targets** (the class forecaster beats both baselines at every horizon on every kind, by >= "
+        f"{FLOOD_T3_TARGET:.2f} accuracy skill at t+3 on floods; where nothing changes persistence is exact and the "
+        "model can at best equal it):",
+        "",
+        *(f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in r["checks"].items()),
+        "",
+        "A forecaster only learns the dynamics it was shown: these are stories, not weather or hydrology. On a "
+        "user's own series `sarseg:forecast` replays its forecasts from the last dates (the hindcast) and says "
+        "how it compares with persistence there: trust that figure over this table.",
+        CARD_END,
+    ]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models-dir", type=Path, default=MODELS_DIR, help="where the step graphs (forecast/) and card go")
+    p.add_argument("--quick", action="store_true", help="tiny budget: check the pipeline, do not ship the result")
+    p.add_argument("--results", type=Path, default=None, help="also write the figures to this JSON file")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    torch.set_num_threads(THREADS)
+    from training import forecast_family
+    from training import forecasting as fc
+
+    budget = QUICK if args.quick else Budget()
+    start = time.perf_counter()
+    forecast_dir = args.models_dir / FORECAST_DIR.relative_to(MODELS_DIR)
+    forecast_dir.mkdir(parents=True, exist_ok=True)
+    kept = tempfile.TemporaryDirectory()
+    previous = None
+    old_enc, old_dec = fc.step_paths(forecast_dir / CLASSES_FILE)
+    if old_enc.is_file() and old_dec.is_file():  # the class forecaster this build replaces, scored beside it
+        previous = {"encoder": Path(kept.name) / old_enc.name, "decoder": Path(kept.name) / old_dec.name}
+        shutil.copy2(old_enc, previous["encoder"])
+        shutil.copy2(old_dec, previous["decoder"])
+        previous_note = json.loads(
+            fc.StepSessions(old_enc, old_dec).metadata.get(fc.METADATA_PREFIX + "training", "{}")
+        ).get("data", "no training note")
+    for name in (CLASSES_FILE, DB_FILE):
+        for path in fc.step_paths(forecast_dir / name):
+            path.unlink(missing_ok=True)
+    train = seeds(TRAIN_SEED, budget.family_seeds)
+    if set(train) & set(seeds(HELD_OUT_SEED, budget.held_out_seeds)):
+        raise SystemExit("training and held-out seeds overlap")
+    common = {"size": budget.size, "days": budget.days, "sequence_length": budget.sequence_length}
+
+    family, _ = forecast_family.make_family_windows(
+        train, forecast_family.FAMILY_KINDS, noisy_fraction=budget.noisy_fraction, gap_fraction=budget.gap_fraction,
+        **common,
+    )  # fmt: skip
+    generator = fc.make_windows(seeds(TRAIN_SEED, budget.generator_seeds), n_communes=4, **common)
+    log(f"class data: {len(family)} family windows, {len(generator)} generator windows")
+    note = (
+        f"training.forecast_family ({', '.join(forecast_family.FAMILY_KINDS)}; {budget.family_seeds} series each, "
+        f"seeds {TRAIN_SEED}..) + training.synthetic series; held out: seeds {HELD_OUT_SEED}.. and training.evalflood"
+    )
+    classes_model = train_and_export(concat([family, generator]), forecast_dir / CLASSES_FILE, "classes", budget,
+                                     budget.steps, note)  # fmt: skip
+    db_windows = fc.make_windows(seeds(TRAIN_SEED, budget.db_seeds), input_kind="continuous", n_communes=4, **common)
+    db_note = f"training.synthetic series (ENL 4.4), seeds {TRAIN_SEED}..; held out {HELD_OUT_SEED}.."
+    db_model = train_and_export(db_windows, forecast_dir / DB_FILE, "continuous", budget, budget.db_steps, db_note)
+
+    classes = evaluate_classes(classes_model, budget)
+    db = evaluate_db(db_model, budget)
+    previous_classes = evaluate_classes(previous, budget) if previous else None
+    kept.cleanup()
+    results = {
+        "budget": budget,
+        "date": datetime.date.today().isoformat(),
+        "kinds": list(forecast_family.FAMILY_KINDS),
+        "classes_model": classes_model,
+        "db_model": db_model,
+        "classes": classes,
+        "db": db,
+        "checks": checks(classes, db),
+        "previous": previous_classes,
+        "previous_note": previous_note if previous else "none",
+        "minutes": (time.perf_counter() - start) / 60,
+    }
+    card = args.models_dir / MODEL_CARD
+    update_section(card, CARD_BEGIN, CARD_END, card_section(results))
+    log(f"updated {card} in {results['minutes']:.1f} min")
+    print("\n".join(class_table(classes, previous_classes) + [""] + db_table(db)))
+    for name, ok in results["checks"].items():
+        print(f"  {'PASS' if ok else 'FAIL'}  {name}")
+    if args.results:
+        serialisable = {k: v for k, v in results.items() if k not in ("budget", "classes_model", "db_model")}
+        serialisable["budget"] = dataclasses.asdict(budget)
+        args.results.write_text(json.dumps(serialisable, indent=1, default=str), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
