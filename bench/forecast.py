@@ -14,9 +14,10 @@ Sections, in order:
    steps) on the same blocks the algorithm processes for a 2048 x 2048 raster (blocks of
    core.forecast.DEFAULT_BLOCK px with the forecaster's halo, read and one-hot encoded beforehand), in a plain loop;
 2. the algorithm end to end, ``processing.run("sarseg:forecast")`` in a headless QGIS (read, alignment check,
-   one-hot decoding, the step loop, argmax, writing the class maps of t0, t+1, t+2 and t+3) on those rasters, and
-   its ratio to section 1. Only INPUTS, DATES, DEVICE (CPU) and OUTPUT_FOLDER are given: with OUTPUT_CHANGE and
-   OUTPUT_AREAS omitted the algorithm writes neither the change map nor the class-area table;
+   one-hot decoding, the step loop, argmax, writing the class maps of t0, t+1, t+2 and t+3 and, by default, the
+   confidence raster of each horizon) on those rasters, and its ratio to section 1. Only INPUTS, DATES, DEVICE (CPU)
+   and OUTPUT_FOLDER are given: with OUTPUT_CHANGE, OUTPUT_AREAS and OUTPUT_HINDCAST omitted the algorithm writes
+   neither the change map nor the tables, and with 4 dates there is no hindcast;
 3. peak RSS (VmHWM) of one subprocess per raster size (default 2000², 4000², 8000²) through the algorithm;
 4. a summary of the targets with PASS / FAIL.
 
@@ -347,16 +348,17 @@ def section_algorithm(args: argparse.Namespace, work: Path, inputs: Sequence[Pat
         ["run", "seconds", "MP/s (raster)", "MP/s per horizon", "CPU/wall"],
         [["processing.run", f"{wall:.2f}", f"{res.algo_mps:.3f}", f"{h * res.algo_mps:.3f}", f"{cpu / wall:.2f}"]],
     )
-    extra = [k for k in ("OUTPUT_CHANGE", "OUTPUT_AREAS") if k in results]
+    extra = [k for k in ("OUTPUT_CHANGE", "OUTPUT_AREAS", "OUTPUT_HINDCAST") if k in results]
     print(
         f"Best of {args.repeat} run(s) after a 512x512 warm-up run, in this process (QGIS started once), each into a "
         "new output folder. Includes loading the forecaster (two onnxruntime sessions per run), reading and aligning "
         f"the {len(DATES)} inputs, one-hot decoding, the step loop, argmax and writing the class maps of t0 and "
-        f"t+1..t+{h} (DEFLATE, paletted). Parameters: INPUTS, DATES, DEVICE = CPU, OUTPUT_FOLDER only; "
+        f"t+1..t+{h} (DEFLATE, paletted) and the confidence of t+1..t+{h} (float32). Parameters: INPUTS, DATES, "
+        "DEVICE = CPU, OUTPUT_FOLDER only; "
         + (
             f"processing.run still returned {', '.join(extra)}."
             if extra
-            else "OUTPUT_CHANGE and OUTPUT_AREAS omitted, so no change map and no class-area table are written."
+            else "OUTPUT_CHANGE, OUTPUT_AREAS and OUTPUT_HINDCAST omitted: no change map and no tables are written."
         )
     )
     print("\nRatio algorithm / bare onnxruntime (MP/s over MP/s):")

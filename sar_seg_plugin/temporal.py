@@ -167,13 +167,17 @@ def hindcast_text(run: ForecastRun) -> str:
     summary = run.hindcast
     if not summary or not summary.get("rows"):
         return "No hindcast: give the forecast at least one more date than it takes to score it on this area."
-    rows = [r for r in summary["rows"] if r.get("method") == "model" and r.get("skill") is not None]
+    rows = [r for r in summary["rows"] if r.get("method") == "model" and r.get("pixels")]
     if not rows:
         return "No hindcast score on this area (no valid pixels in common)."
     days = len(summary.get("observed", []))
-    parts = [f"{r['skill']:+.2f} at t+{r['horizon']}" for r in sorted(rows, key=lambda r: r["horizon"])]
+    parts, losing = [], []
+    for r in sorted(rows, key=lambda r: r["horizon"]):
+        skill = r.get("skill")
+        parts.append(f"{skill:+.2f} at t+{r['horizon']}" if skill is not None else f"worse at t+{r['horizon']}")
+        if skill is None or not skill > 0:
+            losing.append(f"t+{r['horizon']}")
     text = f"On this area, over the last {days} day(s): model {', '.join(parts)} vs persistence"
-    losing = [f"t+{r['horizon']}" for r in rows if not r["skill"] > 0]
     if losing:
         text += f" (not better than persistence at {', '.join(losing)})"
     if run.method != "model":

@@ -31,6 +31,25 @@ def print_forecast_scores(maps: list[str], truth: list[Path]) -> None:
         print(f"    t+{k}: accuracy {model:.3f} vs persistence {persistence:.3f} (skill {skill:+.2f})")
 
 
+def print_hindcast(table: Path) -> None:
+    """The hindcast table: how the model, persistence and trend did on the series' own last days."""
+    import csv
+
+    with table.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        print("    no hindcast")
+        return
+    print(f"    hindcast on this area (forecasts replayed from {rows[0]['origins']}, scored on the observed days):")
+    for h in sorted({int(r["horizon"]) for r in rows}):
+        cells = {r["method"]: r for r in rows if int(r["horizon"]) == h}
+        m, p, t = cells["model"], cells["persistence"], cells["trend"]
+        print(
+            f"    t+{h}: model {float(m['accuracy']):.3f} (skill {float(m['skill']):+.2f}), persistence "
+            f"{float(p['accuracy']):.3f}, trend {float(t['accuracy']):.3f} (skill {float(t['skill']):+.2f})"
+        )
+
+
 def print_cluster_agreement(result: dict[str, object], manifest: dict) -> None:
     """k, silhouette and the agreement of the clusters with the generator's commune archetypes."""
     from osgeo import ogr
@@ -135,13 +154,16 @@ def main() -> int:
 
     forecast = out / "forecast"
     forecast.mkdir(parents=True, exist_ok=True)
-    first = 3  # days 3..6 in, days 7..9 (known to the generator) forecast
+    first = 3  # days 0..6 in (the forecast starts from days 3..6, the hindcast replays days 3..5), 7..9 forecast
     labels = [data / f["labels"] for f in manifest["files"]]
     r = step("9/11 Forecast t+1..t+3", "sarseg:forecast",
-             {"INPUTS": [str(p) for p in labels[first : first + 4]], "OUTPUT_FOLDER": forecast,
-              "OUTPUT_CHANGE": forecast / "change.tif", "OUTPUT_AREAS": forecast / "areas.csv"})  # fmt: skip
+             {"INPUTS": [str(p) for p in labels[: first + 4]], "OUTPUT_FOLDER": forecast,
+              "OUTPUT_CHANGE": forecast / "change.tif", "OUTPUT_AREAS": forecast / "areas.csv",
+              "OUTPUT_HINDCAST": forecast / "hindcast.csv"})  # fmt: skip
     print(f"    from the class maps of {', '.join(r['DATES_OUT'].split(',')[:1])} and the 3 days before: "
           f"maps for {', '.join(r['DATES_OUT'].split(',')[1:])}")  # fmt: skip
+    print_hindcast(forecast / "hindcast.csv")
+    print("    against the generator's true maps of the forecast days (unknown to the tool):")
     print_forecast_scores(r["OUTPUT_LAYERS"], labels[first + 3 : first + 7])
     clusters = out / "clustering"
     clusters.mkdir(parents=True, exist_ok=True)

@@ -178,7 +178,7 @@ class ScoreRow:
             "accuracy": None if math.isnan(self.accuracy) else self.accuracy,
             "miou": None if math.isnan(self.miou) else self.miou,
             "rmse": None if math.isnan(self.rmse) else self.rmse,
-            "skill": None if math.isnan(self.skill) else self.skill,
+            "skill": self.skill if math.isfinite(self.skill) else None,  # -inf: persistence exact, this not
         }
 
 

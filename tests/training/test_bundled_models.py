@@ -25,6 +25,8 @@ IMAGENET_ENCODER = "imagenet_effnetlite0_encoder_rgb"  # not trained here: tests
 FORECAST_DIR = MODELS_DIR / "forecast"
 FORECAST_ENCODER = FORECAST_DIR / "sarseg_convlstm_classes_encoder.onnx"
 FORECAST_DECODER = FORECAST_DIR / "sarseg_convlstm_classes_decoder.onnx"
+DB_ENCODER = FORECAST_DIR / "sarseg_convlstm_db_encoder.onnx"
+DB_DECODER = FORECAST_DIR / "sarseg_convlstm_db_decoder.onnx"
 CARD = MODELS_DIR / "MODEL_CARD.md"
 MB = 1_000_000
 
@@ -162,11 +164,19 @@ def test_forecast_step_metadata(path: Path) -> None:
 def test_file_sizes() -> None:
     files = sorted(MODELS_DIR.rglob("*.onnx"))
     optional = (MODELS_DIR / f"{IMAGENET_ENCODER}.onnx").is_file() + (MODELS_DIR / f"{INT8}.onnx").is_file()
-    assert len(files) - optional == 4
+    assert len(files) - optional == 6  # U-Net, encoder, and two step graphs for each of the two forecasters
     for path in files:
         assert path.stat().st_size < 10 * MB, f"{path.name} is {path.stat().st_size / MB:.1f} MB"
     # The plugin zip must stay under 25 MB (plugins.qgis.org); the ONNX files barely compress.
     assert sum(p.stat().st_size for p in files) < 22 * MB
+
+
+@pytest.mark.parametrize("path", [DB_ENCODER, DB_DECODER], ids=["encoder_step", "decoder_step"])
+def test_backscatter_forecaster_metadata(path: Path) -> None:
+    meta = load_model(str(path), device="cpu").metadata
+    assert meta.task == "forecast" and meta.output_kind == "continuous"
+    assert meta.input_bands == ("VV", "VH") and meta.input_units == ("dB", "dB")
+    assert meta.horizons == (1, 2, 3) and meta.sequence_length == 4
 
 
 def test_forecaster_runs_on_a_tiny_sequence() -> None:

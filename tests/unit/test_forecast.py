@@ -17,7 +17,7 @@ from training import synthetic
 pytest.importorskip("onnxruntime")
 
 DAY0 = dt.date(2026, 3, 1)
-HELD_OUT_SEEDS = range(20000, 20004)  # the forecaster trained on seeds 0-31 and was validated on 10000-10007
+EVAL_FLOOD_SEEDS = range(60000, 60003)  # training.evalflood: a generator the forecaster never saw
 
 
 @pytest.fixture(scope="module")
@@ -37,17 +37,20 @@ def write_labels(folder, labels: np.ndarray, start: int = 0, **kwargs) -> list[D
     return items
 
 
-def test_bundled_forecaster_beats_persistence_on_held_out_series(forecaster, tmp_path):
-    """Every 4-day window of 10-day synthetic series from seeds never used in training, scored against the
-    generator's true maps of the next 3 days (pixel accuracy over valid pixels)."""
+def test_bundled_forecaster_beats_persistence_on_evaluation_only_floods(forecaster, tmp_path):
+    """Every 4-day window of flood series from the evaluation-only generator (its own code, never used for
+    training), forecast through the plugin's forecast_rasters and scored here against the true maps of the next 3
+    days (pixel accuracy over valid pixels), with persistence scored alike."""
+    from training import evalflood
+
     correct = {h: [0, 0] for h in (1, 2, 3)}  # model, persistence
     total = {h: 0 for h in (1, 2, 3)}
-    for seed in HELD_OUT_SEEDS:
-        series = synthetic.generate_series(size=64, days=10, seed=seed, n_communes=4)
+    for seed in EVAL_FLOOD_SEEDS:
+        series = evalflood.generate_eval_flood(seed, size=96, days=12)
         folder = tmp_path / str(seed)
         folder.mkdir()
         items = write_labels(folder, series.labels)
-        for start in range(10 - 4 - 3 + 1):
+        for start in range(12 - 4 - 3 + 1):
             out = folder / f"w{start}"
             out.mkdir()
             result = forecast_rasters(items[start : start + 4], forecaster, str(out))
@@ -59,12 +62,14 @@ def test_bundled_forecaster_beats_persistence_on_held_out_series(forecaster, tmp
                 correct[step.step][0] += int((predicted[valid] == truth[valid]).sum())
                 correct[step.step][1] += int((t0[valid] == truth[valid]).sum())
                 total[step.step] += int(valid.sum())
+    skills = []
     for h in (1, 2, 3):
         model, persistence = (c / total[h] for c in correct[h])
-        skill = 1 - (1 - model) / (1 - persistence)
-        print(f"t+{h}: accuracy {model:.4f} vs persistence {persistence:.4f}, skill {skill:+.3f}")
-        # measured on these seeds: +0.181 / +0.248 / +0.261 (the model card's validation: +0.16 / +0.29 / +0.35)
-        assert skill > 0.05, f"t+{h}: the forecaster does not beat persistence (skill {skill:+.3f})"
+        skills.append(1 - (1 - model) / (1 - persistence))
+        print(f"t+{h}: accuracy {model:.4f} vs persistence {persistence:.4f}, skill {skills[-1]:+.3f}")
+    # measured on these seeds: +0.116 / +0.101 / +0.087 (the card, 12 other 15-day seeds: +0.09 / +0.12 / +0.12)
+    assert all(s > 0 for s in skills), f"the forecaster does not beat persistence at every horizon: {skills}"
+    assert skills[2] > 0.05
 
 
 def test_blocks_with_halo_equal_the_whole_raster(forecaster, tmp_path, sample_series):
@@ -74,7 +79,7 @@ def test_blocks_with_halo_equal_the_whole_raster(forecaster, tmp_path, sample_se
     blocks.mkdir()
     a = forecast_rasters(items, forecaster, str(whole), probabilities=True, block_size=1024)
     b = forecast_rasters(items, forecaster, str(blocks), probabilities=True, block_size=37)  # 37: odd, many seams
-    assert forecaster.halo == (4 + 3) * 1 * 1  # (dates + horizons) x layers x kernel radius
+    assert forecaster.halo == (4 + 3) * 2 * 1  # (dates + horizons) x layers x kernel radius
     for sa, sb in zip(a.steps[1:], b.steps[1:]):
         pa, pb = (
             read_raster(sa.probabilities_path, dtype=np.float64),

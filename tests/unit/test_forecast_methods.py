@@ -144,3 +144,15 @@ def test_scoreboard_skill_against_persistence():
     values.add("trend", 1, "d1", np.full((2, 1, 3), 2.0), obs, ok)
     rows = {r.method: r for r in values.rows()}
     assert rows["persistence"].rmse == pytest.approx(2.0) and rows["model"].skill == pytest.approx(0.5)
+
+
+def test_a_perfect_persistence_leaves_no_finite_skill():
+    board = ScoreBoard(METHODS, [1], 2)
+    observed = np.array([[0, 1]])
+    ok = np.ones_like(observed, bool)
+    board.add("persistence", 1, "d", observed, observed, ok)
+    board.add("model", 1, "d", np.array([[0, 0]]), observed, ok)
+    board.add("trend", 1, "d", observed, observed, ok)
+    rows = {r.method: r for r in board.rows()}
+    assert rows["model"].skill == -math.inf and rows["model"].as_dict()["skill"] is None
+    assert rows["trend"].skill == 0.0
