@@ -45,9 +45,12 @@ def print_hindcast(table: Path) -> None:
         cells = {r["method"]: r for r in rows if int(r["horizon"]) == h}
         m, p, t = cells["model"], cells["persistence"], cells["trend"]
         print(
-            f"    t+{h}: model {float(m['accuracy']):.3f} (skill {float(m['skill']):+.2f}), persistence "
-            f"{float(p['accuracy']):.3f}, trend {float(t['accuracy']):.3f} (skill {float(t['skill']):+.2f})"
+            f"    t+{h}: model {float(m['accuracy']):.3f} (skill {float(m['skill'] or '-inf'):+.2f}), persistence "
+            f"{float(p['accuracy']):.3f}, trend {float(t['accuracy']):.3f} (skill {float(t['skill'] or '-inf'):+.2f})"
         )
+    losing = [f"t+{r['horizon']}" for r in rows if r["method"] == "model" and not float(r["skill"] or "-inf") > 0]
+    if losing:
+        print(f"    the tool warned: on this area the model does not beat persistence at {', '.join(losing)}")
 
 
 def print_cluster_agreement(result: dict[str, object], manifest: dict) -> None:

@@ -41,8 +41,8 @@ def main() -> int:
         project.clear()
         manifest = json.loads((out / "data" / "manifest.json").read_text())
         root = project.layerTreeRoot()
-        forecasts = sorted((out / "forecast").glob("*_t*_*.tif"), key=lambda p: int(file_forecast_info(str(p))["step"]))
-        forecasts = [p for p in forecasts if not p.name.endswith("_probabilities.tif")]
+        maps = [p for p in (out / "forecast").glob("*_t*_*.tif") if file_forecast_info(str(p))]  # not companions
+        forecasts = sorted(maps, key=lambda p: int(file_forecast_info(str(p))["step"]))
         if not forecasts:
             raise SystemExit(f"no forecast maps in {out / 'forecast'}: run make demo first")
         group = root.addGroup(file_forecast_info(str(forecasts[0]))["run"])
