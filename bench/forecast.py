@@ -231,9 +231,13 @@ def run_forecast(inputs: Sequence[Path], folder: Path) -> tuple[float, float, di
     c0, t0 = speckle._cpu_seconds(), time.perf_counter()
     results = run(ALGORITHM, params, feedback=QgsProcessingFeedback(False))
     wall, cpu = time.perf_counter() - t0, speckle._cpu_seconds() - c0
-    written = sorted(folder.glob("*.tif"))
-    if len(written) != 4:
-        raise RuntimeError(f"{ALGORITHM} wrote {len(written)} class map(s) in {folder}, not 4 (t0 .. t+3)")
+    written = sorted(p for p in folder.glob("*.tif") if not p.name.endswith("_confidence.tif"))
+    confidence = sorted(folder.glob("*_confidence.tif"))
+    if len(written) != 4 or len(confidence) != 3:
+        raise RuntimeError(
+            f"{ALGORITHM} wrote {len(written)} class map(s) and {len(confidence)} confidence raster(s) in {folder}, "
+            "not 4 (t0 .. t+3) and 3 (t+1 .. t+3)"
+        )
     return wall, cpu, results
 
 

@@ -69,7 +69,7 @@ class Budget:
     family_seeds: int = 48  # per kind
     generator_seeds: int = 16
     hidden: int = 16
-    layers: int = 2
+    layers: int = 1
     crop: int = 32  # training crops (px) of the 64 px series: cheaper steps, wider than the receptive field
     steps: int = 4000
     batch: int = 4
@@ -270,8 +270,8 @@ def card_section(r: dict) -> str:
         "## Forecasters",
         "",
         f"Produced by `make forecasters` (`scripts/make_forecasters.py`, also run by `make models`) on {r['date']} in "
-        f"{r['minutes']:.1f} min on {THREADS} CPU threads. Both are ConvLSTMs ({b.layers} layers, hidden {b.hidden}, "
-        f"kernel 3, trained on random {b.crop} px crops): "
+        f"{r['minutes']:.1f} min on {THREADS} CPU threads. Both are ConvLSTMs ({b.layers} layer"
+        f"{'s' if b.layers > 1 else ''}, hidden {b.hidden}, kernel 3, trained on random {b.crop} px crops): "
         f"{b.sequence_length} input dates -> t+1, t+2, t+3, exported as two step graphs (the encoder step once per "
         "input date, the decoder step once per horizon; the time loop runs outside ONNX).",
         "",

@@ -86,8 +86,11 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
         "sarseg:segment) or class probabilities (one band per class). It uses the last 4 dates; fewer is "
         "refused, duplicated dates are refused, and days missing between the dates are reported.\n"
         + DATES_HELP
-        + "<b>Bundled forecaster</b>: a ConvLSTM trained on synthetic daily land-cover sequences (floods rising "
-        "and receding, crops growing).\n"
+        + "<b>Bundled forecaster</b>: sarseg_convlstm_classes, a ConvLSTM trained on synthetic daily land-cover "
+        "sequences of many kinds (floods from rivers, lakes and rain rising and receding at different speeds, crops "
+        "harvested and replanted, no change; clean and noisy class maps); or sarseg_convlstm_db, which forecasts "
+        "VV/VH backscatter in dB from calibrated backscatter rasters. The model card says how each compares with "
+        "persistence; the hindcast says it for your area.\n"
         "<b>Forecaster file</b>: optional; the encoder or decoder step .onnx of another forecaster (its pair must "
         "be beside it).\n"
         "<b>Method</b>: the model, or one of two baselines to compare it with: <i>persistence</i> (tomorrow = today: "

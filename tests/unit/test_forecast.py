@@ -67,7 +67,7 @@ def test_bundled_forecaster_beats_persistence_on_evaluation_only_floods(forecast
         model, persistence = (c / total[h] for c in correct[h])
         skills.append(1 - (1 - model) / (1 - persistence))
         print(f"t+{h}: accuracy {model:.4f} vs persistence {persistence:.4f}, skill {skills[-1]:+.3f}")
-    # measured on these seeds: +0.116 / +0.101 / +0.087 (the card, 12 other 15-day seeds: +0.09 / +0.12 / +0.12)
+    # measured on these seeds: +0.118 / +0.091 / +0.069 (the card, 12 other 15-day seeds: +0.12 / +0.13 / +0.10)
     assert all(s > 0 for s in skills), f"the forecaster does not beat persistence at every horizon: {skills}"
     assert skills[2] > 0.05
 
@@ -79,7 +79,7 @@ def test_blocks_with_halo_equal_the_whole_raster(forecaster, tmp_path, sample_se
     blocks.mkdir()
     a = forecast_rasters(items, forecaster, str(whole), probabilities=True, block_size=1024)
     b = forecast_rasters(items, forecaster, str(blocks), probabilities=True, block_size=37)  # 37: odd, many seams
-    assert forecaster.halo == (4 + 3) * 2 * 1  # (dates + horizons) x layers x kernel radius
+    assert forecaster.halo == (4 + 3) * 1 * 1  # (dates + horizons) x layers x kernel radius
     for sa, sb in zip(a.steps[1:], b.steps[1:]):
         pa, pb = (
             read_raster(sa.probabilities_path, dtype=np.float64),
