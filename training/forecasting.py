@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sar_seg_plugin.core.forecast_methods import class_scores, confusion, skill  # the plugin's, one of each
 from training import synthetic
 
 CLASS_NAMES: tuple[str, ...] = synthetic.CLASS_NAMES
@@ -394,23 +395,7 @@ def persistence_forecast(sequence: np.ndarray, horizons: int = len(HORIZONS)) ->
 
 def confusion_matrix(pred: np.ndarray, target: np.ndarray, n_classes: int = N_CLASSES) -> np.ndarray:
     """Confusion counts [target, pred] over pixels whose target is a class id (others ignored)."""
-    p = np.asarray(pred).ravel().astype(np.int64)
-    t = np.asarray(target).ravel().astype(np.int64)
-    keep = (t >= 0) & (t < n_classes)
-    return np.bincount(t[keep] * n_classes + p[keep], minlength=n_classes * n_classes).reshape(n_classes, n_classes)
-
-
-def class_scores(confusion: np.ndarray) -> dict[str, float]:
-    """Overall accuracy and mean IoU (over classes present in target or prediction) from a confusion matrix."""
-    cm = np.asarray(confusion, dtype=np.float64)
-    total = cm.sum()
-    tp = np.diag(cm)
-    union = cm.sum(0) + cm.sum(1) - tp
-    present = union > 0
-    return {
-        "accuracy": float(tp.sum() / total) if total else math.nan,
-        "miou": float((tp[present] / union[present]).mean()) if present.any() else math.nan,
-    }
+    return confusion(np.asarray(pred), np.asarray(target), np.ones(np.shape(target), bool), n_classes)
 
 
 def continuous_errors(pred: np.ndarray, target: np.ndarray, valid: np.ndarray | None = None) -> dict[str, float]:
@@ -421,13 +406,6 @@ def continuous_errors(pred: np.ndarray, target: np.ndarray, valid: np.ndarray | 
     if diff.size == 0:
         return {"rmse": math.nan, "mae": math.nan}
     return {"rmse": float(np.sqrt(np.mean(diff**2))), "mae": float(np.mean(np.abs(diff)))}
-
-
-def skill(error_model: float, error_persistence: float) -> float:
-    """Skill score 1 - error_model / error_persistence (1 perfect, 0 as good as persistence, < 0 worse)."""
-    if error_persistence == 0:
-        return 0.0 if error_model == 0 else -math.inf
-    return 1.0 - error_model / error_persistence
 
 
 def evaluate(
