@@ -96,7 +96,7 @@ class Hindcast:
         return next((r for r in self.rows if r.method == method and r.horizon == horizon), None)
 
     def summary(self) -> dict[str, Any]:
-        """JSON-ready: dates, rows, and the model's skill against persistence per horizon."""
+        """JSON-ready: the origins, the observed dates scored, the kind of score and every row."""
         return {
             "origins": [d.isoformat() for d in self.origins],
             "observed": [d.isoformat() for d in self.observed],
@@ -205,7 +205,7 @@ def select_sequence(items: Sequence[DatedRaster], length: int) -> tuple[list[Dat
         dropped = ordered[: len(ordered) - length]
         notes.append(
             f"The forecast starts from the last {length} dates; the {len(dropped)} earlier raster(s) "
-            f"({dropped[0].date.isoformat()} .. {dropped[-1].date.isoformat()}) are not its inputs (the hindcast "
+            f"({dropped[0].date.isoformat()} .. {dropped[-1].date.isoformat()}) are not its inputs (a hindcast "
             "uses the most recent of them)."
         )
         ordered = ordered[len(ordered) - length :]
