@@ -74,7 +74,7 @@ class Budget:
     steps: int = 4000
     batch: int = 4
     lr: float = 1e-2
-    noisy_fraction: float = 0.15
+    noisy_fraction: float = 0.05
     gap_fraction: float = 0.15
     held_out_seeds: int = 8  # per kind
     eval_flood_seeds: int = 12
