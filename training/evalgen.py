@@ -829,6 +829,20 @@ def make_scene(seed: int, size: int, domain: EvalDomain = BASELINE, *, layout: s
     )
 
 
+def backscatter_series(seed: int, size: int, days: int, enl: float = 4.4) -> tuple[np.ndarray, np.ndarray]:
+    """Daily VV/VH sigma0 (days, 2, H, W) of one procedural evaluation-only scene whose land cover does not change,
+    and its valid mask: the baseline domain's mean power (thermal noise included), speckled anew each day with
+    ``enl`` looks. For scoring backscatter forecasters on radiometry and geometry they were not trained on."""
+    if size < 32 or days < 1 or enl <= 0:
+        raise ValueError(f"need size >= 32, days >= 1 and enl > 0 (got {size}, {days}, {enl})")
+    plan = _procedural_layout(_rng(seed, 1), size, 10.0)
+    power, _, _ = _mean_power(plan, _rng(seed, 2), BASELINE, 10.0)
+    valid = _swath_edge(_rng(seed, 4), size)
+    sigma0 = power[None] * _rng(seed, 5).gamma(enl, 1.0 / enl, (days, *power.shape))
+    sigma0 = np.where(valid, np.maximum(sigma0, 1e-10), SAR_NODATA).astype(np.float32)
+    return sigma0, valid
+
+
 # --- writing ----------------------------------------------------------------------------------------------------
 
 

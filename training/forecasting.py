@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sar_seg_plugin.core.forecast_methods import class_scores, confusion, skill  # the plugin's, one of each
+from sar_seg_plugin.core.forecast_methods import class_scores, confusion, persistence, skill  # the plugin's
 from training import synthetic
 
 CLASS_NAMES: tuple[str, ...] = synthetic.CLASS_NAMES
@@ -322,13 +322,27 @@ def series_maps(series: synthetic.SyntheticSeries, input_kind: str) -> np.ndarra
     if input_kind == "classes":
         return one_hot(series.labels)
     if input_kind == "continuous":
-        db = 10.0 * np.log10(np.maximum(series.sigma0, 10.0 ** (DB_FLOOR / 10.0)))
-        db = db.astype(np.float32)
-        invalid = ~series.valid
-        for b, mean in enumerate(DB_MEAN[: db.shape[1]]):
-            db[:, b, invalid] = mean
-        return db
+        return db_maps(series.sigma0, series.valid)
     raise ValueError(f"input_kind must be one of {INPUT_KINDS}, got {input_kind!r}")
+
+
+def db_maps(sigma0: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Linear sigma0 (T, C, H, W) -> dB (floor ``DB_FLOOR``), float32, pixels outside ``valid`` at the band mean."""
+    db = (10.0 * np.log10(np.maximum(sigma0, 10.0 ** (DB_FLOOR / 10.0)))).astype(np.float32)
+    for b, mean in enumerate(DB_MEAN[: db.shape[1]]):
+        db[:, b, ~valid] = mean
+    return db
+
+
+def value_windows(maps: np.ndarray, valid: np.ndarray, sequence_length: int, horizons: int = len(HORIZONS)) -> Windows:
+    """Every (T input dates -> next ``horizons`` dates) window of one series of continuous maps (T, C, H, W)."""
+    starts = range(maps.shape[0] - sequence_length - horizons + 1)
+    return Windows(
+        np.stack([maps[s : s + sequence_length] for s in starts]),
+        np.stack([maps[s + sequence_length : s + sequence_length + horizons] for s in starts]),
+        np.stack([np.broadcast_to(valid, (horizons, *valid.shape)) for _ in starts]),
+        "continuous",
+    )
 
 
 @dataclass
@@ -381,11 +395,10 @@ def make_windows(
 
 
 def persistence_forecast(sequence: np.ndarray, horizons: int = len(HORIZONS)) -> np.ndarray:
-    """Tomorrow = today: the last map repeated; (..., T, C, H, W) -> (..., horizons, C, H, W)."""
-    last = np.asarray(sequence)[..., -1:, :, :, :]
-    reps = [1] * last.ndim
-    reps[-4] = horizons
-    return np.tile(last, reps)
+    """Tomorrow = today: the last map repeated; (..., T, C, H, W) -> (..., horizons, C, H, W) (the plugin's)."""
+    seq = np.asarray(sequence)
+    flat = persistence(seq.reshape(-1, *seq.shape[-4:]), horizons)
+    return flat.reshape(*seq.shape[:-4], *flat.shape[1:]).astype(seq.dtype, copy=False)
 
 
 # --------------------------------------------------------------------------------------------

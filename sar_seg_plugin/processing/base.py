@@ -13,6 +13,7 @@ from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsFeature,
     QgsFeatureSink,
+    QgsField,
     QgsFields,
     QgsMapLayer,
     QgsProcessingAlgorithm,
@@ -28,7 +29,7 @@ from qgis.core import (
     QgsRasterLayer,
     QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QCoreApplication
+from qgis.PyQt.QtCore import QCoreApplication, QMetaType
 from qgis.PyQt.QtGui import QIcon
 
 from ..core import units
@@ -258,6 +259,33 @@ class SarSegAlgorithm(QgsProcessingAlgorithm):
             if path:
                 paths.append((path, 0))
         self.run_core(lambda: check_destinations(paths, log))
+
+    @staticmethod
+    def table_fields(spec: Iterable[tuple[str, QMetaType.Type]]) -> QgsFields:
+        """Fields of a table from (name, type) pairs, in order."""
+        fields = QgsFields()
+        for name, kind in spec:
+            fields.append(QgsField(name, kind))
+        return fields
+
+    def write_table(
+        self,
+        outputs: OutputSet,
+        parameters: dict,
+        name: str,
+        context: QgsProcessingContext,
+        spec: Iterable[tuple[str, QMetaType.Type]],
+        rows: Iterable[dict],
+    ) -> tuple[str, str]:
+        """A table without geometry: fields from ``spec`` ((name, type) pairs), one feature per row dict (keyed by
+        field name), written by :meth:`write_features`."""
+        fields = self.table_fields(spec)
+        features = []
+        for row in rows:
+            feature = QgsFeature(fields)
+            feature.setAttributes([row[f.name()] for f in fields])
+            features.append(feature)
+        return self.write_features(outputs, parameters, name, context, fields, features)
 
     def write_features(
         self,

@@ -530,19 +530,19 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
         )
 
     def _write_similar(self, parameters, context, features, names, result, outputs) -> tuple[str, str]:  # noqa: ANN001
-        fields = QgsFields()
-        for name, kind in (
-            ("commune_fid", QMetaType.Type.LongLong),
-            ("commune", QMetaType.Type.QString),
-            ("cluster", QMetaType.Type.Int),
-            ("rank", QMetaType.Type.Int),
-            ("similar_fid", QMetaType.Type.LongLong),
-            ("similar", QMetaType.Type.QString),
-            ("similar_cluster", QMetaType.Type.Int),
-            ("distance", QMetaType.Type.Double),
-            ("same_cluster", QMetaType.Type.Bool),
-        ):
-            fields.append(QgsField(name, kind))
+        fields = self.table_fields(
+            (
+                ("commune_fid", QMetaType.Type.LongLong),
+                ("commune", QMetaType.Type.QString),
+                ("cluster", QMetaType.Type.Int),
+                ("rank", QMetaType.Type.Int),
+                ("similar_fid", QMetaType.Type.LongLong),
+                ("similar", QMetaType.Type.QString),
+                ("similar_cluster", QMetaType.Type.Int),
+                ("distance", QMetaType.Type.Double),
+                ("same_cluster", QMetaType.Type.Bool),
+            )
+        )
 
         def rows():  # noqa: ANN202
             for r, i in enumerate(result.clustered):

@@ -7,9 +7,6 @@ import re
 import shutil
 
 from qgis.core import (
-    QgsFeature,
-    QgsField,
-    QgsFields,
     QgsMapLayer,
     QgsProcessing,
     QgsProcessingContext,
@@ -40,6 +37,27 @@ from .dated_inputs import DATES_HELP, DatedRastersMixin
 from .styling import _ALIVE, ClassPaletteStyle, style_on_load
 
 DEFAULT_FORECASTER = "sarseg_convlstm_classes"
+AREA_FIELDS = (
+    ("step", QMetaType.Type.Int),
+    ("label", QMetaType.Type.QString),
+    ("date", QMetaType.Type.QString),
+    ("class", QMetaType.Type.QString),
+    ("pixels", QMetaType.Type.LongLong),
+    ("area_km2", QMetaType.Type.Double),
+    ("fraction", QMetaType.Type.Double),
+)
+HINDCAST_FIELDS = (
+    ("method", QMetaType.Type.QString),
+    ("horizon", QMetaType.Type.Int),
+    ("pairs", QMetaType.Type.Int),
+    ("pixels", QMetaType.Type.LongLong),
+    ("accuracy", QMetaType.Type.Double),
+    ("miou", QMetaType.Type.Double),
+    ("rmse", QMetaType.Type.Double),
+    ("skill", QMetaType.Type.Double),
+    ("origins", QMetaType.Type.QString),
+    ("observed", QMetaType.Type.QString),
+)
 
 
 def forecaster_names() -> list[str]:
@@ -305,43 +323,11 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
 
     def _write_hindcast(self, parameters: dict, context: QgsProcessingContext, hindcast, outputs) -> tuple[str, str]:  # noqa: ANN001
         """The hindcast table (one row per method and horizon), written as one of the run's ``outputs``."""
-        fields = QgsFields()
-        for name, kind in (
-            ("method", QMetaType.Type.QString),
-            ("horizon", QMetaType.Type.Int),
-            ("pairs", QMetaType.Type.Int),
-            ("pixels", QMetaType.Type.LongLong),
-            ("accuracy", QMetaType.Type.Double),
-            ("miou", QMetaType.Type.Double),
-            ("rmse", QMetaType.Type.Double),
-            ("skill", QMetaType.Type.Double),
-        ):
-            fields.append(QgsField(name, kind))
         origins = ",".join(d.isoformat() for d in hindcast.origins)
         observed = ",".join(d.isoformat() for d in hindcast.observed)
-        fields.append(QgsField("origins", QMetaType.Type.QString))
-        fields.append(QgsField("observed", QMetaType.Type.QString))
-        features = []
-        for row in hindcast.rows:
-            feature = QgsFeature(fields)
-            values = row.as_dict()
-            feature.setAttributes([values.get(f.name()) for f in fields][:-2] + [origins, observed])
-            features.append(feature)
-        return self.write_features(outputs, parameters, self.OUTPUT_HINDCAST, context, fields, features)
+        rows = [{**row.as_dict(), "origins": origins, "observed": observed} for row in hindcast.rows]
+        return self.write_table(outputs, parameters, self.OUTPUT_HINDCAST, context, HINDCAST_FIELDS, rows)
 
     def _write_areas(self, parameters: dict, context: QgsProcessingContext, result, outputs) -> tuple[str, str]:  # noqa: ANN001
         """The class-area table, written as one of the run's ``outputs``; returns its ids while written and final."""
-        fields = QgsFields()
-        fields.append(QgsField("step", QMetaType.Type.Int))
-        fields.append(QgsField("label", QMetaType.Type.QString))
-        fields.append(QgsField("date", QMetaType.Type.QString))
-        fields.append(QgsField("class", QMetaType.Type.QString))
-        fields.append(QgsField("pixels", QMetaType.Type.LongLong))
-        fields.append(QgsField("area_km2", QMetaType.Type.Double))
-        fields.append(QgsField("fraction", QMetaType.Type.Double))
-        features = []
-        for row in result.areas():
-            feature = QgsFeature(fields)
-            feature.setAttributes([row[f.name()] for f in fields])
-            features.append(feature)
-        return self.write_features(outputs, parameters, self.OUTPUT_AREAS, context, fields, features)
+        return self.write_table(outputs, parameters, self.OUTPUT_AREAS, context, AREA_FIELDS, result.areas())

@@ -67,7 +67,7 @@ def test_bundled_forecaster_beats_persistence_on_evaluation_only_floods(forecast
         model, persistence = (c / total[h] for c in correct[h])
         skills.append(1 - (1 - model) / (1 - persistence))
         print(f"t+{h}: accuracy {model:.4f} vs persistence {persistence:.4f}, skill {skills[-1]:+.3f}")
-    # measured on these seeds: +0.151 / +0.096 / +0.069 (the card, 12 other 15-day seeds: +0.17 / +0.17 / +0.14)
+    # measured on these seeds: +0.165 / +0.097 / +0.079 (the card, 12 other 15-day seeds: +0.21 / +0.18 / +0.13)
     assert all(s > 0 for s in skills), f"the forecaster does not beat persistence at every horizon: {skills}"
     assert skills[2] > 0.05
 
