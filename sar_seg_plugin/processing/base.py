@@ -107,9 +107,8 @@ class SarSegAlgorithm(QgsProcessingAlgorithm):
                                       "as a GeoTIFF.").format(path, definition.description())  # fmt: skip
             if path and os.path.isfile(path) and try_open(path) is None:
                 return False, self.tr(
-                    f"'{path}' is not a raster file ({definition.description()}). "
-                    "Give a raster layer or a raster file such as a GeoTIFF."
-                )
+                    "'{}' is not a raster file ({}). Give a raster layer or a raster file such as a GeoTIFF."
+                ).format(path, definition.description())
         return super().checkParameterValues(parameters, context)
 
     def prepareAlgorithm(  # noqa: N802 - QGIS API name
@@ -147,9 +146,9 @@ class SarSegAlgorithm(QgsProcessingAlgorithm):
         if layer.providerType() != "gdal":
             raise QgsProcessingException(
                 self.tr(
-                    f"Layer '{layer.name()}' is a '{layer.providerType()}' raster; SAR Seg reads file rasters "
-                    "(GDAL). Export it to GeoTIFF first (right-click > Export > Save As)."
-                )
+                    "Layer '{}' is a '{}' raster; SAR Seg reads file rasters (GDAL). Export it to GeoTIFF first "
+                    "(right-click > Export > Save As)."
+                ).format(layer.name(), layer.providerType())
             )
         return layer
 

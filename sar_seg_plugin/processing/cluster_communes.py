@@ -268,9 +268,8 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
             }.get(geometry_type, "non-polygon")
             raise QgsProcessingException(
                 self.tr(
-                    f"The communes layer is a {kind} layer: give a polygon layer (one polygon or multipolygon per "
-                    "commune)."
-                )
+                    "The communes layer is a {} layer: give a polygon layer (one polygon or multipolygon per commune)."
+                ).format(kind)
             )
         self.check_vector_crs(source, self.tr("communes layer"))
         return source
@@ -297,12 +296,14 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
                     wkbs.append(None)
                     reasons.append("invalid geometry that could not be repaired")
                     feedback.pushWarning(
-                        self.tr(f"Feature {feature.id()}: invalid geometry that could not be repaired")
+                        self.tr("Feature {}: invalid geometry that could not be repaired").format(feature.id())
                     )
                     continue
                 repaired += 1
                 feedback.pushInfo(
-                    self.tr(f"Feature {feature.id()}: invalid geometry ({geom.lastError() or 'not valid'}) repaired")
+                    self.tr("Feature {}: invalid geometry ({}) repaired").format(
+                        feature.id(), geom.lastError() or "not valid"
+                    )
                 )
                 geom = fixed
             try:
@@ -314,7 +315,7 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
             wkbs.append(bytes(geom.asWkb()))
             reasons.append("")
         if repaired:
-            feedback.pushWarning(self.tr(f"{repaired} invalid geometries were repaired with makeValid"))
+            feedback.pushWarning(self.tr("{} invalid geometries were repaired with makeValid").format(repaired))
         return features, wkbs, reasons
 
     def _field_values(self, source, field_name, features):  # noqa: ANN001, ANN202
@@ -322,14 +323,14 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
             return None
         index = source.fields().lookupField(field_name)
         if index < 0:
-            raise QgsProcessingException(self.tr(f"The field '{field_name}' is not in the communes layer."))
+            raise QgsProcessingException(self.tr("The field '{}' is not in the communes layer.").format(field_name))
         fld = source.fields().at(index)
         if fld.type() not in NUMERIC:
             raise QgsProcessingException(
                 self.tr(
-                    f"The field '{field_name}' is a {fld.typeName()} field, not a number: choose a numeric field "
-                    '(integer or decimal), or convert it first (Field Calculator, e.g. to_real("field")).'
-                )
+                    "The field '{}' is a {} field, not a number: choose a numeric field (integer or decimal), or "
+                    'convert it first (Field Calculator, e.g. to_real("field")).'
+                ).format(field_name, fld.typeName())
             )
         values = []
         for f in features:
@@ -360,7 +361,9 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
         k_max = self.parameterAsInt(parameters, self.K_MAX, context)
         device = DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]
         if k_min > k_max:
-            raise QgsProcessingException(self.tr(f"k min ({k_min}) is larger than k max ({k_max}): swap them."))
+            raise QgsProcessingException(
+                self.tr("k min ({}) is larger than k max ({}): swap them.").format(k_min, k_max)
+            )
         if not families and not (field_name and field_as_feature):
             raise QgsProcessingException(self.tr("No feature was chosen: choose at least one in Features."))
         self._refuse_input_as_output(parameters, context)
@@ -390,16 +393,16 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
             if encoder.metadata.task != "encoder":
                 raise QgsProcessingException(
                     self.tr(
-                        f"Model '{encoder.metadata.name}' is a {encoder.metadata.task} model: the embeddings need an "
-                        "encoder model (task 'encoder'), such as the bundled SAR encoder."
-                    )
+                        "Model '{}' is a {} model: the embeddings need an encoder model (task 'encoder'), such as "
+                        "the bundled SAR encoder."
+                    ).format(encoder.metadata.name, encoder.metadata.task)
                 )
-            feedback.pushInfo(self.tr(f"Encoder: {encoder.metadata.name} ({encoder.path})"))
+            feedback.pushInfo(self.tr("Encoder: {} ({})").format(encoder.metadata.name, encoder.path))
         seg_file = self.parameterAsFile(parameters, self.SEGMENTATION_MODEL_FILE, context)
 
         def segment(src: str, dst: str) -> list[str]:
             model = load_model(seg_file or default_segmentation_model(), device)
-            feedback.pushInfo(self.tr(f"Segmentation model: {model.metadata.name}"))
+            feedback.pushInfo(self.tr("Segmentation model: {}").format(model.metadata.name))
             segment_raster(
                 src,
                 dst,
@@ -427,11 +430,10 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
             )
         )
         for note in result.notes:
-            feedback.pushWarning(self.tr(note))
+            feedback.pushWarning(note)  # core messages are built with their values: not translatable
         feedback.pushInfo(
-            self.tr(
-                f"k = {result.k}, mean silhouette {result.clustering.silhouette:.3f}; "
-                f"{len(result.clustered)} of {len(features)} communes clustered"
+            self.tr("k = {}, mean silhouette {:.3f}; {} of {} communes clustered").format(
+                result.k, result.clustering.silhouette, len(result.clustered), len(features)
             )
         )
         names = self._names(source, name_field, features)
@@ -469,9 +471,9 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
             if path and os.path.exists(path) and os.path.realpath(path) in inputs:
                 raise QgsProcessingException(
                     self.tr(
-                        f"The output '{value}' is the communes layer's own file. Choose another output; "
-                        "inputs are never overwritten."
-                    )
+                        "The output '{}' is the communes layer's own file. Choose another output; inputs are never "
+                        "overwritten."
+                    ).format(value)
                 )
 
     @staticmethod
@@ -496,7 +498,7 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
         kept = []
         for i, fld in enumerate(source.fields()):
             if fld.name().lower() in added_names:  # e.g. a column from an earlier run
-                feedback.pushWarning(self.tr(f"The input column '{fld.name()}' is replaced by this run's"))
+                feedback.pushWarning(self.tr("The input column '{}' is replaced by this run's").format(fld.name()))
                 continue
             fields.append(fld)
             kept.append(i)

@@ -70,11 +70,11 @@ class DatedRastersMixin:
         """The input rasters with their dates, from the chosen source, in input order (at least two)."""
         layers = self.parameterAsLayerList(parameters, self.INPUTS, context)
         if len(layers) < 2:
-            raise QgsProcessingException(self.tr(f"Give at least two rasters to {what}."))
+            raise QgsProcessingException(self.tr("Give at least two rasters to {}.").format(what))
         for layer in layers:
             if not isinstance(layer, QgsRasterLayer) or layer.providerType() != "gdal":
                 raise QgsProcessingException(
-                    self.tr(f"'{layer.name()}' is not a file raster layer. Give GeoTIFF (GDAL) rasters only.")
+                    self.tr("'{}' is not a file raster layer. Give GeoTIFF (GDAL) rasters only.").format(layer.name())
                 )
         source = DATE_SOURCES[self.parameterAsEnum(parameters, self.DATE_SOURCE, context)]
         text = self.parameterAsString(parameters, self.DATES, context)
@@ -83,9 +83,10 @@ class DatedRastersMixin:
             dates = self.run_core(lambda: timeseries.parse_dates(text))
             if len(dates) != len(layers):
                 raise QgsProcessingException(
-                    self.tr(f"{len(dates)} date(s) given for {len(layers)} rasters. Give one date per raster, "
-                            "in the order of the inputs.")
-                )  # fmt: skip
+                    self.tr(
+                        "{} date(s) given for {} rasters. Give one date per raster, in the order of the inputs."
+                    ).format(len(dates), len(layers))
+                )
             return [DatedRaster(p, d, lyr.name()) for p, d, lyr in zip(paths, dates, layers)]
         items = []
         for path, layer in zip(paths, layers):
@@ -96,8 +97,8 @@ class DatedRastersMixin:
                 date = layer_date(layer)
             if date is None:
                 raise QgsProcessingException(
-                    self.tr(f"No date found for '{Path(path).name}'. Put the date in the file name (YYYYMMDD), "
-                            "set the layer's temporal properties, or list the dates in the Dates parameter.")
+                    self.tr("No date found for '{}'. Put the date in the file name (YYYYMMDD), set the layer's "
+                            "temporal properties, or list the dates in the Dates parameter.").format(Path(path).name)
                 )  # fmt: skip
             items.append(DatedRaster(path, date, layer.name()))
         return items

@@ -87,7 +87,9 @@ class EvaluateSegmentationAlgorithm(SarSegAlgorithm):
         table_path = self.parameterAsFileOutput(parameters, self.OUTPUT_TABLE, context)
         if table_path and Path(table_path).suffix.lower() not in TABLE_FORMATS:
             raise QgsProcessingException(
-                self.tr(f"The metrics table '{table_path}' must end in .csv or .json. Choose one of these formats.")
+                self.tr("The metrics table '{}' must end in .csv or .json. Choose one of these formats.").format(
+                    table_path
+                )
             )
         for output in (html_path, table_path):
             if output:
@@ -99,15 +101,14 @@ class EvaluateSegmentationAlgorithm(SarSegAlgorithm):
             meta = self.run_core(lambda: load_model(model).metadata)
             class_names = list(meta.class_names) or None
             if class_names:
-                feedback.pushInfo(self.tr(f"Class names from the model: {', '.join(class_names)}"))
+                feedback.pushInfo(self.tr("Class names from the model: {}").format(", ".join(class_names)))
 
         result = self.run_core(lambda: evaluate_rasters(predicted, reference, class_names, **self.callbacks(feedback)))
         for note in result.notes:
             feedback.pushInfo(note)
         feedback.pushInfo(
-            self.tr(
-                f"Overall accuracy {result.overall_accuracy:.4f}, mIoU {result.mean_iou:.4f}, "
-                f"mean Dice {result.mean_dice:.4f}"
+            self.tr("Overall accuracy {:.4f}, mIoU {:.4f}, mean Dice {:.4f}").format(
+                result.overall_accuracy, result.mean_iou, result.mean_dice
             )
         )
 

@@ -131,9 +131,9 @@ class ExtractPatchesAlgorithm(SarSegAlgorithm):
             except QgsCsException as exc:
                 raise QgsProcessingException(
                     self.tr(
-                        f"An area-of-interest polygon cannot be reprojected to the image raster's CRS ({exc}); it "
+                        "An area-of-interest polygon cannot be reprojected to the image raster's CRS ({}); it "
                         "probably lies far outside the image. Give polygons that cover part of the image."
-                    )
+                    ).format(exc)
                 ) from exc
             wkts.append(geom.asWkt())
         if not wkts:
@@ -170,10 +170,15 @@ class ExtractPatchesAlgorithm(SarSegAlgorithm):
         )
         feedback.pushInfo(
             self.tr(
-                f"{result['train']} training and {result['val']} validation patches of {result['candidates']} "
-                f"candidates ({result['dropped_invalid']} with too little valid data, "
-                f"{result['dropped_at_split_borders']} dropped at train/validation borders; split blocks of "
-                f"{result['split_block']} pixels)."
+                "{} training and {} validation patches of {} candidates ({} with too little valid data, {} dropped "
+                "at train/validation borders; split blocks of {} pixels)."
+            ).format(
+                result["train"],
+                result["val"],
+                result["candidates"],
+                result["dropped_invalid"],
+                result["dropped_at_split_borders"],
+                result["split_block"],
             )
         )
         return {

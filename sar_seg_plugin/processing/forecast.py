@@ -275,7 +275,7 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
             raise
         self.sinks_committed(context, sink_ids + hindcast_ids)
         for note in result.notes:
-            feedback.pushWarning(self.tr(note))
+            feedback.pushWarning(note)  # core messages are built with their values: not translatable
 
         outputs = {
             self.OUTPUT_FOLDER: folder,
@@ -294,12 +294,13 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
         for s in result.steps:
             if s.class_pixels is not None:
                 feedback.pushInfo(
-                    self.tr(
-                        f"{s.label} ({s.date.isoformat()}): "
-                        + ", ".join(
+                    self.tr("{} ({}): {}").format(
+                        s.label,
+                        s.date.isoformat(),
+                        ", ".join(
                             f"{n} {c / max(s.class_pixels.sum(), 1):.1%}"
                             for n, c in zip(result.class_names, s.class_pixels)
-                        )
+                        ),
                     )
                 )
         return outputs

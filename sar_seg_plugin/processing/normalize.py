@@ -124,8 +124,9 @@ class NormalizeAlgorithm(SarSegAlgorithm):
         stats = self.run_core(run)
         for band in stats.bands:
             feedback.pushInfo(
-                self.tr(f"{band.name}: mean {band.mean:.4g}, std {band.std:.4g}, "
-                        f"p{band.low_percentile:g} {band.low:.4g}, p{band.high_percentile:g} {band.high:.4g}")
-            )  # fmt: skip
+                self.tr("{}: mean {:.4g}, std {:.4g}, p{:g} {:.4g}, p{:g} {:.4g}").format(
+                    band.name, band.mean, band.std, band.low_percentile, band.low, band.high_percentile, band.high
+                )
+            )
         style_on_load(context, dst, GrayStretchStyle())
         return {self.OUTPUT: dst, self.OUTPUT_STATS: stats_out}

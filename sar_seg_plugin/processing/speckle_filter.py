@@ -136,7 +136,9 @@ class SpeckleFilterAlgorithm(SarSegAlgorithm):
             sigma=self.parameterAsDouble(parameters, self.SIGMA, context),
             input_scale=self.input_scale(parameters, context),
         )
-        feedback.pushInfo(self.tr(f"{speckle.FILTER_LABELS[settings.filter_name]} filter, {window}x{window} window"))
+        feedback.pushInfo(
+            self.tr("{} filter, {}x{} window").format(speckle.FILTER_LABELS[settings.filter_name], window, window)
+        )
         result = self.run_core(
             lambda: speckle_filter_raster(
                 src, dst, settings, log=feedback.pushInfo, warn=feedback.pushWarning, **self.callbacks(feedback)

@@ -82,8 +82,8 @@ class StackTimeSeriesAlgorithm(DatedRastersMixin, SarSegAlgorithm):
             )
         )
         for note in result["notes"]:
-            feedback.pushWarning(self.tr(note))
-        feedback.pushInfo(self.tr(f"Dates in band order: {', '.join(result['dates'])}"))
+            feedback.pushWarning(note)  # core messages are built with their values: not translatable
+        feedback.pushInfo(self.tr("Dates in band order: {}").format(", ".join(result["dates"])))
         if not result["paletted"]:  # a class map keeps its colour table; a grey stretch would hide it
             style_on_load(context, dst, GrayStretchStyle())
         return {self.OUTPUT: dst, self.DATES_OUT: ",".join(result["dates"])}
