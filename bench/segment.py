@@ -40,8 +40,8 @@ for _p in (str(ROOT), str(BENCH)):
 
 import speckle  # noqa: E402 - bench/speckle.py: raster generator, headless QGIS, VmHWM, tables
 
-from sar_seg_plugin.core.inference import tile_starts  # noqa: E402 - numpy only, no qgis
 from sar_seg_plugin.core.radiometry import to_db  # noqa: E402
+from sar_seg_plugin.core.tiling import tile_starts  # noqa: E402 - numpy only, no qgis
 from sar_seg_plugin.models.registry import default_segmentation_model  # noqa: E402
 
 ALGORITHM = "sarseg:segment"

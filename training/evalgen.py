@@ -43,9 +43,10 @@ from osgeo import gdal, osr
 from scipy import ndimage
 
 from sar_seg_plugin.core.speckle import FILTER_LABELS, FILTERS, apply_filter
+from sar_seg_plugin.models.metadata import LAND_COVER_CLASSES
 
 WATER, VEGETATION, FOREST, BUILT_UP, BARE_SOIL = range(5)
-CLASS_NAMES: tuple[str, ...] = ("water", "vegetation", "forest", "built-up", "bare soil")
+CLASS_NAMES: tuple[str, ...] = LAND_COVER_CLASSES
 CLASS_COLOURS: tuple[tuple[int, int, int, int], ...] = (
     (31, 87, 196, 255),
     (166, 216, 84, 255),

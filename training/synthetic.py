@@ -27,8 +27,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-CLASS_NAMES: tuple[str, ...] = ("water", "vegetation", "forest", "built-up", "bare soil")
-CLASS_COLORS: tuple[str, ...] = ("#1f78b4", "#b2df8a", "#33a02c", "#e31a1c", "#d9b26f")
+from sar_seg_plugin.models.metadata import LAND_COVER_CLASSES, LAND_COVER_COLOURS
+
+CLASS_NAMES: tuple[str, ...] = LAND_COVER_CLASSES
+CLASS_COLORS: tuple[str, ...] = LAND_COVER_COLOURS
 WATER, VEGETATION, FOREST, BUILT_UP, BARE_SOIL = range(5)
 LABEL_NODATA: int = 255
 SAR_NODATA: float = 0.0

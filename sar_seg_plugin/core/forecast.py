@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 from osgeo import gdal
 
-from ..models.metadata import ModelMetadata
+from ..models.metadata import ModelMetadata, hex_rgba
 from . import timeseries
+from .class_rasters import CLASS_NODATA, class_writer
 from .errors import CancelledError, SarSegError
 from .forecast_methods import (
     HIGH_CONFIDENCE,
@@ -33,10 +34,10 @@ from .forecast_methods import (
     ScoreRow,
     baseline,
 )
-from .inference import CLASS_NODATA, _hex_rgba, class_writer, raster_pixel_size_m
 from .outputs import OutputSet, check_destinations
 from .preprocess import check_has_data
 from .raster_io import GeoTiffWriter, check_not_same_file, iter_blocks, open_raster, read_info, read_window, valid_mask
+from .resampling import raster_pixel_size_m
 from .timeseries import DatedRaster, Grid
 from .units import AUTO, ModelInput, plan_model_input
 
@@ -331,12 +332,12 @@ def _change_palette(meta: ModelMetadata) -> tuple[dict[int, tuple[int, int, int,
     """Change raster legend: 0 = no change, 1 + from * C + to = a change from class ``from`` to ``to``."""
     names = meta.class_names
     n = len(names)
-    colours = {NO_CHANGE: NO_CHANGE_RGBA}  # nodata (255) has no entry: see inference.class_palette
+    colours = {NO_CHANGE: NO_CHANGE_RGBA}  # nodata (255) has no entry: see class_rasters.class_palette
     labels = ["no change"] + [""] * (n * n)
     for a in range(n):
         for b in range(n):
             if a != b:
-                colours[1 + a * n + b] = _hex_rgba(meta.class_colors[b])
+                colours[1 + a * n + b] = hex_rgba(meta.class_colors[b])
                 labels[1 + a * n + b] = f"{names[a]} -> {names[b]}"
     return colours, labels
 

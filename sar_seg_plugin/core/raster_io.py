@@ -150,7 +150,8 @@ def check_not_same_file(inputs: Sequence[str | os.PathLike | None], output: str 
 UNIT_GRID = (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
 
-def _geotransform(ds: gdal.Dataset) -> tuple[float, ...] | None:
+def geotransform_of(ds: gdal.Dataset) -> tuple[float, ...] | None:
+    """The raster's geotransform, or None when it has none (GDAL's default unit grid is not returned)."""
     try:
         gt = ds.GetGeoTransform(can_return_null=True)
     except RuntimeError:
@@ -160,13 +161,13 @@ def _geotransform(ds: gdal.Dataset) -> tuple[float, ...] | None:
 
 def has_georeferencing(ds: gdal.Dataset) -> bool:
     """Whether a raster can be placed on a map: a geotransform or ground control points."""
-    return _geotransform(ds) is not None or ds.GetGCPCount() > 0
+    return geotransform_of(ds) is not None or ds.GetGCPCount() > 0
 
 
 def read_info(ds: gdal.Dataset) -> RasterInfo:
     """Describe an open dataset: size, georeferencing, nodata, band descriptions and units."""
     bands = [ds.GetRasterBand(i + 1) for i in range(ds.RasterCount)]
-    geotransform = _geotransform(ds)
+    geotransform = geotransform_of(ds)
     dtype = np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(bands[0].DataType))
     return RasterInfo(
         path=ds.GetDescription(),

@@ -41,6 +41,11 @@ OUTPUT_KINDS = ("classes", "continuous")
 TILE_MULTIPLE = 16  # a U-Net with 4 poolings needs height and width divisible by 2^4
 _COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
+#: SAR Seg's land-cover classes and their colours: the bundled models, the training generator and the forecast
+#: dock's legend all take them from here.
+LAND_COVER_CLASSES = ("water", "vegetation", "forest", "built-up", "bare soil")
+LAND_COVER_COLOURS = ("#1f78b4", "#b2df8a", "#33a02c", "#e31a1c", "#d9b26f")
+
 # Colours given to classes that come without any (Deepness models): distinct and readable on a map.
 DEFAULT_PALETTE = (
     "#1f77b4",
@@ -54,6 +59,11 @@ DEFAULT_PALETTE = (
     "#bcbd22",
     "#17becf",
 )
+
+
+def hex_rgba(colour: str) -> tuple[int, int, int, int]:
+    """A colour "#rrggbb" as (r, g, b, 255), the form of a GDAL colour-table entry."""
+    return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16), 255
 
 
 class MetadataFieldError(SarSegError):
@@ -496,12 +506,15 @@ def deepness_metadata(
 
 __all__ = [
     "DEFAULT_PALETTE",
+    "LAND_COVER_CLASSES",
+    "LAND_COVER_COLOURS",
     "FORMAT_VERSION",
     "MetadataFieldError",
     "ModelMetadata",
     "Normalization",
     "PREFIX",
     "deepness_metadata",
+    "hex_rgba",
     "is_deepness_props",
     "metadata_from_props",
     "metadata_to_props",

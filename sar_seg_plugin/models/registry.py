@@ -5,6 +5,8 @@ onnxruntime is imported only when a model is opened, so the plugin loads in a QG
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import SarSegError
-from .metadata import ModelMetadata, is_deepness_props, metadata_from_props
+from .metadata import DEEPNESS_TASKS, PREFIX, ModelMetadata, is_deepness_props, metadata_from_props
 
 MODELS_DIR = Path(__file__).resolve().parent
 DEVICES = ("auto", "cpu", "cuda")
@@ -54,9 +56,46 @@ class LoadedModel:
         return self.session.run([self.output_names[0]], feed)[0]
 
 
-def bundled_models() -> dict[str, Path]:
-    """The models shipped in the plugin: file stem -> path of each ``*.onnx`` in ``sar_seg_plugin/models/``."""
-    return {p.stem: p for p in sorted(MODELS_DIR.glob("*.onnx"))}
+def bundled_models(task: str | None = None) -> dict[str, Path]:
+    """The models shipped in the plugin: file stem -> path of each ``*.onnx`` in ``sar_seg_plugin/models/``; with
+    ``task`` ("segmentation", "encoder"), only those whose metadata says so (see :func:`model_task`)."""
+    models = {p.stem: p for p in sorted(MODELS_DIR.glob("*.onnx"))}
+    if task is None:
+        return models
+    return {name: path for name, path in models.items() if model_task(path) == task}
+
+
+def model_task(path: str | os.PathLike) -> str:
+    """The task a model file's metadata records ("segmentation", "encoder", ...; "" when it records none or cannot
+    be read). Read once per file version (unoptimised session, tens of milliseconds)."""
+    p = Path(path)
+    try:
+        stat = p.stat()
+    except OSError:
+        return ""
+    return _model_task(str(p.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _model_task(path: str, _mtime_ns: int, _size: int) -> str:
+    ort = import_onnxruntime()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(path, sess_options=options, providers=[_CPU])
+        props = dict(session.get_modelmeta().custom_metadata_map)
+    except Exception:  # noqa: BLE001 - onnxruntime raises its own types; an unreadable file has no task
+        return ""
+    deepness = is_deepness_props(props)
+    raw = props.get("model_type" if deepness else f"{PREFIX}task", '""')
+    try:
+        task = json.loads(raw)
+    except ValueError:
+        task = raw  # Deepness writes some values unquoted
+    if deepness:
+        return DEEPNESS_TASKS.get(str(task).capitalize(), ("",))[0]
+    return task if isinstance(task, str) else ""
 
 
 FLOAT32_SEGMENTATION = "sarseg_unet_vvvh"

@@ -54,7 +54,7 @@ NUMERIC = (
 
 def encoder_models() -> list[str]:
     """Bundled encoders offered in the ENCODER list, the SAR encoder first."""
-    names = [n for n in bundled_models() if "encoder" in n]
+    names = list(bundled_models("encoder"))
     return sorted(names, key=lambda n: (n != DEFAULT_ENCODER, n))
 
 

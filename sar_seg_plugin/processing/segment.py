@@ -14,15 +14,16 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from ..core.inference import CONFIDENCE_MEASURES, segment_raster
+from ..core.class_rasters import CONFIDENCE_MEASURES
+from ..core.inference import segment_raster
 from ..models.registry import DEVICES, bundled_models, default_segmentation_model, load_model
 from .base import INPUT_SCALE_HELP, SarSegAlgorithm
 from .styling import ClassPaletteStyle, GrayStretchStyle, style_on_load
 
 
 def segmentation_models() -> list[str]:
-    """Bundled model names offered in the MODEL list (the default first); encoders are not segmentation models."""
-    names = [n for n in bundled_models() if "encoder" not in n]
+    """Bundled segmentation models (by their metadata's task) offered in the MODEL list, the default first."""
+    names = list(bundled_models("segmentation"))
     default = default_segmentation_model()
     return sorted(names, key=lambda n: (n != default, n))
 

@@ -21,9 +21,9 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from ..models.metadata import LAND_COVER_COLOURS
 from ..temporal import ForecastRun, forecast_runs, hindcast_text
 
-DEFAULT_COLOURS = ("#1f78b4", "#b2df8a", "#33a02c", "#e31a1c", "#d9b26f")
 PLAY_INTERVAL_MS = 1200
 
 
@@ -44,7 +44,7 @@ class AreaChart(QWidget):
 
     def set_areas(self, areas: dict[str, float], maximum: float, unit: str, colours: dict[str, str]) -> None:
         self.rows = [
-            (name, float(value), QColor(colours.get(name, DEFAULT_COLOURS[i % len(DEFAULT_COLOURS)])))
+            (name, float(value), QColor(colours.get(name, LAND_COVER_COLOURS[i % len(LAND_COVER_COLOURS)])))
             for i, (name, value) in enumerate(areas.items())
         ]
         self.maximum, self.unit = max(maximum, 1e-12), unit

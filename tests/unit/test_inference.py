@@ -11,7 +11,8 @@ from rasters import read_raster, write_raster
 
 from sar_seg_plugin.core import inference, raster_io
 from sar_seg_plugin.core.errors import CancelledError, SarSegError
-from sar_seg_plugin.core.inference import blend_window, segment_raster, tile_starts
+from sar_seg_plugin.core.inference import segment_raster
+from sar_seg_plugin.core.tiling import blend_window, tile_starts
 from sar_seg_plugin.models.metadata import ModelMetadata, Normalization, metadata_to_props
 from sar_seg_plugin.models.registry import load_model
 
@@ -100,7 +101,7 @@ def test_blend_window_covers_every_pixel():
 def test_tiled_blended_equals_whole_raster_inference(
     conv_model, tmp_path, monkeypatch, width, height, batch, finish_chunk
 ):
-    monkeypatch.setattr("sar_seg_plugin.core.inference.FINISH_CHUNK", finish_chunk)
+    monkeypatch.setattr("sar_seg_plugin.core.class_rasters.FINISH_CHUNK", finish_chunk)
     db = db_scene(width=width, height=height)
     src = write_raster(tmp_path / "db.tif", db, descriptions=["VV", "VH"], units=["dB", "dB"])
     out, probs, conf = tmp_path / "classes.tif", tmp_path / "probs.tif", tmp_path / "conf.tif"

@@ -11,8 +11,10 @@ import pytest
 from osgeo import gdal
 from rasters import leftovers, read_raster, write_raster
 
+from sar_seg_plugin.core.class_rasters import CLASS_NODATA
 from sar_seg_plugin.core.errors import CancelledError
-from sar_seg_plugin.core.inference import CLASS_NODATA, raster_pixel_size_m, resampling_plan, segment_raster
+from sar_seg_plugin.core.inference import segment_raster
+from sar_seg_plugin.core.resampling import raster_pixel_size_m, resampling_plan
 from sar_seg_plugin.models.registry import load_model
 from training import synthetic
 

@@ -19,7 +19,7 @@ from sar_seg_plugin.models.metadata import (
     metadata_from_props,
     metadata_to_props,
 )
-from sar_seg_plugin.models.registry import ONNXRUNTIME_MISSING, bundled_models, load_model, resolve_model
+from sar_seg_plugin.models.registry import ONNXRUNTIME_MISSING, bundled_models, load_model, model_task, resolve_model
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 MODELS = DATA / "models"
@@ -378,3 +378,21 @@ def test_committed_tiny_models_match_their_script():
         assert (MODELS / name).read_bytes() == model.SerializeToString(), (
             f"rerun tests/data/make_tiny_models.py ({name})"
         )
+
+
+def test_model_task_is_read_from_the_metadata(tmp_path):
+    """Tools list models by the task their metadata records, not by their file names."""
+    pytest.importorskip("onnxruntime")
+    assert model_task(MODELS / "conv_2to5.onnx") == "segmentation"
+    assert model_task(MODELS / "deepness_3to3.onnx") == "segmentation"  # Deepness "Segmentor"
+    renamed = tmp_path / "my_encoder_v2.onnx"  # a name that says "encoder" does not make an encoder
+    renamed.write_bytes((MODELS / "conv_2to5.onnx").read_bytes())
+    assert model_task(renamed) == "segmentation"
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    assert model_task(broken) == ""
+    assert model_task(tmp_path / "missing.onnx") == ""
+    by_task = {task: set(bundled_models(task)) for task in ("segmentation", "encoder")}
+    assert by_task["segmentation"] and by_task["encoder"]
+    assert not by_task["segmentation"] & by_task["encoder"]
+    assert by_task["segmentation"] | by_task["encoder"] == set(bundled_models())

@@ -1,0 +1,270 @@
+"""Resampling a raster to the pixel size a model runs at, and back: the plan (what, why, how), GDAL warps with
+errors and cancel handled, and the linear-power copy intensities are interpolated in. No qgis import."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from osgeo import gdal, osr
+
+from ..models.metadata import ModelMetadata
+from . import domain, raster_io
+from .class_rasters import CLASS_NODATA
+from .errors import CancelledError, SarSegError
+from .raster_io import GeoTiffWriter
+from .units import DB, LINEAR, ModelInput, convert_scale
+
+RESAMPLE_TOLERANCE = 0.10  # relative pixel-size difference accepted without resampling
+METRES_PER_DEGREE_LAT = 110574.0
+METRES_PER_DEGREE_LON_EQUATOR = 111320.0
+
+
+@dataclass
+class ResamplePlan:
+    """Where and how to warp the input before segmenting it."""
+
+    dst_wkt: str  # the projected CRS the model runs in
+    resolution: float  # the pixel size the model runs at, in units of dst_wkt
+    reason: str
+    pixel_size_m: float = 0.0  # the same pixel size in metres
+    method: str = "bilinear"  # GDAL resampling of the input (in linear power): "bilinear" or "average"
+
+
+def _raster_srs(ds: Any) -> osr.SpatialReference | None:
+    wkt = ds.GetProjection() or ""
+    if not wkt:
+        return None
+    srs = osr.SpatialReference()
+    if srs.ImportFromWkt(wkt) != 0:
+        return None
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return srs
+
+
+def raster_pixel_size_m(ds: Any) -> tuple[float, float, bool] | None:
+    """(x, y) pixel size of an open raster in metres and whether its CRS is geographic; None when unknown
+    (no geotransform, no CRS, or a CRS neither projected nor geographic).
+
+    Projected CRS: geotransform units times the CRS linear unit. Geographic CRS: degrees converted at the
+    raster's centre latitude (111320 m x cos(latitude) per degree of longitude, 110574 m per degree of latitude).
+    """
+    gt = raster_io.geotransform_of(ds)
+    srs = _raster_srs(ds)
+    if gt is None or srs is None:
+        return None
+    size_x, size_y = math.hypot(gt[1], gt[4]), math.hypot(gt[2], gt[5])
+    if srs.IsProjected():
+        unit = srs.GetLinearUnits()
+        return size_x * unit, size_y * unit, False
+    if srs.IsGeographic():
+        to_degrees = srs.GetAngularUnits() * 180.0 / math.pi
+        _, lat = _centre(ds, gt)
+        lat_deg = lat * to_degrees
+        cos_lat = max(math.cos(math.radians(lat_deg)), 1e-6)
+        return (
+            size_x * to_degrees * METRES_PER_DEGREE_LON_EQUATOR * cos_lat,
+            size_y * to_degrees * METRES_PER_DEGREE_LAT,
+            True,
+        )
+    return None
+
+
+def _centre(ds: Any, gt: Sequence[float]) -> tuple[float, float]:
+    col, row = ds.RasterXSize / 2.0, ds.RasterYSize / 2.0
+    return gt[0] + col * gt[1] + row * gt[2], gt[3] + col * gt[4] + row * gt[5]
+
+
+def _utm_wkt(ds: Any, srs: osr.SpatialReference) -> tuple[str, str]:
+    """WKT and a label of the WGS 84 UTM zone holding the raster centre (geographic raster)."""
+    gt = raster_io.geotransform_of(ds)
+    lon, lat = _centre(ds, gt)
+    to_degrees = srs.GetAngularUnits() * 180.0 / math.pi
+    lon, lat = lon * to_degrees, lat * to_degrees
+    zone = int(math.floor(((lon + 180.0) % 360.0) / 6.0)) % 60 + 1
+    epsg = (32600 if lat >= 0 else 32700) + zone
+    utm = osr.SpatialReference()
+    utm.ImportFromEPSG(epsg)
+    return utm.ExportToWkt(), f"EPSG:{epsg} (UTM zone {zone}{'N' if lat >= 0 else 'S'})"
+
+
+def resampling_plan(ds: Any, meta: ModelMetadata) -> tuple[ResamplePlan | None, str]:
+    """Whether the raster must be warped to the model's pixel size, and a log line saying what and why.
+
+    A model that records the range of pixel sizes it was trained on (its input-domain envelope) is given the
+    raster as it is inside that range, averaged (multilooked in linear power) to the range's lower end when the
+    raster is finer, bilinearly warped to its upper end when coarser (see :func:`_range_plan`). Other models get
+    their ``pixel_size_m`` (bilinear) unless the raster is within 10 % of it.
+    """
+    trained = domain.trained_pixel_sizes(meta.input_domain)
+    if trained is not None:
+        return _range_plan(ds, trained)
+    if meta.pixel_size_m is None:
+        return None, "No resampling: the model does not state a pixel size"
+    size = raster_pixel_size_m(ds)
+    if size is None:
+        return None, "No resampling: the raster has no usable CRS/georeferencing, so its pixel size is unknown"
+    sx, sy, geographic = size
+    model_m = float(meta.pixel_size_m)
+    described = f"{sx:.3g} x {sy:.3g} m"
+    srs = _raster_srs(ds)
+    if geographic:
+        dst_wkt, label = _utm_wkt(ds, srs)
+        return _with_reason(
+            ResamplePlan(
+                dst_wkt,
+                model_m,
+                f"Resampling: the raster's CRS is geographic (degrees, about {described} pixels at its centre); "
+                f"warping to {model_m:g} m pixels in {label} for the model (bilinear, linear power), "
+                "results are warped back to the raster's grid",
+                model_m,
+            ),
+        )
+    differs = max(abs(sx / model_m - 1.0), abs(sy / model_m - 1.0))
+    if differs <= RESAMPLE_TOLERANCE:
+        return None, (
+            f"No resampling: the raster's pixel size ({described}) is within {RESAMPLE_TOLERANCE:.0%} "
+            f"of the model's ({model_m:g} m)"
+        )
+    return _with_reason(
+        ResamplePlan(
+            srs.ExportToWkt(),
+            model_m / srs.GetLinearUnits(),
+            f"Resampling: the raster's pixel size ({described}) differs from the model's ({model_m:g} m) by "
+            f"{differs:.0%}; warping to {model_m:g} m pixels for the model (bilinear, linear power), "
+            "results are warped back to the raster's grid",
+            model_m,
+        ),
+    )
+
+
+def _range_plan(ds: Any, trained: tuple[float, float]) -> tuple[ResamplePlan | None, str]:
+    """The resampling of a model trained on pixel sizes ``trained`` (low, high metres).
+
+    Inside the range (10 % tolerance at its ends), a projected raster is segmented on its own grid. Outside it,
+    the raster is warped to the nearest end: averaged in linear power when that is coarser than the raster
+    (multilooking: the speckle is reduced as in the coarser products the model saw), bilinear when finer
+    (detail is not restored; the input-domain check warns). A geographic raster is warped to the local UTM zone
+    at its own pixel size clamped into the range, averaged when that is coarser than the raster.
+    """
+    size = raster_pixel_size_m(ds)
+    if size is None:
+        return None, "No resampling: the raster has no usable CRS/georeferencing, so its pixel size is unknown"
+    sx, sy, geographic = size
+    lo, hi = trained
+    described, trained_text = f"{sx:.3g} x {sy:.3g} m", f"{lo:g}-{hi:g} m"
+    srs = _raster_srs(ds)
+    native = math.sqrt(sx * sy)
+    target = min(max(native, lo), hi)
+    method = "average" if target > max(sx, sy) else "bilinear"
+    how = "averaging in linear power (multilooking)" if method == "average" else "bilinear interpolation, linear power"
+    back = "results are warped back to the raster's grid"
+    if geographic:
+        dst_wkt, label = _utm_wkt(ds, srs)
+        fits = "its own pixel size" if target == native else f"its pixel size clamped into the {trained_text}"
+        return _with_reason(
+            ResamplePlan(
+                dst_wkt,
+                target,
+                f"Resampling: the raster's CRS is geographic (degrees, about {described} pixels at its centre); "
+                f"warping to {target:.3g} m pixels in {label} ({fits} the model was trained on; {how}), {back}",
+                target,
+                method,
+            )
+        )
+    tol = RESAMPLE_TOLERANCE
+    if all(lo * (1.0 - tol) <= v <= hi * (1.0 + tol) for v in (sx, sy)):
+        return None, (
+            f"No resampling: the raster's pixel size ({described}) is inside the {trained_text} the model was "
+            "trained on"
+        )
+    side = "finer than" if native < lo else "coarser than" if native > hi else "partly outside"
+    return _with_reason(
+        ResamplePlan(
+            srs.ExportToWkt(),
+            target / srs.GetLinearUnits(),
+            f"Resampling: the raster's pixel size ({described}) is {side} the {trained_text} the model was "
+            f"trained on; warping to {target:.3g} m pixels ({how}), {back}",
+            target,
+            method,
+        )
+    )
+
+
+def _with_reason(plan: ResamplePlan) -> tuple[ResamplePlan, str]:
+    return plan, plan.reason
+
+
+def _check_warp(result: Any, what: str, is_canceled: Callable[[], bool] | None) -> Any:
+    if is_canceled and is_canceled():
+        raise CancelledError("Cancelled by the user.")
+    if not result:
+        raise SarSegError(f"Resampling {what} failed: {gdal.GetLastErrorMsg() or 'unknown GDAL error'}")
+    return result
+
+
+def warp(dst: Any, src: Any, what: str, is_canceled: Callable[[], bool] | None, **options: Any) -> Any:
+    """gdal.Warp with errors as SarSegError and cancel as CancelledError, whether GDAL exceptions are on or not."""
+
+    def callback(_complete: float, _message: str, _data: object) -> int:
+        return 0 if (is_canceled and is_canceled()) else 1
+
+    try:
+        result = gdal.Warp(dst, src, options=gdal.WarpOptions(callback=callback, **options))
+    except RuntimeError as err:
+        if is_canceled and is_canceled():
+            raise CancelledError("Cancelled by the user.") from None
+        raise SarSegError(f"Resampling {what} failed: {err}") from None
+    return _check_warp(result, what, is_canceled)
+
+
+def linear_copy(src: Any, path: str, model_input: ModelInput, is_canceled: Callable[[], bool] | None) -> None:
+    """Stream a float32 copy of the model's bands of ``src`` (in the model's order), dB bands converted to linear
+    power; nodata -> NaN."""
+    info = raster_io.read_info(src)
+    dbs = [s.scale == DB for s in model_input.scales]
+
+    def func(data: np.ndarray, valid: np.ndarray, _block: object) -> np.ndarray:
+        out = data.astype(np.float32, copy=True)
+        for b, is_db in enumerate(dbs):
+            if is_db:
+                with np.errstate(over="ignore"):
+                    out[b] = convert_scale(out[b], DB, LINEAR)
+        out[~valid] = np.nan
+        return out
+
+    names = [info.descriptions[b - 1] for b in model_input.bands]
+    bands = len(model_input.bands)
+    geotransform = info.geotransform if info.georeferenced else None
+    with GeoTiffWriter(path, info.width, info.height, bands, np.float32, geotransform, info.projection,
+                       nodata=float("nan"), descriptions=names) as writer:  # fmt: skip
+        raster_io.map_blocks(src, writer, func, bands=model_input.bands, is_canceled=is_canceled)
+
+
+def mask_input_nodata(
+    src: Any, bands: Sequence[int], writers: list[tuple[GeoTiffWriter, float]], class_count: int
+) -> tuple[Any, int]:
+    """Set the outputs to nodata where the input's ``bands`` are nodata (the warps smear nodata edges); count
+    classes."""
+    info = raster_io.read_info(src)
+    nodata = [info.nodata[b - 1] for b in bands]
+    class_pixels = np.zeros(class_count, dtype=np.int64)
+    nodata_pixels = 0
+    for block in raster_io.iter_blocks(info.width, info.height):
+        w = block.core
+        ok = raster_io.valid_mask(raster_io.read_window(src, w, bands), nodata).all(axis=0)
+        for k, (writer, value) in enumerate(writers):
+            data = raster_io.read_window(writer.ds, w, dtype=writer.dtype)
+            data[:, ~ok] = value
+            if k == 0:
+                classes = data[0]
+                valid = classes != CLASS_NODATA
+                class_pixels += np.bincount(classes[valid], minlength=class_count)[:class_count]
+                nodata_pixels += int((~valid).sum())
+            writer.write(w, data)
+            writer.release_cache()
+        src.FlushCache()
+    return class_pixels, nodata_pixels

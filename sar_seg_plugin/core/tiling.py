@@ -1,0 +1,216 @@
+"""Tile geometry and blending: where tiles go, how their probabilities are weighted and summed, and the batches
+of tiles read for the model. Tiles run in rows, batches of tiles left to right; only the pixels later tiles can
+still touch are held (see :class:`Blender`). No qgis import."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..models.metadata import ModelMetadata
+from . import raster_io
+from .class_rasters import CLASS_NODATA, RowStager, confidence_of
+from .errors import CancelledError
+from .raster_io import RasterInfo, Window
+from .units import ModelInput
+
+
+def blend_window(
+    tile: int, overlap: int, *, top: bool = True, bottom: bool = True, left: bool = True, right: bool = True
+) -> np.ndarray:
+    """(tile, tile) float32 blending weights: 1 in the middle, a sin² ramp over ``overlap`` pixels on each side.
+
+    A side flag set to False means the side lies on the raster border, where no other tile helps: it keeps weight 1.
+    A ramped side starts at exactly 0 on the tile's outermost pixel (the pixel a convolution sees with padding,
+    hence the least reliable) and reaches 1 ``overlap - 1`` pixels in. Neighbouring tiles overlap by at least
+    ``overlap`` pixels, so every raster pixel gets a positive total weight, including right and bottom edges.
+    """
+    if tile <= 0 or not 0 <= overlap < tile:
+        raise ValueError(f"need 0 <= overlap < tile, got tile {tile}, overlap {overlap}")
+
+    def ramp_1d(start: bool, end: bool) -> np.ndarray:
+        w = np.ones(tile, dtype=np.float64)
+        if overlap >= 2:
+            ramp = np.sin(0.5 * np.pi * np.arange(overlap) / (overlap - 1)) ** 2
+            if start:
+                w[:overlap] = np.minimum(w[:overlap], ramp)
+            if end:
+                w[tile - overlap :] = np.minimum(w[tile - overlap :], ramp[::-1])
+        return w
+
+    return np.outer(ramp_1d(top, bottom), ramp_1d(left, right)).astype(np.float32)
+
+
+def tile_starts(length: int, tile: int, stride: int) -> list[int]:
+    """Tile offsets covering ``length`` pixels, evenly spread: at most ``stride`` apart, the first at 0 and the
+    last ending on the border (no padding unless the raster is smaller than a tile).
+
+    Neighbours overlap by at least ``tile - stride`` pixels and, on long axes, hardly more, so the rows two tile
+    rows share stay close to the model's overlap (shifting only the last tile back would make them up to a tile).
+    """
+    if length <= tile:
+        return [0]
+    gaps = math.ceil((length - tile) / stride)
+    return [round(i * (length - tile) / gaps) for i in range(gaps + 1)]
+
+
+def _pad_to(data: np.ndarray, size: int) -> np.ndarray:
+    """Reflect-pad a (bands, h, w) array to (bands, size, size); 'edge' when an axis is a single pixel."""
+    ph, pw = size - data.shape[1], size - data.shape[2]
+    if ph == 0 and pw == 0:
+        return data
+    mode = "reflect" if min(data.shape[1], data.shape[2]) > 1 else "edge"
+    return np.pad(data, ((0, 0), (0, ph), (0, pw)), mode=mode)
+
+
+@dataclass
+class Batch:
+    """Tiles of one tile row read and normalised for the model, with what blending them needs."""
+
+    row: int  # index into the tile row starts
+    first: int  # index of the first tile in the column starts
+    xs: list[int]  # column starts of the batch's tiles
+    tiles: np.ndarray  # (n, bands, tile, tile) float32, the model's input
+    valid: np.ndarray  # (tile rows, batch columns) bool: input pixels holding data in every band
+
+
+def read_batches(
+    src: Any,
+    info: RasterInfo,
+    meta: ModelMetadata,
+    model_input: ModelInput,
+    ys: list[int],
+    xs: list[int],
+    batch_size: int,
+    is_canceled: Callable[[], bool] | None,
+) -> Iterator[Batch]:
+    """Read the model's bands tile row by tile row, a batch of tiles at a time, converted and normalised."""
+    nodata = [info.nodata[b - 1] for b in model_input.bands]
+    tile = meta.tile_size
+    th, tw = min(tile, info.height), min(tile, info.width)
+    # Tiled input: drop its blocks after each batch; striped input (blocks span the width): after each tile row.
+    tiled_input = src.GetRasterBand(1).GetBlockSize()[0] < info.width
+    for k, y0 in enumerate(ys):
+        for b0 in range(0, len(xs), batch_size):
+            if is_canceled and is_canceled():
+                raise CancelledError("Cancelled by the user.")
+            batch_xs = xs[b0 : b0 + batch_size]
+            bx0, bx1 = batch_xs[0], batch_xs[-1] + tw
+            data = raster_io.read_window(src, Window(bx0, y0, bx1 - bx0, th), model_input.bands)
+            if tiled_input:
+                src.FlushCache()
+            valid = raster_io.valid_mask(data, nodata).all(axis=0)
+            data = meta.normalization.apply(model_input.apply(data))
+            data[:, ~(valid[None] & np.isfinite(data)).all(axis=0)] = 0.0  # nodata -> the training mean
+            tiles = np.stack([_pad_to(data[:, :, x0 - bx0 : x0 - bx0 + tw], tile) for x0 in batch_xs])
+            yield Batch(k, b0, batch_xs, np.ascontiguousarray(tiles, dtype=np.float32), valid)
+        if not tiled_input:
+            src.FlushCache()  # rows above are not read again
+
+
+class Blender:
+    """Blends tile probabilities into the raster and hands finished pixels to the output stagers.
+
+    Batches must come in reading order (tile rows top to bottom, batches left to right). Held: the columns the
+    current batch shares with the next one (a tile row high), and the rows the current tile row shares with the
+    next (``carry``, the raster width wide, about the model's overlap high).
+    """
+
+    def __init__(
+        self,
+        meta: ModelMetadata,
+        width: int,
+        height: int,
+        ys: list[int],
+        xs: list[int],
+        stagers: list[RowStager],
+        probabilities: bool,
+        confidence: str | None,
+    ) -> None:
+        self.classes = len(meta.class_names)
+        self.tile, self.overlap = meta.tile_size, meta.tile_overlap
+        self.width, self.height, self.ys, self.xs = width, height, ys, xs
+        self.th, self.tw = min(self.tile, height), min(self.tile, width)
+        self.stagers, self.probabilities, self.confidence = stagers, probabilities, confidence
+        self.class_pixels = np.zeros(self.classes, dtype=np.int64)
+        self.nodata_pixels = 0
+        self.carry_p = np.zeros((self.classes, 0, width), np.float32)
+        self.carry_w = np.zeros((0, width), np.float32)
+        self._start_row(0)
+
+    def _start_row(self, k: int) -> None:
+        self.k = k
+        if k >= len(self.ys):
+            return
+        y0 = self.ys[k]
+        self.final = self.ys[k + 1] if k + 1 < len(self.ys) else self.height  # rows above: done after this row
+        shared = y0 + self.th - self.final
+        self.next_p = np.zeros((self.classes, shared, self.width), np.float32)
+        self.next_w = np.zeros((shared, self.width), np.float32)
+        self.c_lo = 0  # raster column of the accumulators' first column
+        self.acc_p = np.zeros((self.classes, self.th, 0), np.float32)
+        self.acc_w = np.zeros((self.th, 0), np.float32)
+        self.valid = np.zeros((self.th, 0), bool)
+
+    def add(self, batch: Batch, probs: np.ndarray) -> None:
+        """Blend a batch's (n, classes, tile, tile) probabilities; write out the pixels it finishes."""
+        if batch.row != self.k:
+            raise AssertionError(f"tile row {batch.row} blended while row {self.k} is open")
+        th, tw, c_lo, y0 = self.th, self.tw, self.c_lo, self.ys[self.k]
+        bx0, bx1 = batch.xs[0], batch.xs[-1] + tw
+        # Grow the accumulators to the batch's right edge; new columns start from the carried rows.
+        old_hi = c_lo + self.acc_w.shape[1]
+        extra = bx1 - old_hi
+        n_carry = self.carry_w.shape[0]
+        new_p = np.zeros((self.classes, th, extra), np.float32)
+        new_w = np.zeros((th, extra), np.float32)
+        new_p[:, :n_carry] = self.carry_p[:, :, old_hi:bx1]
+        new_w[:n_carry] = self.carry_w[:, old_hi:bx1]
+        acc_p = np.concatenate([self.acc_p, new_p], axis=2)
+        acc_w = np.concatenate([self.acc_w, new_w], axis=1)
+        valid = np.concatenate([self.valid, np.zeros((th, extra), bool)], axis=1)
+        valid[:, bx0 - c_lo :] = batch.valid
+        top, bottom = y0 > 0, y0 + th < self.height
+        for i, x0 in enumerate(batch.xs):
+            w = blend_window(self.tile, self.overlap, top=top, bottom=bottom, left=x0 > 0, right=x0 + tw < self.width)
+            w = w[:th, :tw]  # a cropped axis spans the raster alone, so its weights are flat
+            cs = slice(x0 - c_lo, x0 - c_lo + tw)
+            acc_p[:, :, cs] += probs[i, :, :th, :tw] * w
+            acc_w[:, cs] += w
+
+        # Columns left of the next tile are finished in this tile row: rows above `final` go out, the rows the
+        # next tile row shares are carried down.
+        last = batch.first + len(batch.xs)
+        done_col = self.xs[last] if last < len(self.xs) else self.width
+        n, done_rows = done_col - c_lo, self.final - y0
+        self._emit(y0, c_lo, acc_p[:, :done_rows, :n], acc_w[:done_rows, :n], valid[:done_rows, :n])
+        self.next_p[:, :, c_lo:done_col] = acc_p[:, done_rows:, :n]
+        self.next_w[:, c_lo:done_col] = acc_w[done_rows:, :n]
+        self.acc_p, self.acc_w, self.valid = acc_p[:, :, n:].copy(), acc_w[:, n:].copy(), valid[:, n:].copy()
+        self.c_lo = done_col
+        if last >= len(self.xs):  # end of the tile row
+            for stager in self.stagers:
+                stager.complete(self.final)
+            self.carry_p, self.carry_w = self.next_p, self.next_w
+            self._start_row(self.k + 1)
+
+    def _emit(self, row: int, col: int, acc_p: np.ndarray, acc_w: np.ndarray, ok: np.ndarray) -> None:
+        # The blend weights are positive, so the most probable class is the largest blended sum.
+        classes = np.argmax(acc_p, axis=0).astype(np.uint8)
+        classes[~ok] = CLASS_NODATA
+        self.class_pixels += np.bincount(classes[ok], minlength=self.classes)[: self.classes]
+        self.nodata_pixels += int((~ok).sum())
+        outputs = [classes]
+        if self.probabilities or self.confidence:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                p = acc_p / acc_w
+            if self.probabilities:
+                outputs.append(np.where(ok[None], p, np.nan))
+            if self.confidence:
+                outputs.append(np.where(ok, confidence_of(p, self.confidence), np.nan))
+        for stager, out in zip(self.stagers, outputs):
+            stager.put(row, col, out)
