@@ -177,34 +177,11 @@ def load_bench() -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-def onnx_scene_confusion(loaded: Any, scene: Any, n_classes: int) -> np.ndarray:
-    """Confusion matrix of the ONNX model's classes on a whole scene (one padded tile) against its labels."""
-    from osgeo import gdal
-
-    from training.evaluate import Preprocessing
-    from training.metrics import confusion_matrix
-    from training.synthetic import LABEL_NODATA
-
-    meta = loaded.metadata
-    pre = Preprocessing(
-        np.asarray(meta.normalization.mean, np.float32)[:, None, None],
-        np.asarray(meta.normalization.std, np.float32)[:, None, None],
-        float(meta.training.get("floor_db", -50.0)),
-    )
-    ds = gdal.Open(str(scene.image))
-    image, valid = pre.read(ds, 0, 0, ds.RasterXSize, ds.RasterYSize)
-    h, w = valid.shape
-    padded = np.pad(image, ((0, 0), (0, -h % 16), (0, -w % 16)))
-    pred = loaded.run(padded[None])[0, :, :h, :w].argmax(axis=0)
-    pred = np.where(valid, pred, LABEL_NODATA)
-    label_ds = gdal.Open(str(scene.label))  # kept referenced while its band is read
-    truth = label_ds.GetRasterBand(1).ReadAsArray().astype(np.int64)
-    return confusion_matrix(pred, truth, n_classes)
-
-
 def evaluate_segmentation(path: Path, scenes: Sequence[Any], root: Path) -> dict:
-    """Per-class metrics of the exported segmentation model on ``scenes``, overall and per scene."""
+    """Per-class metrics of the exported segmentation model on ``scenes``, overall and per scene: each scene
+    segmented by the plugin's ``segment_raster`` and compared by its ``evaluate_rasters``, as a user would."""
     from sar_seg_plugin.models.registry import load_model
+    from training.evaluate import scene_confusion
     from training.metrics import segmentation_metrics
 
     loaded = load_model(str(path), device="cpu")
@@ -212,7 +189,7 @@ def evaluate_segmentation(path: Path, scenes: Sequence[Any], root: Path) -> dict
     total = np.zeros((len(names), len(names)), np.int64)
     per_scene = []
     for scene in scenes:
-        cm = onnx_scene_confusion(loaded, scene, len(names))
+        cm = scene_confusion(loaded, scene.image, scene.label, len(names), root / "_segmented")
         total += cm
         m = segmentation_metrics(cm, names)
         per_scene.append({"scene": str(scene.image.relative_to(root)), "miou": m["miou"], "oa": m["overall_accuracy"]})

@@ -20,6 +20,7 @@ from osgeo import gdal, osr
 from torch.utils.data import Dataset
 
 from sar_seg_plugin.core.patches import patch_positions
+from sar_seg_plugin.core.radiometry import DEFAULT_FLOOR_DB, to_db
 from training import synthetic
 from training.domains import SensorDraw, draw_world, simulate_sensor
 from training.synthetic import CLASS_NAMES, LABEL_NODATA, SAR_NODATA
@@ -27,7 +28,7 @@ from training.synthetic import CLASS_NAMES, LABEL_NODATA, SAR_NODATA
 IMAGE_PREFIXES = ("sar_", "image_")
 LABEL_PREFIXES = {"sar_": ("labels_", "label_"), "image_": ("label_", "labels_")}
 RASTER_SUFFIXES = (".tif", ".tiff")
-FLOOR_DB = -50.0
+FLOOR_DB = DEFAULT_FLOOR_DB  # dB given to zeros and negatives: the plugin's (radiometry.to_db)
 TRAIN, VAL = "train", "val"
 
 
@@ -289,12 +290,6 @@ def spatial_block_split(height: int, width: int, block: int, val_fraction: float
 # --------------------------------------------------------------------------------------------
 # Radiometry and statistics
 # --------------------------------------------------------------------------------------------
-
-
-def to_db(linear: np.ndarray, floor_db: float = FLOOR_DB) -> np.ndarray:
-    """10 log10 of linear power (float32), clamped at ``floor_db`` (zeros and negatives included)."""
-    floor = np.float32(10.0 ** (floor_db / 10.0))
-    return (np.float32(10.0) * np.log10(np.maximum(np.asarray(linear, dtype=np.float32), floor))).astype(np.float32)
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,16 @@
-"""Evaluate a segmentation checkpoint on whole scenes by tiled inference and report per-class metrics.
+"""Evaluate a segmentation checkpoint on whole scenes, the way the plugin segments them, and report per-class metrics.
 
 Usage::
 
     python -m training.evaluate --checkpoint runs/unet/best.pt --data DIR [--scenes sar_a.tif ...]
         [--tile-size 256] [--overlap 32] [--json report.json] [--markdown report.md]
 
-Each scene is cut into overlapping tiles (the checkpoint's tile size and overlap unless given), the logits of
-overlapping tiles are averaged, and the arg-max is compared with the label raster. Rasters are read one strip of
-tiles at a time, so scenes of any size fit in memory. Reports per-class IoU, Dice, precision and recall, overall
-accuracy and mIoU over every evaluated pixel (label nodata and SAR nodata pixels left out).
+The checkpoint's network is run through the plugin's own ``segment_raster`` (units read from the raster, tiles
+spread over it with the checkpoint's tile size and overlap unless given, smooth blending, streamed block by
+block), and its class raster is compared with the label raster by the plugin's ``evaluate_rasters`` (the
+confusion matrix ``sarseg:evaluate_segmentation`` reports). The figures are the ones a user of the exported
+model gets. Reports per-class IoU, Dice, precision and recall, overall accuracy and mIoU over every evaluated
+pixel (label nodata and SAR nodata pixels left out).
 """
 
 from __future__ import annotations
@@ -16,18 +18,25 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator, Sequence
+import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from osgeo import gdal
 from torch import nn
 
-from training.checkpoint import CheckpointError, load_checkpoint
-from training.data import FLOOR_DB, DataError, Scene, find_scenes, patch_positions, to_db
-from training.metrics import confusion_matrix, segmentation_metrics
+from sar_seg_plugin.core.errors import SarSegError
+from sar_seg_plugin.core.evaluation import evaluate_rasters
+from sar_seg_plugin.core.inference import segment_raster
+from sar_seg_plugin.core.radiometry import to_db
+from training.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from training.data import FLOOR_DB, DataError, Scene, find_scenes
+from training.export import metadata_from_checkpoint
+from training.metrics import segmentation_metrics
 from training.models import required_multiple
 from training.synthetic import LABEL_NODATA, SAR_NODATA
 from training.train_segmentation import (
@@ -35,17 +44,9 @@ from training.train_segmentation import (
     band_names,
     json_ready,
     metrics_table,
-    read_class_ids,
     relative_name,
     resolve_device,
 )
-
-
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Tile starts along one axis: every ``tile - overlap`` pixels plus one flush with the end; [0] if short."""
-    if length <= tile:
-        return [0]
-    return patch_positions(length, tile, tile - overlap)
 
 
 @dataclass(frozen=True)
@@ -88,77 +89,53 @@ def predict_tiles(model: nn.Module, tiles: np.ndarray, multiple: int, device: to
     return logits[:, :, :h, :w]
 
 
-def predict_strips(
-    model: nn.Module,
-    ds: gdal.Dataset,
-    pre: Preprocessing,
-    tile: int,
-    overlap: int,
-    multiple: int,
-    device: torch.device,
-    batch_size: int = 8,
-) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """Yield ``(first row, class ids (h, W), valid (h, W))`` strips covering the raster top to bottom.
+class CheckpointModel:
+    """A segmentation checkpoint's network with what the plugin's ``segment_raster`` asks of a model
+    (``registry.LoadedModel``): ``metadata``, ``run(tiles) -> logits``, ``device_used`` and ``threads``."""
 
-    Logits of overlapping tiles are averaged. Only the rows that tiles still to come may touch are held in
-    memory (at most two tile heights by the raster width).
-    """
-    height, width = ds.RasterYSize, ds.RasterXSize
-    th, tw = min(tile, height), min(tile, width)
-    rows, cols = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
-    top = 0  # first row held in the buffers
-    total = count = valid = None
-    for i, row in enumerate(rows):
-        strip, strip_valid = pre.read(ds, 0, row, width, th)
-        logits = np.concatenate(
-            [
-                predict_tiles(
-                    model, np.stack([strip[:, :, c : c + tw] for c in cols[j : j + batch_size]]), multiple, device
-                )
-                for j in range(0, len(cols), batch_size)
-            ]
-        )
-        if total is None:
-            total = np.zeros((logits.shape[1], 0, width), dtype=np.float32)
-            count = np.zeros((0, width), dtype=np.float32)
-            valid = np.zeros((0, width), dtype=bool)
-        grow = row + th - top - total.shape[1]
-        if grow > 0:
-            total = np.concatenate([total, np.zeros((total.shape[0], grow, width), np.float32)], axis=1)
-            count = np.concatenate([count, np.zeros((grow, width), np.float32)])
-            valid = np.concatenate([valid, np.zeros((grow, width), bool)])
-        r = row - top
-        valid[r : r + th] = strip_valid
-        for c, tile_logits in zip(cols, logits):
-            total[:, r : r + th, c : c + tw] += tile_logits
-            count[r : r + th, c : c + tw] += 1.0
-        done = (rows[i + 1] if i + 1 < len(rows) else height) - top
-        classes = (total[:, :done] / count[:done]).argmax(axis=0)
-        yield top, classes, valid[:done].copy()
-        total, count, valid = total[:, done:], count[done:], valid[done:]
-        top += done
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        device: torch.device,
+        tile_size: int | None = None,
+        tile_overlap: int | None = None,
+    ) -> None:
+        self.metadata = metadata_from_checkpoint(checkpoint, tile_size=tile_size, tile_overlap=tile_overlap)
+        self.module = checkpoint.model.to(device).eval()
+        self.multiple = required_multiple(checkpoint.arch)
+        self.device = device
+        self.device_used = "cuda" if device.type == "cuda" else "cpu"
+        self.threads = torch.get_num_threads()
+
+    def run(self, tiles: np.ndarray) -> np.ndarray:
+        """Logits (n, classes, h, w) of normalised tiles (n, bands, h, w)."""
+        return predict_tiles(self.module, tiles, self.multiple, self.device)
 
 
-def evaluate_scene(
-    model: nn.Module,
-    scene: Scene,
-    classes: ClassSet,
-    pre: Preprocessing,
-    tile: int,
-    overlap: int,
-    multiple: int,
-    device: torch.device,
-    batch_size: int = 8,
+def scene_confusion(
+    model: Any, image: Path, label: Path, n_classes: int, work: Path, batch_size: int = 1
 ) -> np.ndarray:
-    """Confusion matrix of the tiled prediction of one scene against its labels."""
-    n = len(classes.names)
-    ds, lds = gdal.Open(str(scene.image)), gdal.Open(str(scene.label))
-    band = lds.GetRasterBand(1)
-    matrix = np.zeros((n, n), dtype=np.int64)
-    for top, pred, valid in predict_strips(model, ds, pre, tile, overlap, multiple, device, batch_size):
-        truth = read_class_ids(band, 0, top, scene.width, pred.shape[0], classes)
-        pred = np.where(valid, pred, LABEL_NODATA)  # no prediction on SAR nodata
-        matrix += confusion_matrix(pred, truth, n)
+    """(n_classes, n_classes) counts [label, predicted] of ``model`` (an ONNX ``LoadedModel`` or a
+    :class:`CheckpointModel`) on one scene: segmented by ``segment_raster`` into ``work``, compared with the label
+    raster by ``evaluate_rasters``. A label value that is not a class id is refused (DataError)."""
+    work.mkdir(parents=True, exist_ok=True)
+    classes = work / f"classes_{image.stem}.tif"
+    classes.unlink(missing_ok=True)
+    try:
+        segment_raster(str(image), str(classes), model, batch_size=batch_size)
+        result = evaluate_rasters(str(classes), str(label), list(model.metadata.class_names))
+    except SarSegError as err:
+        raise DataError(f"{image.name}: {err}") from None
+    finally:
+        classes.unlink(missing_ok=True)
+    if any(v >= n_classes for v in result.class_values):
+        raise DataError(
+            f"{label.name} holds label value {max(result.class_values)}, which is not a declared class "
+            f"(0..{n_classes - 1}; {LABEL_NODATA} = nodata)"
+        )
+    matrix = np.zeros((n_classes, n_classes), np.int64)
+    index = np.asarray(result.class_values, np.int64)
+    matrix[np.ix_(index, index)] = result.matrix
     return matrix
 
 
@@ -213,21 +190,19 @@ def evaluate(args: argparse.Namespace) -> dict:
         if used:
             print(f"note: {len(used)} of the {len(scenes)} scenes were used for training: {', '.join(used)}")
 
-    device = resolve_device(args.device)
-    model = ckpt.model.to(device).eval()
-    pre = Preprocessing.from_metadata(meta)
-    multiple = required_multiple(ckpt.arch)
+    model = CheckpointModel(ckpt, resolve_device(args.device), tile, overlap)
     total = np.zeros((len(classes.names),) * 2, dtype=np.int64)
     per_scene = []
-    for scene in scenes:
-        cm = evaluate_scene(model, scene, classes, pre, tile, overlap, multiple, device, args.batch_size)
-        total += cm
-        m = segmentation_metrics(cm, classes.names)
-        name = relative_name(scene, root)
-        per_scene.append(
-            {"scene": name, "pixels": m["pixels"], "overall_accuracy": m["overall_accuracy"], "miou": m["miou"]}
-        )
-        print(f"{name}: {m['pixels']:,} pixels, OA {m['overall_accuracy']:.3f}, mIoU {m['miou']:.3f}")
+    with tempfile.TemporaryDirectory(prefix="sarseg-evaluate-") as work:
+        for scene in scenes:
+            cm = scene_confusion(model, scene.image, scene.label, len(classes.names), Path(work), args.batch_size)
+            total += cm
+            m = segmentation_metrics(cm, classes.names)
+            name = relative_name(scene, root)
+            per_scene.append(
+                {"scene": name, "pixels": m["pixels"], "overall_accuracy": m["overall_accuracy"], "miou": m["miou"]}
+            )
+            print(f"{name}: {m['pixels']:,} pixels, OA {m['overall_accuracy']:.3f}, mIoU {m['miou']:.3f}")
     metrics = segmentation_metrics(total, classes.names)
     report = {
         "checkpoint": str(args.checkpoint),

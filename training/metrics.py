@@ -1,7 +1,9 @@
-"""Segmentation and forecast metrics on numpy arrays (no torch needed, so the plugin can share the formulas).
+"""Segmentation metrics for training, on the plugin's own formulas (``sar_seg_plugin.core.evaluation``).
 
-Segmentation metrics come from a confusion matrix with truth in rows and predictions in columns, accumulated
-batch by batch with :class:`ConfusionMatrix` so a whole validation set never has to sit in memory.
+The confusion matrix (truth in rows, predictions in columns) and the per-class IoU, Dice, precision and recall
+are the ones ``sarseg:evaluate_segmentation`` reports, so a figure from training and a figure from the tool agree.
+What training adds: a strict check of class ids, a matrix accumulated batch by batch (:class:`ConfusionMatrix`),
+and the metrics as a plain dict for JSON logs.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+
+from sar_seg_plugin.core import evaluation
 
 IGNORE_INDEX = 255
 
@@ -35,8 +39,7 @@ def confusion_matrix(
         bad = (values < 0) | (values >= n_classes)
         if bad.any():
             raise ValueError(f"{name} holds class {int(values[bad][0])}, outside 0..{n_classes - 1}")
-    counts = np.bincount(truth * n_classes + pred, minlength=n_classes * n_classes)
-    return counts.reshape(n_classes, n_classes)
+    return evaluation.confusion_matrix(truth, pred, n_classes)
 
 
 class ConfusionMatrix:
@@ -60,27 +63,13 @@ class ConfusionMatrix:
         return segmentation_metrics(self.matrix, class_names)
 
 
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """num / den, NaN where den is 0."""
-    num = np.asarray(num, dtype=np.float64)
-    den = np.asarray(den, dtype=np.float64)
-    out = np.full(num.shape, np.nan)
-    np.divide(num, den, out=out, where=den > 0)
-    return out
-
-
-def _nanmean(values: np.ndarray) -> float:
-    values = values[~np.isnan(values)]
-    return float(values.mean()) if values.size else math.nan
-
-
 def segmentation_metrics(cm: np.ndarray, class_names: Sequence[str]) -> dict:
-    """Per-class IoU, Dice (F1), precision, recall and support, plus overall accuracy, mIoU and macro Dice.
+    """Per-class IoU, Dice (F1), precision, recall and support, plus overall accuracy, mIoU and macro Dice, from
+    :func:`sar_seg_plugin.core.evaluation.metrics_from_matrix`.
 
-    A class whose denominator is zero gets NaN for that metric and is left out of the means. IoU and Dice share
-    the denominator TP + FP + FN, so ``miou`` and ``macro_dice`` average over the classes present in the truth
-    or in the prediction: a class absent from both says nothing about the model and must not count as 0 (nor
-    as a perfect 1). This is what ``sklearn.metrics.jaccard_score`` / ``f1_score`` with ``average="macro"``
+    A class whose denominator is zero gets NaN for that metric and is left out of the means: ``miou`` and
+    ``macro_dice`` average over the classes present in the truth or in the prediction (a class absent from both
+    says nothing about the model), as ``sklearn.metrics.jaccard_score`` / ``f1_score`` with ``average="macro"``
     do with their default labels. ``macro_precision`` and ``macro_recall`` average the non-NaN values.
 
     Returns ``{"overall_accuracy", "miou", "macro_dice", "macro_precision", "macro_recall", "pixels",
@@ -91,66 +80,28 @@ def segmentation_metrics(cm: np.ndarray, class_names: Sequence[str]) -> dict:
         raise ValueError(f"confusion matrix must be square, got shape {cm.shape}")
     if len(class_names) != cm.shape[0]:
         raise ValueError(f"{len(class_names)} class names for a {cm.shape[0]}-class confusion matrix")
-    tp = np.diag(cm)
-    support = cm.sum(axis=1)  # truth pixels per class
-    predicted = cm.sum(axis=0)
-    fp = predicted - tp
-    fn = support - tp
-    iou = _ratio(tp, tp + fp + fn)
-    dice = _ratio(2 * tp, 2 * tp + fp + fn)
-    precision = _ratio(tp, predicted)
-    recall = _ratio(tp, support)
-    total = int(cm.sum())
+    m = evaluation.metrics_from_matrix(cm)
     per_class = {
         name: {
-            "iou": float(iou[i]),
-            "dice": float(dice[i]),
-            "precision": float(precision[i]),
-            "recall": float(recall[i]),
-            "support": int(support[i]),
+            "iou": float(m["iou"][i]),
+            "dice": float(m["dice"][i]),
+            "precision": float(m["precision"][i]),
+            "recall": float(m["recall"][i]),
+            "support": int(m["support"][i]),
         }
         for i, name in enumerate(class_names)
     }
     return {
-        "overall_accuracy": float(tp.sum() / total) if total else math.nan,
-        "miou": _nanmean(iou),
-        "macro_dice": _nanmean(dice),
-        "macro_precision": _nanmean(precision),
-        "macro_recall": _nanmean(recall),
-        "pixels": total,
+        "overall_accuracy": m["overall_accuracy"],
+        "miou": m["mean_iou"],
+        "macro_dice": m["mean_dice"],
+        "macro_precision": _nanmean(m["precision"]),
+        "macro_recall": _nanmean(m["recall"]),
+        "pixels": int(cm.sum()),
         "per_class": per_class,
     }
 
 
-def _errors(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
-    """pred - truth over valid, finite pixels (float64)."""
-    pred = np.asarray(pred, dtype=np.float64)
-    truth = np.asarray(truth, dtype=np.float64)
-    if pred.shape != truth.shape:
-        raise ValueError(f"prediction shape {pred.shape} differs from truth shape {truth.shape}")
-    keep = np.isfinite(pred) & np.isfinite(truth)
-    if valid is not None:
-        keep &= np.asarray(valid, dtype=bool)
-    return pred[keep] - truth[keep]
-
-
-def rmse(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray | None = None) -> float:
-    """Root mean square error over the finite (and ``valid``) pixels; NaN when there are none."""
-    err = _errors(pred, truth, valid)
-    return float(np.sqrt(np.mean(err**2))) if err.size else math.nan
-
-
-def mae(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray | None = None) -> float:
-    """Mean absolute error over the finite (and ``valid``) pixels; NaN when there are none."""
-    err = _errors(pred, truth, valid)
-    return float(np.mean(np.abs(err))) if err.size else math.nan
-
-
-def skill(error_model: float, error_persistence: float) -> float:
-    """Skill score against persistence: ``1 - model / persistence`` (1 perfect, 0 no better, < 0 worse).
-
-    NaN when the persistence error is 0 (the reference is already perfect; no ratio is meaningful).
-    """
-    if error_persistence == 0 or not math.isfinite(error_persistence) or not math.isfinite(error_model):
-        return math.nan
-    return 1.0 - float(error_model) / float(error_persistence)
+def _nanmean(values: np.ndarray) -> float:
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if values.size else math.nan

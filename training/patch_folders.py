@@ -25,9 +25,9 @@ from osgeo import gdal, gdal_array
 
 from sar_seg_plugin.core.errors import SarSegError
 from sar_seg_plugin.core.patches import INDEX_FIELDS, LABEL_NODATA, TRAIN, VAL
-from sar_seg_plugin.core.radiometry import DB, LINEAR
+from sar_seg_plugin.core.radiometry import DB, LINEAR, to_db
 from sar_seg_plugin.core.units import BandScale, resolve_band
-from training.data import FLOOR_DB, DataError, NormStats, SegmentationPatches, _open, to_db
+from training.data import FLOOR_DB, DataError, NormStats, SegmentationPatches, _open
 from training.synthetic import SAR_NODATA
 
 INDEX_FILE = "index.csv"
@@ -359,7 +359,7 @@ def check_patch_labels(folder: PatchFolder, n_classes: int, class_listing: str, 
 
 
 def _as_db(data: np.ndarray, scales: Sequence[BandScale], floor_db: float) -> np.ndarray:
-    """(bands, ...) patch values in dB with the floor of :func:`training.data.to_db`."""
+    """(bands, ...) patch values in dB with the floor of :func:`sar_seg_plugin.core.radiometry.to_db`."""
     out = np.empty(data.shape, dtype=np.float32)
     for b, scale in enumerate(scales):
         out[b] = to_db(data[b], floor_db) if scale.scale == LINEAR else np.maximum(data[b], np.float32(floor_db))

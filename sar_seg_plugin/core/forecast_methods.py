@@ -26,6 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import SarSegError
+from .evaluation import confusion_matrix, metrics_from_matrix
 
 MODEL, PERSISTENCE, TREND = "model", "persistence", "trend"
 METHODS: tuple[str, ...] = (MODEL, PERSISTENCE, TREND)
@@ -138,22 +139,16 @@ def skill(error: float, reference_error: float) -> float:
 
 
 def confusion(predicted: np.ndarray, observed: np.ndarray, valid: np.ndarray, classes: int) -> np.ndarray:
-    """(classes, classes) counts [observed, predicted] over ``valid`` pixels whose observed class is a class."""
-    keep = np.asarray(valid, bool) & (observed < classes)
-    index = observed[keep].astype(np.int64) * classes + predicted[keep].astype(np.int64)
-    return np.bincount(index, minlength=classes * classes).reshape(classes, classes)
+    """(classes, classes) counts [observed, predicted] over ``valid`` pixels whose observed class is a class
+    (:func:`.evaluation.confusion_matrix`, the matrix ``sarseg:evaluate_segmentation`` reports)."""
+    return confusion_matrix(observed, predicted, classes, valid)
 
 
 def class_scores(matrix: np.ndarray) -> dict[str, float]:
-    """Pixel accuracy and mean IoU (classes present in observation or prediction) of a confusion matrix."""
-    cm = np.asarray(matrix, dtype=np.float64)
-    total, tp = cm.sum(), np.diag(cm)
-    union = cm.sum(0) + cm.sum(1) - tp
-    present = union > 0
-    return {
-        "accuracy": float(tp.sum() / total) if total else math.nan,
-        "miou": float((tp[present] / union[present]).mean()) if present.any() else math.nan,
-    }
+    """Pixel accuracy and mean IoU (classes present in observation or prediction) of a confusion matrix, as
+    :func:`.evaluation.metrics_from_matrix` computes them."""
+    m = metrics_from_matrix(matrix)
+    return {"accuracy": m["overall_accuracy"], "miou": m["mean_iou"]}
 
 
 @dataclass

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from sklearn import metrics as skm
 
 from training.losses import DiceCrossEntropyLoss, DiceLoss, FocalLoss, create_loss
-from training.metrics import ConfusionMatrix, confusion_matrix, mae, rmse, segmentation_metrics, skill
+from training.metrics import ConfusionMatrix, confusion_matrix, segmentation_metrics
 
 # Hand example, rows = truth, cols = prediction:
 #          pred 0  1  2
@@ -114,18 +114,6 @@ def test_confusion_matrix_rejects_undeclared_classes():
         confusion_matrix(np.array([0, 1]), np.array([7, 1]), 3)
     with pytest.raises(ValueError, match="prediction holds class 3"):
         confusion_matrix(np.array([3, 1]), np.array([0, 1]), 3)
-
-
-def test_regression_metrics_and_skill():
-    truth = np.array([1.0, 2.0, 3.0, np.nan])
-    pred = np.array([2.0, 2.0, 1.0, 5.0])
-    assert rmse(pred, truth) == pytest.approx(math.sqrt((1 + 0 + 4) / 3))
-    assert mae(pred, truth) == pytest.approx((1 + 0 + 2) / 3)
-    assert mae(pred, truth, valid=np.array([True, True, False, True])) == pytest.approx(0.5)
-    assert skill(1.0, 4.0) == pytest.approx(0.75)
-    assert skill(4.0, 4.0) == 0.0
-    assert skill(8.0, 4.0) == pytest.approx(-1.0)
-    assert math.isnan(skill(1.0, 0.0))
 
 
 # --- Losses -----------------------------------------------------------------------------------------

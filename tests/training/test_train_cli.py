@@ -151,17 +151,19 @@ def independent_confusion(ckpt, scene_sar, tile, overlap):
     return np.bincount(truth[keep] * n + pred[keep], minlength=n * n).reshape(n, n)
 
 
-def test_evaluate_matches_an_independent_tiled_prediction(trained, tiny_data, tmp_path):
+def test_evaluate_matches_an_independent_whole_scene_prediction(trained, tiny_data, tmp_path):
+    """Evaluation runs the checkpoint through the plugin's segment_raster and evaluate_rasters; with one tile per
+    64 px scene, that must be the checkpoint's own arg-max over the whole scene, counted here with numpy."""
     best = trained[0] / "best.pt"
     scenes = ["scene_00/sar_20260301.tif", "scene_02/sar_20260316.tif"]
     report_path, md_path = tmp_path / "report.json", tmp_path / "report.md"
-    argv = ["--checkpoint", str(best), "--data", str(tiny_data), "--scenes", *scenes, "--tile-size", "32"]
+    argv = ["--checkpoint", str(best), "--data", str(tiny_data), "--scenes", *scenes, "--tile-size", "64"]
     argv += ["--overlap", "8", "--batch-size", "1", "--json", str(report_path), "--markdown", str(md_path)]
     assert evaluate.main(argv) == 0
     report = json.loads(report_path.read_text())
 
     ckpt = load_checkpoint(best)
-    expected = sum(independent_confusion(ckpt, tiny_data / s, 32, 8) for s in scenes)
+    expected = sum(independent_confusion(ckpt, tiny_data / s, 64, 8) for s in scenes)
     assert np.array_equal(np.asarray(report["confusion_matrix"]), expected)
     tp = np.diag(expected).astype(float)
     union = expected.sum(0) + expected.sum(1) - tp
