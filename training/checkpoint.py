@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sar_seg_plugin.core.outputs import OutputSet
 from sar_seg_plugin.models.metadata import TASKS, ModelMetadata, Normalization
 from training.models import ARCHITECTURES, create_model
 from training.models.encoder import ENCODERS, create_encoder
@@ -154,7 +154,7 @@ def save_checkpoint(
     best_metric: float | None = None,
     history: list[dict[str, Any]] | None = None,
 ) -> None:
-    """Write a checkpoint atomically (temporary file in the same folder, then ``os.replace``)."""
+    """Write a checkpoint atomically (a hidden temporary in the same folder, moved into place when whole)."""
     path = Path(path)
     if arch not in known_architectures():
         raise CheckpointError(f"unknown architecture {arch!r}; known: {', '.join(known_architectures())}")
@@ -178,17 +178,10 @@ def save_checkpoint(
         "torch_version": str(torch.__version__),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with OutputSet() as outputs, open(outputs.add(path), "wb") as handle:
+        torch.save(payload, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:

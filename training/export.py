@@ -33,9 +33,7 @@ running statistics agree with it. Tiles of 224 px (the ImageNet resolution), no 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import replace
@@ -48,6 +46,7 @@ import torch
 from torch import nn
 
 from sar_seg_plugin.core.errors import SarSegError
+from sar_seg_plugin.core.outputs import OutputSet
 from sar_seg_plugin.models.metadata import ModelMetadata, Normalization, metadata_to_props
 from sar_seg_plugin.models.registry import load_model
 from training.checkpoint import Checkpoint, load_checkpoint
@@ -335,10 +334,8 @@ def export_model(
     in_channels = model_in_channels(model)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".onnx", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with OutputSet() as outputs:
+        tmp = outputs.add(out, suffix=".onnx")
         if task == "encoder":
             export_encoder_onnx(model, tmp, in_channels, tile, opset)
         else:
@@ -350,10 +347,6 @@ def export_model(
             onnx.save(proto, str(tmp))
         set_metadata_props(tmp, metadata)
         _validate(tmp, out, model, metadata, FP16_PARITY_TOLERANCE if fp16_weights else PARITY_TOLERANCE)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return out
 
 

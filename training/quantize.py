@@ -15,13 +15,14 @@ is at least :data:`MIN_AGREEMENT`.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import onnx
+
+from sar_seg_plugin.core.outputs import OutputSet
 
 MIN_AGREEMENT = 0.995
 
@@ -79,11 +80,8 @@ def quantize_int8(
         for key, value in props.items():
             entry = model.metadata_props.add()
             entry.key, entry.value = key, value
-        fd, staged = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=".onnx", dir=dst.parent)
-        os.close(fd)
-        onnx.save(model, staged)
-        os.chmod(staged, 0o644)
-        os.replace(staged, dst)
+        with OutputSet() as outputs:
+            onnx.save(model, str(outputs.add(dst, suffix=".onnx")))
     return dst
 
 
