@@ -34,8 +34,13 @@ def main() -> int:
     try:
         from sar_seg_plugin.core.forecast import change_classes
         from sar_seg_plugin.models.registry import load_forecaster
+        from sar_seg_plugin.processing.forecast_layers import (
+            day_range,
+            file_forecast_info,
+            forecast_runs,
+            mark_forecast_layer,
+        )
         from sar_seg_plugin.processing.styling import cluster_renderer, paletted_renderer
-        from sar_seg_plugin.temporal import day_range, file_forecast_info, forecast_runs, mark_forecast_layer
 
         project = QgsProject.instance()
         project.clear()

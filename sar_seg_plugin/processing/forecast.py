@@ -31,9 +31,9 @@ from ..core.forecast import change_classes, forecast_rasters
 from ..core.forecast_methods import HIGH_CONFIDENCE, METHODS
 from ..core.outputs import OutputSet
 from ..models.registry import DEVICES, bundled_forecasters, load_forecaster
-from ..temporal import mark_forecast_layer
 from .base import SarSegAlgorithm
 from .dated_inputs import DATES_HELP, DatedRastersMixin
+from .forecast_layers import mark_forecast_layer
 from .styling import _ALIVE, ClassPaletteStyle, style_on_load
 
 DEFAULT_FORECASTER = "sarseg_convlstm_classes"

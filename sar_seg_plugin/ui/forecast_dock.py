@@ -22,7 +22,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ..models.metadata import LAND_COVER_COLOURS
-from ..temporal import ForecastRun, forecast_runs, hindcast_text
+from ..processing.forecast_layers import ForecastRun, forecast_runs, hindcast_text
 
 PLAY_INTERVAL_MS = 1200
 

@@ -31,7 +31,7 @@ def label_files(sample_dir) -> list[str]:  # noqa: ANN001
 def test_forecast_loads_dated_layers_in_one_group(sarseg, sample_dir, sample_series, tmp_path):
     from qgis.core import QgsProject, QgsRasterLayerTemporalProperties, QgsVectorLayer
 
-    from sar_seg_plugin.temporal import forecast_runs
+    from sar_seg_plugin.processing.forecast_layers import forecast_runs
 
     project = QgsProject.instance()
     project.clear()
@@ -96,7 +96,7 @@ def test_forecast_loads_dated_layers_in_one_group(sarseg, sample_dir, sample_ser
 def test_dates_from_the_parameter_and_from_temporal_properties(sarseg, sample_dir, tmp_path):
     from qgis.core import QgsRasterLayer
 
-    from sar_seg_plugin.temporal import day_range
+    from sar_seg_plugin.processing.forecast_layers import day_range
 
     files = label_files(sample_dir)
     result = sarseg.run(

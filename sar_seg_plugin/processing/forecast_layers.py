@@ -25,8 +25,8 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QDate, QDateTime, QTime
 
-from .core.forecast import FORECAST_KEY
-from .processing.styling import paletted_renderer
+from ..core.forecast import FORECAST_KEY
+from .styling import paletted_renderer
 
 PROPERTY = "sarseg/forecast"
 AREA_KEYS = ("SARSEG_AREAS_KM2", "SARSEG_AREAS_PIXELS")
