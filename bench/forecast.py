@@ -34,7 +34,6 @@ Usage: ``.venv/bin/python bench/forecast.py [--quick] [--size N] [--rss-sizes 20
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -43,18 +42,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import harness  # the benchmarks' shared code; puts the project root on sys.path
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = Path(__file__).resolve().parent
-for _p in (str(ROOT), str(BENCH)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-
-import speckle  # noqa: E402 - bench/speckle.py: headless QGIS, VmHWM, child runner, tables
-
-from sar_seg_plugin.core.forecast import DEFAULT_BLOCK as BLOCK  # noqa: E402 - the algorithm's block size
-from sar_seg_plugin.core.raster_io import iter_blocks  # noqa: E402 - numpy/GDAL only, no qgis
+from sar_seg_plugin.core.forecast import DEFAULT_BLOCK as BLOCK  # the algorithm's block size
+from sar_seg_plugin.core.raster_io import iter_blocks  # numpy/GDAL only, no qgis
 
 ALGORITHM = "sarseg:forecast"
 MODEL = "sarseg_convlstm_classes"
@@ -80,10 +72,10 @@ GEN_BLOCK = 1024
 
 def _parcel_classes(seed: int, u: np.ndarray, v: np.ndarray, day: int) -> np.ndarray:
     """Class (0..4) of the parcels (u, v) on ``day`` (0-based): a base class, then a few changes each day."""
-    cls = np.floor(speckle._hash_uniform(seed, u, v) * N_CLASSES).astype(np.uint8)
+    cls = np.floor(harness.hash_uniform(seed, u, v) * N_CLASSES).astype(np.uint8)
     for d in range(1, day + 1):
-        changes = speckle._hash_uniform(seed + 10 * d, u, v) < DAILY_CHANGE
-        new = np.floor(speckle._hash_uniform(seed + 10 * d + 1, u, v) * N_CLASSES).astype(np.uint8)
+        changes = harness.hash_uniform(seed + 10 * d, u, v) < DAILY_CHANGE
+        new = np.floor(harness.hash_uniform(seed + 10 * d + 1, u, v) * N_CLASSES).astype(np.uint8)
         cls = np.where(changes, new, cls)
     return cls
 
@@ -93,7 +85,7 @@ def class_block(x0: int, y0: int, width: int, height: int, day: int, seed: int) 
     rows = np.arange(y0, y0 + height) // CELL_Y
     v0, v1 = int(rows[0]), int(rows[-1])
     vs = np.arange(v0, v1 + 1)
-    offsets = np.floor(speckle._hash_uniform(seed + 7, vs, vs) * CELL_X).astype(np.int64)  # per parcel row
+    offsets = np.floor(harness.hash_uniform(seed + 7, vs, vs) * CELL_X).astype(np.int64)  # per parcel row
     u = (np.arange(x0, x0 + width)[None, :] + offsets[rows - v0][:, None]) // CELL_X  # (height, width)
     u0, u1 = int(u.min()), int(u.max())
     uu, vv = np.meshgrid(np.arange(u0, u1 + 1), vs)
@@ -202,10 +194,10 @@ def bare_loop(model, blocks: list[np.ndarray], horizons: int, repeat: int) -> Ba
     model.run(blocks[0], horizons)  # warm-up: allocator growth, first-run kernels
     best = None
     for _ in range(max(1, repeat)):
-        c0, t0 = speckle._cpu_seconds(), time.perf_counter()
+        c0, t0 = harness.cpu_seconds(), time.perf_counter()
         for seq in blocks:
             model.run(seq, horizons)
-        wall, cpu = time.perf_counter() - t0, speckle._cpu_seconds() - c0
+        wall, cpu = time.perf_counter() - t0, harness.cpu_seconds() - c0
         if best is None or wall < best.seconds:
             best = BareRun(len(blocks), wall, cpu)
     return best
@@ -219,7 +211,7 @@ def run_forecast(inputs: Sequence[Path], folder: Path) -> tuple[float, float, di
     returns (wall, CPU) seconds and the results dictionary."""
     from qgis.core import QgsProcessingFeedback
 
-    run = speckle.start_qgis()
+    run = harness.start_qgis()
     if folder.exists():
         shutil.rmtree(folder)
     params = {
@@ -228,9 +220,9 @@ def run_forecast(inputs: Sequence[Path], folder: Path) -> tuple[float, float, di
         "DEVICE": DEVICE_CPU,
         "OUTPUT_FOLDER": str(folder),
     }
-    c0, t0 = speckle._cpu_seconds(), time.perf_counter()
+    c0, t0 = harness.cpu_seconds(), time.perf_counter()
     results = run(ALGORITHM, params, feedback=QgsProcessingFeedback(False))
-    wall, cpu = time.perf_counter() - t0, speckle._cpu_seconds() - c0
+    wall, cpu = time.perf_counter() - t0, harness.cpu_seconds() - c0
     written = sorted(p for p in folder.glob("*.tif") if not p.name.endswith("_confidence.tif"))
     confidence = sorted(folder.glob("*_confidence.tif"))
     if len(written) != 4 or len(confidence) != 3:
@@ -246,25 +238,13 @@ def run_forecast(inputs: Sequence[Path], folder: Path) -> tuple[float, float, di
 
 def child_main(args: argparse.Namespace) -> int:
     """Entry point of a measuring subprocess: print one JSON line and exit."""
-    speckle.start_qgis()
-    from osgeo import gdal
 
-    out: dict[str, object] = {
-        "baseline_rss_mb": speckle._peak_rss_mb(),
-        "gdal_cachemax_mb": gdal.GetCacheMax() / 2**20,
-    }
-    if args.child == "run":
+    def measure() -> dict:
         inputs = [Path(p) for p in args.child_input.split(os.pathsep)]
         wall, cpu, _ = run_forecast(inputs, Path(args.child_output))
-        out.update(seconds=wall, cpu_seconds=cpu)
-    out["maxrss_mb"] = speckle._peak_rss_mb()
-    print("SARSEG_BENCH " + json.dumps(out), flush=True)
-    return 0
+        return {"seconds": wall, "cpu_seconds": cpu}
 
-
-def run_child(extra: Sequence[str]) -> dict[str, float]:
-    """Run this script as a measuring subprocess (the speckle benchmark's runner, VmHWM + RSS polling)."""
-    return speckle.run_child(extra, dict(os.environ), script=__file__)
+    return harness.child_report(measure if args.child == "run" else None)
 
 
 # --- Sections -------------------------------------------------------------------------------------------
@@ -286,7 +266,7 @@ class Results:
 
 def section_bare(args: argparse.Namespace, inputs: Sequence[Path], model, res: Results) -> None:
     size = args.size
-    speckle.heading(
+    harness.heading(
         f"1. Bare onnxruntime, {MODEL}: the step loop on the algorithm's blocks of a {size}x{size} raster, plain loop"
     )
     import onnxruntime as ort
@@ -306,9 +286,9 @@ def section_bare(args: argparse.Namespace, inputs: Sequence[Path], model, res: R
     )
     r = bare_loop(model, blocks, horizons, args.repeat)
     del blocks
-    res.bare_mps = speckle.mps(out_px, r.seconds)
+    res.bare_mps = harness.mps(out_px, r.seconds)
     print(f"  ... bare loop: {r.seconds:.2f} s", file=sys.stderr, flush=True)
-    speckle.table(
+    harness.table(
         ["run", "blocks", "seconds", "blocks/s", "block MP/s", "MP/s (raster)", "MP/s per horizon", "CPU/wall"],
         [
             [
@@ -316,7 +296,7 @@ def section_bare(args: argparse.Namespace, inputs: Sequence[Path], model, res: R
                 r.blocks,
                 f"{r.seconds:.2f}",
                 f"{r.blocks / r.seconds:.2f}",
-                f"{speckle.mps(block_px, r.seconds):.3f}",
+                f"{harness.mps(block_px, r.seconds):.3f}",
                 f"{res.bare_mps:.3f}",
                 f"{horizons * res.bare_mps:.3f}",
                 f"{r.cpu_seconds / r.seconds:.2f}",
@@ -333,7 +313,7 @@ def section_bare(args: argparse.Namespace, inputs: Sequence[Path], model, res: R
 
 def section_algorithm(args: argparse.Namespace, work: Path, inputs: Sequence[Path], res: Results) -> None:
     size = args.size
-    speckle.heading(f"2. The algorithm end to end: processing.run('{ALGORITHM}') on the {size}x{size} rasters")
+    harness.heading(f"2. The algorithm end to end: processing.run('{ALGORITHM}') on the {size}x{size} rasters")
     warm, _ = make_sequence(work, 512, "warm")
     _, _, results = run_forecast(warm, work / "warm_out")  # imports, model load path, GDAL drivers: once, untimed
     best = None
@@ -346,9 +326,9 @@ def section_algorithm(args: argparse.Namespace, work: Path, inputs: Sequence[Pat
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
     wall, cpu = best
-    res.algo_mps = speckle.mps(size * size, wall)
+    res.algo_mps = harness.mps(size * size, wall)
     h = res.horizons
-    speckle.table(
+    harness.table(
         ["run", "seconds", "MP/s (raster)", "MP/s per horizon", "CPU/wall"],
         [["processing.run", f"{wall:.2f}", f"{res.algo_mps:.3f}", f"{h * res.algo_mps:.3f}", f"{cpu / wall:.2f}"]],
     )
@@ -366,7 +346,7 @@ def section_algorithm(args: argparse.Namespace, work: Path, inputs: Sequence[Pat
         )
     )
     print("\nRatio algorithm / bare onnxruntime (MP/s over MP/s):")
-    speckle.table(
+    harness.table(
         ["comparison", "bare MP/s", "algorithm MP/s", "ratio b/a"],
         [["vs bare step loop", f"{res.bare_mps:.3f}", f"{res.algo_mps:.3f}", f"{res.ratio:.3f}"]],
     )
@@ -378,8 +358,8 @@ def section_algorithm(args: argparse.Namespace, work: Path, inputs: Sequence[Pat
 
 
 def section_rss(args: argparse.Namespace, work: Path, res: Results) -> None:
-    speckle.heading("3. Peak RSS against raster size: 4 daily class maps through the algorithm, one subprocess each")
-    base = run_child(["--child", "baseline"])
+    harness.heading("3. Peak RSS against raster size: 4 daily class maps through the algorithm, one subprocess each")
+    base = harness.run_child(__file__, ["--child", "baseline"])
     print(
         f"Baseline (QGIS + Processing + sarseg provider started, no run): peak RSS {base['maxrss_mb']:.0f} MB.\n"
         f"GDAL block cache limit in the children: {base['gdal_cachemax_mb']:.0f} MB "
@@ -390,11 +370,12 @@ def section_rss(args: argparse.Namespace, work: Path, res: Results) -> None:
         inputs, gen = make_sequence(work, size, "rss")
         folder = work / f"rss_{size}_out"
         print(f"  ... generated 4 x {size}x{size} in {gen:.1f} s", file=sys.stderr, flush=True)
-        r = run_child(
-            ["--child", "run", "--child-input", os.pathsep.join(map(str, inputs)), "--child-output", str(folder)]
+        r = harness.run_child(
+            __file__,
+            ["--child", "run", "--child-input", os.pathsep.join(map(str, inputs)), "--child-output", str(folder)],
         )
         res.rss[size] = float(r["maxrss_mb"])
-        mps = speckle.mps(size * size, r["seconds"])
+        mps = harness.mps(size * size, r["seconds"])
         rows.append(
             [
                 f"{size}x{size}",
@@ -415,7 +396,7 @@ def section_rss(args: argparse.Namespace, work: Path, res: Results) -> None:
             for p in inputs:
                 p.unlink()
             shutil.rmtree(folder, ignore_errors=True)
-    speckle.table(
+    harness.table(
         [
             "raster",
             "MP",
@@ -441,7 +422,7 @@ def section_rss(args: argparse.Namespace, work: Path, res: Results) -> None:
 
 
 def section_targets(args: argparse.Namespace, res: Results) -> None:
-    speckle.heading("4. Targets")
+    harness.heading("4. Targets")
 
     def verdict(ok: bool | None) -> str:
         return "n/a " if ok is None else ("PASS" if ok else "FAIL")
@@ -483,7 +464,7 @@ def section_targets(args: argparse.Namespace, res: Results) -> None:
             )
     else:
         rows.append(["Peak RSS on the largest raster", f"< {TARGET_PEAK_RSS_MB:g} MB", "not run", verdict(None)])
-    speckle.table(["target", "goal", "measured", "result"], rows)
+    harness.table(["target", "goal", "measured", "result"], rows)
 
 
 # --- Main -----------------------------------------------------------------------------------------------
@@ -523,8 +504,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child:
         return child_main(args)
 
-    work, t_start = speckle.open_bench("SAR Seg forecast benchmark", "sarseg-fcbench-", args.workdir)
-    speckle.start_qgis()
+    work, t_start = harness.open_bench("SAR Seg forecast benchmark", "sarseg-fcbench-", args.workdir)
+    harness.start_qgis()
     from qgis.core import Qgis
 
     model = load_model()

@@ -2,7 +2,7 @@
 """Segmentation benchmark: the ``sarseg:segment`` algorithm against bare onnxruntime, and its peak memory.
 
 The default bundled model (``sarseg_unet_vvvh``: VV/VH in dB, tiles and overlap from its metadata) runs on
-synthetic two-band linear-power SAR rasters (the generator of ``bench/speckle.py``, bands tagged unit "linear"
+synthetic two-band linear-power SAR rasters (the generator of ``bench/harness.py``, bands tagged unit "linear"
 so the algorithm converts them to dB), written block by block with GDAL from a fixed seed.
 
 Sections, in order:
@@ -21,7 +21,6 @@ Usage: ``.venv/bin/python bench/segment.py [--quick] [--size N] [--rss-sizes 500
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -30,19 +29,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import harness  # the benchmarks' shared code; puts the project root on sys.path
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = Path(__file__).resolve().parent
-for _p in (str(ROOT), str(BENCH)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-
-import speckle  # noqa: E402 - bench/speckle.py: raster generator, headless QGIS, VmHWM, tables
-
-from sar_seg_plugin.core.radiometry import to_db  # noqa: E402
-from sar_seg_plugin.core.tiling import tile_starts  # noqa: E402 - numpy only, no qgis
-from sar_seg_plugin.models.registry import default_segmentation_model  # noqa: E402
+from sar_seg_plugin.core.radiometry import to_db
+from sar_seg_plugin.core.tiling import tile_starts  # numpy only, no qgis
+from sar_seg_plugin.models.registry import default_segmentation_model
 
 ALGORITHM = "sarseg:segment"
 MODEL = default_segmentation_model()  # what sarseg:segment runs by default
@@ -64,7 +56,7 @@ def make_sar_raster(path: Path, size: int, seed: int = SEED) -> float:
     from osgeo import gdal
 
     t0 = time.perf_counter()
-    speckle.make_raster(path, size, 2, seed)
+    harness.make_raster(path, size, 2, seed)
     ds = gdal.Open(str(path), gdal.GA_Update)
     for b in (1, 2):
         ds.GetRasterBand(b).SetUnitType("linear")
@@ -129,10 +121,10 @@ def bare_loop(session, rows: list[list[np.ndarray]], batch: int, repeat: int) ->
     session.run([out], {name: batches[0]})  # warm-up: allocator growth, first-run kernels
     best = None
     for _ in range(max(1, repeat)):
-        c0, t0 = speckle._cpu_seconds(), time.perf_counter()
+        c0, t0 = harness.cpu_seconds(), time.perf_counter()
         for b in batches:
             session.run([out], {name: b})
-        wall, cpu = time.perf_counter() - t0, speckle._cpu_seconds() - c0
+        wall, cpu = time.perf_counter() - t0, harness.cpu_seconds() - c0
         if best is None or wall < best.seconds:
             best = BareRun(batch, len(batches), wall, cpu)
     return best
@@ -145,12 +137,12 @@ def run_segment(src: Path, dst: Path) -> tuple[float, float]:
     """``processing.run("sarseg:segment", {INPUT, OUTPUT})`` once; returns (wall, CPU) seconds."""
     from qgis.core import QgsProcessingFeedback
 
-    run = speckle.start_qgis()
+    run = harness.start_qgis()
     if dst.exists():
         dst.unlink()
-    c0, t0 = speckle._cpu_seconds(), time.perf_counter()
+    c0, t0 = harness.cpu_seconds(), time.perf_counter()
     run(ALGORITHM, {"INPUT": str(src), "OUTPUT": str(dst)}, feedback=QgsProcessingFeedback(False))
-    wall, cpu = time.perf_counter() - t0, speckle._cpu_seconds() - c0
+    wall, cpu = time.perf_counter() - t0, harness.cpu_seconds() - c0
     if not dst.exists():
         raise RuntimeError(f"{ALGORITHM} wrote no output {dst}")
     return wall, cpu
@@ -161,24 +153,12 @@ def run_segment(src: Path, dst: Path) -> tuple[float, float]:
 
 def child_main(args: argparse.Namespace) -> int:
     """Entry point of a measuring subprocess: print one JSON line and exit."""
-    speckle.start_qgis()
-    from osgeo import gdal
 
-    out: dict[str, object] = {
-        "baseline_rss_mb": speckle._peak_rss_mb(),
-        "gdal_cachemax_mb": gdal.GetCacheMax() / 2**20,
-    }
-    if args.child == "run":
+    def measure() -> dict:
         wall, cpu = run_segment(Path(args.child_input), Path(args.child_output))
-        out.update(seconds=wall, cpu_seconds=cpu)
-    out["maxrss_mb"] = speckle._peak_rss_mb()
-    print("SARSEG_BENCH " + json.dumps(out), flush=True)
-    return 0
+        return {"seconds": wall, "cpu_seconds": cpu}
 
-
-def run_child(extra: Sequence[str]) -> dict[str, float]:
-    """Run this script as a measuring subprocess (the speckle benchmark's runner, VmHWM + RSS polling)."""
-    return speckle.run_child(extra, dict(os.environ), script=__file__)
+    return harness.child_report(measure if args.child == "run" else None)
 
 
 # --- Sections -------------------------------------------------------------------------------------------
@@ -200,7 +180,7 @@ class Results:
 def section_bare(args: argparse.Namespace, src: Path, res: Results) -> None:
     size = args.size
     heading = f"1. Bare onnxruntime, {MODEL}: the algorithm's tiles of a {size}x{size} raster in a plain loop"
-    speckle.heading(heading)
+    harness.heading(heading)
     import onnxruntime as ort
 
     meta = model_metadata()
@@ -219,21 +199,21 @@ def section_bare(args: argparse.Namespace, src: Path, res: Results) -> None:
     table_rows = []
     for batch in BARE_BATCHES:
         r = bare_loop(session, rows, batch, args.repeat)
-        res.bare_mps[batch] = speckle.mps(out_px, r.seconds)
+        res.bare_mps[batch] = harness.mps(out_px, r.seconds)
         table_rows.append(
             [
                 f"batch {batch}",
                 r.batches,
                 f"{r.seconds:.2f}",
                 f"{n_tiles / r.seconds:.1f}",
-                f"{speckle.mps(n_tiles * tile * tile, r.seconds):.2f}",
+                f"{harness.mps(n_tiles * tile * tile, r.seconds):.2f}",
                 f"{res.bare_mps[batch]:.2f}",
                 f"{r.cpu_seconds / r.seconds:.2f}",
             ]
         )
         print(f"  ... bare batch {batch}: {r.seconds:.2f} s", file=sys.stderr, flush=True)
     del rows
-    speckle.table(["run", "batches", "seconds", "tiles/s", "tile MP/s", "MP/s (raster)", "CPU/wall"], table_rows)
+    harness.table(["run", "batches", "seconds", "tiles/s", "tile MP/s", "MP/s (raster)", "CPU/wall"], table_rows)
     print(
         f"Best of {args.repeat} timed loop(s) after one warm-up batch. MP/s (raster) = {size}*{size} output pixels / "
         f"seconds / 1e6, the same unit as section 2; tile MP/s counts every tile pixel ({n_tiles}*{tile}*{tile}, "
@@ -244,7 +224,7 @@ def section_bare(args: argparse.Namespace, src: Path, res: Results) -> None:
 
 def section_algorithm(args: argparse.Namespace, work: Path, src: Path, res: Results) -> None:
     size = args.size
-    speckle.heading(f"2. The algorithm end to end: processing.run('{ALGORITHM}') on the {size}x{size} raster")
+    harness.heading(f"2. The algorithm end to end: processing.run('{ALGORITHM}') on the {size}x{size} raster")
     warm = work / "warm.tif"
     make_sar_raster(warm, 512)
     run_segment(warm, work / "warm_out.tif")  # imports, model load path, GDAL drivers: once, untimed
@@ -258,11 +238,11 @@ def section_algorithm(args: argparse.Namespace, work: Path, src: Path, res: Resu
         if not args.keep:
             dst.unlink()
     wall, cpu = best
-    res.algo_mps = speckle.mps(size * size, wall)
+    res.algo_mps = harness.mps(size * size, wall)
     rows = [
         ["processing.run", f"{wall:.2f}", f"{res.algo_mps:.2f}", f"{cpu / wall:.2f}"],
     ]
-    speckle.table(["run", "seconds", "MP/s (raster)", "CPU/wall"], rows)
+    harness.table(["run", "seconds", "MP/s (raster)", "CPU/wall"], rows)
     print(
         f"Best of {args.repeat} run(s) after a 512x512 warm-up run, in this process (QGIS started once). Includes "
         "model loading (an onnxruntime session per run), reading, dB conversion, normalisation, inference "
@@ -274,7 +254,7 @@ def section_algorithm(args: argparse.Namespace, work: Path, src: Path, res: Resu
         ratio_rows.append(
             [f"vs bare batch {batch}", f"{bare:.2f}", f"{res.algo_mps:.2f}", f"{res.algo_mps / bare:.3f}"]
         )
-    speckle.table(["comparison", "bare MP/s", "algorithm MP/s", "ratio b/a"], ratio_rows)
+    harness.table(["comparison", "bare MP/s", "algorithm MP/s", "ratio b/a"], ratio_rows)
     print(
         "(a) runs exactly the overlapping tiles the algorithm runs, so the ratio measures the algorithm's overhead "
         f"(I/O, dB, normalisation, blending, writing, model load), not the cost of the overlap. The target "
@@ -283,8 +263,8 @@ def section_algorithm(args: argparse.Namespace, work: Path, src: Path, res: Resu
 
 
 def section_rss(args: argparse.Namespace, work: Path, res: Results) -> None:
-    speckle.heading("3. Peak RSS against raster size: two-band linear power through the algorithm, one subprocess each")
-    base = run_child(["--child", "baseline"])
+    harness.heading("3. Peak RSS against raster size: two-band linear power through the algorithm, one subprocess each")
+    base = harness.run_child(__file__, ["--child", "baseline"])
     print(
         f"Baseline (QGIS + Processing + sarseg provider started, no run): peak RSS {base['maxrss_mb']:.0f} MB.\n"
         f"GDAL block cache limit in the children: {base['gdal_cachemax_mb']:.0f} MB "
@@ -296,7 +276,7 @@ def section_rss(args: argparse.Namespace, work: Path, res: Results) -> None:
         dst = work / f"rss_{size}_seg.tif"
         gen = make_sar_raster(src, size)
         print(f"  ... generated {size}x{size} in {gen:.1f} s", file=sys.stderr, flush=True)
-        r = run_child(["--child", "run", "--child-input", str(src), "--child-output", str(dst)])
+        r = harness.run_child(__file__, ["--child", "run", "--child-input", str(src), "--child-output", str(dst)])
         res.rss[size] = float(r["maxrss_mb"])
         rows.append(
             [
@@ -308,7 +288,7 @@ def section_rss(args: argparse.Namespace, work: Path, res: Results) -> None:
                 f"{r['polled_rss_mb']:.0f}",
                 f"{r['maxrss_mb'] - base['maxrss_mb']:+.0f}",
                 f"{r['seconds']:.1f}",
-                f"{speckle.mps(size * size, r['seconds']):.2f}",
+                f"{harness.mps(size * size, r['seconds']):.2f}",
                 f"{r['cpu_seconds'] / r['seconds']:.2f}",
             ]
         )
@@ -316,7 +296,7 @@ def section_rss(args: argparse.Namespace, work: Path, res: Results) -> None:
         if not args.keep:
             src.unlink()
             dst.unlink(missing_ok=True)
-    speckle.table(
+    harness.table(
         ["raster", "MP", "input MB", "gen s", "peak RSS MB", "polled MB", "vs baseline", "seconds", "MP/s", "CPU/wall"],
         rows,
     )
@@ -329,7 +309,7 @@ def section_rss(args: argparse.Namespace, work: Path, res: Results) -> None:
 
 
 def section_targets(args: argparse.Namespace, res: Results) -> None:
-    speckle.heading("4. Targets")
+    harness.heading("4. Targets")
 
     def verdict(ok: bool | None) -> str:
         return "n/a " if ok is None else ("PASS" if ok else "FAIL")
@@ -369,7 +349,7 @@ def section_targets(args: argparse.Namespace, res: Results) -> None:
             )
     else:
         rows.append([f"Peak RSS on {TARGET_RSS_SIZE}²", f"< {TARGET_PEAK_RSS_MB:g} MB", "not run", verdict(None)])
-    speckle.table(["target", "goal", "measured", "result"], rows)
+    harness.table(["target", "goal", "measured", "result"], rows)
 
 
 # --- Main -----------------------------------------------------------------------------------------------
@@ -404,8 +384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child:
         return child_main(args)
 
-    work, t_start = speckle.open_bench("SAR Seg segmentation benchmark", "sarseg-segbench-", args.workdir)
-    speckle.start_qgis()
+    work, t_start = harness.open_bench("SAR Seg segmentation benchmark", "sarseg-segbench-", args.workdir)
+    harness.start_qgis()
     from qgis.core import Qgis
 
     meta = model_metadata()

@@ -24,31 +24,38 @@ not test.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import resource
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from harness import (
+    best_of,
+    child_report,
+    cpu_seconds,
+    heading,
+    make_raster,
+    mps,
+    open_bench,
+    run_child,
+    scene_block,
+    start_qgis,
+    table,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-QGIS_PLUGINS = "/usr/share/qgis/python/plugins"
+from sar_seg_plugin.core import speckle  # numpy/scipy only, no qgis
+
 ALGORITHM = "sarseg:speckle_filter"
 OTB_APP = "otbcli_Despeckle"
 ITK_THREADS_ENV = "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"
 
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from sar_seg_plugin.core import speckle  # noqa: E402 - numpy/scipy only, no qgis
 
 FILTERS: tuple[str, ...] = speckle.FILTERS
 WINDOW = 7
@@ -75,73 +82,6 @@ OTB_FILTERS: dict[str, tuple[str, list[str]]] = {
 
 # --- Synthetic SAR rasters --------------------------------------------------------------------------
 
-CELL = 97.0  # size of the piecewise-constant regions, pixels (in rotated coordinates)
-GEN_BLOCK = 1024
-
-
-def _mix(h: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser on a uint64 array (wrapping arithmetic)."""
-    h = h ^ (h >> np.uint64(30))
-    h = h * np.uint64(0xBF58476D1CE4E5B9)
-    h = h ^ (h >> np.uint64(27))
-    h = h * np.uint64(0x94D049BB133111EB)
-    return h ^ (h >> np.uint64(31))
-
-
-def _hash_uniform(key: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """A deterministic uniform [0, 1) value for each (a, b) integer pair."""
-    with np.errstate(over="ignore"):
-        h = _mix(np.uint64(key) * np.uint64(0x9E3779B97F4A7C15) + a.astype(np.int64).astype(np.uint64))
-        h = _mix(h ^ (b.astype(np.int64).astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)))
-    return (h >> np.uint64(11)).astype(np.float64) * 2.0**-53
-
-
-def scene_block(x0: int, y0: int, width: int, height: int, band: int, seed: int) -> np.ndarray:
-    """Noise-free backscatter (linear power) of a window: rotated cells of constant level plus points."""
-    y, x = np.mgrid[y0 : y0 + height, x0 : x0 + width].astype(np.float64)
-    u = np.floor((x * 0.866 + y * 0.5) / CELL)
-    v = np.floor((y * 0.866 - x * 0.5) / (CELL * 0.7))
-    level_db = -22.0 + 20.0 * _hash_uniform(seed, u, v)
-    if band > 1:  # a cross-pol-like band: darker, partly independent
-        level_db -= 4.0 + 6.0 * _hash_uniform(seed + band, u, v)
-    level = 10.0 ** (level_db / 10.0)
-    points = _hash_uniform(seed + 1000, x, y) < 2e-4
-    level[points] *= 200.0
-    return level
-
-
-def make_raster(path: Path, size: int, bands: int, seed: int, compress: str = "NONE") -> float:
-    """Write a size x size float32 speckled raster block by block; returns the seconds it took."""
-    from osgeo import gdal, osr
-
-    t0 = time.perf_counter()
-    opts = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "BIGTIFF=IF_SAFER", f"COMPRESS={compress}"]
-    if compress != "NONE":
-        opts += ["PREDICTOR=3", "ZLEVEL=1", "NUM_THREADS=ALL_CPUS"]
-    if bands > 1:
-        opts.append("INTERLEAVE=BAND")
-    ds = gdal.GetDriverByName("GTiff").Create(str(path), size, size, bands, gdal.GDT_Float32, options=opts)
-    if ds is None:
-        raise RuntimeError(f"cannot create {path}: {gdal.GetLastErrorMsg()}")
-    ds.SetGeoTransform([500000.0, 10.0, 0.0, 5000000.0, 0.0, -10.0])
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(32631)
-    ds.SetProjection(srs.ExportToWkt())
-    for b in range(1, bands + 1):
-        ds.GetRasterBand(b).SetDescription(["VV", "VH"][b - 1] if b <= 2 else f"B{b}")
-    for y0 in range(0, size, GEN_BLOCK):
-        for x0 in range(0, size, GEN_BLOCK):
-            w, h = min(GEN_BLOCK, size - x0), min(GEN_BLOCK, size - y0)
-            for b in range(1, bands + 1):
-                rng = np.random.default_rng([seed, b, y0, x0])
-                speck = rng.standard_gamma(LOOKS, size=(h, w), dtype=np.float32) / np.float32(LOOKS)
-                data = (scene_block(x0, y0, w, h, b, seed).astype(np.float32) * speck).astype(np.float32)
-                ds.GetRasterBand(b).WriteArray(data, x0, y0)
-        ds.FlushCache()  # write and drop this row of tiles: the generator's memory stays one block row
-    ds.FlushCache()
-    ds = None
-    return time.perf_counter() - t0
-
 
 def single_band_copy(src: Path, dst: Path, band: int = 1) -> None:
     """Copy one band of a raster to an uncompressed tiled GeoTIFF (same layout as the source)."""
@@ -155,33 +95,6 @@ def single_band_copy(src: Path, dst: Path, band: int = 1) -> None:
 
 
 # --- QGIS headless ----------------------------------------------------------------------------------
-
-_QGIS: dict[str, object] = {}
-
-
-def start_qgis() -> Callable[..., dict]:
-    """Start QGIS without GUI, register Processing and the sarseg provider; returns ``processing.run``."""
-    if "run" in _QGIS:
-        return _QGIS["run"]  # type: ignore[return-value]
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    for p in (QGIS_PLUGINS, str(ROOT)):
-        if p not in sys.path:
-            sys.path.insert(0, p)
-    from qgis.core import QgsApplication
-
-    app = QgsApplication([], False)
-    app.initQgis()
-    from processing.core.Processing import Processing
-
-    Processing.initialize()
-    from sar_seg_plugin.processing.provider import SarSegProvider
-
-    provider = SarSegProvider()
-    QgsApplication.processingRegistry().addProvider(provider)
-    import processing
-
-    _QGIS.update(app=app, provider=provider, processing=processing, run=processing.run)
-    return processing.run
 
 
 def run_algorithm(src: Path, dst: Path, name: str) -> tuple[float, float]:
@@ -201,33 +114,12 @@ def run_algorithm(src: Path, dst: Path, name: str) -> tuple[float, float]:
         "OUTPUT": str(dst),
     }
     feedback = QgsProcessingFeedback(False)
-    c0, t0 = _cpu_seconds(), time.perf_counter()
+    c0, t0 = cpu_seconds(), time.perf_counter()
     run(ALGORITHM, params, feedback=feedback)
-    wall, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
+    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     if not dst.exists():
         raise RuntimeError(f"{ALGORITHM} ({name}) wrote no output {dst}")
     return wall, cpu
-
-
-def _cpu_seconds() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
-def _peak_rss_mb() -> float:
-    """Peak resident set size of this process (VmHWM), in MB.
-
-    Not ``ru_maxrss``: Linux carries the peak of the pre-exec address space into ``ru_maxrss`` across
-    ``execve``, so a child spawned by a large parent reports at least the parent's peak.
-    """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 # --- Child processes (peak RSS) ---------------------------------------------------------------------
@@ -235,44 +127,12 @@ def _peak_rss_mb() -> float:
 
 def child_main(args: argparse.Namespace) -> int:
     """Entry point of a measuring subprocess: print one JSON line and exit."""
-    start_qgis()
-    from osgeo import gdal
 
-    out: dict[str, object] = {"baseline_rss_mb": _peak_rss_mb(), "gdal_cachemax_mb": gdal.GetCacheMax() / 2**20}
-    if args.child == "run":
+    def measure() -> dict:
         wall, cpu = run_algorithm(Path(args.child_input), Path(args.child_output), args.child_filter)
-        out.update(seconds=wall, cpu_seconds=cpu)
-    out["maxrss_mb"] = _peak_rss_mb()
-    out["ru_maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print("SARSEG_BENCH " + json.dumps(out), flush=True)
-    return 0
+        return {"seconds": wall, "cpu_seconds": cpu}
 
-
-def run_child(extra: Sequence[str], env: dict[str, str], script: str | Path = __file__) -> dict[str, float]:
-    """Run ``script`` (this one by default) as a measuring subprocess; also polls its RSS (``polled_rss_mb``)."""
-    import psutil
-
-    cmd = [sys.executable, str(Path(script).resolve()), *extra]
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True)
-        polled = 0
-        try:
-            ps = psutil.Process(proc.pid)
-            while proc.poll() is None:
-                polled = max(polled, ps.memory_info().rss)
-                time.sleep(0.02)
-        except psutil.NoSuchProcess:
-            pass
-        proc.wait()
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
-    for line in stdout.splitlines():
-        if line.startswith("SARSEG_BENCH "):
-            result = json.loads(line.split(" ", 1)[1])
-            result["polled_rss_mb"] = polled / 2**20
-            return result
-    raise RuntimeError(f"child {' '.join(extra)} failed ({proc.returncode}):\n{stdout}\n{stderr}")
+    return child_report(measure if args.child == "run" else None)
 
 
 # --- Orfeo ToolBox ------------------------------------------------------------------------------------
@@ -346,32 +206,8 @@ def compare(ours: np.ndarray, ref: np.ndarray) -> Diff:
 # --- Printing -----------------------------------------------------------------------------------------
 
 
-def heading(text: str) -> None:
-    print()
-    print(text)
-    print("=" * len(text))
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-
-    def fmt(r: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-
-    print(fmt(cells[0]))
-    print("  ".join("-" * w for w in widths))
-    for r in cells[1:]:
-        print(fmt(r))
-    sys.stdout.flush()
-
-
 def label(name: str) -> str:
     return speckle.FILTER_LABELS[name]
-
-
-def mps(pixels: float, seconds: float) -> float:
-    return pixels / seconds / 1e6
 
 
 # --- Sections -----------------------------------------------------------------------------------------
@@ -393,11 +229,6 @@ def core_mps(name: str, n: int = 1024) -> float:
     t0 = time.perf_counter()
     speckle.apply_filter(name, x, None, **kw)
     return mps(n * n, time.perf_counter() - t0)
-
-
-def best_of(repeat: int, fn: Callable[[], tuple[float, float]]) -> tuple[float, float]:
-    """Run ``fn`` (returning (wall, cpu) seconds) ``repeat`` times; the fastest run."""
-    return min((fn() for _ in range(max(1, repeat))), key=lambda t: t[0])
 
 
 def section_throughput(args: argparse.Namespace, work: Path, res: Results) -> None:
@@ -449,7 +280,7 @@ def section_throughput(args: argparse.Namespace, work: Path, res: Results) -> No
 def section_rss(args: argparse.Namespace, work: Path, res: Results) -> None:
     heading(f"2. Peak RSS against raster size: single-band Lee {WINDOW}x{WINDOW}, one subprocess per run")
     env = dict(os.environ)
-    base = run_child(["--child", "baseline"], env)
+    base = run_child(__file__, ["--child", "baseline"])
     print(
         f"Baseline (QGIS + Processing + sarseg provider started, no run): peak RSS {base['maxrss_mb']:.0f} MB.\n"
         f"GDAL block cache limit in the children: {base['gdal_cachemax_mb']:.0f} MB "
@@ -470,7 +301,7 @@ def section_rss(args: argparse.Namespace, work: Path, res: Results) -> None:
             )
         for suffix, run_env in runs:
             child = ["--child", "run", "--child-input", str(src), "--child-output", str(dst), "--child-filter", "lee"]
-            r = run_child(child, run_env)
+            r = run_child(__file__, child, run_env)
             if not suffix:
                 res.rss[size] = float(r["maxrss_mb"])
             rows.append(
@@ -790,28 +621,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.size < 64:
         p.error("--size must be at least 64")
     return args
-
-
-def open_bench(title: str, prefix: str, workdir: str | None, where: str = "") -> tuple[Path, float]:
-    """Start a benchmark: a fresh work directory (under ``workdir`` or /tmp), a throw-away QGIS profile in it
-    shared with the subprocesses (no user settings read or written), and the header line describing the machine.
-    Returns the work directory and the start time."""
-    parent = Path(workdir).resolve() if workdir else Path("/tmp")
-    parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-    os.environ.setdefault("QGIS_CUSTOM_CONFIG_PATH", str(work / "qgis-profile"))
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-
-    import platform
-
-    from osgeo import gdal
-
-    print(title)
-    print(
-        f"{platform.node()}: {os.cpu_count()} CPUs, Python {platform.python_version()}, numpy {np.__version__}, "
-        f"GDAL {gdal.__version__}; work directory {work}{where}"
-    )
-    return work, time.perf_counter()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
