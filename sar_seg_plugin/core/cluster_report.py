@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from ..models.metadata import DEFAULT_PALETTE
-from .outputs import OutputSet, write_text
+from .communes import FAMILY_LABELS, CommuneResult, Options
+from .html_report import fmt, page, table, write_page
+from .outputs import OutputSet
 
 #: Colours of clusters 1..12 (the palette given to unnamed classes, plus two), cycled beyond.
 CLUSTER_COLORS = (*DEFAULT_PALETTE, "#393b79", "#ad494a")
@@ -42,17 +44,6 @@ class ReportData:
     field_name: str | None = None
     field_values: np.ndarray | None = None  # (rows,) the numeric field, NaN where null
     notes: Sequence[str] = ()
-
-
-def _fmt(value: float, digits: int = 3) -> str:
-    return "–" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") -> str:
-    """An HTML table; cells (header included) are HTML already (escape text before)."""
-    head = "".join(f"<th>{h}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def scatter_svg(xy: np.ndarray, labels: np.ndarray, names: Sequence[str], explained: Sequence[float]) -> str:
@@ -111,21 +102,21 @@ def _distinctive(data: ReportData, means: np.ndarray, swatches: Sequence[str], t
             f"{'high' if z[j] > 0 else 'low'} {html.escape(data.columns[j])} ({z[j]:+.1f} sd)" for j in order if z[j]
         )
         rows.append([swatches[c], text or "–"])
-    return _table(["cluster", "features furthest from the average commune"], rows, "left")
+    return table(["cluster", "features furthest from the average commune"], rows, "left")
 
 
-def render(data: ReportData) -> str:
-    """The report as one self-contained HTML page."""
+def _sections(data: ReportData) -> list[str]:
+    """The report's sections (HTML), after its title."""
     sizes = {c: int((data.labels == c).sum()) for c in range(1, data.k + 1)}
     n = len(data.labels)
-    parts = [f"<h1>{html.escape(data.title)}</h1>"]
+    parts = []
     if data.inputs:
         parts.append(
-            _table(["input", "value"], [[html.escape(k), html.escape(v)] for k, v in data.inputs.items()], "left")
+            table(["input", "value"], [[html.escape(k), html.escape(v)] for k, v in data.inputs.items()], "left")
         )
     chosen = "chosen automatically by silhouette score" if data.auto_k else "given"
     parts.append(
-        f"<h2>Clusters</h2><p><b>k = {data.k}</b> ({chosen}); mean silhouette <b>{_fmt(data.silhouette)}</b> over "
+        f"<h2>Clusters</h2><p><b>k = {data.k}</b> ({chosen}); mean silhouette <b>{fmt(data.silhouette)}</b> over "
         f"{n} clustered communes (1 = well separated, 0 = on a border, &lt; 0 = closer to another cluster). "
         f"Feature families: {html.escape(', '.join(data.families))}.</p>"
     )
@@ -133,8 +124,8 @@ def render(data: ReportData) -> str:
         items = "".join(f"<li>{html.escape(r)}: {c}</li>" for r, c in data.unclustered.items())
         parts.append(f"<p>Not clustered (null cluster in the layer, with the reason):</p><ul>{items}</ul>")
     if len(data.scores) > 1 or data.auto_k:
-        rows = [[str(k), _fmt(s), "<b>chosen</b>" if k == data.k else ""] for k, s in sorted(data.scores.items())]
-        parts.append("<h3>Silhouette per k tried</h3>" + _table(["k", "silhouette", ""], rows))
+        rows = [[str(k), fmt(s), "<b>chosen</b>" if k == data.k else ""] for k, s in sorted(data.scores.items())]
+        parts.append("<h3>Silhouette per k tried</h3>" + table(["k", "silhouette", ""], rows))
     means = np.array(
         [
             data.features[data.labels == c].mean(axis=0)
@@ -146,7 +137,7 @@ def render(data: ReportData) -> str:
     swatches = [f'<span class="sw" style="background:{cluster_color(c)}"></span>{c}' for c in range(1, data.k + 1)]
     parts.append(
         "<h3>Cluster sizes</h3>"
-        + _table(
+        + table(
             ["cluster", "communes", "share"],
             [[sw, str(sizes[c]), f"{sizes[c] / max(n, 1):.0%}"] for sw, c in zip(swatches, range(1, data.k + 1))],
         )
@@ -154,22 +145,20 @@ def render(data: ReportData) -> str:
     if data.columns:
         parts.append("<h3>What sets each cluster apart</h3>" + _distinctive(data, means, swatches))
         rows = [
-            [html.escape(col), *(_fmt(v) for v in means[:, j]), _fmt(float(np.mean(data.features[:, j])))]
+            [html.escape(col), *(fmt(v) for v in means[:, j]), fmt(float(np.mean(data.features[:, j])))]
             for j, col in enumerate(data.columns)
         ]
-        parts.append(
-            "<h3>Mean features per cluster</h3>" + _table(["feature", *swatches, "all communes"], rows, "wide")
-        )
+        parts.append("<h3>Mean features per cluster</h3>" + table(["feature", *swatches, "all communes"], rows, "wide"))
     if data.field_name and data.field_values is not None:
         rows = []
         for c in range(1, data.k + 1):
             v = data.field_values[data.labels == c]
             v = v[np.isfinite(v)]
             stats = [np.sum(v), np.mean(v), np.median(v), np.min(v), np.max(v)] if v.size else [np.nan] * 5
-            rows.append([str(c), str(int(v.size)), *(_fmt(s, 1) for s in stats)])
+            rows.append([str(c), str(int(v.size)), *(fmt(s, 1) for s in stats)])
         parts.append(
             f"<h3>{html.escape(data.field_name)} per cluster</h3>"
-            + _table(["cluster", "communes with a value", "sum", "mean", "median", "min", "max"], rows)
+            + table(["cluster", "communes with a value", "sum", "mean", "median", "min", "max"], rows)
         )
     parts.append(
         "<h3>Feature space (PCA of the standardised, family-weighted features)</h3>"
@@ -177,20 +166,64 @@ def render(data: ReportData) -> str:
     )
     if data.notes:
         parts.append("<h3>Notes</h3><ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in data.notes) + "</ul>")
-    style = (
-        "body{font-family:sans-serif;margin:24px;max-width:1100px}table{border-collapse:collapse;margin:8px 0}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}"
-        "table.wide{font-size:12px}table.left td{text-align:left}"
-        ".sw{display:inline-block;width:10px;height:10px;margin-right:5px}"
+    return parts
+
+
+def report_data(
+    result: CommuneResult,
+    options: Options,
+    names: Sequence[str],
+    families: Sequence[str],
+    raster: str,
+    class_raster: str | None,
+) -> ReportData:
+    """What the report of one clustering run shows: its result, options and inputs (``names``: a name per commune;
+    ``families``: the feature families used)."""
+    rows = result.clustered
+    columns = list(result.columns)
+    unclustered: dict[str, int] = {}
+    for i, reason in enumerate(result.reason):
+        if not result.cluster[i]:
+            unclustered[reason] = unclustered.get(reason, 0) + 1
+    notes = list(result.notes)
+    partial = int(result.partial[rows].sum())
+    if partial:
+        notes.append(f"{partial} clustered communes lie partly outside the raster: their inside part was used")
+    field_values = None
+    if options.field_name and options.field_values is not None:
+        field_values = np.array([np.nan if v is None else v for v in options.field_values], float)[rows]
+    return ReportData(
+        title="SAR Seg — commune clustering",
+        k=result.k,
+        silhouette=result.clustering.silhouette,
+        scores=result.clustering.scores,
+        auto_k=options.k == 0,
+        labels=result.cluster[rows],
+        names=[names[i] for i in rows],
+        columns=columns,
+        features=np.column_stack([result.columns[c][rows] for c in columns]) if columns else np.zeros((len(rows), 0)),
+        xy=result.xy,
+        explained=list(result.explained),
+        families=[FAMILY_LABELS[f] for f in families]
+        + ([options.field_name] if options.field_as_feature and options.field_name else []),
+        inputs={
+            "raster": raster,
+            "class raster": class_raster or "segmented by the bundled model",
+            "communes": str(len(result.cluster)),
+        },
+        unclustered=unclustered,
+        field_name=options.field_name,
+        field_values=field_values,
+        notes=notes,
     )
-    title = html.escape(data.title)
-    return (
-        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{title}</title><style>{style}</style></head>'
-        f"<body>{''.join(parts)}</body></html>\n"
-    )
+
+
+def render(data: ReportData) -> str:
+    """The report as one self-contained HTML page."""
+    return page(data.title, _sections(data))
 
 
 def write_report(path: str | os.PathLike, data: ReportData, outputs: OutputSet | None = None) -> Path:
     """Write the report whole (see :func:`.outputs.write_text`), creating its folder when missing."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return write_text(path, render(data), outputs)
+    return write_page(path, data.title, _sections(data), outputs)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CancelledError, SarSegError
+from .html_report import fmt, table, write_page
 from .outputs import OutputSet, write_text
 from .raster_io import DEFAULT_BLOCK, CancelFn, ProgressFn, iter_blocks, open_raster, read_info, read_window, valid_mask
 from .timeseries import Grid, aligned, release
@@ -342,69 +343,52 @@ def write_table(result: EvaluationResult, path: str | os.PathLike, outputs: Outp
     return write_text(path, buffer.getvalue(), outputs)
 
 
-def _fmt(value: float, digits: int = 4) -> str:
-    return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
-
-
-_CSS = """
-body { font-family: sans-serif; margin: 1.5em; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
-th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: right; }
-th { background: #eee; } td.name, th.name { text-align: left; }
-td.diag { background: #d8f0d8; font-weight: bold; }
-.summary td { text-align: left; }
-"""
-
-
 def write_html_report(result: EvaluationResult, path: str | os.PathLike, outputs: OutputSet | None = None) -> Path:
     """A self-contained HTML page: summary, per-class metrics, the confusion matrix and the inputs."""
     e = html.escape
     summary = [
-        ("Overall accuracy", _fmt(result.overall_accuracy)),
-        ("Mean IoU (mIoU)", _fmt(result.mean_iou)),
-        ("Mean Dice", _fmt(result.mean_dice)),
+        ("Overall accuracy", fmt(result.overall_accuracy, 4)),
+        ("Mean IoU (mIoU)", fmt(result.mean_iou, 4)),
+        ("Mean Dice", fmt(result.mean_dice, 4)),
         ("Pixels compared", f"{result.valid_pixels}"),
         ("Pixels ignored (nodata or not a class)", f"{result.ignored_pixels}"),
         ("Classes in the means", ", ".join(e(c.name) for c in result.classes if c.support + c.predicted > 0)),
     ]
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8"><title>Segmentation accuracy</title>',
-        f"<style>{_CSS}</style></head><body>",
-        "<h1>Segmentation accuracy</h1>",
-        '<h2>Summary</h2><table class="summary">',
-        *[f"<tr><th class='name'>{e(k)}</th><td>{v}</td></tr>" for k, v in summary],
-        "</table>",
-        "<h2>Per class</h2><table>",
-        "<tr><th>Value</th><th class='name'>Class</th><th>IoU</th><th>Dice</th><th>Precision</th><th>Recall</th>"
-        "<th>Support (reference pixels)</th><th>Predicted pixels</th></tr>",
+    per_class = [
+        [str(c.value), (e(c.name), "name"), *(fmt(v, 4) for v in (c.iou, c.dice, c.precision, c.recall))]
+        + [str(c.support), str(c.predicted)]
+        for c in result.classes
     ]
-    for c in result.classes:
-        parts.append(
-            f"<tr><td>{c.value}</td><td class='name'>{e(c.name)}</td><td>{_fmt(c.iou)}</td><td>{_fmt(c.dice)}</td>"
-            f"<td>{_fmt(c.precision)}</td><td>{_fmt(c.recall)}</td><td>{c.support}</td><td>{c.predicted}</td></tr>"
-        )
-    parts.append("</table>")
-    parts.append("<h2>Confusion matrix</h2><p>Rows: reference classes; columns: predicted classes (pixels).</p>")
-    parts.append("<table><tr><th class='name'>reference \\ predicted</th>")
-    parts.extend(f"<th>{e(name)}</th>" for name in result.class_names)
-    parts.append("<th>Total</th></tr>")
-    for i, name in enumerate(result.class_names):
-        cells = "".join(
-            f"<td class='diag'>{n}</td>" if i == j else f"<td>{n}</td>" for j, n in enumerate(result.matrix[i])
-        )
-        parts.append(f"<tr><th class='name'>{e(name)}</th>{cells}<td>{int(result.matrix[i].sum())}</td></tr>")
-    totals = "".join(f"<td>{int(n)}</td>" for n in result.matrix.sum(axis=0))
-    parts.append(f"<tr><th class='name'>Total</th>{totals}<td>{result.valid_pixels}</td></tr></table>")
-    parts.append("<h2>Inputs</h2><table class='summary'>")
-    parts.append(f"<tr><th class='name'>Predicted raster</th><td>{e(result.predicted_path)}</td></tr>")
-    parts.append(f"<tr><th class='name'>Reference raster</th><td>{e(result.reference_path)}</td></tr>")
-    parts.append("</table>")
+    matrix = [
+        [(e(name), "name"), *((str(n), "diag") if i == j else str(n) for j, n in enumerate(result.matrix[i]))]
+        + [str(int(result.matrix[i].sum()))]
+        for i, name in enumerate(result.class_names)
+    ]
+    matrix.append([("Total", "name"), *(str(int(n)) for n in result.matrix.sum(axis=0)), str(result.valid_pixels)])
+    inputs = [
+        [("Predicted raster", "name"), e(str(result.predicted_path))],
+        [("Reference raster", "name"), e(str(result.reference_path))],
+    ]
+    parts = [
+        "<h2>Summary</h2>",
+        table([], [[(e(k), "name"), v] for k, v in summary], "left", row_heads=True),
+        "<h2>Per class</h2>",
+        table(
+            ["Value", ("Class", "name"), "IoU", "Dice", "Precision", "Recall", "Support (reference pixels)"]
+            + ["Predicted pixels"],
+            per_class,
+        ),
+        "<h2>Confusion matrix</h2><p>Rows: reference classes; columns: predicted classes (pixels).</p>",
+        table(
+            [("reference \\ predicted", "name"), *(e(n) for n in result.class_names), "Total"], matrix, row_heads=True
+        ),
+        "<h2>Inputs</h2>",
+        table([], inputs, "left", row_heads=True),
+    ]
     if result.notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in result.notes) + "</ul>")
     parts.append(
         "<p>IoU = TP / (TP + FP + FN); Dice = 2 TP / (2 TP + FP + FN); precision = TP / predicted; "
         "recall = TP / reference. Means are over the classes present in the reference or the prediction.</p>"
     )
-    parts.append("</body></html>\n")
-    return write_text(path, "\n".join(parts), outputs)
+    return write_page(path, "Segmentation accuracy", parts, outputs)

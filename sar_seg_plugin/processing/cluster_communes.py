@@ -33,7 +33,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QMetaType
 
 from ..core import communes
-from ..core.cluster_report import ReportData, write_report
+from ..core.cluster_report import report_data, write_report
 from ..core.clustering import K_MAX, K_MIN
 from ..core.inference import segment_raster
 from ..core.outputs import OutputSet
@@ -447,7 +447,9 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
                 if parameters.get(self.OUTPUT_SIMILAR) is not None:
                     sink_ids.append(self._write_similar(parameters, context, features, names, result, run_outputs))
                 if report:
-                    self._write_report(report, raster, class_raster, families, options, names, result, run_outputs)
+                    write_report(
+                        report, report_data(result, options, names, families, raster, class_raster), run_outputs
+                    )
 
         self.run_core(write)
         self.sinks_committed(context, sink_ids)
@@ -557,46 +559,3 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
                     yield out
 
         return self.write_features(outputs, parameters, self.OUTPUT_SIMILAR, context, fields, rows())
-
-    def _write_report(self, path, raster, class_raster, families, options, names, result, outputs) -> None:  # noqa: ANN001, PLR0913
-        rows = result.clustered
-        columns = list(result.columns)
-        inputs = {
-            "raster": raster,
-            "class raster": class_raster or "segmented by the bundled model",
-            "communes": str(len(result.cluster)),
-        }
-        unclustered: dict[str, int] = {}
-        for i, reason in enumerate(result.reason):
-            if not result.cluster[i]:
-                unclustered[reason] = unclustered.get(reason, 0) + 1
-        partial = int(result.partial[rows].sum())
-        notes = list(result.notes)
-        if partial:
-            notes.append(f"{partial} clustered communes lie partly outside the raster: their inside part was used")
-        field_values = None
-        if options.field_name and options.field_values is not None:
-            field_values = np.array([np.nan if v is None else v for v in options.field_values], float)[rows]
-        data = ReportData(
-            title="SAR Seg — commune clustering",
-            k=result.k,
-            silhouette=result.clustering.silhouette,
-            scores=result.clustering.scores,
-            auto_k=options.k == 0,
-            labels=result.cluster[rows],
-            names=[names[i] for i in rows],
-            columns=columns,
-            features=np.column_stack([result.columns[c][rows] for c in columns])
-            if columns
-            else np.zeros((len(rows), 0)),
-            xy=result.xy,
-            explained=list(result.explained),
-            families=[communes.FAMILY_LABELS[f] for f in families]
-            + ([options.field_name] if options.field_as_feature and options.field_name else []),
-            inputs=inputs,
-            unclustered=unclustered,
-            field_name=options.field_name,
-            field_values=field_values,
-            notes=notes,
-        )
-        write_report(path, data, outputs)
