@@ -29,9 +29,10 @@ import random
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -700,11 +701,20 @@ def check_resume_init(value: str | Path, recorded: dict | None, last_path: Path)
         )
 
 
-def _train(args: argparse.Namespace, runtime: Runtime) -> TrainResult:
-    say = print if runtime.is_main else (lambda *a, **k: None)
-    out: Path = args.out
-    last_path, best_path = out / "last.pt", out / "best.pt"
-    resumed = init = init_record = None
+@dataclass
+class _Start:
+    """Where the weights come from: ``resumed`` (last.pt of this run), ``init`` (a checkpoint to fine-tune) or
+    neither; ``stats``: the band statistics to keep (None: computed from the data)."""
+
+    resumed: Checkpoint | None = None
+    init: Checkpoint | None = None
+    init_record: dict | None = None
+    stats: NormStats | None = None
+
+
+def _starting_point(args: argparse.Namespace, say: Callable[..., None]) -> _Start:
+    """Resume (``--resume``: last.pt's architecture and split settings win), fine-tune (``--init``), or start fresh."""
+    last_path = args.out / "last.pt"
     if args.resume:
         if not last_path.is_file():
             raise DataError(f"--resume: no {last_path} to resume from")
@@ -713,7 +723,6 @@ def _train(args: argparse.Namespace, runtime: Runtime) -> TrainResult:
             raise DataError(f"--resume: {last_path} is a {resumed.arch} model, not {args.arch}")
         args.arch = resumed.arch
         norm, used = resumed.metadata["normalization"], resumed.metadata["training"]
-        stats = NormStats(tuple(norm["mean"]), tuple(norm["std"]))
         for name in ("patch_size", "val_fraction", "seed"):
             if getattr(args, name) != used[name]:
                 say(f"--resume: keeping the checkpoint's {name.replace('_', '-')} {used[name]}")
@@ -721,16 +730,25 @@ def _train(args: argparse.Namespace, runtime: Runtime) -> TrainResult:
         init_record = used.get("init")
         if args.init is not None:  # resume wins: the weights are last.pt's, which started from that checkpoint
             check_resume_init(args.init, init_record, last_path)
-    elif args.init is not None:
+        return _Start(
+            resumed=resumed, init_record=init_record, stats=NormStats(tuple(norm["mean"]), tuple(norm["std"]))
+        )
+    if args.init is not None:
         init, init_record = load_init(args.init)
         check_init_args(args, init)
         check_init_classes(init, args.data)
         args.arch = init.arch
-        stats = checkpoint_stats(init)  # the first layer expects them: not recomputed from the new data
-    else:
-        stats = None
+        # The first layer expects the checkpoint's band statistics: not recomputed from the new data.
+        return _Start(init=init, init_record=init_record, stats=checkpoint_stats(init))
+    return _Start()
 
-    data = prepare_data(args.data, args.patch_size, args.val_fraction, args.seed, stats, args.domain_randomisation)
+
+def _training_data(args: argparse.Namespace, start: _Start, say: Callable[..., None]) -> PreparedData:
+    """The patches, split and normalised; the patch size and pixel size checked against the architecture and the
+    starting checkpoint."""
+    data = prepare_data(
+        args.data, args.patch_size, args.val_fraction, args.seed, start.stats, args.domain_randomisation
+    )
     for note in data.notes:
         say(note)
     if data.patch_size != args.patch_size:
@@ -740,6 +758,7 @@ def _train(args: argparse.Namespace, runtime: Runtime) -> TrainResult:
     for what, size in (("the training patches", args.patch_size), ("--tile-size", args.tile_size)):
         if size % multiple:
             raise DataError(f"{what}: {size} px, but {args.arch} needs a multiple of {multiple} pixels")
+    init = start.init
     if init is not None:
         check_init_bands(init, data)
         was = init.metadata.get("pixel_size_m")
@@ -747,58 +766,153 @@ def _train(args: argparse.Namespace, runtime: Runtime) -> TrainResult:
             data.pixel_size_m = was
         elif was and abs(data.pixel_size_m - was) > 1e-6 * was:
             say(f"note: {init.path} was trained at {was:g} m pixels, the data has {data.pixel_size_m:g} m")
-    n_classes = len(data.classes.names)
-    seed_everything(args.seed)
-    if resumed is not None:
-        model = resumed.model
-        arch_kwargs = dict(resumed.arch_kwargs)
-    elif init is not None:
-        model = init.model
-        arch_kwargs = dict(init.arch_kwargs)
+    return data
+
+
+def _model(
+    args: argparse.Namespace, start: _Start, data: PreparedData, say: Callable[..., None]
+) -> tuple[nn.Module, dict]:
+    """The network and its constructor arguments: the resumed or starting checkpoint's, or a new one."""
+    if start.resumed is not None:
+        return start.resumed.model, dict(start.resumed.arch_kwargs)
+    if start.init is not None:
+        init = start.init
         say(
             f"starting from {init.path} ({init.arch}, epoch {init.epoch}), keeping its band statistics "
             f"(dB mean {', '.join(f'{m:.2f}' for m in data.stats.mean)})"
         )
-    else:
-        arch_kwargs = {"in_channels": len(data.bands), "classes": n_classes, **args.arch_kwargs}
-        model = create_model(args.arch, **arch_kwargs)
-    model.to(runtime.device)
-    amp = runtime.device.type == "cuda"
+        return init.model, dict(init.arch_kwargs)
+    arch_kwargs = {"in_channels": len(data.bands), "classes": len(data.classes.names), **args.arch_kwargs}
+    return create_model(args.arch, **arch_kwargs), arch_kwargs
 
-    train_sampler = DistributedSampler(
+
+@dataclass
+class _Loaders:
+    sampler: DistributedSampler
+    train: DataLoader
+    val: DataLoader
+    steps_per_epoch: int
+
+
+def _loaders(args: argparse.Namespace, data: PreparedData, runtime: Runtime, amp: bool) -> _Loaders:
+    """Training batches sharded over the ranks; validation shards without padding, so the summed confusion matrix
+    counts every patch exactly once."""
+    sampler = DistributedSampler(
         data.train, num_replicas=runtime.world, rank=runtime.rank, shuffle=True, seed=args.seed
     )
-    per_rank = len(train_sampler)
-    train_loader = DataLoader(
+    per_rank = len(sampler)
+    train = DataLoader(
         data.train,
         batch_size=args.batch_size,
-        sampler=train_sampler,
+        sampler=sampler,
         num_workers=args.workers,
         drop_last=per_rank >= 2 * args.batch_size,  # no tiny last batch (BatchNorm on a 1x1 bottleneck)
         pin_memory=amp,
         persistent_workers=args.workers > 0,
         generator=torch.Generator().manual_seed(args.seed + runtime.rank),
     )
-    # Validation shards without padding, so the summed confusion matrix counts every patch exactly once.
     val_shard = Subset(data.val, range(runtime.rank, len(data.val), runtime.world))
-    val_loader = DataLoader(val_shard, batch_size=args.batch_size, num_workers=args.workers, pin_memory=amp)
-    steps_per_epoch = len(train_loader)
+    val = DataLoader(val_shard, batch_size=args.batch_size, num_workers=args.workers, pin_memory=amp)
+    steps = len(train)
     if args.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, args.max_steps_per_epoch)
+        steps = min(steps, args.max_steps_per_epoch)
+    return _Loaders(sampler, train, val, steps)
 
+
+@dataclass
+class _Optimisation:
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: WarmupCosine
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+
+
+def _optimisation(args: argparse.Namespace, model: nn.Module, steps_per_epoch: int, runtime: Runtime) -> _Optimisation:
     loss_fn = create_loss(args.loss).to(runtime.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     total_steps = args.epochs * steps_per_epoch
     schedule = WarmupCosine(total_steps, round(WARMUP_FRACTION * total_steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=runtime.device.type == "cuda")
+    return _Optimisation(loss_fn, optimizer, schedule, scheduler, scaler)
+
+
+def _train_epoch(
+    net: nn.Module,
+    loaders: _Loaders,
+    opt: _Optimisation,
+    runtime: Runtime,
+    epoch: int,
+    args: argparse.Namespace,
+    writer: Any,
+) -> float:
+    """One pass over the training batches; returns the mean training loss over every rank."""
+    amp = runtime.device.type == "cuda"
+    # Reseeded per epoch, so a resumed run draws the same augmentations as an uninterrupted one.
+    torch.manual_seed(args.seed + 1000 * epoch + runtime.rank)
+    loaders.sampler.set_epoch(epoch)
+    net.train()
+    loss_sum = torch.zeros(2, dtype=torch.float64)
+    bar = _progress(loaders.steps_per_epoch, f"epoch {epoch}/{args.epochs}", runtime.is_main)
+    for step, (images, labels) in enumerate(loaders.train):
+        if step >= loaders.steps_per_epoch:
+            break
+        images = images.to(runtime.device, non_blocking=True)
+        labels = labels.to(runtime.device, non_blocking=True)
+        with torch.autocast(runtime.device.type, enabled=amp):
+            logits = net(images)
+        loss = opt.loss_fn(logits.float(), labels)
+        opt.optimizer.zero_grad(set_to_none=True)
+        opt.scaler.scale(loss).backward()
+        opt.scaler.step(opt.optimizer)
+        opt.scaler.update()
+        opt.scheduler.step()
+        loss_sum += torch.tensor([loss.item(), 1.0], dtype=torch.float64)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if writer is not None:
+            writer.add_scalar("loss/train_step", loss.item(), (epoch - 1) * loaders.steps_per_epoch + step)
+    bar.close()
+    loss_sum = all_reduce_sum(loss_sum, runtime)
+    return float(loss_sum[0] / loss_sum[1]) if loss_sum[1] > 0 else math.nan
+
+
+def _log_epoch(writer: Any, epoch: int, record: dict, metrics: dict) -> None:
+    """The epoch's figures to TensorBoard (when ``--logdir`` is given)."""
+    if writer is None:
+        return
+    writer.add_scalar("loss/train", record["train_loss"], epoch)
+    writer.add_scalar("loss/val", record["val_loss"], epoch)
+    writer.add_scalar("miou/val", record["miou"], epoch)
+    writer.add_scalar("accuracy/val", record["overall_accuracy"], epoch)
+    writer.add_scalar("lr", record["lr"], epoch)
+    for name, m in metrics["per_class"].items():
+        writer.add_scalar(f"iou/{name}", m["iou"], epoch)
+    writer.flush()
+
+
+def _train(args: argparse.Namespace, runtime: Runtime) -> TrainResult:
+    say = print if runtime.is_main else (lambda *a, **k: None)
+    out: Path = args.out
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    start = _starting_point(args, say)
+    resumed = start.resumed
+    data = _training_data(args, start, say)
+    n_classes = len(data.classes.names)
+    seed_everything(args.seed)
+    model, arch_kwargs = _model(args, start, data, say)
+    model.to(runtime.device)
+    amp = runtime.device.type == "cuda"
+    loaders = _loaders(args, data, runtime, amp)
+    opt = _optimisation(args, model, loaders.steps_per_epoch, runtime)
 
     start_epoch, history, best_metric = 1, [], -math.inf
     best_epoch, best_metrics = 0, {}
     if resumed is not None:
-        start_epoch = resumed.restore(optimizer, scheduler)
+        start_epoch = resumed.restore(opt.optimizer, opt.scheduler)
         # The restored schedule is the one of the earlier --epochs; follow the current one from here on.
-        scheduler.lr_lambdas[0] = schedule
+        opt.scheduler.lr_lambdas[0] = opt.schedule
         history = list(resumed.history or [])
         best_metric = resumed.best_metric if resumed.best_metric is not None else -math.inf
         best_epoch = int(resumed.metadata["training"].get("best_epoch", 0))
@@ -812,7 +926,7 @@ def _train(args: argparse.Namespace, runtime: Runtime) -> TrainResult:
     say(
         f"{args.arch}: {n_params:,} parameters on {runtime.device} x {runtime.world}; "
         f"{len(data.train)} training / {len(data.val)} validation patches of {args.patch_size} px "
-        f"({data.split['kind']} split), {steps_per_epoch} steps per epoch"
+        f"({data.split['kind']} split), {loaders.steps_per_epoch} steps per epoch"
     )
     writer = None
     if args.logdir is not None and runtime.is_main:
@@ -835,52 +949,25 @@ def _train(args: argparse.Namespace, runtime: Runtime) -> TrainResult:
                 # DDP only syncs the parameters trainable when it is built: rebuild it after (un)freezing.
                 net = _wrap(model, runtime)
                 frozen = want_frozen
-            # Reseeded per epoch, so a resumed run draws the same augmentations as an uninterrupted one.
-            torch.manual_seed(args.seed + 1000 * epoch + runtime.rank)
-            train_sampler.set_epoch(epoch)
             tic = time.perf_counter()
-            net.train()
-            loss_sum = torch.zeros(2, dtype=torch.float64)
-            bar = _progress(steps_per_epoch, f"epoch {epoch}/{args.epochs}", runtime.is_main)
-            for step, (images, labels) in enumerate(train_loader):
-                if step >= steps_per_epoch:
-                    break
-                images = images.to(runtime.device, non_blocking=True)
-                labels = labels.to(runtime.device, non_blocking=True)
-                with torch.autocast(runtime.device.type, enabled=amp):
-                    logits = net(images)
-                loss = loss_fn(logits.float(), labels)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                loss_sum += torch.tensor([loss.item(), 1.0], dtype=torch.float64)
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.4f}")
-                if writer is not None:
-                    writer.add_scalar("loss/train_step", loss.item(), (epoch - 1) * steps_per_epoch + step)
-            bar.close()
-            loss_sum = all_reduce_sum(loss_sum, runtime)
-            train_loss = float(loss_sum[0] / loss_sum[1]) if loss_sum[1] > 0 else math.nan
-            cm, val_loss = validate(model, val_loader, loss_fn, n_classes, runtime, amp)
+            train_loss = _train_epoch(net, loaders, opt, runtime, epoch, args, writer)
+            cm, val_loss = validate(model, loaders.val, opt.loss_fn, n_classes, runtime, amp)
             metrics = segmentation_metrics(cm, data.classes.names)
             seconds = time.perf_counter() - tic
             epoch_seconds.append(seconds)
-            lr = optimizer.param_groups[0]["lr"]
+            lr = opt.optimizer.param_groups[0]["lr"]
             miou = metrics["miou"]
-            history.append(
-                {
-                    "epoch": epoch,
-                    "train_loss": train_loss,
-                    "val_loss": val_loss,
-                    "miou": miou,
-                    "overall_accuracy": metrics["overall_accuracy"],
-                    "iou": {k: v["iou"] for k, v in metrics["per_class"].items()},
-                    "lr": lr,
-                    "seconds": seconds,
-                }
-            )
+            record = {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "miou": miou,
+                "overall_accuracy": metrics["overall_accuracy"],
+                "iou": {k: v["iou"] for k, v in metrics["per_class"].items()},
+                "lr": lr,
+                "seconds": seconds,
+            }
+            history.append(record)
             score = miou if math.isfinite(miou) else -math.inf
             improved = best_epoch == 0 or score > best_metric
             if improved:
@@ -890,18 +977,10 @@ def _train(args: argparse.Namespace, runtime: Runtime) -> TrainResult:
                 f"val mIoU {_fmt(miou)}, OA {_fmt(metrics['overall_accuracy'])}, lr {lr:.2e}, {seconds:.1f} s"
                 + (" (best)" if improved else "")
             )
-            if writer is not None:
-                writer.add_scalar("loss/train", train_loss, epoch)
-                writer.add_scalar("loss/val", val_loss, epoch)
-                writer.add_scalar("miou/val", miou, epoch)
-                writer.add_scalar("accuracy/val", metrics["overall_accuracy"], epoch)
-                writer.add_scalar("lr", lr, epoch)
-                for name, m in metrics["per_class"].items():
-                    writer.add_scalar(f"iou/{name}", m["iou"], epoch)
-                writer.flush()
+            _log_epoch(writer, epoch, record, metrics)
             if runtime.is_main:
                 extra = {"best_epoch": best_epoch, "val_metrics": best_metrics, "epochs": args.epochs}
-                extra["init"] = init_record
+                extra["init"] = start.init_record
                 metadata = build_metadata(data, args, extra)
                 common = {
                     "arch": args.arch,
@@ -909,8 +988,8 @@ def _train(args: argparse.Namespace, runtime: Runtime) -> TrainResult:
                     "task": TASK,
                     "metadata": metadata,
                     "epoch": epoch,
-                    "optimizer": optimizer,
-                    "scheduler": scheduler,
+                    "optimizer": opt.optimizer,
+                    "scheduler": opt.scheduler,
                     "best_metric": best_metric,
                     "history": history,
                 }

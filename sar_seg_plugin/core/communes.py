@@ -114,26 +114,10 @@ def _check_families(families: Sequence[str]) -> list[str]:
     return fams
 
 
-def cluster_communes(
-    geometries: Sequence[bytes | None],
-    raster_path: str,
-    options: Options,
-    *,
-    reasons: Sequence[str] | None = None,
-    class_path: str | None = None,
-    segment: Callable[[str, str], list[str]] | None = None,
-    encoder: Any = None,
-    progress: ProgressFn | None = None,
-    is_canceled: Callable[[], bool] | None = None,
-    log: LogFn | None = None,
-    input_scale: str = AUTO,
-) -> CommuneResult:
-    """Cluster polygons (WKB in the raster's CRS; None where unusable, with ``reasons[i]`` saying why).
-
-    Land-cover fractions come from ``class_path`` (aligned to the raster, nearest neighbour) or, without one, from
-    ``segment(raster_path, out_path) -> class names``. Embeddings need ``encoder`` (a loaded encoder model).
-    The scale of SAR bands (dB or linear power) follows :mod:`.units`; ``input_scale`` overrides it.
-    """
+def _check_request(
+    options: Options, n: int, class_path: str | None, segment: Callable | None, encoder: Any
+) -> list[str]:
+    """The feature families asked for, once the request is known to be possible (say what is missing first)."""
     families = _check_families(options.families)
     if not families and not (options.field_as_feature and options.field_name):
         raise SarSegError("no feature family was chosen: choose at least one")
@@ -142,16 +126,13 @@ def cluster_communes(
     if EMBEDDINGS in families and encoder is None:
         raise SarSegError("embeddings need an encoder model")
     clustering.import_sklearn()  # say what to install before any work
-    n = len(geometries)
     if n == 0:
         raise SarSegError("the polygon layer has no features")
-    reason = list(reasons) if reasons is not None else [""] * n
-    report = progress or (lambda _p: None)
+    return families
 
-    src = raster_io.open_raster(raster_path)
-    info = raster_io.read_info(src)
-    require_crs(info)
-    grid = Grid.of(info)
+
+def _inside_shares(geometries: Sequence[bytes | None], grid: Grid, reason: list[str]) -> np.ndarray:
+    """Share of each polygon's area inside the raster; polygons wholly outside get their reason."""
     bounds = grid.bounds
     inside = np.array([zonal.inside_fraction(g, bounds) if g is not None else 0.0 for g in geometries])
     for i, g in enumerate(geometries):
@@ -162,6 +143,40 @@ def cluster_communes(
             "no polygon overlaps the raster: check that the polygon layer and the raster cover the same area "
             f"(raster extent {bounds[0]:.1f}, {bounds[1]:.1f}, {bounds[2]:.1f}, {bounds[3]:.1f} in its CRS)"
         )
+    return inside
+
+
+@dataclass
+class _Measured:
+    """What the pass over the raster found per polygon: zonal statistics and class fractions, embeddings."""
+
+    zonal: zonal.ZonalResult
+    embeddings: np.ndarray | None
+    class_names: list[str]
+    notes: list[str]
+
+
+def _measure(
+    geometries: Sequence[bytes | None],
+    inside: np.ndarray,
+    raster_path: str,
+    families: Sequence[str],
+    options: Options,
+    *,
+    class_path: str | None,
+    segment: Callable[[str, str], list[str]] | None,
+    encoder: Any,
+    report: ProgressFn,
+    is_canceled: Callable[[], bool] | None,
+    log: LogFn | None,
+    input_scale: str,
+) -> _Measured:
+    """Burn the polygons into a zone raster, get the class raster (given, or segmented), and read the raster block
+    by block for the zonal features and, when asked, the encoder's embeddings. Intermediate files are removed."""
+    n = len(geometries)
+    src = raster_io.open_raster(raster_path)
+    info = raster_io.read_info(src)
+    grid = Grid.of(info)
     notes: list[str] = []
     work = temporary_folder(tempfile.gettempdir())
     classes_ds = zones_ds = None
@@ -181,12 +196,12 @@ def cluster_communes(
                     log("No class raster given: segmenting the raster with the segmentation model")
                 class_names = segment(raster_path, seg_path)
                 classes_ds = gdal.Open(seg_path)
-        report(45 if FRACTIONS in families and not class_path else 10)
+        start = float(45 if FRACTIONS in families and not class_path else 10)
+        report(start)
         plan = zonal.plan_bands(src, info, input_scale) if STATISTICS in families else None
         if plan is not None:
             notes.extend(plan.notes)
             tell_scales(plan.scales, log, notes.append)
-        start = float(45 if FRACTIONS in families and not class_path else 10)
         span = 40.0 if EMBEDDINGS in families else 80.0
         res = zonal.zonal_features(
             src,
@@ -227,12 +242,16 @@ def cluster_communes(
         classes_ds = None
         src = None
         remove_folder(work)
+    return _Measured(res, emb, class_names, notes)
 
-    _stop_if_cancelled(is_canceled)
 
-    # --- which polygons can be clustered ---
+def _usable_rows(
+    geometries: Sequence[bytes | None], reason: list[str], m: _Measured, families: Sequence[str], options: Options
+) -> np.ndarray:
+    """Indices of the polygons that can be clustered; every other one gets the reason why not."""
+    res, emb = m.zonal, m.embeddings
     usable = np.array([g is not None and not reason[i] for i, g in enumerate(geometries)])
-    for i in range(n):
+    for i in range(len(geometries)):
         if not usable[i]:
             continue
         if res.zone_pixels[i] == 0:
@@ -248,9 +267,15 @@ def cluster_communes(
             if v is None or not np.isfinite(v):
                 reason[i] = f"no value in field '{options.field_name}'"
         usable[i] = not reason[i]
-    rows = np.flatnonzero(usable)
+    return np.flatnonzero(usable)
 
-    # --- feature columns and families ---
+
+def _feature_columns(
+    m: _Measured, families: Sequence[str], options: Options, rows: np.ndarray, n: int
+) -> tuple[dict[str, np.ndarray], dict[str, list[str]], list[clustering.Family]]:
+    """The feature columns of the layer (per polygon, NaN where missing), their names per family, and the families
+    of the clustered rows as the clustering weighs them (embeddings reduced by PCA, isotropic)."""
+    res = m.zonal
     columns: dict[str, np.ndarray] = {}
     fam_cols: dict[str, list[str]] = {}
     fam_list: list[clustering.Family] = []
@@ -258,7 +283,7 @@ def cluster_communes(
         columns.update(res.statistics)
         fam_cols[STATISTICS] = list(res.statistics)
     if FRACTIONS in families and res.fractions is not None:
-        names = [f"frac_{zonal.column_name(c)}" for c in class_names]
+        names = [f"frac_{zonal.column_name(c)}" for c in m.class_names]
         for j, name in enumerate(names):
             columns[name] = res.fractions[:, j]
         fam_cols[FRACTIONS] = names
@@ -267,7 +292,8 @@ def cluster_communes(
             fam_list.append(
                 clustering.Family(fam, fam_cols[fam], np.column_stack([columns[c][rows] for c in fam_cols[fam]]))
             )
-    if emb is not None:
+    if m.embeddings is not None:
+        emb = m.embeddings
         comps = clustering.reduce_embeddings(emb[rows], options.seed) if len(rows) >= 2 else np.zeros((len(rows), 1))
         names = [f"emb_pc{j + 1}" for j in range(comps.shape[1])]
         for j, name in enumerate(names):
@@ -280,7 +306,62 @@ def cluster_communes(
         values = np.array([np.nan if v is None else float(v) for v in options.field_values])
         fam_list.append(clustering.Family(options.field_name, [options.field_name], values[rows][:, None]))
         fam_cols[options.field_name] = [options.field_name]
+    return columns, fam_cols, fam_list
 
+
+def _numbered_by_size(result: clustering.Clustering) -> np.ndarray:
+    """Cluster numbers 1..k by decreasing size (ties by first member), so numbers are stable and readable."""
+    order = sorted(range(result.k), key=lambda c: (-(result.labels == c).sum(), np.argmax(result.labels == c)))
+    renumber = np.empty(result.k, np.int64)
+    renumber[order] = np.arange(1, result.k + 1)
+    return renumber[result.labels]
+
+
+def cluster_communes(
+    geometries: Sequence[bytes | None],
+    raster_path: str,
+    options: Options,
+    *,
+    reasons: Sequence[str] | None = None,
+    class_path: str | None = None,
+    segment: Callable[[str, str], list[str]] | None = None,
+    encoder: Any = None,
+    progress: ProgressFn | None = None,
+    is_canceled: Callable[[], bool] | None = None,
+    log: LogFn | None = None,
+    input_scale: str = AUTO,
+) -> CommuneResult:
+    """Cluster polygons (WKB in the raster's CRS; None where unusable, with ``reasons[i]`` saying why).
+
+    Land-cover fractions come from ``class_path`` (aligned to the raster, nearest neighbour) or, without one, from
+    ``segment(raster_path, out_path) -> class names``. Embeddings need ``encoder`` (a loaded encoder model).
+    The scale of SAR bands (dB or linear power) follows :mod:`.units`; ``input_scale`` overrides it.
+    """
+    n = len(geometries)
+    families = _check_request(options, n, class_path, segment, encoder)
+    reason = list(reasons) if reasons is not None else [""] * n
+    src = raster_io.open_raster(raster_path)
+    info = raster_io.read_info(src)
+    src = None
+    require_crs(info)
+    inside = _inside_shares(geometries, Grid.of(info), reason)
+    measured = _measure(
+        geometries,
+        inside,
+        raster_path,
+        families,
+        options,
+        class_path=class_path,
+        segment=segment,
+        encoder=encoder,
+        report=progress or (lambda _p: None),
+        is_canceled=is_canceled,
+        log=log,
+        input_scale=input_scale,
+    )
+    _stop_if_cancelled(is_canceled)
+    rows = _usable_rows(geometries, reason, measured, families, options)
+    columns, fam_cols, fam_list = _feature_columns(measured, families, options, rows, n)
     if log:
         log(
             f"{len(rows)} of {n} polygons have usable data; features: "
@@ -289,19 +370,15 @@ def cluster_communes(
     x = clustering.weighted_matrix(fam_list)
     result = clustering.cluster(x, options.k, options.seed, options.k_min, options.k_max, n_total=n, log=log)
     _stop_if_cancelled(is_canceled)
-    notes.extend(result.notes)
-    # Number clusters 1..k by decreasing size (ties by first member), so numbers are stable and readable.
-    order = sorted(range(result.k), key=lambda c: (-(result.labels == c).sum(), np.argmax(result.labels == c)))
-    renumber = np.empty(result.k, np.int64)
-    renumber[order] = np.arange(1, result.k + 1)
-    labels = renumber[result.labels]
-    result.labels = labels
+    notes = measured.notes + list(result.notes)
+    result.labels = _numbered_by_size(result)
     cluster_col = np.zeros(n, np.int64)
-    cluster_col[rows] = labels
+    cluster_col[rows] = result.labels
     sil = np.full(n, np.nan)
     sil[rows] = result.silhouette_samples
     nb_idx, nb_dist = clustering.nearest_neighbours(x, options.neighbours)
     xy, explained = clustering.pca_2d(x, options.seed)
+    res = measured.zonal
     with np.errstate(invalid="ignore", divide="ignore"):
         valid_share = np.where(res.zone_pixels > 0, res.valid_pixels / np.maximum(res.zone_pixels, 1), np.nan)
     return CommuneResult(
@@ -319,6 +396,6 @@ def cluster_communes(
         distances=nb_dist,
         xy=xy,
         explained=explained,
-        class_names=class_names,
+        class_names=measured.class_names,
         notes=notes,
     )

@@ -355,6 +355,215 @@ def change_codes(before: np.ndarray, after: np.ndarray, classes: int) -> np.ndar
     return out
 
 
+@dataclass
+class _Plan:
+    """What a forecast run reads and writes, decided before any pixel is read."""
+
+    meta: ModelMetadata
+    horizons: list[int]
+    ordered: list[DatedRaster]  # the forecast's input dates
+    everything: list[DatedRaster]  # every date given, in order
+    origins: list[HindcastOrigin]  # the replayed past forecasts
+    planned: list[tuple[int, dt.date, str]]  # (step, date, path) of t0 and each horizon
+    classes_out: bool
+    confidence: bool
+    first: int  # index in ``everything`` of the forecast's first input date
+    needed: list[int]  # indices of the dates read
+    grid: Grid
+    notes: list[str]
+
+    @property
+    def t0(self) -> dt.date:
+        return self.ordered[-1].date
+
+
+def _plan(
+    items: Sequence[DatedRaster],
+    meta: ModelMetadata,
+    folder: str,
+    prefix: str,
+    reference_path: str | None,
+    probabilities: bool,
+    confidence: bool,
+    change_path: str | None,
+    hindcast: bool,
+    log: LogFn | None,
+) -> _Plan:
+    """The dates to read and the files to write; refuses outputs that would overwrite an input, a missing folder
+    or a disk without room for the outputs."""
+    horizons = list(meta.horizons)
+    length = int(meta.sequence_length)
+    ordered, notes = select_sequence(items, length)
+    everything, _ = timeseries.order_by_date(items)
+    origins = plan_hindcast(everything, length, horizons) if hindcast else []
+    if hindcast and not origins:
+        notes.append(
+            f"No hindcast: it needs at least {length + 1} daily rasters (the forecast's {length} input dates and a "
+            f"later one to check against); {len(everything)} given."
+        )
+    if not Path(folder).is_dir():
+        raise SarSegError(f"The output folder '{folder}' does not exist. Create it or choose another.")
+    planned = output_paths(folder, prefix, ordered[-1].date, horizons)
+    classes_out = meta.output_kind == "classes"
+    confidence = confidence and classes_out
+    inputs = [item.path for item in everything] + ([reference_path] if reference_path else [])
+    extra_paths = [_beside(p, "confidence") for _, _, p in planned[1:]] if confidence else []
+    for path in [p for _, _, p in planned] + extra_paths:
+        check_not_same_file(inputs, path)
+    if change_path:
+        check_not_same_file(inputs + [p for _, _, p in planned], change_path)
+
+    # Dates read: the forecast's inputs, and those of the replayed forecasts and their observed targets.
+    first = len(everything) - length
+    needed = sorted(
+        set(range(first, len(everything)))
+        | {i for o in origins for i in o.window}
+        | {i for o in origins for _, i in o.targets}
+    )
+    ref_info = read_info(open_raster(reference_path or everything[needed[0]].path))
+    timeseries.require_crs(ref_info)
+    grid = Grid.of(ref_info)
+    pixels = grid.width * grid.height
+    step_bytes = pixels * (1 if classes_out else 4 * len(meta.input_bands))
+    prob_bytes = pixels * 4 * len(meta.class_names) if probabilities and classes_out else 0
+    conf_bytes = pixels * 4 if confidence else 0
+    check_destinations(
+        [(p, step_bytes + prob_bytes + (conf_bytes if step else 0)) for step, _, p in planned]
+        + ([(change_path, pixels)] if change_path and classes_out else []),
+        log,
+    )
+    return _Plan(
+        meta, horizons, ordered, everything, origins, planned, classes_out, confidence, first, needed, grid, notes
+    )
+
+
+def _open_aligned(plan: _Plan, sources: dict[int, gdal.Dataset]) -> None:
+    """Open every date read on the forecast's grid (resampled where its grid differs) into ``sources``."""
+    for index in plan.needed:
+        item = plan.everything[index]
+        info = read_info(open_raster(item.path))
+        timeseries.require_crs(info)
+        resampling = "nearest" if np.issubdtype(info.dtype, np.integer) else "bilinear"
+        ds = timeseries.aligned(item.path, plan.grid, resampling)
+        if ds.GetDescription().startswith("/vsimem/"):
+            plan.notes.append(f"'{item.name or Path(item.path).name}' was resampled ({resampling}) to the grid used.")
+        sources[index] = ds
+
+
+class _StepWriters:
+    """The rasters of one run: a map per step (t0 and each horizon), and optionally probabilities, confidence and
+    the change raster; :meth:`write` writes one block of them all and counts the classes."""
+
+    def __init__(
+        self,
+        stack: ExitStack,
+        plan: _Plan,
+        result: ForecastResult,
+        outputs: OutputSet,
+        common: dict[str, str],
+        probabilities: bool,
+        change_path: str | None,
+    ) -> None:
+        meta, grid = plan.meta, plan.grid
+        self.classes_out = plan.classes_out
+        self.n_classes = len(meta.class_names)
+
+        def float_writer(
+            path: str, bands: list[str], extra: dict[str, str], units: list[str] | None = None
+        ) -> GeoTiffWriter:
+            writer = GeoTiffWriter(
+                path, grid.width, grid.height, len(bands), np.float32, grid.geotransform, grid.projection,
+                nodata=float("nan"), descriptions=bands, units=units, metadata={"MODEL": meta.name, **extra},
+                outputs=outputs,
+            )  # fmt: skip
+            return stack.enter_context(writer)
+
+        self.maps: list[GeoTiffWriter] = []
+        self.probabilities: list[GeoTiffWriter | None] = []
+        self.confidence: list[GeoTiffWriter | None] = []
+        for step, date, path in plan.planned:
+            extra = {**common, "STEP": str(step), "DATE": date.isoformat()}
+            if self.classes_out:
+                writer = class_writer(
+                    path, grid.width, grid.height, grid.geotransform, grid.projection, meta, extra, outputs
+                )
+                self.maps.append(stack.enter_context(writer))
+            else:
+                self.maps.append(float_writer(path, list(meta.input_bands), extra, list(meta.input_units)))
+            prob_path = _beside(path, "probabilities") if probabilities and self.classes_out else None
+            self.probabilities.append(float_writer(prob_path, list(meta.class_names), extra) if prob_path else None)
+            conf_path = _beside(path, "confidence") if plan.confidence and step else None
+            self.confidence.append(float_writer(conf_path, ["confidence"], extra) if conf_path else None)
+            pixels = np.zeros(self.n_classes, np.int64) if self.classes_out else None
+            result.steps.append(ForecastStep(step, date, path, prob_path, pixels, conf_path))
+        self.change = None
+        if change_path and self.classes_out:
+            colours, labels = _change_palette(meta)
+            self.change = stack.enter_context(
+                GeoTiffWriter(
+                    change_path,
+                    grid.width,
+                    grid.height,
+                    1,
+                    np.uint8,
+                    grid.geotransform,
+                    grid.projection,
+                    nodata=CLASS_NODATA,
+                    descriptions=[f"change t0 -> t+{plan.horizons[-1]}"],
+                    metadata={**common, "FROM": plan.t0.isoformat(), "TO": plan.planned[-1][1].isoformat()},
+                    color_table=colours,
+                    category_names=labels,
+                    outputs=outputs,
+                )
+            )
+
+    def write(self, core: Any, steps: list[ForecastStep], step_maps: list[np.ndarray], ok: np.ndarray) -> None:
+        """One block: ``step_maps`` holds t0's map and each horizon's (classes: per-class scores, (C, h, w))."""
+        class_maps = []
+        for step, values, writer, prob_writer, conf_writer in zip(
+            steps, step_maps, self.maps, self.probabilities, self.confidence
+        ):
+            if not self.classes_out:
+                writer.write(core, np.where(ok[None], values, np.nan))
+                continue
+            labels = np.argmax(values, axis=0).astype(np.uint8)
+            labels[~ok] = CLASS_NODATA
+            step.class_pixels += np.bincount(labels[ok], minlength=self.n_classes)[: self.n_classes]
+            writer.write(core, labels)
+            class_maps.append(labels)
+            if prob_writer is not None:
+                prob_writer.write(core, np.where(ok[None], values, np.nan))
+            if step.step:
+                top = values.max(axis=0)
+                sure = ok & (labels != class_maps[0]) & (top >= HIGH_CONFIDENCE)
+                step.changed_confident += int(sure.sum())
+                if conf_writer is not None:
+                    conf_writer.write(core, np.where(ok, top, np.nan)[None])
+        if self.change is not None:
+            self.change.write(core, change_codes(class_maps[0], class_maps[-1], self.n_classes))
+
+    def release_cache(self) -> None:
+        for w in [*self.maps, *self.probabilities, *self.confidence, self.change]:
+            if w is not None:
+                w.release_cache()
+
+
+def _log_result(result: ForecastResult, grid: Grid, log: LogFn | None) -> None:
+    if not log:
+        return
+    log(f"Forecast {grid.width}x{grid.height} px in {result.seconds:.1f} s")
+    for step in result.steps:
+        share = step.changed_confident_share
+        if share is not None:
+            log(
+                f"{step.label}: {share:.1%} of the area changes class from t0 with a forecast probability of "
+                f"{HIGH_CONFIDENCE:.0%} or more"
+            )
+    if result.hindcast is not None:
+        for line in result.hindcast.lines():
+            log(line)
+
+
 def forecast_rasters(
     items: Sequence[DatedRaster],
     model: Any,
@@ -396,63 +605,15 @@ def forecast_rasters(
     if method not in METHODS:
         raise SarSegError(f"unknown forecast method '{method}': expected one of {', '.join(METHODS)}")
     meta: ModelMetadata = model.metadata
-    horizons = list(meta.horizons)
-    length = int(meta.sequence_length)
-    ordered, notes = select_sequence(items, length)
-    everything, _ = timeseries.order_by_date(items)
-    plan = plan_hindcast(everything, length, horizons) if hindcast else []
-    if hindcast and not plan:
-        notes.append(
-            f"No hindcast: it needs at least {length + 1} daily rasters (the forecast's {length} input dates and a "
-            f"later one to check against); {len(everything)} given."
-        )
-    if not Path(folder).is_dir():
-        raise SarSegError(f"The output folder '{folder}' does not exist. Create it or choose another.")
-    t0 = ordered[-1].date
-    planned = output_paths(folder, prefix, t0, horizons)
-    classes_out = meta.output_kind == "classes"
-    confidence = confidence and classes_out
-    inputs = [item.path for item in everything] + ([reference_path] if reference_path else [])
-    extra_paths = [_beside(p, "confidence") for _, _, p in planned[1:]] if confidence else []
-    for path in [p for _, _, p in planned] + extra_paths:
-        check_not_same_file(inputs, path)
-    if change_path:
-        check_not_same_file(inputs + [p for _, _, p in planned], change_path)
-
-    # Dates read: the forecast's inputs, and those of the replayed forecasts and their observed targets.
-    first = len(everything) - length
-    needed = sorted(
-        set(range(first, len(everything)))
-        | {i for o in plan for i in o.window}
-        | {i for o in plan for _, i in o.targets}
-    )
-    used = [everything[i] for i in needed]
-    ref_info = read_info(open_raster(reference_path or used[0].path))
-    timeseries.require_crs(ref_info)
-    grid = Grid.of(ref_info)
-    n_classes = len(meta.class_names)
-    step_bytes = grid.width * grid.height * (1 if classes_out else 4 * len(meta.input_bands))
-    prob_bytes = grid.width * grid.height * 4 * n_classes if probabilities and classes_out else 0
-    conf_bytes = grid.width * grid.height * 4 if confidence else 0
-    check_destinations(
-        [(p, step_bytes + prob_bytes + (conf_bytes if step else 0)) for step, _, p in planned]
-        + ([(change_path, grid.width * grid.height)] if change_path and classes_out else []),
-        log,
-    )
+    plan = _plan(items, meta, folder, prefix, reference_path, probabilities, confidence, change_path, hindcast, log)
+    everything, needed, grid, horizons, t0 = plan.everything, plan.needed, plan.grid, plan.horizons, plan.t0
     forecaster = model if method == MODEL else BaselineForecaster(method, model)
     own_outputs = outputs is None
     run_outputs = OutputSet() if own_outputs else outputs
     sources: dict[int, gdal.Dataset] = {}
     run = f"{prefix} {t0.isoformat()}"
     try:
-        for index, item in zip(needed, used):
-            info = read_info(open_raster(item.path))
-            timeseries.require_crs(info)
-            resampling = "nearest" if np.issubdtype(info.dtype, np.integer) else "bilinear"
-            ds = timeseries.aligned(item.path, grid, resampling)
-            if ds.GetDescription().startswith("/vsimem/"):
-                notes.append(f"'{item.name or Path(item.path).name}' was resampled ({resampling}) to the grid used.")
-            sources[index] = ds
+        _open_aligned(plan, sources)
         decoders = {i: _InputDecoder(meta, model.input_kind, everything[i], sources[i], input_scale) for i in needed}
         for decoder in decoders.values():
             for note in decoder.notes:
@@ -460,7 +621,8 @@ def forecast_rasters(
                     log(note)
         area = pixel_area_km2(sources[needed[0]])
         halo = max(
-            int(model.halo) if (method == MODEL or plan) else 0, TREND_RADIUS if (method == TREND or plan) else 0
+            int(model.halo) if (method == MODEL or plan.origins) else 0,
+            TREND_RADIUS if (method == TREND or plan.origins) else 0,
         )
         s = int(model.state_stride)
         if log:
@@ -471,75 +633,28 @@ def forecast_rasters(
                 else f"The {method} baseline (forecaster '{model.name}' sets the dates and classes)"
             )
             log(
-                f"{what}: {length} dates {ordered[0].date.isoformat()} .. {t0.isoformat()} -> horizons "
-                f"{', '.join(f't+{h}' for h in horizons)}; blocks of {block_size} px with a {halo} px halo"
+                f"{what}: {len(plan.ordered)} dates {plan.ordered[0].date.isoformat()} .. {t0.isoformat()} -> "
+                f"horizons {', '.join(f't+{h}' for h in horizons)}; blocks of {block_size} px with a {halo} px halo"
                 + (" (the forecaster's receptive field)" if halo else "")
-                + (f"; hindcast from {len(plan)} earlier date(s)" if plan else "")
+                + (f"; hindcast from {len(plan.origins)} earlier date(s)" if plan.origins else "")
             )
-        result = ForecastResult(run, [i.date for i in ordered], [], meta.class_names, area, change_path, notes)
+        result = ForecastResult(
+            run, [i.date for i in plan.ordered], [], meta.class_names, area, change_path, plan.notes
+        )
         result.method = method
-        board = ScoreBoard(METHODS, horizons, n_classes, "classes" if classes_out else "continuous")
-        geotransform = grid.geotransform
+        board = ScoreBoard(METHODS, horizons, len(meta.class_names), "classes" if plan.classes_out else "continuous")
         common = {
             "INPUT_DATES": json.dumps([d.isoformat() for d in result.dates]),
             "FORECASTER": model.name,
             "METHOD": method,
         }
-
-        def float_writer(
-            path: str, bands: list[str], extra: dict[str, str], units: list[str] | None = None
-        ) -> GeoTiffWriter:
-            writer = GeoTiffWriter(
-                path, grid.width, grid.height, len(bands), np.float32, geotransform, grid.projection,
-                nodata=float("nan"), descriptions=bands, units=units, metadata={"MODEL": meta.name, **extra},
-                outputs=run_outputs,
-            )  # fmt: skip
-            return stack.enter_context(writer)
-
         with ExitStack() as stack:
             if own_outputs:
                 stack.enter_context(run_outputs)  # exits last: moves every finished file into place
-            writers: list[GeoTiffWriter] = []
-            prob_writers: list[GeoTiffWriter | None] = []
-            conf_writers: list[GeoTiffWriter | None] = []
-            for step, date, path in planned:
-                extra = {**common, "STEP": str(step), "DATE": date.isoformat()}
-                if classes_out:
-                    writer = class_writer(
-                        path, grid.width, grid.height, geotransform, grid.projection, meta, extra, run_outputs
-                    )
-                    writers.append(stack.enter_context(writer))
-                else:
-                    writers.append(float_writer(path, list(meta.input_bands), extra, list(meta.input_units)))
-                prob_path = _beside(path, "probabilities") if probabilities and classes_out else None
-                prob_writers.append(float_writer(prob_path, list(meta.class_names), extra) if prob_path else None)
-                conf_path = _beside(path, "confidence") if confidence and step else None
-                conf_writers.append(float_writer(conf_path, ["confidence"], extra) if conf_path else None)
-                pixels = np.zeros(n_classes, np.int64) if classes_out else None
-                result.steps.append(ForecastStep(step, date, path, prob_path, pixels, conf_path))
-            change_writer = None
-            if change_path and classes_out:
-                colours, labels = _change_palette(meta)
-                change_writer = stack.enter_context(
-                    GeoTiffWriter(
-                        change_path,
-                        grid.width,
-                        grid.height,
-                        1,
-                        np.uint8,
-                        geotransform,
-                        grid.projection,
-                        nodata=CLASS_NODATA,
-                        descriptions=[f"change t0 -> t+{horizons[-1]}"],
-                        metadata={**common, "FROM": t0.isoformat(), "TO": planned[-1][1].isoformat()},
-                        color_table=colours,
-                        category_names=labels,
-                        outputs=run_outputs,
-                    )
-                )
+            writers = _StepWriters(stack, plan, result, run_outputs, common, probabilities, change_path)
             blocks = iter_blocks(grid.width, grid.height, block_size, halo)
             row = -1
-            window = list(range(first, len(everything)))
+            window = list(range(plan.first, len(everything)))
             for k, block in enumerate(blocks):
                 if is_canceled and is_canceled():
                     raise CancelledError("Cancelled by the user.")
@@ -553,45 +668,23 @@ def forecast_rasters(
                 inner = block.inner
                 seq, ok = _sequence(maps, valids, window)
                 out = _run(forecaster, seq, len(horizons), s)[0]  # (K, C, h, w)
-                ok = ok[inner]
                 last = maps[window[-1]][(slice(None), *inner)]
                 step_maps = [last] + [out[i][(slice(None), *inner)] for i in range(len(horizons))]
-                class_maps = []
-                for step, values, writer, prob_writer, conf_writer in zip(
-                    result.steps, step_maps, writers, prob_writers, conf_writers
-                ):
-                    if not classes_out:
-                        writer.write(block.core, np.where(ok[None], values, np.nan))
-                        continue
-                    labels = np.argmax(values, axis=0).astype(np.uint8)
-                    labels[~ok] = CLASS_NODATA
-                    step.class_pixels += np.bincount(labels[ok], minlength=n_classes)[:n_classes]
-                    writer.write(block.core, labels)
-                    class_maps.append(labels)
-                    if prob_writer is not None:
-                        prob_writer.write(block.core, np.where(ok[None], values, np.nan))
-                    if step.step:
-                        top = values.max(axis=0)
-                        sure = ok & (labels != class_maps[0]) & (top >= HIGH_CONFIDENCE)
-                        step.changed_confident += int(sure.sum())
-                        if conf_writer is not None:
-                            conf_writer.write(block.core, np.where(ok, top, np.nan)[None])
-                if change_writer is not None:
-                    change_writer.write(block.core, change_codes(class_maps[0], class_maps[-1], n_classes))
-                for origin in plan:
-                    _score_origin(origin, everything, model, maps, valids, inner, board, classes_out, s)
+                writers.write(block.core, result.steps, step_maps, ok[inner])
+                for origin in plan.origins:
+                    _score_origin(origin, everything, model, maps, valids, inner, board, plan.classes_out, s)
                 if block.core.x + block.core.width >= grid.width:  # end of a row of blocks
-                    for w in [*writers, *prob_writers, *conf_writers, change_writer]:
-                        if w is not None:
-                            w.release_cache()
+                    writers.release_cache()
                 if progress:
                     progress(100.0 * (k + 1) / len(blocks))
-            if plan:
-                observed = sorted({everything[i].date for o in plan for _, i in o.targets})
-                result.hindcast = Hindcast([everything[o.index].date for o in plan], observed, board.rows(), board.kind)
+            if plan.origins:
+                observed = sorted({everything[i].date for o in plan.origins for _, i in o.targets})
+                result.hindcast = Hindcast(
+                    [everything[o.index].date for o in plan.origins], observed, board.rows(), board.kind
+                )
                 if result.hindcast.verdict():
                     result.notes.append(result.hindcast.verdict())
-            _describe_outputs(result, writers, meta, run, area, classes_out)
+            _describe_outputs(result, writers.maps, meta, run, area, plan.classes_out)
     except (SarSegError, CancelledError) as err:
         raise err.with_traceback(None) from None
     finally:
@@ -599,18 +692,7 @@ def forecast_rasters(
             timeseries.release(src)
         sources.clear()
     result.seconds = time.perf_counter() - started
-    if log:
-        log(f"Forecast {grid.width}x{grid.height} px in {result.seconds:.1f} s")
-        for step in result.steps:
-            share = step.changed_confident_share
-            if share is not None:
-                log(
-                    f"{step.label}: {share:.1%} of the area changes class from t0 with a forecast probability of "
-                    f"{HIGH_CONFIDENCE:.0%} or more"
-                )
-        if result.hindcast is not None:
-            for line in result.hindcast.lines():
-                log(line)
+    _log_result(result, grid, log)
     return result
 
 
