@@ -99,16 +99,10 @@ def class_block(x0: int, y0: int, width: int, height: int, day: int, seed: int) 
 
 def make_class_raster(path: Path, size: int, day: int, seed: int = SEED) -> None:
     """A size x size uint8 class map (nodata 255), tiled 256x256, DEFLATE, EPSG:32631, 10 m pixels."""
-    from osgeo import gdal, osr
+    from osgeo import gdal
 
     opts = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "BIGTIFF=IF_SAFER", "COMPRESS=DEFLATE", "ZLEVEL=1"]
-    ds = gdal.GetDriverByName("GTiff").Create(str(path), size, size, 1, gdal.GDT_Byte, options=opts)
-    if ds is None:
-        raise RuntimeError(f"cannot create {path}: {gdal.GetLastErrorMsg()}")
-    ds.SetGeoTransform([500000.0, 10.0, 0.0, 5000000.0, 0.0, -10.0])
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(32631)
-    ds.SetProjection(srs.ExportToWkt())
+    ds = harness.create_geotiff(path, size, 1, gdal.GDT_Byte, opts)
     band = ds.GetRasterBand(1)
     band.SetNoDataValue(NODATA)
     band.SetDescription("class")

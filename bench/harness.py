@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -64,10 +65,24 @@ def scene_block(x0: int, y0: int, width: int, height: int, band: int, seed: int)
     return level
 
 
+def create_geotiff(path: Path, size: int, bands: int, data_type: int, options: Sequence[str]) -> Any:
+    """A new size x size GeoTIFF in EPSG:32631 with 10 m pixels (the benchmarks' synthetic grid)."""
+    from osgeo import gdal, osr
+
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), size, size, bands, data_type, options=list(options))
+    if ds is None:
+        raise RuntimeError(f"cannot create {path}: {gdal.GetLastErrorMsg()}")
+    ds.SetGeoTransform([500000.0, 10.0, 0.0, 5000000.0, 0.0, -10.0])
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32631)
+    ds.SetProjection(srs.ExportToWkt())
+    return ds
+
+
 def make_raster(path: Path, size: int, bands: int, seed: int, compress: str = "NONE", looks: float = LOOKS) -> float:
     """Write a size x size float32 raster of :func:`scene_block` times Gamma(looks, 1/looks) speckle, block by
     block (band 1 "VV", band 2 "VH", EPSG:32631, 10 m); returns the seconds it took."""
-    from osgeo import gdal, osr
+    from osgeo import gdal
 
     t0 = time.perf_counter()
     opts = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "BIGTIFF=IF_SAFER", f"COMPRESS={compress}"]
@@ -75,13 +90,7 @@ def make_raster(path: Path, size: int, bands: int, seed: int, compress: str = "N
         opts += ["PREDICTOR=3", "ZLEVEL=1", "NUM_THREADS=ALL_CPUS"]
     if bands > 1:
         opts.append("INTERLEAVE=BAND")
-    ds = gdal.GetDriverByName("GTiff").Create(str(path), size, size, bands, gdal.GDT_Float32, options=opts)
-    if ds is None:
-        raise RuntimeError(f"cannot create {path}: {gdal.GetLastErrorMsg()}")
-    ds.SetGeoTransform([500000.0, 10.0, 0.0, 5000000.0, 0.0, -10.0])
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(32631)
-    ds.SetProjection(srs.ExportToWkt())
+    ds = create_geotiff(path, size, bands, gdal.GDT_Float32, opts)
     for b in range(1, bands + 1):
         ds.GetRasterBand(b).SetDescription(["VV", "VH"][b - 1] if b <= 2 else f"B{b}")
     for y0 in range(0, size, GEN_BLOCK):
