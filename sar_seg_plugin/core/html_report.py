@@ -18,7 +18,7 @@ CSS = (
     "body{font-family:sans-serif;margin:24px;max-width:1100px;color:#222}"
     "table{border-collapse:collapse;margin:8px 0 18px}"
     "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}th{background:#eee}"
-    "td.name,th.name,table.left td{text-align:left}td.diag{background:#d8f0d8;font-weight:bold}"
+    "td.name,th.name,table.left td,table.left th{text-align:left}td.diag{background:#d8f0d8;font-weight:bold}"
     "table.wide{font-size:12px}.sw{display:inline-block;width:10px;height:10px;margin-right:5px}"
 )
 
