@@ -568,6 +568,9 @@ def write_card(path: Path, r: dict) -> None:
         *int8_rows(r),
         f"### Held-out scenes: exported ONNX model ({b.held_out_scenes * b.days} images)",
         "",
+        "Each image segmented by `sarseg:segment`'s own code (`segment_raster`, default settings) and scored by "
+        "`sarseg:evaluate_segmentation`'s (`evaluate_rasters`): the figures a user gets.",
+        "",
         *metrics_rows(seg),
         "",
         "Per held-out image: "
