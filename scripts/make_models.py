@@ -496,7 +496,8 @@ def write_card(path: Path, r: dict) -> None:
         "from the training seeds).",
         f"- Domain grid: {b.grid_seeds} scenes of {GRID_SIZE} px per domain and family, from the evaluation-only "
         "generator `training.evalgen` (code, class layouts and radiometry of its own; never used for training or "
-        "model selection) and from `training.synthetic` at its central values (seeds from "
+        "for choosing the checkpoint, but one design choice looked at it: see *Domain grid*) and from "
+        "`training.synthetic` at its central values (seeds from "
         "`training.domain_eval.TRAINING_FAMILY_SEED`), each segmented by the plugin's own `segment_raster` "
         "(unit handling, resampling and input-domain check included).",
         "- Forecasters: see *Forecasters* below (`scripts/make_forecasters.py`).",
