@@ -75,7 +75,8 @@ def _start_until_temporaries(command: list[str], env: dict, folder) -> subproces
     """Start a qgis_process run and return once its temporary outputs exist in ``folder`` (the run is working)."""
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
-    while not partial_files(folder):
+    # Not the write probe (.partial.probe, created and removed at once while destinations are checked): an output.
+    while not [name for name in partial_files(folder) if not name.endswith(".probe")]:
         assert proc.poll() is None, f"the run ended before writing anything: {proc.stdout.read()}"
         assert time.monotonic() < deadline, "no temporary output appeared"
         time.sleep(0.05)
