@@ -11,6 +11,7 @@ from .convert_db import ConvertDbAlgorithm
 from .evaluate_segmentation import EvaluateSegmentationAlgorithm
 from .extract_patches import ExtractPatchesAlgorithm
 from .forecast import ForecastAlgorithm
+from .import_sentinel1 import ImportSentinel1Algorithm
 from .normalize import NormalizeAlgorithm
 from .segment import SegmentAlgorithm
 from .speckle_filter import SpeckleFilterAlgorithm
@@ -22,6 +23,7 @@ class SarSegProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self) -> None:  # noqa: N802 - QGIS API name
         for algorithm in (
+            ImportSentinel1Algorithm(),
             SpeckleFilterAlgorithm(),
             ConvertDbAlgorithm(),
             NormalizeAlgorithm(),

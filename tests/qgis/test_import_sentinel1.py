@@ -1,0 +1,143 @@
+"""sarseg:import_sentinel1 through processing.run and qgis_process, on a product built from a real GRD's metadata
+(scripts/s1_product.py), checked against the core import and the known look-up functions."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+import s1_product
+from osgeo import gdal
+from qgisproc import qgis_process_env, run_algorithm
+
+from sar_seg_plugin.core import sentinel1 as s1
+
+pytestmark = pytest.mark.skipif(not s1_product.available(), reason="Sentinel-1 test metadata missing: run make setup")
+ALG = "sarseg:import_sentinel1"
+SCALE = 20
+
+
+@pytest.fixture(scope="module")
+def product_zip(tmp_path_factory):
+    return s1_product.write_product(tmp_path_factory.mktemp("s1zip"), SCALE, zip_it=True)
+
+
+def _aoi_extent(product_zip) -> str:
+    gcps = gdal.Open(s1.open_product(str(product_zip)).manifest).GetGCPs()
+    lon, lat = s1.footprint_centre(gcps)
+    return f"{lon - 0.15},{lon + 0.15},{lat - 0.1},{lat + 0.1} [EPSG:4326]"
+
+
+def test_processing_run_writes_dated_db_backscatter_like_the_core(sarseg, product_zip, tmp_path):
+    import processing
+
+    out = processing.run(
+        ALG,
+        {"INPUT": str(product_zip), "OUTPUT_SCALE": 1, "PIXEL_SIZE": 100, "EXTENT": _aoi_extent(product_zip),
+         "OUTPUT_FOLDER": str(tmp_path / "out")},
+    )  # fmt: skip
+    path = out["OUTPUT"]
+    assert path.endswith("S1B_IW_20210401T052623_VVVH_sigma0_db.tif")
+    from sar_seg_plugin.core.timeseries import date_from_name
+
+    assert date_from_name(path) == dt.date(2021, 4, 1)
+    ds = gdal.Open(path)
+    assert [ds.GetRasterBand(b).GetDescription() for b in (1, 2)] == ["VV", "VH"]
+    assert ds.GetRasterBand(1).GetUnitType() == "dB"
+    assert ds.GetSpatialRef().GetAuthorityCode(None) == "32632"
+    got = ds.ReadAsArray()
+    # the same import through the core, in linear power: the algorithm's dB is 10 log10 of it
+    ref = tmp_path / "ref.tif"
+    srs_wkt = "POLYGON(({0} {2}, {1} {2}, {1} {3}, {0} {3}, {0} {2}))".format(
+        *[float(v) for v in _aoi_extent(product_zip).split(" ")[0].split(",")]
+    )
+    from osgeo import osr
+
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(4326)
+    s1.import_product(s1.open_product(str(product_zip)), str(ref), pixel_size=100, aoi=(srs_wkt, srs))
+    lin = gdal.Open(str(ref)).ReadAsArray()
+    assert lin.shape == got.shape
+    ok = np.isfinite(lin)
+    assert ok.mean() > 0.95
+    np.testing.assert_allclose(got[ok], 10 * np.log10(lin[ok]), atol=1e-4)
+    # and the values are the product's backscatter: fields of -22..-2 dB in VV, 6 dB darker in VH
+    assert np.nanpercentile(got[0], 1) > -23.5 and np.nanpercentile(got[0], 99) < -0.5
+    assert np.nanmedian(got[0]) - np.nanmedian(got[1]) == pytest.approx(6.0, abs=0.5)
+
+
+def test_the_loaded_layer_gets_the_acquisition_day(sarseg, product_zip, tmp_path):
+    from qgis.core import QgsRasterLayer
+
+    from sar_seg_plugin.processing.import_sentinel1 import AcquisitionDayStyle
+
+    path = tmp_path / "x.tif"
+    s1.import_product(s1.open_product(str(product_zip)), str(path), polarisations=["VV"], pixel_size=1000)
+    layer = QgsRasterLayer(str(path), "x")
+    AcquisitionDayStyle(dt.date(2021, 4, 1)).postProcessLayer(layer, None, None)
+    props = layer.temporalProperties()
+    assert props.isActive()
+    rng = props.fixedTemporalRange()
+    assert rng.begin().date().toPyDate() == dt.date(2021, 4, 1)
+    assert rng.end().date().toPyDate() == dt.date(2021, 4, 2)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"POLARISATIONS": [2]}, "no HH measurement"),
+        ({"EXTENT": "100,101,10,11 [EPSG:4326]"}, "outside the footprint"),
+        ({"CRS": "EPSG:4326"}, "geographic"),
+    ],
+)
+def test_bad_requests_are_refused_with_the_reason(sarseg, product_zip, tmp_path, params, message):
+    import processing
+    from qgis.core import QgsProcessingException
+
+    out = tmp_path / "out"
+    with pytest.raises(QgsProcessingException, match=message):
+        processing.run(ALG, {"INPUT": str(product_zip), "OUTPUT_FOLDER": str(out), **params})
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_an_slc_is_refused(sarseg, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingException
+
+    slc = s1_product.SOURCE.parent / "S1B_IW_SLC__1SDV_20210401T052622_20210401T052650_026269_032297_EFA4.SAFE"
+    with pytest.raises(QgsProcessingException, match="SLC product"):
+        processing.run(ALG, {"INPUT": str(slc / "manifest.safe"), "OUTPUT_FOLDER": str(tmp_path)})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_qgis_process_imports_an_area_of_interest_layer(product_zip, tmp_path):
+    """Headless, with a polygon layer as the area of interest: the output covers the polygon's extent."""
+    from osgeo import ogr, osr
+
+    gcps = gdal.Open(s1.open_product(str(product_zip)).manifest).GetGCPs()
+    lon, lat = s1.footprint_centre(gcps)
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(4326)
+    gpkg = tmp_path / "aoi.gpkg"
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(gpkg))
+    layer = ds.CreateLayer("aoi", srs, ogr.wkbPolygon)
+    feature = ogr.Feature(layer.GetLayerDefn())
+    ring = f"{lon - 0.05} {lat - 0.05}, {lon + 0.05} {lat - 0.05}, {lon + 0.05} {lat + 0.05}, {lon - 0.05} {lat + 0.05}"
+    feature.SetGeometry(ogr.CreateGeometryFromWkt(f"POLYGON(({ring}, {lon - 0.05} {lat - 0.05}))"))
+    layer.CreateFeature(feature)
+    ds = None
+    env = qgis_process_env(tmp_path / "profile")
+    out = run_algorithm(
+        ALG,
+        {"INPUT": str(product_zip), "AOI": str(gpkg), "PIXEL_SIZE": 50, "POLARISATIONS": 0,
+         "OUTPUT_FOLDER": str(tmp_path / "out")},
+        env,
+    )  # fmt: skip
+    path = out["results"]["OUTPUT"]
+    r = gdal.Open(path)
+    assert r.RasterCount == 1 and r.GetRasterBand(1).GetDescription() == "VV"
+    # 0.1 degree: about 7.5 km east-west and 11.1 km north-south at 47 N, in 50 m pixels
+    assert 140 <= r.RasterXSize <= 165 and 215 <= r.RasterYSize <= 235
+    assert np.isfinite(r.ReadAsArray()).mean() > 0.98
+    assert r.GetMetadata()["ACQUISITION_DATE"] == "2021-04-01"
