@@ -98,6 +98,15 @@ def _header(annotation: str, kind: str) -> str:
     return f'<?xml version="1.0" encoding="UTF-8"?>\n<{kind}>\n  {match.group(0)}\n'
 
 
+def _line_time(annotation: str) -> Callable[[float], str]:
+    """Azimuth time of a line (ISO text), from the annotation's first line time and line interval."""
+    import datetime as dt
+
+    first = dt.datetime.fromisoformat(re.search(r"<productFirstLineUtcTime>([^<]+)<", annotation).group(1))
+    interval = float(re.search(r"<azimuthTimeInterval>([^<]+)<", annotation).group(1))
+    return lambda line: (first + dt.timedelta(seconds=line * interval)).isoformat(timespec="microseconds")
+
+
 def _vector_lines(lines: int, step: int) -> list[int]:
     return list(range(0, lines, step)) + ([lines - 1] if (lines - 1) % step else [])
 
@@ -109,13 +118,14 @@ def calibration_xml(annotation: str, samples: int, lines: int, line_step: int, p
     constant = "<absoluteCalibrationConstant>1.000000e+00</absoluteCalibrationConstant>"
     out.append(f"  <calibrationInformation>\n    {constant}\n  </calibrationInformation>\n")
     vec_lines = _vector_lines(lines, line_step)
+    when = _line_time(annotation)
     out.append(f'  <calibrationVectorList count="{len(vec_lines)}">\n')
     for line in vec_lines:
         ln = np.full(pixels.shape, float(line))
         sigma, beta, gamma = (f(ln, pixels, samples, lines) for f in (sigma_lut, beta_lut, gamma_lut))
         out.append(
             "    <calibrationVector>\n"
-            f"      <azimuthTime>2021-04-01T05:26:23.794457</azimuthTime>\n      <line>{line}</line>\n"
+            f"      <azimuthTime>{when(line)}</azimuthTime>\n      <line>{line}</line>\n"
             f'      <pixel count="{len(pixels)}">{_numbers(pixels, "{:.0f}")}</pixel>\n'
             f'      <sigmaNought count="{len(pixels)}">{_numbers(sigma)}</sigmaNought>\n'
             f'      <betaNought count="{len(pixels)}">{_numbers(beta)}</betaNought>\n'
@@ -132,6 +142,7 @@ def noise_xml(annotation: str, samples: int, lines: int, line_step: int, pixel_s
     swath block."""
     out = [_header(annotation, "noise")]
     vec_lines = _vector_lines(lines, line_step)
+    when = _line_time(annotation)
     out.append(f'  <noiseRangeVectorList count="{len(vec_lines)}">\n')
     for k, line in enumerate(vec_lines):
         offset = (k * 3) % pixel_step  # pixel lists differ from vector to vector
@@ -139,7 +150,7 @@ def noise_xml(annotation: str, samples: int, lines: int, line_step: int, pixel_s
         values = noise_range(np.full(pixels.shape, float(line)), pixels, samples, lines)
         out.append(
             "    <noiseRangeVector>\n"
-            f"      <azimuthTime>2021-04-01T05:26:23.794457</azimuthTime>\n      <line>{line}</line>\n"
+            f"      <azimuthTime>{when(line)}</azimuthTime>\n      <line>{line}</line>\n"
             f'      <pixel count="{len(pixels)}">{_numbers(pixels, "{:.0f}")}</pixel>\n'
             f'      <noiseRangeLut count="{len(pixels)}">{_numbers(values)}</noiseRangeLut>\n'
             "    </noiseRangeVector>\n"
@@ -169,7 +180,7 @@ def _scaled_annotation(text: str, scale: int) -> tuple[str, int, int]:
     samples, lines = math.ceil(FULL_SAMPLES / scale), math.ceil(FULL_LINES / scale)
     text = re.sub(r"<numberOfSamples>\d+</numberOfSamples>", f"<numberOfSamples>{samples}</numberOfSamples>", text)
     text = re.sub(r"<numberOfLines>\d+</numberOfLines>", f"<numberOfLines>{lines}</numberOfLines>", text)
-    for tag in ("rangePixelSpacing", "azimuthPixelSpacing"):
+    for tag in ("rangePixelSpacing", "azimuthPixelSpacing", "azimuthTimeInterval"):
         text = re.sub(
             rf"<{tag}>([0-9.eE+-]+)</{tag}>", lambda m, t=tag: f"<{t}>{float(m.group(1)) * scale:.6e}</{t}>", text
         )
@@ -187,6 +198,25 @@ def _scaled_annotation(text: str, scale: int) -> tuple[str, int, int]:
 
     text = re.sub(r"<geolocationGridPoint>.*?</geolocationGridPoint>", grid_point, text, flags=re.S)
     return text, samples, lines
+
+
+_WGS84_WKT = (
+    'GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563]],PRIMEM["Greenwich",0],'
+    'UNIT["degree",0.0174532925199433],AUTHORITY["EPSG","4326"]]'
+)
+
+
+def _gcps(annotation: str) -> list:
+    from osgeo import gdal
+
+    out = []
+    for block in re.findall(r"<geolocationGridPoint>.*?</geolocationGridPoint>", annotation, re.S):
+        value = {
+            k: float(re.search(rf"<{k}>([^<]+)</{k}>", block).group(1))
+            for k in ("line", "pixel", "latitude", "longitude", "height")
+        }
+        out.append(gdal.GCP(value["longitude"], value["latitude"], value["height"], value["pixel"], value["line"]))
+    return out
 
 
 def write_product(
@@ -223,6 +253,15 @@ def write_product(
         tiff = safe / "measurement" / (ann_path.stem + ".tiff")
         opts = ["TILED=YES", "COMPRESS=DEFLATE", "PREDICTOR=2", "BIGTIFF=IF_SAFER"]
         ds = gdal.GetDriverByName("GTiff").Create(str(tiff), samples, lines, 1, gdal.GDT_UInt16, options=opts)
+        # As in delivered products: the TIFF tags readers identify the product by, and the geolocation grid as GCPs.
+        ds.SetMetadata(
+            {
+                "TIFFTAG_IMAGEDESCRIPTION": "Sentinel-1B IW GRD HR L1",
+                "TIFFTAG_SOFTWARE": "Sentinel-1 IPF 003.31",
+                "TIFFTAG_DATETIME": "2021:04:01 05:26:23",
+            }
+        )
+        ds.SetGCPs(_gcps(text), _WGS84_WKT)
         pixel = np.arange(samples, dtype=float)[None, :]
         for y0 in range(0, lines, block_lines):
             rows = np.arange(y0, min(lines, y0 + block_lines), dtype=float)[:, None]
