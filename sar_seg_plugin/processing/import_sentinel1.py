@@ -54,7 +54,13 @@ class AcquisitionDayStyle(GrayStretchStyle):
             props.setIsActive(True)
 
 
-_STYLES: dict[str, AcquisitionDayStyle] = {}  # kept alive until QGIS has applied them
+_ALIVE: dict[str, GrayStretchStyle] = {}
+
+
+def keep_alive(output: str, style: GrayStretchStyle) -> GrayStretchStyle:
+    """The context holds post-processors by pointer: keep ``style`` alive until QGIS has applied it."""
+    _ALIVE[output] = style
+    return style
 
 
 class ImportSentinel1Algorithm(SarSegAlgorithm):
@@ -253,9 +259,7 @@ class ImportSentinel1Algorithm(SarSegAlgorithm):
             self.tr("Wrote {} ({} x {} px, EPSG:{})").format(result.path, result.width, result.height, result.epsg)
         )
         details = QgsProcessingContext.LayerDetails(Path(result.path).stem, context.project(), self.OUTPUT)
-        style = AcquisitionDayStyle(product.start.date())
-        _STYLES[result.path] = style
-        details.setPostProcessor(style)
+        details.setPostProcessor(keep_alive(result.path, AcquisitionDayStyle(product.start.date())))
         context.addLayerToLoadOnCompletion(result.path, details)
         return {self.OUTPUT: result.path, self.OUTPUT_FOLDER: folder}
 

@@ -10,6 +10,7 @@ import pytest
 import s1_product
 from osgeo import gdal
 from qgisproc import qgis_process_env, run_algorithm
+from rasters import write_raster
 
 from sar_seg_plugin.core import sentinel1 as s1
 
@@ -141,3 +142,69 @@ def test_qgis_process_imports_an_area_of_interest_layer(product_zip, tmp_path):
     assert 140 <= r.RasterXSize <= 165 and 215 <= r.RasterYSize <= 235
     assert np.isfinite(r.ReadAsArray()).mean() > 0.98
     assert r.GetMetadata()["ACQUISITION_DATE"] == "2021-04-01"
+
+
+def test_multitemporal_filter_through_processing(sarseg, tmp_path):
+    """Three dates through sarseg:multitemporal_speckle_filter: outputs named after the inputs, the ENL of a
+    homogeneous area about three times the input's."""
+    import processing
+
+    from sar_seg_plugin.core.speckle import enl
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(3):
+        data = (0.05 * rng.gamma(4.4, 1 / 4.4, (2, 200, 200))).astype(np.float32)
+        paths.append(str(write_raster(tmp_path / f"s1_2021040{i + 1}.tif", data, descriptions=["VV", "VH"],
+                                      units=["linear", "linear"])))  # fmt: skip
+    out = processing.run(
+        "sarseg:multitemporal_speckle_filter", {"INPUTS": paths, "WINDOW": 9, "OUTPUT_FOLDER": str(tmp_path / "f")}
+    )
+    names = [p.split("/")[-1] for p in out["OUTPUT_LAYERS"]]
+    assert names == ["s1_20210401_mtf.tif", "s1_20210402_mtf.tif", "s1_20210403_mtf.tif"]
+    before = enl(gdal.Open(paths[0]).ReadAsArray()[0, 10:-10, 10:-10])
+    after = enl(gdal.Open(out["OUTPUT_LAYERS"][0]).ReadAsArray()[0, 10:-10, 10:-10])
+    expected = 1.0 / (1.0 / (3 * 4.4) + 1.0 / (4.4 * 81))  # N dates, less the window's own variance
+    assert before == pytest.approx(4.4, rel=0.06) and after == pytest.approx(expected, rel=0.12)
+
+
+def test_the_shipped_workflow_equals_its_steps_run_one_by_one(sarseg, tmp_path):
+    """sarseg's "Sentinel-1 product to land cover" model against import, Lee 7x7, dB and segment run by hand."""
+    import processing
+    from qgis.core import QgsApplication
+
+    product = s1_product.write_product(tmp_path / "p", SCALE)
+    model_id = next(
+        a.id() for a in QgsApplication.processingRegistry().providerById("sarseg").algorithms()
+        if a.group() == "Workflows"
+    )  # fmt: skip
+    gcps = gdal.Open(str(product / "manifest.safe")).GetGCPs()
+    lon, lat = s1.footprint_centre(gcps)
+    from osgeo import ogr, osr
+
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(4326)
+    gpkg = tmp_path / "aoi.gpkg"
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(gpkg))
+    layer = ds.CreateLayer("aoi", srs, ogr.wkbPolygon)
+    feature = ogr.Feature(layer.GetLayerDefn())
+    d = 0.03
+    ring = f"{lon - d} {lat - d}, {lon + d} {lat - d}, {lon + d} {lat + d}, {lon - d} {lat + d}, {lon - d} {lat - d}"
+    feature.SetGeometry(ogr.CreateGeometryFromWkt(f"POLYGON(({ring}))"))
+    layer.CreateFeature(feature)
+    ds = None
+    out = processing.run(
+        model_id,
+        {"product": str(product), "aoi": str(gpkg), "land_cover": str(tmp_path / "classes.tif"),
+         "filtered_backscatter_db": str(tmp_path / "db.tif")},
+    )  # fmt: skip
+    got = gdal.Open(out["land_cover"]).ReadAsArray()
+    imported = processing.run(ALG, {"INPUT": str(product), "AOI": str(gpkg), "OUTPUT_FOLDER": str(tmp_path / "i")})
+    lee_params = {"INPUT": imported["OUTPUT"], "FILTER": 0, "WINDOW": 7, "ESTIMATE_LOOKS": True}
+    lee = processing.run("sarseg:speckle_filter", {**lee_params, "OUTPUT": str(tmp_path / "lee.tif")})
+    db_params = {"INPUT": lee["OUTPUT"], "DIRECTION": 0, "OUTPUT": str(tmp_path / "d.tif")}
+    db = processing.run("sarseg:convert_db", db_params)
+    ref = processing.run("sarseg:segment", {"INPUT": db["OUTPUT"], "OUTPUT": str(tmp_path / "ref.tif")})
+    want = gdal.Open(ref["OUTPUT"]).ReadAsArray()
+    assert got.shape == want.shape and np.array_equal(got, want)
+    assert set(np.unique(got)) <= {0, 1, 2, 3, 4, 255} and (got < 5).mean() > 0.9
