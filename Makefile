@@ -26,13 +26,14 @@ format: setup
 package: setup
 	$(PY) scripts/package.py --out dist
 
-# Benchmarks print figures; Orfeo ToolBox (otb-bin) is the speckle baseline.
+# Benchmarks print figures; Orfeo ToolBox (otb-bin) is the speckle and calibration baseline.
 bench: setup
 	@bash scripts/setup.sh otb-bin
 	$(PY) bench/speckle.py
 	$(PY) bench/segment.py
 	$(PY) bench/forecast.py
 	$(PY) bench/cluster.py
+	$(PY) bench/import_s1.py
 
 clean:
 	rm -rf demo_output dist build .pytest_cache .ruff_cache

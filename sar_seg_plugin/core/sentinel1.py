@@ -17,11 +17,12 @@ from the product's own grid, not terrain correction.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +38,11 @@ NEGATIVE = ("floor", "nodata")
 SCALES = ("linear", "db")
 DEFAULT_FLOOR_DB = -30.0  # what noise subtraction leaves below zero becomes this (or nodata)
 DEFAULT_PIXEL_SIZE = 10.0
-STRIP_LINES = 256
+STRIP_LINES = 128  # a strip of a full-width measurement is 3.3 MP: its float64 work arrays are ~30 MB each
+# Memory of the geocoding pass: GDAL's default block cache (5 % of RAM) and warp chunks would hold GBs of a
+# full-size product; with these, the whole import stays under 1 GB (bench/import_s1.py) at little cost in speed.
+WARP_CACHE_BYTES = 64 * 2**20
+WARP_MEMORY_BYTES = 64 * 2**20
 BORDER_WIDTH_M = 20_000.0  # border noise lies within this distance of the near and far range edges
 BORDER_DN = 30  # ... at digital numbers below this (older products; newer ones already hold zeros there)
 
@@ -346,10 +351,12 @@ class Calibrator:
         rows = np.arange(row0, row0 + dn.shape[0], dtype=np.float64)
         cols = np.arange(col0, col0 + dn.shape[1], dtype=np.float64)
         a = self.calibration.at(rows, cols)
-        power = dn.astype(np.float64) ** 2
+        out = dn.astype(np.float64)
+        out *= out
         if self.noise is not None:
-            power -= self.noise.at(rows, cols)
-        out = power / (a * a)
+            out -= self.noise.at(rows, cols)
+        a *= a
+        out /= a
         nodata = dn == 0
         negative = (out <= 0) & ~nodata
         out[negative] = self.floor if self.negative == "floor" else np.nan
@@ -574,6 +581,8 @@ def import_product(
                 strip, neg = cal(dn, y0 + r0, x0)
                 count += neg
                 band.WriteArray(strip, 0, r0)
+                ds.FlushCache()  # write and drop the strip's blocks: memory stays one strip
+                dn_ds.FlushCache()
                 report(60.0 * ((b - 1) + (r0 + rh) / h) / len(pols))
             negatives[pol] = count
             dn_ds = None
@@ -602,26 +611,27 @@ def import_product(
                 math.ceil(maxy / pixel_size) * pixel_size,
             )
         temporary = run.add(destination)
-        warp(
-            str(temporary),
-            radar,
-            "the product to the output grid",
-            is_canceled,
-            format="GTiff",
-            dstSRS=dst_srs.ExportToWkt(),
-            xRes=pixel_size,
-            yRes=pixel_size,
-            targetAlignedPixels=True,
-            outputBounds=bounds,
-            resampleAlg="bilinear",
-            tps=True,
-            srcNodata=float("nan"),
-            dstNodata=float("nan"),
-            outputType=gdal.GDT_Float32,
-            multithread=True,
-            warpMemoryLimit=256 * 2**20,
-            creationOptions=["TILED=YES", "COMPRESS=DEFLATE", "PREDICTOR=3", "BIGTIFF=IF_SAFER"],
-        )
+        with _block_cache(WARP_CACHE_BYTES):
+            warp(
+                str(temporary),
+                radar,
+                "the product to the output grid",
+                is_canceled,
+                format="GTiff",
+                dstSRS=dst_srs.ExportToWkt(),
+                xRes=pixel_size,
+                yRes=pixel_size,
+                targetAlignedPixels=True,
+                outputBounds=bounds,
+                resampleAlg="bilinear",
+                tps=True,
+                srcNodata=float("nan"),
+                dstNodata=float("nan"),
+                outputType=gdal.GDT_Float32,
+                multithread=True,
+                warpMemoryLimit=WARP_MEMORY_BYTES,
+                creationOptions=["TILED=YES", "COMPRESS=DEFLATE", "PREDICTOR=3", "BIGTIFF=IF_SAFER"],
+            )
         report(90)
         out = gdal.Open(str(temporary), gdal.GA_Update)
         for b, pol in enumerate(pols, start=1):
@@ -635,6 +645,7 @@ def import_product(
                     data = band.ReadAsArray(0, r0, out.RasterXSize, rh)
                     with np.errstate(divide="ignore", invalid="ignore"):
                         band.WriteArray((10.0 * np.log10(data)).astype(np.float32), 0, r0)
+                    out.FlushCache()
         out.SetMetadata(
             {
                 "PRODUCT": product.name,
@@ -667,6 +678,17 @@ def import_product(
     for note in notes:
         say(note)
     return result
+
+
+@contextlib.contextmanager
+def _block_cache(limit: int) -> Iterator[None]:
+    """Lower GDAL's block cache to ``limit`` bytes for the duration (never raise it)."""
+    before = gdal.GetCacheMax()
+    gdal.SetCacheMax(min(before, limit))
+    try:
+        yield
+    finally:
+        gdal.SetCacheMax(before)
 
 
 def _pixel_spacing(product: Product, pol: str) -> float | None:
