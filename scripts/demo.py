@@ -7,8 +7,10 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import s1_product
 from qgisproc import ROOT, qgis_process_env, run_algorithm
 
 
@@ -91,6 +93,47 @@ def print_model_card_figures(classes: Path) -> None:
     print(f"    input-domain check of this scene: {verdict}" + (f" ({warnings})" if warnings else ""))
 
 
+def write_aoi(path: Path, raster: Path) -> Path:
+    """The extent of ``raster`` as a polygon layer: the area of interest an analyst would draw."""
+    from osgeo import gdal, ogr
+
+    ds = gdal.Open(str(raster))
+    x0, px, _, y0, _, py = ds.GetGeoTransform()
+    xmin, ymax, xmax, ymin = x0, y0, x0 + px * ds.RasterXSize, y0 + py * ds.RasterYSize
+    out = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    layer = out.CreateLayer("area_of_interest", ds.GetSpatialRef(), ogr.wkbPolygon)
+    feature = ogr.Feature(layer.GetLayerDefn())
+    ring = f"{xmin} {ymin}, {xmax} {ymin}, {xmax} {ymax}, {xmin} {ymax}, {xmin} {ymin}"
+    feature.SetGeometry(ogr.CreateGeometryFromWkt(f"POLYGON(({ring}))"))
+    layer.CreateFeature(feature)
+    out = None
+    return path
+
+
+def sentinel1_to_land_cover(data: Path, manifest: dict, step: Callable[..., dict[str, object]]) -> list[Path]:
+    """A Sentinel-1 GRD product (.zip) that holds the first sample scene, through the shipped model, scored."""
+    s1 = data / "sentinel1"
+    if not s1_product.available():
+        print("2/12 Sentinel-1 product: skipped (its metadata is missing: run make setup)")
+        return []
+    s1.mkdir(parents=True, exist_ok=True)
+    first = manifest["files"][0]
+    product, truth = s1_product.radar_scene_product(s1, data / first["sar"], data / first["labels"], zip_it=True)
+    aoi = write_aoi(s1 / "area_of_interest.gpkg", truth)
+    print(
+        f"2/12 From a Sentinel-1 product: {product.name}\n    (a real Sentinel-1B IW GRDH product's metadata; its "
+        "digital numbers hold the first sample scene in radar geometry at the swath centre)"
+    )
+    land_cover, backscatter = s1 / "land_cover.tif", s1 / "backscatter_lee_db.tif"
+    params = {"product": product, "aoi": aoi, "land_cover": land_cover, "filtered_backscatter_db": backscatter}
+    step("    import, Lee 7x7, dB, segment", "sarseg:Sentinel-1 product to land cover", params)
+    r = step("    evaluate against the generator's truth", "sarseg:evaluate_segmentation",
+             {"PREDICTED": land_cover, "REFERENCE": truth, "OUTPUT_HTML": s1 / "evaluation.html",
+              "OUTPUT_TABLE": s1 / "evaluation.csv"})  # fmt: skip
+    print(f"    mIoU {r['MIOU']:.3f}, overall accuracy {r['OVERALL_ACCURACY']:.3f} (from the product, in UTM)")
+    return [product, land_cover, backscatter]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="demo_output", help="folder for the sample data and the outputs")
@@ -101,7 +144,7 @@ def main() -> int:
     results = out / "preprocessing"
     results.mkdir(parents=True, exist_ok=True)
 
-    print(f"1/11 Generating the synthetic Sentinel-1-like series in {data}")
+    print(f"1/12 Generating the synthetic Sentinel-1-like series in {data}")
     subprocess.run(
         [sys.executable, "-m", "training.synthetic", "--out", str(data), "--size", str(args.size), "--days", "10"],
         cwd=ROOT,
@@ -117,24 +160,26 @@ def main() -> int:
         print(f"{label}: {algorithm} in {time.perf_counter() - t0:.1f} s")
         return result["results"]
 
+    from_product = sentinel1_to_land_cover(data, manifest, step)
+
     filtered = results / "sar_lee_refined.tif"
-    r = step("2/11 Speckle filter", "sarseg:speckle_filter",
+    r = step("3/12 Speckle filter", "sarseg:speckle_filter",
              {"INPUT": scenes[0], "FILTER": 1, "WINDOW": 7, "ESTIMATE_LOOKS": "true", "OUTPUT": filtered})  # fmt: skip
     print(
         f"    estimated number of looks (VV): {r['LOOKS_USED']:.2f}; the generator's speckle has {manifest['looks']} "
         "looks, forest/urban texture and field edges lower the image's effective ENL"
     )
     db = results / "sar_lee_refined_db.tif"
-    step("3/11 Convert to dB", "sarseg:convert_db", {"INPUT": filtered, "DIRECTION": 0, "OUTPUT": db})
+    step("4/12 Convert to dB", "sarseg:convert_db", {"INPUT": filtered, "DIRECTION": 0, "OUTPUT": db})
     normalized = results / "sar_lee_refined_db_zscore.tif"
-    step("4/11 Normalize", "sarseg:normalize",
+    step("5/12 Normalize", "sarseg:normalize",
          {"INPUT": db, "METHOD": 0, "OUTPUT": normalized, "OUTPUT_STATS": results / "normalization.json"})  # fmt: skip
     stack = results / "sar_stack.tif"
-    r = step("5/11 Stack time series", "sarseg:stack_time_series",
+    r = step("6/12 Stack time series", "sarseg:stack_time_series",
              {"INPUTS": [str(s) for s in scenes], "OUTPUT": stack})  # fmt: skip
     print(f"    dates: {r['DATES_OUT']}")
     patches = results / "patches"
-    r = step("6/11 Extract patches", "sarseg:extract_patches",
+    r = step("7/12 Extract patches", "sarseg:extract_patches",
              {"INPUT": db, "LABELS": data / manifest["files"][0]["labels"], "PATCH_SIZE": 64, "STRIDE": 64,
               "VAL_FRACTION": 0.25, "SPLIT_BLOCK": 128, "OUTPUT": patches})  # fmt: skip
     print(f"    {r['TRAIN_COUNT']} training / {r['VAL_COUNT']} validation patches")
@@ -144,12 +189,12 @@ def main() -> int:
     classes = segmentation / "classes.tif"
     confidence = segmentation / "confidence.tif"
     step(
-        "7/11 Segment",
+        "8/12 Segment",
         "sarseg:segment",
         {"INPUT": scenes[0], "MODEL": 0, "OUTPUT": classes, "OUTPUT_CONFIDENCE": confidence},
     )
     report = segmentation / "evaluation.html"
-    r = step("8/11 Evaluate against the generator's truth", "sarseg:evaluate_segmentation",
+    r = step("9/12 Evaluate against the generator's truth", "sarseg:evaluate_segmentation",
              {"PREDICTED": classes, "REFERENCE": data / manifest["files"][0]["labels"], "OUTPUT_HTML": report,
               "OUTPUT_TABLE": segmentation / "evaluation.csv"})  # fmt: skip
     print(f"    mIoU {r['MIOU']:.3f}, overall accuracy {r['OVERALL_ACCURACY']:.3f} (default model, sample scene)")
@@ -159,7 +204,7 @@ def main() -> int:
     forecast.mkdir(parents=True, exist_ok=True)
     first = 3  # days 0..6 in (the forecast starts from days 3..6, the hindcast replays days 3..5), 7..9 forecast
     labels = [data / f["labels"] for f in manifest["files"]]
-    r = step("9/11 Forecast t+1..t+3", "sarseg:forecast",
+    r = step("10/12 Forecast t+1..t+3", "sarseg:forecast",
              {"INPUTS": [str(p) for p in labels[: first + 4]], "OUTPUT_FOLDER": forecast,
               "OUTPUT_CHANGE": forecast / "change.tif", "OUTPUT_AREAS": forecast / "areas.csv",
               "OUTPUT_HINDCAST": forecast / "hindcast.csv"})  # fmt: skip
@@ -170,18 +215,18 @@ def main() -> int:
     print_forecast_scores(r["OUTPUT_LAYERS"], labels[first + 3 : first + 7])
     clusters = out / "clustering"
     clusters.mkdir(parents=True, exist_ok=True)
-    r = step("10/11 Cluster communes", "sarseg:cluster_communes",
+    r = step("11/12 Cluster communes", "sarseg:cluster_communes",
              {"INPUT": data / manifest["communes_file"], "RASTER": scenes[0], "CLASS_RASTER": classes,
               "FIELD": "population", "NAME_FIELD": "name", "OUTPUT": clusters / "communes_clustered.gpkg",
               "OUTPUT_SIMILAR": clusters / "similar_communes.csv",
               "OUTPUT_REPORT": clusters / "report.html"})  # fmt: skip
     print_cluster_agreement(r, manifest)
-    print("11/11 QGIS project with the styled, dated outputs")
+    print("12/12 QGIS project with the styled, dated outputs")
     subprocess.run([sys.executable, str(ROOT / "scripts" / "demo_project.py"), "--out", str(out)], check=True)
 
     print("\nOutputs:")
     print(f"  sample data (SAR, labels, communes): {data}")
-    for path in (filtered, db, normalized, stack, patches / "index.csv", classes, report, forecast,
+    for path in (*from_product, filtered, db, normalized, stack, patches / "index.csv", classes, report, forecast,
                  clusters / "report.html", out / "demo.qgz"):  # fmt: skip
         print(f"  {path}")
     print(f"Open the project with the forecast ready for the slider: qgis {out / 'demo.qgz'}")

@@ -18,6 +18,7 @@ import re
 import shutil
 import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -228,9 +229,11 @@ def write_product(
     dn: Callable[..., np.ndarray] = digital_numbers,
     block_lines: int = 512,
     calibration: bool = True,
+    window: tuple[int, int, int, int] | None = None,
 ) -> Path:
     """Write the product into ``out_dir`` (the ``.SAFE`` folder, or its ``.zip`` with ``zip_it``); returns its path.
-    ``calibration`` False leaves the calibration files out (a broken product)."""
+    ``calibration`` False leaves the calibration files out (a broken product). ``window`` (x, y, width, height):
+    only that part of the measurements holds digital numbers, the rest reads as zero (no data) and takes no space."""
     from osgeo import gdal
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -251,7 +254,7 @@ def write_product(
         noise = noise_xml(text, samples, lines, line_step, pixel_step)
         (safe / "annotation" / "calibration" / f"noise-{ann_path.name}").write_text(noise, encoding="utf-8")
         tiff = safe / "measurement" / (ann_path.stem + ".tiff")
-        opts = ["TILED=YES", "COMPRESS=DEFLATE", "PREDICTOR=2", "BIGTIFF=IF_SAFER"]
+        opts = ["TILED=YES", "COMPRESS=DEFLATE", "PREDICTOR=2", "BIGTIFF=IF_SAFER", "SPARSE_OK=TRUE"]
         ds = gdal.GetDriverByName("GTiff").Create(str(tiff), samples, lines, 1, gdal.GDT_UInt16, options=opts)
         # As in delivered products: the TIFF tags readers identify the product by, and the geolocation grid as GCPs.
         ds.SetMetadata(
@@ -262,10 +265,11 @@ def write_product(
             }
         )
         ds.SetGCPs(_gcps(text), _WGS84_WKT)
-        pixel = np.arange(samples, dtype=float)[None, :]
-        for y0 in range(0, lines, block_lines):
-            rows = np.arange(y0, min(lines, y0 + block_lines), dtype=float)[:, None]
-            ds.GetRasterBand(1).WriteArray(dn(rows, pixel, band, samples, lines, scale), 0, y0)
+        wx, wy, ww, wh = window or (0, 0, samples, lines)
+        pixel = np.arange(wx, wx + ww, dtype=float)[None, :]
+        for y0 in range(wy, wy + wh, block_lines):
+            rows = np.arange(y0, min(wy + wh, y0 + block_lines), dtype=float)[:, None]
+            ds.GetRasterBand(1).WriteArray(dn(rows, pixel, band, samples, lines, scale), wx, y0)
         ds = None
     if not zip_it:
         return safe
@@ -275,3 +279,121 @@ def write_product(
             zf.write(path, path.relative_to(out_dir).as_posix())
     shutil.rmtree(safe)
     return archive
+
+
+# --- a product that holds a given scene -------------------------------------------------------------------------
+
+
+def encode(sigma0: np.ndarray, line: np.ndarray, pixel: np.ndarray, samples: int, lines: int) -> np.ndarray:
+    """uint16 DN with DN² = sigma0 · A² + noise (rounded); 0 (no data) where sigma0 is not positive."""
+    a = sigma_lut(line, pixel, samples, lines)
+    noise = noise_range(line, pixel, samples, lines) * noise_azimuth(line, swath_of(pixel, samples), lines)
+    out = np.where(sigma0 > 0, np.sqrt(np.maximum(sigma0, 0.0) * a * a + noise), 0.0)
+    return np.clip(np.rint(out), 0, 65535).astype(np.uint16)
+
+
+@dataclass
+class Placement:
+    """Where :func:`scene_product` set the scene down: its grid in the UTM zone of the footprint centre."""
+
+    epsg: int
+    geotransform: tuple[float, float, float, float, float, float]
+    width: int
+    height: int
+
+    @property
+    def extent(self) -> tuple[float, float, float, float]:
+        """xmin, ymin, xmax, ymax."""
+        x0, px, _, y0, _, py = self.geotransform
+        return x0, y0 + py * self.height, x0 + px * self.width, y0
+
+
+def scene_product(out_dir: Path, sar: Path, *, source: Path = SOURCE, zip_it: bool = False) -> tuple[Path, Placement]:
+    """A full-resolution product whose digital numbers encode the backscatter of ``sar`` (VV and VH in linear power,
+    nodata 0, any pixel size) set down at the centre of the footprint, north up, in the UTM zone there: DN² =
+    sigma0 · A² + noise at each radar pixel from the scene pixel under its centre (the geolocation grid, thin-plate
+    spline, as GDAL does it for GCPs). Only the window covering the scene holds data. Returns the product and the
+    scene's placed grid."""
+    from osgeo import gdal, osr
+
+    scene = gdal.Open(str(sar))
+    values = scene.ReadAsArray().astype(np.float64)  # (2, h, w)
+    height, width = values.shape[1:]
+    size = abs(scene.GetGeoTransform()[1])
+    annotation = next((source / "annotation").glob("*-vv-*.xml")).read_text(encoding="utf-8")
+    gcps = _gcps(annotation)
+    samples, lines = FULL_SAMPLES, FULL_LINES
+    lon = float(np.mean([g.GCPX for g in gcps]))
+    lat = float(np.mean([g.GCPY for g in gcps]))
+    epsg = (32600 if lat >= 0 else 32700) + int((lon + 180.0) // 6.0) % 60 + 1
+    wgs84, utm = osr.SpatialReference(), osr.SpatialReference()
+    wgs84.ImportFromWkt(_WGS84_WKT)
+    utm.ImportFromEPSG(epsg)
+    for srs in (wgs84, utm):
+        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    to_utm, to_lonlat = osr.CoordinateTransformation(wgs84, utm), osr.CoordinateTransformation(utm, wgs84)
+    e, n, _ = to_utm.TransformPoint(lon, lat)
+    x0, y0 = round((e - width * size / 2) / size) * size, round((n + height * size / 2) / size) * size
+    placed = Placement(epsg, (x0, size, 0.0, y0, 0.0, -size), width, height)
+    mem = gdal.GetDriverByName("MEM").Create("", 1, 1, 1, gdal.GDT_Byte)
+    mem.SetGCPs(gcps, _WGS84_WKT)
+    tps = gdal.Transformer(mem, None, ["METHOD=GCP_TPS"])
+    # The radar window under the scene: its outline, back through the spline, plus a margin.
+    t = np.linspace(0.0, 1.0, 33)
+    outline = [(x0 + f * width * size, y0 - g * height * size) for f in t for g in (0.0, 1.0)]
+    outline += [(x0 + f * width * size, y0 - g * height * size) for g in t for f in (0.0, 1.0)]
+    radar = np.array(tps.TransformPoints(1, [p[:2] for p in to_lonlat.TransformPoints(outline)])[0])[:, :2]
+    wx, wy = (max(0, int(v) - 8) for v in radar.min(axis=0))
+    wx1, wy1 = (int(v) + 9 for v in radar.max(axis=0))
+    window = (wx, wy, min(samples, wx1) - wx, min(lines, wy1) - wy)
+
+    def dn(rows: np.ndarray, pixel: np.ndarray, band: int, samples: int, lines: int, scale: int) -> np.ndarray:
+        grid_r, grid_p = np.broadcast_arrays(rows, pixel)
+        centres = np.column_stack([grid_p.ravel() + 0.5, grid_r.ravel() + 0.5])
+        lonlat = np.array(tps.TransformPoints(0, centres.tolist())[0])[:, :2]
+        xy = np.array(to_utm.TransformPoints(lonlat.tolist()))[:, :2]
+        col = np.floor((xy[:, 0] - x0) / size).astype(int).reshape(grid_r.shape)
+        row = np.floor((y0 - xy[:, 1]) / size).astype(int).reshape(grid_r.shape)
+        inside = (col >= 0) & (col < width) & (row >= 0) & (row < height)
+        s0 = np.where(inside, values[band][np.clip(row, 0, height - 1), np.clip(col, 0, width - 1)], 0.0)
+        return encode(s0, grid_r, grid_p, samples, lines)
+
+    product = write_product(out_dir, 1, source=source, zip_it=zip_it, dn=dn, window=window)
+    return product, placed
+
+
+def radar_scene_product(
+    out_dir: Path, sar: Path, labels: Path, *, source: Path = SOURCE, zip_it: bool = False
+) -> tuple[Path, Path]:
+    """A full-resolution product whose measurements hold the scene ``sar`` (VV and VH in linear power, nodata 0) pixel
+    for pixel in radar geometry, at the centre of the swath: speckle and edges as the sensor recorded them, so the
+    import's geocoding is the only resampling, as with a real product. The scene's ``labels`` (class raster on the
+    same grid) are geocoded to the import's default grid (UTM of the footprint centre, 10 m) with the geolocation grid
+    (thin-plate spline, nearest neighbour): the truth for what the import and segmentation make of the product.
+    Returns the product and that truth (``<out_dir>/labels_geocoded.tif``, classes, 255 outside)."""
+    from osgeo import gdal
+
+    values = gdal.Open(str(sar)).ReadAsArray().astype(np.float64)  # (2, h, w)
+    height, width = values.shape[1:]
+    x0, y0 = (FULL_SAMPLES - width) // 2, (FULL_LINES - height) // 2
+
+    def dn(rows: np.ndarray, pixel: np.ndarray, band: int, samples: int, lines: int, scale: int) -> np.ndarray:
+        r, c = np.broadcast_arrays(rows, pixel)
+        return encode(values[band][r.astype(int) - y0, c.astype(int) - x0], r, c, samples, lines)
+
+    product = write_product(out_dir, 1, source=source, zip_it=zip_it, dn=dn, window=(x0, y0, width, height))
+    annotation = next((source / "annotation").glob("*-vv-*.xml")).read_text(encoding="utf-8")
+    gcps = [gdal.GCP(g.GCPX, g.GCPY, g.GCPZ, g.GCPPixel - x0, g.GCPLine - y0) for g in _gcps(annotation)]
+    lon = float(np.mean([g.GCPX for g in gcps]))
+    lat = float(np.mean([g.GCPY for g in gcps]))
+    epsg = (32600 if lat >= 0 else 32700) + int((lon + 180.0) // 6.0) % 60 + 1
+    classes = gdal.Open(str(labels)).ReadAsArray()
+    radar = gdal.GetDriverByName("MEM").Create("", width, height, 1, gdal.GDT_Byte)
+    radar.GetRasterBand(1).WriteArray(classes)
+    radar.SetGCPs(gcps, _WGS84_WKT)
+    truth = out_dir / "labels_geocoded.tif"
+    gdal.Warp(
+        str(truth), radar, dstSRS=f"EPSG:{epsg}", xRes=10.0, yRes=10.0, targetAlignedPixels=True, tps=True,
+        resampleAlg="near", srcNodata=255, dstNodata=255, creationOptions=["COMPRESS=DEFLATE"],
+    )  # fmt: skip
+    return product, truth
