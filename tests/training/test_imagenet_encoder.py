@@ -98,7 +98,31 @@ def test_bundled_encoder_is_what_the_export_writes(tmp_path: Path) -> None:
     if proto.producer_version != torch.__version__.split("+")[0]:
         pytest.skip(f"the file was exported with torch {proto.producer_version}, this is torch {torch.__version__}")
     out = export_imagenet_encoder(tmp_path / PATH.name, fp16_weights=True)
-    assert out.read_bytes() == PATH.read_bytes()
+    got = onnx.load(str(out))
+    # Same graph and metadata; the weights equal but for rounding: folding batch norms into the convolutions is
+    # float32 arithmetic whose rounding depends on the CPU's vector instructions, and a few of the 3.35 M values
+    # (1,346 on one machine) then round to the neighbouring float16 (weights) or float32 (biases, where the
+    # subtraction of two nearly equal terms leaves rounding at the scale of the terms).
+    assert list(got.graph.node) == list(proto.graph.node)
+    assert list(got.metadata_props) == list(proto.metadata_props)
+    want = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    have = {t.name: onnx.numpy_helper.to_array(t) for t in got.graph.initializer}
+    assert have.keys() == want.keys()
+    differing = 0
+    for name, w in want.items():
+        h = have[name]
+        assert h.dtype == w.dtype and h.shape == w.shape, name
+        if w.dtype == np.float16:  # stored weights: within 2 units in the last place
+            ulp = np.spacing(np.maximum(np.abs(w), np.abs(h))).astype(np.float64)
+            assert (np.abs(h.astype(np.float64) - w.astype(np.float64)) <= 2 * ulp).all(), name
+            differing += int((h != w).sum())
+        elif np.issubdtype(w.dtype, np.floating):  # float32 biases, beta - mean * scale: rounding at the tensor's scale
+            tolerance = 4 * float(np.spacing(np.abs(w).max()))
+            np.testing.assert_allclose(h, w, rtol=0, atol=tolerance, err_msg=name)
+            differing += int((h != w).sum())
+        else:
+            np.testing.assert_array_equal(h, w, err_msg=name)
+    assert differing <= 0.001 * sum(w.size for w in want.values())
 
 
 def test_fp16_weights_option_on_a_small_encoder(tmp_path: Path) -> None:
