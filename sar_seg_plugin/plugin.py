@@ -25,6 +25,7 @@ class SarSegPlugin:
         self.provider: SarSegProvider | None = None
         self.dock = None
         self.action: QAction | None = None
+        self.context_actions: list = []
 
     def initProcessing(self) -> None:  # noqa: N802 - QGIS API name
         if self.provider is None:
@@ -42,6 +43,13 @@ class SarSegPlugin:
         self.action.toggled.connect(self.show_dock)
         self.iface.addPluginToMenu(MENU, self.action)
         self.iface.addToolBarIcon(self.action)
+        # Right-click on a shipped workflow in the toolbox: edit a copy in the Model Designer.
+        from processing.gui.ProviderActions import ProviderContextMenuActions
+
+        from .ui.edit_workflow import EditWorkflowCopyAction
+
+        self.context_actions = [EditWorkflowCopyAction()]
+        ProviderContextMenuActions.registerProviderContextMenuActions(self.context_actions)
 
     def show_dock(self, visible: bool = True) -> None:
         """Open (creating it the first time) or hide the forecast dock."""
@@ -72,6 +80,11 @@ class SarSegPlugin:
             self.iface.removePluginMenu(MENU, self.action)
             self.iface.removeToolBarIcon(self.action)
             self.action = None
+        if self.context_actions:
+            from processing.gui.ProviderActions import ProviderContextMenuActions
+
+            ProviderContextMenuActions.deregisterProviderContextMenuActions(self.context_actions)
+            self.context_actions = []
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None

@@ -161,3 +161,42 @@ def test_dock_shows_the_hindcast_and_the_confident_change(qgis_iface, sarseg, tm
     dock.deleteLater()
     settle()
     project.clear()
+
+
+def test_a_shipped_workflow_opens_as_an_unsaved_copy_in_the_model_designer(qgis_iface, monkeypatch):
+    """The toolbox's right-click action the plugin adds: offered on SAR Seg's shipped models only, it opens the
+    model with its four steps in the Model Designer, without the plugin's file as its source."""
+    from processing.gui.ProviderActions import ProviderContextMenuActions
+    from qgis.core import QgsApplication
+    from qgis.PyQt.QtCore import QSize
+
+    # pytest-qgis's stand-in iface lacks the default of QgisInterface.iconSize(dockedToolbar=False) that the
+    # Model Designer calls.
+    monkeypatch.setattr(qgis_iface, "iconSize", lambda dockedToolbar=False: QSize(24, 24))
+
+    from sar_seg_plugin.plugin import SarSegPlugin
+    from sar_seg_plugin.ui.edit_workflow import EditWorkflowCopyAction
+
+    plugin = SarSegPlugin(qgis_iface)
+    plugin.initGui()
+    try:
+        action = next(a for a in ProviderContextMenuActions.actions if isinstance(a, EditWorkflowCopyAction))
+        registry = QgsApplication.processingRegistry()
+        workflow = next(a for a in registry.providerById("sarseg").algorithms() if a.group() == "Workflows")
+        action.setData(registry.algorithmById("sarseg:segment"), None)
+        assert not action.isEnabled()
+        action.setData(workflow, None)
+        assert action.isEnabled()
+        action.execute()
+        settle()
+        model = action.dialog.model()
+        assert model.name() == workflow.name() and model.sourceFilePath() == ""
+        assert sorted(model.childAlgorithms()) == ["import", "segment", "speckle", "to_db"]
+        model.removeChildAlgorithm("segment")  # an edit in the designer leaves the shipped model as it was
+        assert "segment" in workflow.childAlgorithms()
+        action.dialog.hide()
+        action.dialog.deleteLater()  # not close(): that would ask whether to save the changed copy
+        settle()
+    finally:
+        plugin.unload()
+    assert not any(isinstance(a, EditWorkflowCopyAction) for a in ProviderContextMenuActions.actions)
