@@ -93,25 +93,10 @@ def print_model_card_figures(classes: Path) -> None:
     print(f"    input-domain check of this scene: {verdict}" + (f" ({warnings})" if warnings else ""))
 
 
-def write_aoi(path: Path, raster: Path) -> Path:
-    """The extent of ``raster`` as a polygon layer: the area of interest an analyst would draw."""
-    from osgeo import gdal, ogr
-
-    ds = gdal.Open(str(raster))
-    x0, px, _, y0, _, py = ds.GetGeoTransform()
-    xmin, ymax, xmax, ymin = x0, y0, x0 + px * ds.RasterXSize, y0 + py * ds.RasterYSize
-    out = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
-    layer = out.CreateLayer("area_of_interest", ds.GetSpatialRef(), ogr.wkbPolygon)
-    feature = ogr.Feature(layer.GetLayerDefn())
-    ring = f"{xmin} {ymin}, {xmax} {ymin}, {xmax} {ymax}, {xmin} {ymax}, {xmin} {ymin}"
-    feature.SetGeometry(ogr.CreateGeometryFromWkt(f"POLYGON(({ring}))"))
-    layer.CreateFeature(feature)
-    out = None
-    return path
-
-
 def sentinel1_to_land_cover(data: Path, manifest: dict, step: Callable[..., dict[str, object]]) -> list[Path]:
     """A Sentinel-1 GRD product (.zip) that holds the first sample scene, through the shipped model, scored."""
+    from osgeo import gdal
+
     s1 = data / "sentinel1"
     if not s1_product.available():
         print("2/12 Sentinel-1 product: skipped (its metadata is missing: run make setup)")
@@ -119,7 +104,11 @@ def sentinel1_to_land_cover(data: Path, manifest: dict, step: Callable[..., dict
     s1.mkdir(parents=True, exist_ok=True)
     first = manifest["files"][0]
     product, truth = s1_product.radar_scene_product(s1, data / first["sar"], data / first["labels"], zip_it=True)
-    aoi = write_aoi(s1 / "area_of_interest.gpkg", truth)
+    ds = gdal.Open(str(truth))
+    x0, px, _, y0, _, py = ds.GetGeoTransform()
+    bounds = (x0, y0 + py * ds.RasterYSize, x0 + px * ds.RasterXSize, y0)
+    epsg = int(ds.GetSpatialRef().GetAuthorityCode(None))
+    aoi = s1_product.area_of_interest(s1 / "area_of_interest.gpkg", bounds, epsg)
     print(
         f"2/12 From a Sentinel-1 product: {product.name}\n    (a real Sentinel-1B IW GRDH product's metadata; its "
         "digital numbers hold the first sample scene in radar geometry at the swath centre)"

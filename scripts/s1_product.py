@@ -397,3 +397,21 @@ def radar_scene_product(
         resampleAlg="near", srcNodata=255, dstNodata=255, creationOptions=["COMPRESS=DEFLATE"],
     )  # fmt: skip
     return product, truth
+
+
+def area_of_interest(path: Path, bounds: tuple[float, float, float, float], epsg: int = 4326) -> Path:
+    """A GeoPackage with one rectangle (xmin, ymin, xmax, ymax in EPSG:``epsg``): the area of interest an analyst
+    would draw."""
+    from osgeo import ogr, osr
+
+    xmin, ymin, xmax, ymax = bounds
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(epsg)
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    layer = ds.CreateLayer("area_of_interest", srs, ogr.wkbPolygon)
+    feature = ogr.Feature(layer.GetLayerDefn())
+    ring = f"{xmin} {ymin}, {xmax} {ymin}, {xmax} {ymax}, {xmin} {ymax}, {xmin} {ymin}"
+    feature.SetGeometry(ogr.CreateGeometryFromWkt(f"POLYGON(({ring}))"))
+    layer.CreateFeature(feature)
+    ds = None
+    return path

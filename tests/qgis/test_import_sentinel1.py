@@ -114,20 +114,9 @@ def test_an_slc_is_refused(sarseg, tmp_path):
 
 def test_qgis_process_imports_an_area_of_interest_layer(product_zip, tmp_path):
     """Headless, with a polygon layer as the area of interest: the output covers the polygon's extent."""
-    from osgeo import ogr, osr
-
     gcps = gdal.Open(s1.open_product(str(product_zip)).manifest).GetGCPs()
     lon, lat = s1.footprint_centre(gcps)
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(4326)
-    gpkg = tmp_path / "aoi.gpkg"
-    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(gpkg))
-    layer = ds.CreateLayer("aoi", srs, ogr.wkbPolygon)
-    feature = ogr.Feature(layer.GetLayerDefn())
-    ring = f"{lon - 0.05} {lat - 0.05}, {lon + 0.05} {lat - 0.05}, {lon + 0.05} {lat + 0.05}, {lon - 0.05} {lat + 0.05}"
-    feature.SetGeometry(ogr.CreateGeometryFromWkt(f"POLYGON(({ring}, {lon - 0.05} {lat - 0.05}))"))
-    layer.CreateFeature(feature)
-    ds = None
+    gpkg = s1_product.area_of_interest(tmp_path / "aoi.gpkg", (lon - 0.05, lat - 0.05, lon + 0.05, lat + 0.05))
     env = qgis_process_env(tmp_path / "profile")
     out = run_algorithm(
         ALG,
@@ -180,19 +169,7 @@ def test_the_shipped_workflow_equals_its_steps_run_one_by_one(sarseg, tmp_path):
     )  # fmt: skip
     gcps = gdal.Open(str(product / "manifest.safe")).GetGCPs()
     lon, lat = s1.footprint_centre(gcps)
-    from osgeo import ogr, osr
-
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(4326)
-    gpkg = tmp_path / "aoi.gpkg"
-    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(gpkg))
-    layer = ds.CreateLayer("aoi", srs, ogr.wkbPolygon)
-    feature = ogr.Feature(layer.GetLayerDefn())
-    d = 0.03
-    ring = f"{lon - d} {lat - d}, {lon + d} {lat - d}, {lon + d} {lat + d}, {lon - d} {lat + d}, {lon - d} {lat - d}"
-    feature.SetGeometry(ogr.CreateGeometryFromWkt(f"POLYGON(({ring}))"))
-    layer.CreateFeature(feature)
-    ds = None
+    gpkg = s1_product.area_of_interest(tmp_path / "aoi.gpkg", (lon - 0.03, lat - 0.03, lon + 0.03, lat + 0.03))
     out = processing.run(
         model_id,
         {"product": str(product), "aoi": str(gpkg), "land_cover": str(tmp_path / "classes.tif"),
