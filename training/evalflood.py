@@ -366,3 +366,104 @@ def make_eval_flood_windows(
             i += 1
     windows = forecasting.Windows(inputs, targets, targets != LABEL_NODATA, "classes")
     return windows, np.array(phases, dtype=str)
+
+
+# --------------------------------------------------------------------------------------------
+# SAR image pairs (for evaluating flood mapping only)
+# --------------------------------------------------------------------------------------------
+
+#: Flood-mapping truth classes of :func:`flood_sar_pair` (those of ``sarseg:flood_map``).
+PAIR_DRY, PAIR_FLOODED, PAIR_PERMANENT, PAIR_NODATA = 0, 1, 2, 255
+
+
+@dataclass
+class FloodPair:
+    """A pre-event and a post-event VV/VH image (linear power, (2, H, W), 0 outside ``valid``) of one evaluation
+    flood series, the truth (dry, flooded, permanent water, 255 outside) and the height above drainage (m)."""
+
+    pre: np.ndarray
+    post: np.ndarray
+    truth: np.ndarray
+    hand: np.ndarray
+    valid: np.ndarray
+    seed: int
+
+
+def flood_sar_pair(seed: int, size: int = 256, looks: float = 4.4, days: int = 15) -> FloodPair:
+    """SAR images of the driest and the most flooded day of :func:`generate_eval_flood`'s series ``seed``, with a
+    radiometry of their own: the evaluation-only generator's class levels (:mod:`training.evalgen`), a level per
+    field drawn around them, flood water darker or brighter than the river (-21..-15 dB VV: calm, or with grass
+    sticking out), a noise floor, and independent Gamma speckle of ``looks`` looks on each date. Flooded woods and
+    streets stay as they are (the series maps them so, and C-band does not see water under them)."""
+    from training.evalgen import _LEVEL_DB, _OBJECT_SPREAD_DB
+
+    series = generate_eval_flood(seed, size, days)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5A12]))
+    shares = series.flooded if series.flooded is not None else np.zeros(days)
+    before, after = int(np.argmin(shares)), int(np.argmax(shares))
+    cover = series.land_cover
+    valid = series.valid
+    # Fields: connected areas of one class in the flood-free map, each with its own level.
+    objects = np.zeros(cover.shape, np.int64)
+    count = 0
+    for c in range(5):
+        lab, k = ndimage.label((cover == c) & valid)
+        objects[lab > 0] = lab[lab > 0] + count
+        count += k
+    obj_class = np.zeros(count + 1, np.int64)
+    obj_class[objects[objects > 0]] = cover[objects > 0]
+    obj_offset = rng.normal(0.0, 1.0, count + 1)[:, None] * _OBJECT_SPREAD_DB[obj_class][:, None]
+    level = _LEVEL_DB[obj_class] + obj_offset  # (objects, 2) dB
+    flood_db = np.array([rng.uniform(-21.0, -15.0), rng.uniform(-27.0, -22.0)])
+    floor_db = rng.uniform(-26.0, -22.0)
+    images = []
+    for day in (before, after):
+        db = level[objects].transpose(2, 0, 1).copy()  # (2, H, W)
+        flooded_now = (series.labels[day] == WATER) & (cover != WATER) & valid
+        db[:, flooded_now] = flood_db[:, None]
+        power = 10.0 ** (db / 10.0) + 10.0 ** (floor_db / 10.0)
+        speckled = power * rng.gamma(looks, 1.0 / looks, power.shape)
+        images.append(np.where(valid[None], speckled, 0.0).astype(np.float32))
+    pre_water = (series.labels[before] == WATER) & valid
+    post_water = (series.labels[after] == WATER) & valid
+    truth = np.full(cover.shape, PAIR_DRY, np.uint8)
+    truth[post_water & ~pre_water] = PAIR_FLOODED
+    truth[post_water & pre_water] = PAIR_PERMANENT
+    truth[~valid] = PAIR_NODATA
+    return FloodPair(images[0], images[1], truth, series.hand, valid, int(seed))
+
+
+def write_flood_pair(pair: FloodPair, folder: str, pixel_m: float = 10.0) -> dict[str, str]:
+    """GeoTIFFs of a pair (EPSG:32631, ``pixel_m`` pixels): ``pre`` and ``post`` (VV, VH linear power, nodata 0,
+    band units), ``truth`` (classes, 255 outside) and ``hand`` (m). Returns their paths."""
+    from pathlib import Path
+
+    from osgeo import gdal, osr
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32631)
+    h, w = pair.truth.shape
+    paths = {}
+    for name, data, dtype, nodata in (
+        ("pre", pair.pre, gdal.GDT_Float32, 0.0),
+        ("post", pair.post, gdal.GDT_Float32, 0.0),
+        ("truth", pair.truth[None], gdal.GDT_Byte, 255),
+        ("hand", pair.hand[None], gdal.GDT_Float32, None),
+    ):
+        path = str(out / f"{name}_{pair.seed}.tif")
+        ds = gdal.GetDriverByName("GTiff").Create(path, w, h, data.shape[0], dtype, ["COMPRESS=DEFLATE", "TILED=YES"])
+        ds.SetGeoTransform((500000.0, pixel_m, 0.0, 5000000.0, 0.0, -pixel_m))
+        ds.SetProjection(srs.ExportToWkt())
+        for b in range(data.shape[0]):
+            band = ds.GetRasterBand(b + 1)
+            band.WriteArray(data[b])
+            if nodata is not None:
+                band.SetNoDataValue(nodata)
+            if data.shape[0] == 2:
+                band.SetDescription(("VV", "VH")[b])
+                band.SetUnitType("linear")
+        ds = None
+        paths[name] = path
+    return paths

@@ -1,0 +1,511 @@
+"""Flood mapping from a post-event SAR image and, optionally, a pre-event one. No qgis import.
+
+Open water is dark in co-polarised C-band backscatter (specular reflection: VV about -20 dB against -12..-5 dB
+for land), and land that floods darkens by several dB between two dates. The map is made in two passes:
+
+1. **Thresholds** (:func:`split_threshold`). Windows spread over the images are cut into tiles; a tile counts when
+   its histogram holds two populations: the Kittler-Illingworth (minimum error) threshold leaves at least
+   :data:`MIN_SHARE` of the tile on each side and Ashman's D of the two sides is at least :data:`MIN_ASHMAN_D`.
+   The threshold is then Kittler-Illingworth (or Otsu) on the pixels of those tiles pooled (split-based
+   thresholding, as in Bovolo & Bruzzone 2007 and Martinis et al. 2009): tiles of land alone or water alone, which
+   dominate a scene, do not drag it. It is found for the water of the post-event image (dB), the water of the
+   pre-event image, and the change (the log-ratio post - pre in dB); a threshold may also be given. Where no tile
+   holds two populations, the literature value is used (:data:`DEFAULT_WATER_DB`, :data:`DEFAULT_CHANGE_DB`) and the
+   log says so.
+2. **Classes**, block by block with a halo: the images are first averaged in a small window, in dB (at a shore a
+   mean of linear power is ruled by the brighter land); that is far less noisy than single speckled pixels. With a pre-event image: *permanent water*
+   is water on both dates, *flooded* is water after that was not water before and darkened by more than the change
+   threshold; without: every water pixel is *water*. An optional height raster (height above the nearest drainage,
+   HAND, or a DEM) removes flood above a height. A minimum mapping unit then removes smaller patches (GDAL's sieve:
+   a patch takes the class of its largest neighbour).
+
+Only the first band named VV (else HH, else band 1) is used: cross-polarised water/land contrast is lower.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from osgeo import gdal
+
+from . import radiometry
+from .errors import CancelledError, SarSegError
+from .outputs import OutputSet, check_destinations
+from .raster_io import (
+    GeoTiffWriter,
+    Window,
+    check_not_same_file,
+    iter_blocks,
+    open_raster,
+    read_info,
+    read_window,
+    spread_windows,
+    valid_mask,
+)
+from .speckle import local_moments
+from .timeseries import Grid, aligned, release
+from .units import AUTO, polarisation_of
+
+DRY, FLOODED, PERMANENT_WATER = 0, 1, 2
+NODATA = 255
+CLASS_NAMES = ("dry", "flooded", "permanent water")
+#: Without a pre-event image, class 1 is all open water (flood and permanent water cannot be told apart).
+WATER_ONLY_NAMES = ("dry", "water")
+COLORS = {DRY: (235, 230, 215, 255), FLOODED: (30, 110, 230, 255), PERMANENT_WATER: (10, 30, 110, 255)}
+#: Literature values used when no tile shows two populations: VV of open water below -18 dB; a drop of 3 dB.
+DEFAULT_WATER_DB = -18.0
+DEFAULT_CHANGE_DB = -3.0
+#: Plausible ranges: a water threshold outside is reported as suspect.
+WATER_RANGE_DB = (-26.0, -13.0)
+#: A tile counts for the water threshold only when its darker population is water-like (mean below this, VV dB;
+#: forest next to bare soil is bimodal too), for the change threshold when its lower population is a real drop.
+WATER_MEAN_BELOW_DB = -15.0
+DROP_MEAN_BELOW_DB = -4.0
+TILE = 64
+MIN_SHARE = 0.1
+MIN_ASHMAN_D = 2.0
+MIN_VALID_SHARE = 0.8
+DEFAULT_SMOOTH = 3
+#: Thresholds are found on images smoothed at least this much: single speckled pixels rarely look bimodal.
+THRESHOLD_SMOOTH = 5
+DEFAULT_MIN_AREA_M2 = 1000.0
+SAMPLE_WINDOWS = 64
+SAMPLE_SIZE = 256
+METHODS = ("kittler-illingworth", "otsu")
+HIST_BINS = 256
+ProgressFn = Callable[[float], None]
+LogFn = Callable[[str], None]
+
+
+# --- thresholds ---------------------------------------------------------------------------------------------------
+
+
+def _histogram(values: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = np.percentile(values, (0.1, 99.9))
+    if not hi > lo:
+        hi = lo + 1e-6
+    counts, edges = np.histogram(np.clip(values, lo, hi), bins=bins, range=(lo, hi))
+    return counts.astype(np.float64), 0.5 * (edges[:-1] + edges[1:])
+
+
+def kittler_illingworth(values: np.ndarray, bins: int = HIST_BINS) -> float:
+    """Minimum-error threshold (Kittler & Illingworth 1986): the split of the histogram into two Gaussians that
+    minimises J(t) = 1 + 2 [P1 ln s1 + P2 ln s2] - 2 [P1 ln P1 + P2 ln P2]. Returned as the upper edge of the lower
+    class's last bin (values <= t are the lower class)."""
+    h, centres = _histogram(values, bins)
+    p = h / h.sum()
+    c1 = np.cumsum(p)
+    m1 = np.cumsum(p * centres)
+    s1 = np.cumsum(p * centres**2)
+    total_m, total_s = m1[-1], s1[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c2 = 1.0 - c1
+        mean1, mean2 = m1 / c1, (total_m - m1) / c2
+        var1 = s1 / c1 - mean1**2
+        var2 = (total_s - s1) / c2 - mean2**2
+        j = 1.0 + 2.0 * (c1 * np.log(np.sqrt(var1)) + c2 * np.log(np.sqrt(var2)))
+        j -= 2.0 * (c1 * np.log(c1) + c2 * np.log(c2))
+    ok = (c1 > 1e-6) & (c2 > 1e-6) & (var1 > 0) & (var2 > 0) & np.isfinite(j)
+    if not ok.any():
+        return otsu(values, bins)
+    k = int(np.argmin(np.where(ok, j, np.inf)))
+    step = centres[1] - centres[0] if len(centres) > 1 else 0.0
+    return float(centres[k] + 0.5 * step)
+
+
+def otsu(values: np.ndarray, bins: int = HIST_BINS) -> float:
+    """Otsu's threshold: the split that maximises the between-class variance."""
+    h, centres = _histogram(values, bins)
+    p = h / h.sum()
+    c1 = np.cumsum(p)
+    m1 = np.cumsum(p * centres)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (m1[-1] * c1 - m1) ** 2 / (c1 * (1.0 - c1))
+    k = int(np.nanargmax(np.where((c1 > 0) & (c1 < 1), between, np.nan)))
+    step = centres[1] - centres[0] if len(centres) > 1 else 0.0
+    return float(centres[k] + 0.5 * step)
+
+
+def ashman_d(low: np.ndarray, high: np.ndarray) -> float:
+    """Ashman's D of two samples: |m1 - m2| sqrt(2) / sqrt(s1² + s2²); above 2, a clean separation."""
+    spread = np.sqrt(low.var() + high.var())
+    return float(np.sqrt(2.0) * abs(high.mean() - low.mean()) / spread) if spread > 0 else 0.0
+
+
+def bimodal(values: np.ndarray, low_below: float | None = None) -> bool:
+    """Whether a tile's values hold two populations (see the module docstring), the lower one with a mean below
+    ``low_below`` (water, not just the darker of two kinds of land)."""
+    if values.size < 100:
+        return False
+    t = kittler_illingworth(values, 64)
+    low, high = values[values <= t], values[values > t]
+    share = low.size / values.size
+    if not (MIN_SHARE <= share <= 1.0 - MIN_SHARE and ashman_d(low, high) >= MIN_ASHMAN_D):
+        return False
+    return low_below is None or float(low.mean()) < low_below
+
+
+@dataclass
+class Threshold:
+    """A threshold and how it was found (``how``: a sentence for the log and the report)."""
+
+    name: str
+    value: float
+    how: str
+    tiles_used: int = 0
+    tiles_tried: int = 0
+    suspect: str = ""
+
+
+def split_threshold(
+    images: Sequence[np.ndarray],
+    name: str,
+    default: float,
+    *,
+    method: str = METHODS[0],
+    tile: int = TILE,
+    given: float | None = None,
+    plausible: tuple[float, float] | None = None,
+    low_below: float | None = None,
+) -> Threshold:
+    """The threshold of ``images`` (2-D arrays, NaN = no data) by split-based thresholding (module docstring).
+    ``given``: used as it is. ``default``: when no tile holds two populations. ``low_below``: a tile counts only
+    when its lower population's mean is below it (open water, a flood's drop)."""
+    if given is not None:
+        return Threshold(name, float(given), f"{name}: {given:g} dB, as given")
+    if method not in METHODS:
+        raise SarSegError(f"Unknown threshold method '{method}': expected one of {', '.join(METHODS)}.")
+    picked, tried = [], 0
+    for image in images:
+        h, w = image.shape
+        for y in range(0, h - tile + 1, tile):
+            for x in range(0, w - tile + 1, tile):
+                values = image[y : y + tile, x : x + tile]
+                values = values[np.isfinite(values)]
+                if values.size < MIN_VALID_SHARE * tile * tile:
+                    continue
+                tried += 1
+                if bimodal(values, low_below):
+                    picked.append(values)
+    if not picked:
+        return Threshold(
+            name, default,
+            f"{name}: {default:g} dB, the literature value: none of the {tried} tiles of {tile} px holds two "
+            "populations (no open water, or water bodies smaller than a tile). Give the threshold if you know it.",
+            0, tried,
+        )  # fmt: skip
+    pooled = np.concatenate(picked)
+    value = kittler_illingworth(pooled) if method == METHODS[0] else otsu(pooled)
+    label = "Kittler-Illingworth" if method == METHODS[0] else "Otsu"
+    result = Threshold(
+        name, value,
+        f"{name}: {value:.2f} dB, {label} on the {len(picked)} of {tried} tiles of {tile} px that hold two "
+        f"populations ({pooled.size:,} pixels)",
+        len(picked), tried,
+    )  # fmt: skip
+    if plausible and not plausible[0] <= value <= plausible[1]:
+        result.suspect = (
+            f"The {name} {value:.2f} dB lies outside {plausible[0]:g}..{plausible[1]:g} dB, where open water in C-band "
+            "VV usually separates: check the input's calibration and units, or give the threshold."
+        )
+    return result
+
+
+# --- classes of a block -------------------------------------------------------------------------------------------
+
+
+def smoothed_db(linear: np.ndarray, valid: np.ndarray, window: int) -> np.ndarray:
+    """Local mean of the dB values in ``window`` (valid pixels only); NaN where not valid. Averaged in dB, not in
+    linear power: at a shore a linear mean is ruled by the land, ten times brighter, and eats the water's edge."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        db = np.where(valid, 10.0 * np.log10(np.where(valid, linear, 1.0)), 0.0)
+    if window > 1:
+        _, mean, _ = local_moments(db, valid, window)
+    else:
+        mean = db
+    return np.where(valid, mean, np.nan)
+
+
+@dataclass
+class Rules:
+    """The thresholds (dB) and masks that classify a pixel."""
+
+    water_db: float
+    pre_water_db: float | None = None
+    change_db: float | None = None
+    max_height: float | None = None
+
+
+def classify(
+    post_db: np.ndarray,
+    pre_db: np.ndarray | None,
+    valid: np.ndarray,
+    rules: Rules,
+    height: np.ndarray | None = None,
+) -> np.ndarray:
+    """Class ids (uint8) of a block: see the module docstring. ``valid``: both images hold data."""
+    water = post_db < rules.water_db
+    out = np.full(post_db.shape, DRY, np.uint8)
+    if pre_db is None:
+        flooded = water
+    else:
+        pre_water = pre_db < (rules.pre_water_db if rules.pre_water_db is not None else rules.water_db)
+        out[water & pre_water] = PERMANENT_WATER
+        flooded = water & ~pre_water & ((post_db - pre_db) < rules.change_db)
+    if height is not None and rules.max_height is not None:
+        flooded &= ~(np.isfinite(height) & (height > rules.max_height))
+    out[flooded] = FLOODED
+    out[~valid] = NODATA
+    return out
+
+
+# --- rasters ------------------------------------------------------------------------------------------------------
+
+
+def co_pol_band(ds: gdal.Dataset) -> int:
+    """The band to map water in: the first named VV, else HH, else 1."""
+    names = [polarisation_of(ds.GetRasterBand(b).GetDescription()) for b in range(1, ds.RasterCount + 1)]
+    for pol in ("VV", "HH"):
+        if pol in names:
+            return names.index(pol) + 1
+    return 1
+
+
+@dataclass
+class FloodResult:
+    path: str
+    thresholds: list[Threshold]
+    counts: dict[str, int]
+    pixel_area_m2: float
+    class_names: tuple[str, ...]
+    notes: list[str] = field(default_factory=list)
+    histogram: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def area_km2(self, name: str) -> float:
+        return self.counts.get(name, 0) * self.pixel_area_m2 / 1e6
+
+
+def _linear(ds: gdal.Dataset, window: Window, band: int, scale: str) -> tuple[np.ndarray, np.ndarray]:
+    data = read_window(ds, window, [band], np.float64)
+    valid = valid_mask(data, [ds.GetRasterBand(band).GetNoDataValue()])[0]
+    x = data[0]
+    if scale == radiometry.DB:
+        x = radiometry.from_db(x)
+    valid &= np.isfinite(x) & (x > 0)
+    return x, valid
+
+
+def _band_scale(path: str, ds: gdal.Dataset, band: int, choice: str, log: LogFn | None, warn: LogFn | None) -> str:
+    from .preprocess import check_has_data, read_scales
+
+    info = read_info(open_raster(path))
+    samples = check_has_data(ds, info)
+    scales = read_scales(info, samples, choice, log, warn)
+    return scales[band - 1].scale
+
+
+def flood_map(
+    post: str,
+    destination: str,
+    *,
+    pre: str | None = None,
+    height: str | None = None,
+    max_height: float | None = None,
+    water_db: float | None = None,
+    change_db: float | None = None,
+    method: str = METHODS[0],
+    smooth: int = DEFAULT_SMOOTH,
+    min_area_m2: float = DEFAULT_MIN_AREA_M2,
+    input_scale: str = AUTO,
+    block_size: int = 512,
+    outputs: OutputSet | None = None,
+    progress: ProgressFn | None = None,
+    is_canceled: Callable[[], bool] | None = None,
+    log: LogFn | None = None,
+    warn: LogFn | None = None,
+) -> FloodResult:
+    """Map the flood of ``post`` (against ``pre`` when given) into the class GeoTIFF ``destination`` (see the
+    module docstring). Other grids (pre-event image, height raster) are aligned to the post-event image's."""
+    say = log or (lambda _m: None)
+    caution = warn or say
+    report = progress or (lambda _p: None)
+    if smooth < 1 or smooth % 2 == 0:
+        raise SarSegError(f"The smoothing window must be an odd number of pixels (1, 3, 5, ...); {smooth} given.")
+    if min_area_m2 < 0:
+        raise SarSegError(f"The minimum mapping unit must be 0 or more square metres; {min_area_m2:g} given.")
+    if height is not None and max_height is None:
+        raise SarSegError("A height raster needs a maximum height: give the height above which land cannot flood.")
+    check_not_same_file([post, pre, height], destination)
+    post_ds = open_raster(post)
+    info = read_info(post_ds)
+    grid = Grid.of(info)
+    if grid.geotransform is None:
+        raise SarSegError(f"'{Path(post).name}' has no georeferencing: a flood map needs pixel sizes and areas.")
+    px = abs(grid.geotransform[1] * grid.geotransform[5] - grid.geotransform[2] * grid.geotransform[4])
+    pixel_area = px * _metres_per_unit(grid.projection) ** 2
+    sources: list[gdal.Dataset] = []
+    try:
+        post_band = co_pol_band(post_ds)
+        post_scale = _band_scale(post, post_ds, post_band, input_scale, log, warn)
+        say(f"Post-event image: band {post_band} ({post_ds.GetRasterBand(post_band).GetDescription() or 'unnamed'}).")
+        pre_ds = pre_band = pre_scale = None
+        if pre is not None:
+            pre_ds = aligned(pre, grid, "bilinear", "post-event image")
+            sources.append(pre_ds)
+            if pre_ds.GetDescription().startswith("/vsimem/"):
+                say(f"'{Path(pre).name}' was resampled (bilinear) to the grid of '{Path(post).name}'.")
+            pre_band = co_pol_band(pre_ds)
+            pre_scale = _band_scale(pre, pre_ds, pre_band, input_scale, log, warn)
+        height_ds = None
+        if height is not None:
+            height_ds = aligned(height, grid, "bilinear", "post-event image")
+            sources.append(height_ds)
+        halo = smooth // 2
+        # Pass 1: thresholds from windows spread over the images.
+        small = info.width * info.height <= SAMPLE_WINDOWS * SAMPLE_SIZE**2
+        windows = [Window(0, 0, info.width, info.height)] if small else spread_windows(
+            info.width, info.height, SAMPLE_WINDOWS, SAMPLE_SIZE
+        )
+        post_tiles, pre_tiles, change_tiles = [], [], []
+        sample_smooth = max(smooth, THRESHOLD_SMOOTH)
+        for window in windows:
+            x, v = _linear(post_ds, window, post_band, post_scale)
+            p_db = smoothed_db(x, v, sample_smooth)
+            post_tiles.append(p_db)
+            if pre_ds is not None:
+                y, u = _linear(pre_ds, window, pre_band, pre_scale)
+                q_db = smoothed_db(y, u, sample_smooth)
+                pre_tiles.append(q_db)
+                change_tiles.append(p_db - q_db)
+        post_ds.FlushCache()
+        water_t = split_threshold(post_tiles, "water threshold", DEFAULT_WATER_DB, method=method, given=water_db,
+                                  plausible=WATER_RANGE_DB, low_below=WATER_MEAN_BELOW_DB)  # fmt: skip
+        thresholds = [water_t]
+        rules = Rules(water_t.value, max_height=max_height)
+        if pre_ds is not None:
+            pre_t = split_threshold(
+                pre_tiles, "pre-event water threshold", water_t.value, method=method, given=water_db,
+                plausible=WATER_RANGE_DB, low_below=WATER_MEAN_BELOW_DB,
+            )  # fmt: skip
+            if pre_t.tiles_used == 0 and water_db is None:
+                pre_t.how = (
+                    f"pre-event water threshold: {water_t.value:.2f} dB, the post-event one: no tile of the "
+                    "pre-event image holds two populations (little open water before the event)"
+                )
+            change_t = split_threshold(
+                [np.where(np.isfinite(c), c, np.nan) for c in change_tiles], "change threshold", DEFAULT_CHANGE_DB,
+                method=method, given=change_db, low_below=DROP_MEAN_BELOW_DB,
+            )  # fmt: skip
+            if change_t.value > 0:
+                change_t.suspect = (
+                    f"The change threshold {change_t.value:.2f} dB is a rise, not a drop: the images may be in the "
+                    "wrong order (pre-event first?). The literature value -3 dB is used instead."
+                )
+                change_t.value = DEFAULT_CHANGE_DB
+            thresholds += [pre_t, change_t]
+            rules.pre_water_db, rules.change_db = pre_t.value, change_t.value
+        for t in thresholds:
+            say(t.how)
+            if t.suspect:
+                caution(t.suspect)
+        histograms = {"post-event (dB)": _hist(post_tiles)}
+        if change_tiles:
+            histograms["change post - pre (dB)"] = _hist(change_tiles)
+        names = CLASS_NAMES if pre_ds is not None else WATER_ONLY_NAMES
+        if pre_ds is None:
+            say("No pre-event image: every open-water pixel is mapped as water (flood and permanent water together).")
+        # Pass 2: classes, block by block, into an uncompressed scratch raster (sieved in place: GDAL's sieve works
+        # a patch at a time), then copied into the output, counting the classes.
+        run_own = outputs is None
+        run = OutputSet() if run_own else outputs
+        with run if run_own else ExitStack():
+            if run_own:
+                check_destinations([(destination, info.width * info.height)], say)
+            scratch = run.add(destination, suffix=".classes.tif")
+            raw = gdal.GetDriverByName("GTiff").Create(
+                str(scratch), info.width, info.height, 1, gdal.GDT_Byte, ["TILED=YES", "BIGTIFF=IF_SAFER"]
+            )
+            if raw is None:
+                raise SarSegError(f"Cannot write beside '{destination}': {gdal.GetLastErrorMsg()}")
+            raw.SetGeoTransform(list(grid.geotransform))
+            raw.SetProjection(grid.projection)
+            band = raw.GetRasterBand(1)
+            band.SetNoDataValue(NODATA)
+            blocks = iter_blocks(info.width, info.height, block_size, halo)
+            for k, block in enumerate(blocks):
+                if is_canceled and is_canceled():
+                    raise CancelledError("Cancelled by the user.")
+                x, v = _linear(post_ds, block.read, post_band, post_scale)
+                p_db = smoothed_db(x, v, smooth)
+                q_db, valid = None, v
+                if pre_ds is not None:
+                    y, u = _linear(pre_ds, block.read, pre_band, pre_scale)
+                    q_db = smoothed_db(y, u, smooth)
+                    valid = v & u
+                h = None
+                if height_ds is not None:
+                    h = read_window(height_ds, block.read, [1], np.float64)[0]
+                    h[~valid_mask(h[None], [height_ds.GetRasterBand(1).GetNoDataValue()])[0]] = np.nan
+                band.WriteArray(classify(p_db, q_db, valid, rules, h)[block.inner], block.core.x, block.core.y)
+                for ds in (post_ds, raw, *sources):
+                    ds.FlushCache()
+                report(70.0 * (k + 1) / len(blocks))
+            min_pixels = int(round(min_area_m2 / pixel_area)) if pixel_area > 0 else 0
+            if min_pixels > 1:
+                if is_canceled and is_canceled():
+                    raise CancelledError("Cancelled by the user.")
+                gdal.SieveFilter(band, band.GetMaskBand(), band, min_pixels, 4)
+                say(f"Minimum mapping unit {min_area_m2:g} m² = {min_pixels} pixels: smaller patches removed.")
+            report(85.0)
+            counts = np.zeros(256, np.int64)
+            with GeoTiffWriter(
+                destination, info.width, info.height, 1, np.uint8, grid.geotransform, grid.projection,
+                nodata=NODATA, color_table=dict(COLORS), category_names=list(names),
+                metadata={"SARSEG_FLOOD_CLASSES": ",".join(names),
+                          **{f"SARSEG_{t.name.upper().replace(' ', '_').replace('-', '_')}_DB": f"{t.value:.3f}"
+                             for t in thresholds}},
+                outputs=run,
+            ) as out:  # fmt: skip
+                for block in iter_blocks(info.width, info.height, 1024):
+                    data = read_window(raw, block.core, [1], np.uint8)
+                    counts += np.bincount(data.ravel(), minlength=256)
+                    out.write(block.core, data)
+                    raw.FlushCache()
+            raw = band = None
+            run.discard(scratch)
+            report(100.0)
+    finally:
+        for ds in sources:
+            release(ds)
+        sources.clear()
+    counted = {name: int(counts[i]) for i, name in enumerate(names)}
+    result = FloodResult(destination, thresholds, counted, pixel_area, names, histogram=histograms)
+    for name in names[1:]:
+        say(f"{name}: {result.area_km2(name):.3f} km² ({counted[name]:,} pixels)")
+    return result
+
+
+def _metres_per_unit(projection: str) -> float:
+    """Linear unit of a CRS in metres (degrees: metres per degree of latitude, an approximation for areas)."""
+    from osgeo import osr
+
+    if not projection:
+        return 1.0
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(projection)
+    if srs.IsGeographic():
+        return 111_320.0
+    return float(srs.GetLinearUnits() or 1.0)
+
+
+def _hist(images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    values = np.concatenate([i[np.isfinite(i)] for i in images]) if images else np.zeros(0)
+    if values.size == 0:
+        return np.zeros(0), np.zeros(0)
+    lo, hi = np.percentile(values, (0.5, 99.5))
+    counts, edges = np.histogram(values, bins=80, range=(lo, hi if hi > lo else lo + 1))
+    return counts, edges
