@@ -13,11 +13,11 @@ for land), and land that floods darkens by several dB between two dates. The map
    holds two populations, the literature value is used (:data:`DEFAULT_WATER_DB`, :data:`DEFAULT_CHANGE_DB`) and the
    log says so.
 2. **Classes**, block by block with a halo: the images are first averaged in a small window, in dB (at a shore a
-   mean of linear power is ruled by the brighter land); that is far less noisy than single speckled pixels. With a pre-event image: *permanent water*
-   is water on both dates, *flooded* is water after that was not water before and darkened by more than the change
-   threshold; without: every water pixel is *water*. An optional height raster (height above the nearest drainage,
-   HAND, or a DEM) removes flood above a height. A minimum mapping unit then removes smaller patches (GDAL's sieve:
-   a patch takes the class of its largest neighbour).
+   mean of linear power is ruled by the brighter land); that is far less noisy than single speckled pixels. With a
+   pre-event image: *permanent water* is water on both dates, *flooded* is water after that was not water before
+   and darkened by more than the change threshold; without: every water pixel is *water*. An optional height
+   raster (height above the nearest drainage, HAND, or a DEM) removes flood above a height. A minimum mapping unit
+   then removes smaller patches (GDAL's sieve: a patch takes the class of its largest neighbour).
 
 Only the first band named VV (else HH, else band 1) is used: cross-polarised water/land contrast is lower.
 """
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from osgeo import gdal
+from osgeo import gdal, ogr, osr
 
 from . import radiometry
 from .errors import CancelledError, SarSegError
@@ -367,8 +367,10 @@ def flood_map(
         halo = smooth // 2
         # Pass 1: thresholds from windows spread over the images.
         small = info.width * info.height <= SAMPLE_WINDOWS * SAMPLE_SIZE**2
-        windows = [Window(0, 0, info.width, info.height)] if small else spread_windows(
-            info.width, info.height, SAMPLE_WINDOWS, SAMPLE_SIZE
+        windows = (
+            [Window(0, 0, info.width, info.height)]
+            if small
+            else spread_windows(info.width, info.height, SAMPLE_WINDOWS, SAMPLE_SIZE)
         )
         post_tiles, pre_tiles, change_tiles = [], [], []
         sample_smooth = max(smooth, THRESHOLD_SMOOTH)
@@ -491,8 +493,6 @@ def flood_map(
 
 def _metres_per_unit(projection: str) -> float:
     """Linear unit of a CRS in metres (degrees: metres per degree of latitude, an approximation for areas)."""
-    from osgeo import osr
-
     if not projection:
         return 1.0
     srs = osr.SpatialReference()
@@ -509,3 +509,140 @@ def _hist(images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     lo, hi = np.percentile(values, (0.5, 99.5))
     counts, edges = np.histogram(values, bins=80, range=(lo, hi if hi > lo else lo + 1))
     return counts, edges
+
+
+# --- polygons and communes ----------------------------------------------------------------------------------------
+
+
+def _area_transform(srs: osr.SpatialReference, x: float, y: float) -> osr.CoordinateTransformation | None:
+    """For a CRS in degrees, a transform to the UTM zone at (x, y) (areas in m²); None for a projected CRS."""
+    if not srs.IsGeographic():
+        return None
+    from .sentinel1 import utm_epsg
+
+    utm = osr.SpatialReference()
+    utm.ImportFromEPSG(utm_epsg(x, y))
+    for s in (srs, utm):
+        s.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return osr.CoordinateTransformation(srs, utm)
+
+
+def polygonize(
+    classes: str,
+    destination: str,
+    value: int = FLOODED,
+    *,
+    name: str = "flood",
+    outputs: OutputSet | None = None,
+    is_canceled: Callable[[], bool] | None = None,
+) -> int:
+    """The patches of class ``value`` of the class raster ``classes`` as polygons in the GeoPackage ``destination``
+    (layer ``name``; fields ``class`` and ``area_km2``); returns how many. GDAL's polygonize works a scanline at a
+    time: memory follows the raster's width and the patches open on a line, not the raster's size."""
+    src = open_raster(classes)
+    info = read_info(src)
+    grid = Grid.of(info)
+    run_own = outputs is None
+    run = OutputSet() if run_own else outputs
+    count = 0
+    with run if run_own else ExitStack():
+        mask_path = run.add(destination, suffix=".mask.tif")
+        target = run.add(destination, staged=True)
+        mask = gdal.GetDriverByName("GTiff").Create(
+            str(mask_path), info.width, info.height, 1, gdal.GDT_Byte, ["TILED=YES", "COMPRESS=DEFLATE"]
+        )
+        mask.SetGeoTransform(list(grid.geotransform))
+        mask.SetProjection(grid.projection)
+        band = mask.GetRasterBand(1)
+        for block in iter_blocks(info.width, info.height, 1024):
+            data = read_window(src, block.core, [1], np.uint8)[0]
+            band.WriteArray((data == value).astype(np.uint8), block.core.x, block.core.y)
+            mask.FlushCache()
+        srs = osr.SpatialReference()
+        if grid.projection:
+            srs.ImportFromWkt(grid.projection)
+        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+        vector = gdal.GetDriverByName("GPKG").Create(str(target), 0, 0, 0, gdal.GDT_Unknown)
+        layer = vector.CreateLayer(name, srs if grid.projection else None, ogr.wkbPolygon)
+        layer.CreateField(ogr.FieldDefn("class", ogr.OFTInteger))
+        area_field = ogr.FieldDefn("area_km2", ogr.OFTReal)
+        layer.CreateField(area_field)
+
+        def cancel(_complete: float, _message: str, _data: object) -> int:
+            return 0 if is_canceled and is_canceled() else 1
+
+        layer.StartTransaction()
+        if gdal.Polygonize(band, band, layer, 0, [], callback=cancel) != 0:
+            if is_canceled and is_canceled():
+                raise CancelledError("Cancelled by the user.")
+            raise SarSegError(f"Polygonizing '{Path(classes).name}' failed: {gdal.GetLastErrorMsg()}")
+        cx = grid.geotransform[0] + grid.geotransform[1] * info.width / 2
+        cy = grid.geotransform[3] + grid.geotransform[5] * info.height / 2
+        to_metres = _area_transform(srs, cx, cy) if grid.projection else None
+        unit = 1.0 if to_metres is not None or not grid.projection else float(srs.GetLinearUnits() or 1.0)
+        layer.ResetReading()
+        for feature in layer:
+            geom = feature.GetGeometryRef().Clone()
+            if to_metres is not None:
+                geom.Transform(to_metres)
+            feature.SetField("area_km2", geom.GetArea() * unit * unit / 1e6)
+            layer.SetFeature(feature)
+            count += 1
+        layer.CommitTransaction()
+        layer = vector = mask = band = None
+        run.discard(mask_path)
+    return count
+
+
+@dataclass
+class CommuneFlood:
+    """Per commune (in the order given): km² flooded and of permanent water, the flooded share of its mapped
+    land, and the share of its area the map covers (0 outside the raster)."""
+
+    flooded_km2: np.ndarray
+    permanent_km2: np.ndarray
+    flooded_share: np.ndarray
+    mapped_share: np.ndarray
+
+
+def flood_per_commune(
+    classes: str,
+    geometries: Sequence[bytes | None],
+    *,
+    is_canceled: Callable[[], bool] | None = None,
+) -> CommuneFlood:
+    """Flood areas per polygon (WKB in the class raster's CRS; None = skipped) from the class raster of
+    :func:`flood_map`, block by block (a pixel belongs to the polygon that holds its centre)."""
+    import tempfile
+
+    from .outputs import remove_folder, temporary_folder
+    from .zonal import rasterize_zones, zonal_features
+
+    src = open_raster(classes)
+    info = read_info(src)
+    grid = Grid.of(info)
+    px = abs(grid.geotransform[1] * grid.geotransform[5] - grid.geotransform[2] * grid.geotransform[4])
+    pixel_area = px * _metres_per_unit(grid.projection) ** 2
+    names = [str(i) for i in range(3)]
+    work = temporary_folder(tempfile.gettempdir())
+    zones = None
+    try:
+        zones_path = str(work / "zones.tif")
+        rasterize_zones(geometries, grid, zones_path)
+        zones = gdal.Open(zones_path)
+        res = zonal_features(src, zones, len(geometries), classes=src, class_names=names, is_canceled=is_canceled)
+    finally:
+        zones = None
+        remove_folder(work)
+    fractions = np.nan_to_num(res.fractions)
+    counts = fractions * res.classified_pixels[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mapped = np.where(res.zone_pixels > 0, res.classified_pixels / np.maximum(res.zone_pixels, 1), 0.0)
+        land = counts[:, DRY] + counts[:, FLOODED]
+        share = np.where(land > 0, counts[:, FLOODED] / np.maximum(land, 1), np.nan)
+    return CommuneFlood(
+        flooded_km2=counts[:, FLOODED] * pixel_area / 1e6,
+        permanent_km2=counts[:, PERMANENT_WATER] * pixel_area / 1e6,
+        flooded_share=share,
+        mapped_share=mapped,
+    )

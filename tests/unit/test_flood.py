@@ -218,3 +218,66 @@ def test_bad_requests_are_refused_and_nothing_is_written(series_dir, tmp_path):
     with pytest.raises(CancelledError):
         flood.flood_map(post, str(out), is_canceled=lambda: True)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_polygons_cover_the_flooded_pixels_with_their_area(series_dir, tmp_path):
+    """Polygon areas against pixel counts (the polygons trace pixel edges exactly), and every flooded pixel centre
+    inside a polygon, none outside."""
+    from osgeo import ogr
+
+    manifest = json.loads((series_dir / "manifest.json").read_text())
+    post, pre = (str(series_dir / manifest["files"][d]["sar"]) for d in (5, 0))
+    classes = tmp_path / "flood.tif"
+    result = flood.flood_map(post, str(classes), pre=pre)
+    gpkg = tmp_path / "flood.gpkg"
+    n = flood.polygonize(str(classes), str(gpkg))
+    ds = ogr.Open(str(gpkg))
+    layer = ds.GetLayer(0)
+    assert layer.GetFeatureCount() == n > 0
+    areas = [f.GetField("area_km2") for f in layer]
+    assert sum(areas) == pytest.approx(result.area_km2("flooded"), rel=1e-9)
+    assert all(a >= 1000 / 1e6 - 1e-12 for a in areas)  # the minimum mapping unit
+    # Burn the polygons back: the same pixels.
+    src = gdal.Open(str(classes))
+    burnt = gdal.GetDriverByName("MEM").Create("", src.RasterXSize, src.RasterYSize, 1, gdal.GDT_Byte)
+    burnt.SetGeoTransform(src.GetGeoTransform())
+    burnt.SetProjection(src.GetProjection())
+    gdal.RasterizeLayer(burnt, [1], layer, burn_values=[1])
+    assert np.array_equal(burnt.ReadAsArray() == 1, src.ReadAsArray() == flood.FLOODED)
+    assert list(tmp_path.glob("*.mask*")) == [] and list(tmp_path.glob(".*")) == []
+
+
+def test_flood_per_commune_against_the_pixels_inside(series_dir, tmp_path):
+    """Per commune: flooded km² and share against a count of the class raster's pixels whose centres the commune
+    holds (rasterised independently, with OGR point-in-polygon on pixel centres)."""
+    from osgeo import ogr
+
+    manifest = json.loads((series_dir / "manifest.json").read_text())
+    post, pre = (str(series_dir / manifest["files"][d]["sar"]) for d in (5, 0))
+    classes = tmp_path / "flood.tif"
+    flood.flood_map(post, str(classes), pre=pre)
+    communes = ogr.Open(str(series_dir / manifest["communes_file"]))
+    layer = communes.GetLayer(0)
+    geometries = [bytes(f.GetGeometryRef().ExportToWkb()) for f in layer]
+    got = flood.flood_per_commune(str(classes), geometries + [None])
+    src = gdal.Open(str(classes))
+    gt = src.GetGeoTransform()
+    data = src.ReadAsArray()
+    rows, cols = np.mgrid[0 : data.shape[0] : 7, 0 : data.shape[1] : 7]  # every 7th pixel: a quick independent check
+    for i, wkb in enumerate(geometries):
+        geom = ogr.CreateGeometryFromWkb(wkb)
+        inside = np.zeros(rows.shape, bool)
+        for k, (r, c) in enumerate(zip(rows.ravel(), cols.ravel())):
+            p = ogr.Geometry(ogr.wkbPoint)
+            p.AddPoint_2D(gt[0] + (c + 0.5) * gt[1], gt[3] + (r + 0.5) * gt[5])
+            inside.ravel()[k] = geom.Contains(p)
+        cls = data[rows, cols][inside]
+        land = np.isin(cls, (flood.DRY, flood.FLOODED)).sum()
+        if land < 200:
+            continue
+        share = (cls == flood.FLOODED).sum() / land
+        assert got.flooded_share[i] == pytest.approx(share, abs=0.03)
+        total = (cls != 255).sum() * 49 * 100 / 1e6  # sampled pixels stand for 7 x 7 pixels of 100 m²
+        assert got.flooded_km2[i] + got.permanent_km2[i] <= total * 1.2 + 0.01
+    assert got.flooded_km2[-1] == 0 and got.mapped_share[-1] == 0
+    assert got.flooded_km2.sum() == pytest.approx((data == flood.FLOODED).sum() * 100 / 1e6, rel=0.02)
