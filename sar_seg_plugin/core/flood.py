@@ -646,3 +646,71 @@ def flood_per_commune(
         flooded_share=share,
         mapped_share=mapped,
     )
+
+
+def write_report(
+    path: str,
+    result: FloodResult,
+    *,
+    post: str,
+    pre: str | None = None,
+    communes: Sequence[tuple[str, float, float, float]] = (),
+    outputs: OutputSet | None = None,
+) -> Path:
+    """The HTML summary: inputs, thresholds and how they were found, histograms with the thresholds, class areas,
+    and (``communes``: name, flooded km², permanent water km², flooded share) the most flooded communes."""
+    import html
+
+    from .html_report import fmt, svg_histogram, table, write_page
+
+    parts = [
+        "<h2>Inputs</h2>",
+        table(
+            [],
+            [[("post-event", "name"), (html.escape(post), "name")]]
+            + ([[("pre-event", "name"), (html.escape(pre), "name")]] if pre else []),
+            "left",
+        ),  # fmt: skip
+        "<h2>Thresholds</h2>",
+        table(
+            [("threshold", "name"), "dB", "tiles used / tried", ("how it was found", "name")],
+            [
+                [
+                    (html.escape(t.name), "name"),
+                    fmt(t.value, 2),
+                    f"{t.tiles_used} / {t.tiles_tried}",
+                    (html.escape(t.how + (" " + t.suspect if t.suspect else "")), "name"),
+                ]
+                for t in result.thresholds
+            ],
+            "wide",
+        ),  # fmt: skip
+    ]
+    marks = {"post-event (dB)": [t for t in result.thresholds if "water" in t.name],
+             "change post - pre (dB)": [t for t in result.thresholds if t.name.startswith("change")]}  # fmt: skip
+    for name, (counts, edges) in result.histogram.items():
+        parts.append(f"<h3>{html.escape(name)}</h3>")
+        parts.append(svg_histogram(counts, edges, [(t.value, t.name) for t in marks.get(name, [])], name))
+    parts += [
+        "<h2>Areas</h2>",
+        table(
+            [("class", "name"), "km²", "pixels"],
+            [
+                [(html.escape(n), "name"), fmt(result.area_km2(n), 3), f"{result.counts[n]:,}"]
+                for n in result.class_names
+            ],
+        ),  # fmt: skip
+    ]
+    if communes:
+        ranked = sorted(communes, key=lambda row: -(row[1] if np.isfinite(row[1]) else -1))
+        parts += [
+            "<h2>Communes, most flooded first</h2>",
+            table(
+                [("commune", "name"), "flooded km²", "permanent water km²", "flooded share of land"],
+                [
+                    [(html.escape(str(n)), "name"), fmt(f, 3), fmt(p, 3), fmt(100 * s, 1) + " %"]
+                    for n, f, p, s in ranked
+                ],
+            ),  # fmt: skip
+        ]
+    return write_page(path, "SAR Seg flood map", parts, outputs)

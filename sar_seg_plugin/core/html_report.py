@@ -59,3 +59,37 @@ def page(title: str, parts: Sequence[str]) -> str:
 def write_page(path: str | os.PathLike, title: str, parts: Sequence[str], outputs: OutputSet | None = None) -> Path:
     """Write :func:`page` whole (see :func:`.outputs.write_text`): as one of ``outputs`` or on its own."""
     return write_text(path, page(title, parts), outputs)
+
+
+def svg_histogram(
+    counts: Sequence[float], edges: Sequence[float], marks: Sequence[tuple[float, str]] = (), label: str = ""
+) -> str:
+    """An inline SVG bar chart of a histogram (``edges``: one more than ``counts``) with vertical ``marks``
+    (value, caption), e.g. thresholds."""
+    if len(counts) == 0:
+        return "<p>(no data)</p>"
+    w, h, pad = 640, 180, 30
+    lo, hi = float(edges[0]), float(edges[-1])
+    top = max(float(max(counts)), 1.0)
+
+    def x(v: float) -> float:
+        return pad + (v - lo) / (hi - lo or 1.0) * (w - 2 * pad)
+
+    bars = "".join(
+        f"<rect x='{x(edges[i]):.1f}' y='{h - pad - c / top * (h - 2 * pad):.1f}' "
+        f"width='{max(x(edges[i + 1]) - x(edges[i]) - 0.5, 0.5):.1f}' height='{c / top * (h - 2 * pad):.1f}' "
+        "fill='#7a9cc6'/>"
+        for i, c in enumerate(counts)
+    )
+    lines = "".join(
+        f"<line x1='{x(v):.1f}' x2='{x(v):.1f}' y1='{pad / 2}' y2='{h - pad}' stroke='#c00' stroke-width='2'/>"
+        f"<text x='{x(v) + 4:.1f}' y='{pad / 2 + 10}' font-size='11' fill='#c00'>{html.escape(text)}</text>"
+        for v, text in marks
+        if lo <= v <= hi
+    )
+    axis = (
+        f"<text x='{pad}' y='{h - 8}' font-size='11'>{lo:.1f}</text>"
+        f"<text x='{w - pad}' y='{h - 8}' font-size='11' text-anchor='end'>{hi:.1f}</text>"
+        f"<text x='{w / 2}' y='{h - 8}' font-size='11' text-anchor='middle'>{html.escape(label)}</text>"
+    )
+    return f"<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}'>{bars}{lines}{axis}</svg>"

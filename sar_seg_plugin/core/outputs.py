@@ -319,6 +319,13 @@ class OutputSet:
         self._remove(temporary)
         self._items = [(t, d) for t, d in self._items if t != temporary]
 
+    def temporary_of(self, destination: str | os.PathLike) -> Path:
+        """The temporary registered last for ``destination`` (written, not yet moved into place)."""
+        for temporary, target in reversed(self._items):
+            if target == Path(destination):
+                return temporary
+        raise KeyError(str(destination))
+
     @property
     def destinations(self) -> list[Path]:
         return [d for _, d in self._items]

@@ -13,6 +13,7 @@ from .cluster_communes import ClusterCommunesAlgorithm
 from .convert_db import ConvertDbAlgorithm
 from .evaluate_segmentation import EvaluateSegmentationAlgorithm
 from .extract_patches import ExtractPatchesAlgorithm
+from .flood_map import FloodMapAlgorithm
 from .forecast import ForecastAlgorithm
 from .import_sentinel1 import ImportSentinel1Algorithm
 from .multitemporal_filter import MultitemporalFilterAlgorithm
@@ -38,6 +39,7 @@ class SarSegProvider(QgsProcessingProvider):
             StackTimeSeriesAlgorithm(),
             SegmentAlgorithm(),
             EvaluateSegmentationAlgorithm(),
+            FloodMapAlgorithm(),
             ForecastAlgorithm(),
             ClusterCommunesAlgorithm(),
         ):

@@ -106,3 +106,17 @@ class ClusterStyle(QgsProcessingLayerPostProcessorInterface):
     ) -> None:
         if isinstance(layer, QgsVectorLayer) and layer.isValid():
             cluster_renderer(layer, self.k)
+
+
+class FloodPolygonStyle(QgsProcessingLayerPostProcessorInterface):
+    """Flood polygons in the flood map's blue, half transparent, so the map shows through."""
+
+    def postProcessLayer(  # noqa: N802 - QGIS API name
+        self, layer: QgsMapLayer, context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> None:
+        if isinstance(layer, QgsVectorLayer) and layer.isValid():
+            symbol = QgsSymbol.defaultSymbol(QgsWkbTypes.PolygonGeometry)
+            symbol.setColor(QColor("#1e6ee6"))
+            symbol.setOpacity(0.6)
+            layer.renderer().setSymbol(symbol)
+            layer.triggerRepaint()

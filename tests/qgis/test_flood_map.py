@@ -1,0 +1,94 @@
+"""sarseg:flood_map through processing.run and qgis_process: the same classes as the core, polygons, the flooded
+area per commune and the report, on the training generator's flood series (truth: its own maps)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from osgeo import gdal, ogr
+from qgisproc import qgis_process_env, run_algorithm
+
+from sar_seg_plugin.core import flood
+from training import synthetic
+
+ALG = "sarseg:flood_map"
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory):
+    out = tmp_path_factory.mktemp("flood_series")
+    synthetic.write_series(synthetic.generate_series(size=320, days=10, seed=2, n_communes=6), out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    labels = [gdal.Open(str(out / f["labels"])).ReadAsArray() for f in manifest["files"]]
+    peak = int(np.argmax([(lab == synthetic.WATER).sum() for lab in labels]))
+    return {
+        "post": str(out / manifest["files"][peak]["sar"]),
+        "pre": str(out / manifest["files"][0]["sar"]),
+        "communes": str(out / manifest["communes_file"]),
+        "truth_flooded": (labels[peak] == synthetic.WATER) & (labels[0] != synthetic.WATER),
+    }
+
+
+def test_processing_run_writes_classes_polygons_communes_and_report(sarseg, series, tmp_path):
+    import processing
+
+    out = processing.run(
+        ALG,
+        {"POST": series["post"], "PRE": series["pre"], "COMMUNES": series["communes"], "NAME_FIELD": "name",
+         "OUTPUT": str(tmp_path / "flood.tif"), "OUTPUT_POLYGONS": str(tmp_path / "flood.gpkg"),
+         "OUTPUT_COMMUNES": str(tmp_path / "communes.gpkg"), "OUTPUT_HTML": str(tmp_path / "flood.html")},
+    )  # fmt: skip
+    got = gdal.Open(out["OUTPUT"]).ReadAsArray()
+    core = flood.flood_map(series["post"], str(tmp_path / "core.tif"), pre=series["pre"])
+    assert np.array_equal(got, gdal.Open(str(tmp_path / "core.tif")).ReadAsArray())
+    assert out["FLOODED_KM2"] == pytest.approx(core.area_km2("flooded"))
+    assert out["WATER_THRESHOLD_OUT"] == pytest.approx(core.thresholds[0].value)
+    assert out["CHANGE_THRESHOLD_OUT"] == pytest.approx(core.thresholds[2].value)
+    truth = series["truth_flooded"]
+    iou = ((got == 1) & truth).sum() / ((got == 1) | truth).sum()
+    assert iou > 0.8
+    polygons = ogr.Open(out["OUTPUT_POLYGONS"])  # (the datasource must outlive its layer)
+    assert sum(f.GetField("area_km2") for f in polygons.GetLayer(0)) == pytest.approx(out["FLOODED_KM2"], rel=1e-9)
+    communes, given = ogr.Open(out["OUTPUT_COMMUNES"]), ogr.Open(series["communes"])
+    rows = [(f.GetField("name"), f.GetField("flooded_km2"), f.GetField("flooded_pct")) for f in communes.GetLayer(0)]
+    assert len(rows) == 6 and {r[0] for r in rows} == {f.GetField("name") for f in given.GetLayer(0)}
+    assert sum(r[1] for r in rows) == pytest.approx(out["FLOODED_KM2"], rel=0.02)  # the communes tile the scene
+    assert all(0 <= r[2] <= 100 for r in rows)
+    text = (tmp_path / "flood.html").read_text()
+    assert f"{core.thresholds[0].value:.2f}" in text and "<svg" in text and rows[0][0] in text
+
+
+def test_without_a_pre_event_image_all_water_is_mapped(sarseg, series, tmp_path):
+    import processing
+
+    out = processing.run(ALG, {"POST": series["post"], "OUTPUT": str(tmp_path / "water.tif")})
+    ds = gdal.Open(out["OUTPUT"])
+    ds.GetMetadata()
+    assert ds.GetRasterBand(1).GetCategoryNames()[:2] == ["dry", "water"]
+    assert out["CHANGE_THRESHOLD_OUT"] is None
+    assert set(np.unique(ds.ReadAsArray())) <= {0, 1, 255}
+
+
+def test_polygons_other_than_geopackage_are_refused_and_nothing_is_written(sarseg, series, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException, match="GeoPackage"):
+        processing.run(ALG, {"POST": series["post"], "OUTPUT": str(tmp_path / "f.tif"),
+                             "OUTPUT_POLYGONS": str(tmp_path / "f.shp")})  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_qgis_process_maps_the_flood(series, tmp_path):
+    env = qgis_process_env(tmp_path / "profile")
+    res = run_algorithm(
+        ALG, {"POST": series["post"], "PRE": series["pre"], "OUTPUT": str(tmp_path / "f.tif"),
+              "OUTPUT_POLYGONS": str(tmp_path / "f.gpkg")}, env,
+    )["results"]  # fmt: skip
+    core = flood.flood_map(series["post"], str(tmp_path / "core.tif"), pre=series["pre"])
+    assert res["FLOODED_KM2"] == pytest.approx(core.area_km2("flooded"))
+    assert np.array_equal(
+        gdal.Open(str(tmp_path / "f.tif")).ReadAsArray(), gdal.Open(str(tmp_path / "core.tif")).ReadAsArray()
+    )
