@@ -72,6 +72,43 @@ def print_cluster_agreement(result: dict[str, object], manifest: dict) -> None:
     print(f"    agreement with the true archetypes: adjusted Rand index {adjusted_rand_score(truth, found):.3f}")
 
 
+def water_pixels(label_path: Path) -> int:
+    from osgeo import gdal
+
+    return int((gdal.Open(str(label_path)).ReadAsArray() == 0).sum())
+
+
+def print_flood_scores(result: dict, folder: Path, before: Path, after: Path, communes: Path) -> None:
+    """Flood IoU and per-commune flooded area against the generator's maps (flooded: water after, not before)."""
+    import numpy as np
+    from osgeo import gdal, ogr
+
+    from sar_seg_plugin.core import flood
+
+    pre, post = (gdal.Open(str(p)).ReadAsArray() for p in (before, after))
+    truth = np.where((post == 0) & (pre != 0), flood.FLOODED, np.where((post == 0) & (pre == 0), 2, flood.DRY))
+    truth = np.where((pre == 255) | (post == 255), 255, truth).astype(np.uint8)
+    got_ds = gdal.Open(str(result["OUTPUT"]))
+    got = got_ds.ReadAsArray()
+    a, b = got == flood.FLOODED, truth == flood.FLOODED
+    print(f"    flooded {result['FLOODED_KM2']:.3f} km² (true {b.sum() * 100 / 1e6:.3f}); water threshold "
+          f"{result['WATER_THRESHOLD_OUT']:.2f} dB, change {result['CHANGE_THRESHOLD_OUT']:.2f} dB; flood IoU "
+          f"against the generator's maps {(a & b).sum() / max((a | b).sum(), 1):.3f}")  # fmt: skip
+    truth_path = folder / "truth.tif"
+    copy = gdal.GetDriverByName("GTiff").CreateCopy(str(truth_path), got_ds)
+    copy.GetRasterBand(1).WriteArray(truth)
+    copy = None
+    ds = ogr.Open(str(communes))
+    wkbs = [bytes(f.GetGeometryRef().ExportToWkb()) for f in ds.GetLayer(0)]
+    want = flood.flood_per_commune(str(truth_path), wkbs).flooded_km2
+    have = flood.flood_per_commune(str(result["OUTPUT"]), wkbs).flooded_km2
+    truth_path.unlink()
+    big = want > 0.05
+    errors = np.abs(have[big] / want[big] - 1)
+    print(f"    flooded area per commune against the truth ({big.sum()} communes with > 0.05 km² flooded): "
+          f"error median {100 * np.median(errors):.1f} %, largest {100 * errors.max():.1f} %")
+
+
 def print_model_card_figures(classes: Path) -> None:
     """What the default model scores on scenes its training generator did not make (figures of ``make models``,
     stored in the model's metadata), and what the input-domain check said about this run's input."""
@@ -99,7 +136,7 @@ def sentinel1_to_land_cover(data: Path, manifest: dict, step: Callable[..., dict
 
     s1 = data / "sentinel1"
     if not s1_product.available():
-        print("2/12 Sentinel-1 product: skipped (its metadata is missing: run make setup)")
+        print("2/13 Sentinel-1 product: skipped (its metadata is missing: run make setup)")
         return []
     s1.mkdir(parents=True, exist_ok=True)
     first = manifest["files"][0]
@@ -110,7 +147,7 @@ def sentinel1_to_land_cover(data: Path, manifest: dict, step: Callable[..., dict
     epsg = int(ds.GetSpatialRef().GetAuthorityCode(None))
     aoi = s1_product.area_of_interest(s1 / "area_of_interest.gpkg", bounds, epsg)
     print(
-        f"2/12 From a Sentinel-1 product: {product.name}\n    (a real Sentinel-1B IW GRDH product's metadata; its "
+        f"2/13 From a Sentinel-1 product: {product.name}\n    (a real Sentinel-1B IW GRDH product's metadata; its "
         "digital numbers hold the first sample scene in radar geometry at the swath centre)"
     )
     land_cover, backscatter = s1 / "land_cover.tif", s1 / "backscatter_lee_db.tif"
@@ -133,7 +170,7 @@ def main() -> int:
     results = out / "preprocessing"
     results.mkdir(parents=True, exist_ok=True)
 
-    print(f"1/12 Generating the synthetic Sentinel-1-like series in {data}")
+    print(f"1/13 Generating the synthetic Sentinel-1-like series in {data}")
     subprocess.run(
         [sys.executable, "-m", "training.synthetic", "--out", str(data), "--size", str(args.size), "--days", "10"],
         cwd=ROOT,
@@ -152,23 +189,23 @@ def main() -> int:
     from_product = sentinel1_to_land_cover(data, manifest, step)
 
     filtered = results / "sar_lee_refined.tif"
-    r = step("3/12 Speckle filter", "sarseg:speckle_filter",
+    r = step("3/13 Speckle filter", "sarseg:speckle_filter",
              {"INPUT": scenes[0], "FILTER": 1, "WINDOW": 7, "ESTIMATE_LOOKS": "true", "OUTPUT": filtered})  # fmt: skip
     print(
         f"    estimated number of looks (VV): {r['LOOKS_USED']:.2f}; the generator's speckle has {manifest['looks']} "
         "looks, forest/urban texture and field edges lower the image's effective ENL"
     )
     db = results / "sar_lee_refined_db.tif"
-    step("4/12 Convert to dB", "sarseg:convert_db", {"INPUT": filtered, "DIRECTION": 0, "OUTPUT": db})
+    step("4/13 Convert to dB", "sarseg:convert_db", {"INPUT": filtered, "DIRECTION": 0, "OUTPUT": db})
     normalized = results / "sar_lee_refined_db_zscore.tif"
-    step("5/12 Normalize", "sarseg:normalize",
+    step("5/13 Normalize", "sarseg:normalize",
          {"INPUT": db, "METHOD": 0, "OUTPUT": normalized, "OUTPUT_STATS": results / "normalization.json"})  # fmt: skip
     stack = results / "sar_stack.tif"
-    r = step("6/12 Stack time series", "sarseg:stack_time_series",
+    r = step("6/13 Stack time series", "sarseg:stack_time_series",
              {"INPUTS": [str(s) for s in scenes], "OUTPUT": stack})  # fmt: skip
     print(f"    dates: {r['DATES_OUT']}")
     patches = results / "patches"
-    r = step("7/12 Extract patches", "sarseg:extract_patches",
+    r = step("7/13 Extract patches", "sarseg:extract_patches",
              {"INPUT": db, "LABELS": data / manifest["files"][0]["labels"], "PATCH_SIZE": 64, "STRIDE": 64,
               "VAL_FRACTION": 0.25, "SPLIT_BLOCK": 128, "OUTPUT": patches})  # fmt: skip
     print(f"    {r['TRAIN_COUNT']} training / {r['VAL_COUNT']} validation patches")
@@ -178,12 +215,12 @@ def main() -> int:
     classes = segmentation / "classes.tif"
     confidence = segmentation / "confidence.tif"
     step(
-        "8/12 Segment",
+        "8/13 Segment",
         "sarseg:segment",
         {"INPUT": scenes[0], "MODEL": 0, "OUTPUT": classes, "OUTPUT_CONFIDENCE": confidence},
     )
     report = segmentation / "evaluation.html"
-    r = step("9/12 Evaluate against the generator's truth", "sarseg:evaluate_segmentation",
+    r = step("9/13 Evaluate against the generator's truth", "sarseg:evaluate_segmentation",
              {"PREDICTED": classes, "REFERENCE": data / manifest["files"][0]["labels"], "OUTPUT_HTML": report,
               "OUTPUT_TABLE": segmentation / "evaluation.csv"})  # fmt: skip
     print(f"    mIoU {r['MIOU']:.3f}, overall accuracy {r['OVERALL_ACCURACY']:.3f} (default model, sample scene)")
@@ -193,7 +230,7 @@ def main() -> int:
     forecast.mkdir(parents=True, exist_ok=True)
     first = 3  # days 0..6 in (the forecast starts from days 3..6, the hindcast replays days 3..5), 7..9 forecast
     labels = [data / f["labels"] for f in manifest["files"]]
-    r = step("10/12 Forecast t+1..t+3", "sarseg:forecast",
+    r = step("10/13 Forecast t+1..t+3", "sarseg:forecast",
              {"INPUTS": [str(p) for p in labels[: first + 4]], "OUTPUT_FOLDER": forecast,
               "OUTPUT_CHANGE": forecast / "change.tif", "OUTPUT_AREAS": forecast / "areas.csv",
               "OUTPUT_HINDCAST": forecast / "hindcast.csv"})  # fmt: skip
@@ -204,19 +241,29 @@ def main() -> int:
     print_forecast_scores(r["OUTPUT_LAYERS"], labels[first + 3 : first + 7])
     clusters = out / "clustering"
     clusters.mkdir(parents=True, exist_ok=True)
-    r = step("11/12 Cluster communes", "sarseg:cluster_communes",
+    r = step("11/13 Cluster communes", "sarseg:cluster_communes",
              {"INPUT": data / manifest["communes_file"], "RASTER": scenes[0], "CLASS_RASTER": classes,
               "FIELD": "population", "NAME_FIELD": "name", "OUTPUT": clusters / "communes_clustered.gpkg",
               "OUTPUT_SIMILAR": clusters / "similar_communes.csv",
               "OUTPUT_REPORT": clusters / "report.html"})  # fmt: skip
     print_cluster_agreement(r, manifest)
-    print("12/12 QGIS project with the styled, dated outputs")
+    flood_dir = out / "flood"
+    flood_dir.mkdir(parents=True, exist_ok=True)
+    peak = max(range(len(labels)), key=lambda d: water_pixels(labels[d]))
+    r = step(f"12/13 Flood map ({manifest['files'][peak]['date']} against {manifest['files'][0]['date']})",
+             "sarseg:flood_map",
+             {"POST": scenes[peak], "PRE": scenes[0], "COMMUNES": data / manifest["communes_file"],
+              "NAME_FIELD": "name", "OUTPUT": flood_dir / "flood.tif", "OUTPUT_POLYGONS": flood_dir / "flood.gpkg",
+              "OUTPUT_COMMUNES": flood_dir / "communes_flooded.gpkg",
+              "OUTPUT_HTML": flood_dir / "report.html"})  # fmt: skip
+    print_flood_scores(r, flood_dir, labels[0], labels[peak], data / manifest["communes_file"])
+    print("13/13 QGIS project with the styled, dated outputs")
     subprocess.run([sys.executable, str(ROOT / "scripts" / "demo_project.py"), "--out", str(out)], check=True)
 
     print("\nOutputs:")
     print(f"  sample data (SAR, labels, communes): {data}")
     for path in (*from_product, filtered, db, normalized, stack, patches / "index.csv", classes, report, forecast,
-                 clusters / "report.html", out / "demo.qgz"):  # fmt: skip
+                 clusters / "report.html", flood_dir / "report.html", out / "demo.qgz"):  # fmt: skip
         print(f"  {path}")
     print(f"Open the project with the forecast ready for the slider: qgis {out / 'demo.qgz'}")
     print("Open them in QGIS, or run any step yourself, e.g.:")
