@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from osgeo import gdal, ogr, osr
+from osgeo import gdal, osr
 
 from . import radiometry
 from .errors import CancelledError, SarSegError
@@ -518,84 +518,20 @@ def _hist(images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 # --- polygons and communes ----------------------------------------------------------------------------------------
 
 
-def _area_transform(srs: osr.SpatialReference, x: float, y: float) -> osr.CoordinateTransformation | None:
-    """For a CRS in degrees, a transform to the UTM zone at (x, y) (areas in m²); None for a projected CRS."""
-    if not srs.IsGeographic():
-        return None
-    from .sentinel1 import utm_epsg
-
-    utm = osr.SpatialReference()
-    utm.ImportFromEPSG(utm_epsg(x, y))
-    for s in (srs, utm):
-        s.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    return osr.CoordinateTransformation(srs, utm)
-
-
 def polygonize(
     classes: str,
     destination: str,
-    value: int = FLOODED,
     *,
-    name: str = "flood",
     outputs: OutputSet | None = None,
     is_canceled: Callable[[], bool] | None = None,
 ) -> int:
-    """The patches of class ``value`` of the class raster ``classes`` as polygons in the GeoPackage ``destination``
-    (layer ``name``; fields ``class`` and ``area_km2``); returns how many. GDAL's polygonize works a scanline at a
-    time: memory follows the raster's width and the patches open on a line, not the raster's size."""
-    src = open_raster(classes)
-    info = read_info(src)
-    grid = Grid.of(info)
-    run_own = outputs is None
-    run = OutputSet() if run_own else outputs
-    count = 0
-    with run if run_own else ExitStack():
-        mask_path = run.add(destination, suffix=".mask.tif")
-        target = run.add(destination, staged=True)
-        mask = gdal.GetDriverByName("GTiff").Create(
-            str(mask_path), info.width, info.height, 1, gdal.GDT_Byte, ["TILED=YES", "COMPRESS=DEFLATE"]
-        )
-        mask.SetGeoTransform(list(grid.geotransform))
-        mask.SetProjection(grid.projection)
-        band = mask.GetRasterBand(1)
-        for block in iter_blocks(info.width, info.height, 1024):
-            data = read_window(src, block.core, [1], np.uint8)[0]
-            band.WriteArray((data == value).astype(np.uint8), block.core.x, block.core.y)
-            mask.FlushCache()
-        srs = osr.SpatialReference()
-        if grid.projection:
-            srs.ImportFromWkt(grid.projection)
-        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-        vector = gdal.GetDriverByName("GPKG").Create(str(target), 0, 0, 0, gdal.GDT_Unknown)
-        layer = vector.CreateLayer(name, srs if grid.projection else None, ogr.wkbPolygon)
-        layer.CreateField(ogr.FieldDefn("class", ogr.OFTInteger))
-        area_field = ogr.FieldDefn("area_km2", ogr.OFTReal)
-        layer.CreateField(area_field)
+    """The flooded patches of a :func:`flood_map` class raster as polygons (layer ``flood``; fields ``class``,
+    ``name`` and ``area_km2``) in the GeoPackage ``destination``; returns how many."""
+    from .vectors import polygonize_classes
 
-        def cancel(_complete: float, _message: str, _data: object) -> int:
-            return 0 if is_canceled and is_canceled() else 1
-
-        layer.StartTransaction()
-        if gdal.Polygonize(band, band, layer, 0, [], callback=cancel) != 0:
-            if is_canceled and is_canceled():
-                raise CancelledError("Cancelled by the user.")
-            raise SarSegError(f"Polygonizing '{Path(classes).name}' failed: {gdal.GetLastErrorMsg()}")
-        cx = grid.geotransform[0] + grid.geotransform[1] * info.width / 2
-        cy = grid.geotransform[3] + grid.geotransform[5] * info.height / 2
-        to_metres = _area_transform(srs, cx, cy) if grid.projection else None
-        unit = 1.0 if to_metres is not None or not grid.projection else float(srs.GetLinearUnits() or 1.0)
-        layer.ResetReading()
-        for feature in layer:
-            geom = feature.GetGeometryRef().Clone()
-            if to_metres is not None:
-                geom.Transform(to_metres)
-            feature.SetField("area_km2", geom.GetArea() * unit * unit / 1e6)
-            layer.SetFeature(feature)
-            count += 1
-        layer.CommitTransaction()
-        layer = vector = mask = band = None
-        run.discard(mask_path)
-    return count
+    return polygonize_classes(
+        classes, destination, {FLOODED: "flooded"}, layer_name="flood", outputs=outputs, is_canceled=is_canceled
+    )
 
 
 @dataclass

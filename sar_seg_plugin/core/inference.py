@@ -38,6 +38,7 @@ from .resampling import (
 )
 from .tiling import Batch, Blender, read_batches, tile_starts
 from .units import AUTO, DB, LINEAR, TO_DB, ModelInput, plan_model_input
+from .vectors import PolygonRequest, polygonize_classes
 
 LogFn = Callable[[str], None]
 
@@ -91,6 +92,7 @@ def segment_raster(
     confidence: str = "max",
     input_scale: str = AUTO,
     warn: LogFn | None = None,
+    polygons: PolygonRequest | None = None,
 ) -> dict[str, Any]:
     """Segment ``src_path`` with ``model`` (a ``registry.LoadedModel``) into a uint8 class raster at ``dst_path``.
 
@@ -102,7 +104,8 @@ def segment_raster(
     scale (dB or linear power) is decided by the rule of :mod:`.units` (``input_scale`` overrides it) and converted
     to the model's unit. What was decided is said in ``log`` (``warn`` when a band's unit and values disagree) and
     written to the outputs' metadata. The outputs appear together or not at all. Returns counts and timing; raises
-    CancelledError (nothing written) when ``is_canceled`` turns true.
+    CancelledError (nothing written) when ``is_canceled`` turns true. ``polygons``: the classes also as polygons
+    (:func:`.vectors.polygonize_classes`), written with the rasters.
 
     With ``resample`` (the default), a raster whose pixel size differs from the model's ``pixel_size_m`` by more
     than 10 %, or whose CRS is geographic (degrees), is warped to the model's pixel size (bilinear, in linear
@@ -163,6 +166,12 @@ def segment_raster(
             run = _Run(model, model_input, (dst_path, probabilities_path, confidence_path), batch_size, confidence,
                        metadata, started, progress, is_canceled, log, run_outputs)  # fmt: skip
             result = _segment_resampled(src, plan, run) if plan else _segment_open_raster(src, run)
+            if polygons is not None:  # from the class raster just written, moved into place with it
+                result["polygons"] = polygonize_classes(
+                    str(run_outputs.temporary_of(dst_path)), polygons.path, dict(enumerate(meta.class_names)),
+                    layer_name="land_cover", simplify=polygons.simplify, min_area_m2=polygons.min_area_m2,
+                    outputs=run_outputs, is_canceled=is_canceled,
+                )  # fmt: skip
         result["input_domain"] = checked.to_json()
         return result
     except (SarSegError, CancelledError) as err:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from qgis.core import (
+    QgsProcessing,
     QgsProcessingContext,
     QgsProcessingFeedback,
     QgsProcessingParameterBoolean,
@@ -12,10 +13,12 @@ from qgis.core import (
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterVectorDestination,
 )
 
 from ..core.class_rasters import CONFIDENCE_MEASURES
 from ..core.inference import segment_raster
+from ..core.vectors import PolygonRequest
 from ..models.registry import DEVICES, bundled_models, default_segmentation_model, load_model
 from .base import INPUT_SCALE_HELP, SarSegAlgorithm
 from .styling import ClassPaletteStyle, GrayStretchStyle, style_on_load
@@ -39,6 +42,9 @@ class SegmentAlgorithm(SarSegAlgorithm):
     OUTPUT = "OUTPUT"
     OUTPUT_PROBABILITIES = "OUTPUT_PROBABILITIES"
     OUTPUT_CONFIDENCE = "OUTPUT_CONFIDENCE"
+    OUTPUT_POLYGONS = "OUTPUT_POLYGONS"
+    SIMPLIFY = "SIMPLIFY"
+    MIN_POLYGON_AREA = "MIN_POLYGON_AREA"
 
     NAME = "segment"
     DISPLAY_NAME = "Segment raster (land cover)"
@@ -77,7 +83,10 @@ class SegmentAlgorithm(SarSegAlgorithm):
         "<b>Confidence</b> (optional): with the <b>Confidence measure</b> 'Maximum probability' (the default), "
         "the probability of the chosen class (low values mark uncertain pixels); with 'Normalised entropy', the "
         "Shannon entropy of the class probabilities divided by log(number of classes): 0 where the model is "
-        "certain, 1 where all classes are equally likely (high values mark uncertain pixels).\n\n"
+        "certain, 1 where all classes are equally likely (high values mark uncertain pixels).\n"
+        "<b>Class polygons</b> (optional, GeoPackage): the classes as polygons (fields class, name, area_km2; "
+        "GDAL polygonize, patches whole across blocks), with an optional simplification tolerance and smallest "
+        "area kept (advanced). Simplification works polygon by polygon: neighbours may overlap a little.\n\n"
         "The raster is cut into the model's tiles with its recommended overlap; overlapping predictions are "
         "blended with smooth weights so no seams appear. Finished pixels are written as soon as no other tile "
         "touches them: memory is a few tiles plus a few bytes per raster column, whatever the raster size. "
@@ -121,7 +130,19 @@ class SegmentAlgorithm(SarSegAlgorithm):
             options=[self.tr("Maximum probability"), self.tr("Normalised entropy (0 certain, 1 uniform)")],
             defaultValue=0,
         )
-        for param in (device, batch, resample, measure):
+        simplify = QgsProcessingParameterNumber(
+            self.SIMPLIFY,
+            self.tr("Polygon simplification tolerance (CRS units; 0: none)"),
+            QgsProcessingParameterNumber.Double,
+            0.0,
+            False,
+            0.0,
+        )
+        min_area = QgsProcessingParameterNumber(
+            self.MIN_POLYGON_AREA, self.tr("Smallest polygon kept (m²)"), QgsProcessingParameterNumber.Double, 0.0,
+            False, 0.0,
+        )  # fmt: skip
+        for param in (device, batch, resample, measure, simplify, min_area):
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(param)
         self.add_input_scale_parameter()
@@ -136,6 +157,12 @@ class SegmentAlgorithm(SarSegAlgorithm):
                 self.OUTPUT_CONFIDENCE, self.tr("Confidence"), optional=True, createByDefault=False
             )
         )
+        self.addParameter(
+            QgsProcessingParameterVectorDestination(
+                self.OUTPUT_POLYGONS, self.tr("Class polygons (GeoPackage)"), QgsProcessing.TypeVectorPolygon,
+                optional=True, createByDefault=False,
+            )
+        )  # fmt: skip
 
     def processAlgorithm(  # noqa: N802 - QGIS API name
         self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback
@@ -150,6 +177,16 @@ class SegmentAlgorithm(SarSegAlgorithm):
         dst = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         probabilities = self.parameterAsOutputLayer(parameters, self.OUTPUT_PROBABILITIES, context) or None
         confidence = self.parameterAsOutputLayer(parameters, self.OUTPUT_CONFIDENCE, context) or None
+        polygons_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_POLYGONS, context) or None
+        polygons = (
+            PolygonRequest(
+                polygons_path.split("|")[0],
+                self.parameterAsDouble(parameters, self.SIMPLIFY, context),
+                self.parameterAsDouble(parameters, self.MIN_POLYGON_AREA, context),
+            )
+            if polygons_path
+            else None
+        )
         input_scale = self.input_scale(parameters, context)
 
         model = self.run_core(lambda: load_model(model_name, device))
@@ -167,6 +204,7 @@ class SegmentAlgorithm(SarSegAlgorithm):
                 input_scale=input_scale,
                 log=feedback.pushInfo,
                 warn=feedback.pushWarning,
+                polygons=polygons,
                 **self.callbacks(feedback),
             )
         )
@@ -179,6 +217,8 @@ class SegmentAlgorithm(SarSegAlgorithm):
             ClassPaletteStyle(list(zip(range(len(meta.class_names)), meta.class_names, meta.class_colors))),
         )
         results = {self.OUTPUT: dst}
+        if polygons:
+            results[self.OUTPUT_POLYGONS] = polygons.path
         if probabilities:
             results[self.OUTPUT_PROBABILITIES] = probabilities
         if confidence:
