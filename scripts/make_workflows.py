@@ -94,7 +94,67 @@ def sentinel1_to_land_cover() -> QgsProcessingModelAlgorithm:
     return model
 
 
-MODELS = {"sentinel1_to_land_cover.model3": sentinel1_to_land_cover}
+def _output(child: QgsProcessingModelChildAlgorithm, outputs: dict[str, tuple[str, str]]) -> None:
+    """Model outputs of a step: {model output name: (the step's output, description)}."""
+    made = {}
+    for name, (child_output, description) in outputs.items():
+        out = QgsProcessingModelOutput(name, description)
+        out.setChildOutputName(child_output)
+        made[name] = out
+    child.setModelOutputs(made)
+
+
+def sentinel1_flood_per_commune() -> QgsProcessingModelAlgorithm:
+    model_param = QgsProcessingModelChildParameterSource.fromModelParameter
+    output_of = QgsProcessingModelChildParameterSource.fromChildOutput
+    model = QgsProcessingModelAlgorithm("Sentinel-1 flood per commune", GROUP)
+    model.setHelpContent(
+        {
+            "ALG_DESC": "Two Sentinel-1 IW GRD products of the same orbit, one before the flood and one during it, to "
+            "a flood map and the flooded area of every commune: each product imported over the communes' extent "
+            "(sigma0, thermal noise removed, 10 m UTM), then the flood map (split-based thresholds, change "
+            "detection, permanent water) with its polygons, the communes with flooded km² and % and a report.",
+        }
+    )
+    for name, description in (
+        ("pre_product", "Sentinel-1 product before the flood (.zip, .SAFE or manifest.safe)"),
+        ("post_product", "Sentinel-1 product during the flood (.zip, .SAFE or manifest.safe)"),
+    ):
+        model.addModelParameter(QgsProcessingParameterFile(name, description), QgsProcessingModelParameter(name))
+    model.addModelParameter(
+        QgsProcessingParameterFeatureSource("communes", "Communes (polygons)", [QgsProcessing.TypeVectorPolygon]),
+        QgsProcessingModelParameter("communes"),
+    )
+    for child_id, product in (("import_pre", "pre_product"), ("import_post", "post_product")):
+        model.addChildAlgorithm(
+            _child(
+                "sarseg:import_sentinel1",
+                child_id,
+                f"Import {product.split('_')[0]}-event product",
+                {"INPUT": model_param(product), "AOI": model_param("communes")},
+            )  # fmt: skip
+        )
+    flood = _child(
+        "sarseg:flood_map", "flood", "Flood map",
+        {"POST": output_of("import_post", "OUTPUT"), "PRE": output_of("import_pre", "OUTPUT"),
+         "COMMUNES": model_param("communes")},
+    )  # fmt: skip
+    _output(
+        flood,
+        {
+            "flood_classes": ("OUTPUT", "Flood classes"),
+            "flood_polygons": ("OUTPUT_POLYGONS", "Flood polygons"),
+            "communes_flooded": ("OUTPUT_COMMUNES", "Communes with flooded area"),
+        },
+    )
+    model.addChildAlgorithm(flood)
+    return model
+
+
+MODELS = {
+    "sentinel1_to_land_cover.model3": sentinel1_to_land_cover,
+    "sentinel1_flood_per_commune.model3": sentinel1_flood_per_commune,
+}
 
 
 if __name__ == "__main__":

@@ -163,10 +163,8 @@ def test_the_shipped_workflow_equals_its_steps_run_one_by_one(sarseg, tmp_path):
     from qgis.core import QgsApplication
 
     product = s1_product.write_product(tmp_path / "p", SCALE)
-    model_id = next(
-        a.id() for a in QgsApplication.processingRegistry().providerById("sarseg").algorithms()
-        if a.group() == "Workflows"
-    )  # fmt: skip
+    model_id = "sarseg:Sentinel-1 product to land cover"
+    assert QgsApplication.processingRegistry().algorithmById(model_id).group() == "Workflows"
     gcps = gdal.Open(str(product / "manifest.safe")).GetGCPs()
     lon, lat = s1.footprint_centre(gcps)
     gpkg = s1_product.area_of_interest(tmp_path / "aoi.gpkg", (lon - 0.03, lat - 0.03, lon + 0.03, lat + 0.03))
@@ -245,3 +243,70 @@ def test_a_product_holding_a_known_scene_comes_back_in_place_and_level(sarseg, s
             assert abs(diff) < 0.2, (band, c, diff)
             checked += 1
     assert checked >= 6  # water, vegetation, forest, built-up (this scene) in both bands
+
+
+def test_the_shipped_flood_workflow_equals_its_steps(sarseg, tmp_path):
+    """The shipped "Sentinel-1 flood per commune" on two products holding a flood series' first and peak days
+    (radar geometry), against import, import and flood map run by hand; the flood found against the series' maps."""
+    import json
+
+    import processing
+    from osgeo import ogr
+
+    from training import synthetic
+
+    series = tmp_path / "series"
+    synthetic.write_series(synthetic.generate_series(size=256, days=10, seed=2, n_communes=4), series)
+    manifest = json.loads((series / "manifest.json").read_text())
+    labels = [series / f["labels"] for f in manifest["files"]]
+    peak = int(np.argmax([(gdal.Open(str(p)).ReadAsArray() == synthetic.WATER).sum() for p in labels]))
+    products, truths = [], []
+    for name, day in (("pre", 0), ("post", peak)):
+        product, truth = s1_product.radar_scene_product(
+            tmp_path / name, series / manifest["files"][day]["sar"], labels[day], zip_it=True
+        )
+        products.append(product)
+        truths.append(gdal.Open(str(truth)).ReadAsArray())
+    ds = gdal.Open(str(tmp_path / "post" / "labels_geocoded.tif"))
+    x0, px, _, y0, _, py = ds.GetGeoTransform()
+    w, h = ds.RasterXSize, ds.RasterYSize
+    communes = tmp_path / "communes.gpkg"
+    out = ogr.GetDriverByName("GPKG").CreateDataSource(str(communes))
+    layer = out.CreateLayer("communes", ds.GetSpatialRef(), ogr.wkbPolygon)
+    layer.CreateField(ogr.FieldDefn("name", ogr.OFTString))
+    xm, ym = x0 + px * w / 2, y0 + py * h / 2
+    for i, (ax, bx, ay, by) in enumerate(
+        [(x0, xm, ym, y0), (xm, x0 + px * w, ym, y0), (x0, xm, y0 + py * h, ym), (xm, x0 + px * w, y0 + py * h, ym)]
+    ):
+        f = ogr.Feature(layer.GetLayerDefn())
+        f.SetField("name", f"c{i}")
+        f.SetGeometry(ogr.CreateGeometryFromWkt(f"POLYGON(({ax} {ay},{bx} {ay},{bx} {by},{ax} {by},{ax} {ay}))"))
+        layer.CreateFeature(f)
+    out = layer = None
+    got = processing.run(
+        "sarseg:Sentinel-1 flood per commune",
+        {"pre_product": str(products[0]), "post_product": str(products[1]), "communes": str(communes),
+         "flood_classes": str(tmp_path / "flood.tif"), "flood_polygons": str(tmp_path / "flood.gpkg"),
+         "communes_with_flooded_area": str(tmp_path / "communes_flooded.gpkg")},
+    )  # fmt: skip
+    pre = processing.run(ALG, {"INPUT": str(products[0]), "AOI": str(communes), "OUTPUT_FOLDER": str(tmp_path / "a")})
+    post = processing.run(ALG, {"INPUT": str(products[1]), "AOI": str(communes), "OUTPUT_FOLDER": str(tmp_path / "b")})
+    by_hand = processing.run(
+        "sarseg:flood_map",
+        {"POST": post["OUTPUT"], "PRE": pre["OUTPUT"], "COMMUNES": str(communes), "OUTPUT": str(tmp_path / "h.tif"),
+         "OUTPUT_COMMUNES": str(tmp_path / "h.gpkg")},
+    )  # fmt: skip
+    flood_map = gdal.Open(got["flood_classes"]).ReadAsArray()
+    assert np.array_equal(flood_map, gdal.Open(by_hand["OUTPUT"]).ReadAsArray())
+    a_ds, b_ds = ogr.Open(got["communes_with_flooded_area"]), ogr.Open(by_hand["OUTPUT_COMMUNES"])
+    a = {f.GetField("name"): f.GetField("flooded_km2") for f in a_ds.GetLayer(0)}
+    b = {f.GetField("name"): f.GetField("flooded_km2") for f in b_ds.GetLayer(0)}
+    assert a == b and sum(a.values()) > 0.1
+    # Against the series' own maps, geocoded like the products: the flood is found.
+    fm = gdal.Open(got["flood_classes"])
+    gt, tg = fm.GetGeoTransform(), ds.GetGeoTransform()
+    c0, r0 = round((tg[0] - gt[0]) / gt[1]), round((gt[3] - tg[3]) / gt[1])
+    mapped = flood_map[r0 : r0 + h, c0 : c0 + w]
+    truth = (truths[1] == synthetic.WATER) & (truths[0] != synthetic.WATER) & (truths[1] != 255) & (truths[0] != 255)
+    iou = ((mapped == 1) & truth).sum() / ((mapped == 1) | truth).sum()
+    assert iou > 0.8, iou
