@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from pathlib import Path
 
 from qgis.core import (
     QgsMapLayer,
@@ -30,6 +31,7 @@ from qgis.PyQt.QtCore import QMetaType
 from ..core.forecast import change_classes, forecast_rasters
 from ..core.forecast_methods import HIGH_CONFIDENCE, METHODS
 from ..core.outputs import OutputSet
+from ..core.vectors import polygonize_classes
 from ..models.registry import DEVICES, bundled_forecasters, load_forecaster
 from .base import SarSegAlgorithm
 from .dated_inputs import DATES_HELP, DatedRastersMixin
@@ -88,6 +90,8 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
     PREFIX = "PREFIX"
     OUTPUT_FOLDER = "OUTPUT_FOLDER"
     OUTPUT_CHANGE = "OUTPUT_CHANGE"
+    POLYGONS = "POLYGONS"
+    OUTPUT_POLYGON_FILES = "OUTPUT_POLYGON_FILES"
     OUTPUT_AREAS = "OUTPUT_AREAS"
     OUTPUT_LAYERS = "OUTPUT_LAYERS"
     GROUP = "GROUP"
@@ -128,6 +132,8 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
         "<b>Write confidence</b>: also write each horizon's confidence (the probability of the forecast class, "
         "0..1) beside its class map; the log and the dock give the share of the area that changes class from t0 "
         f"with a probability of {HIGH_CONFIDENCE:.0%} or more.\n"
+        "<b>Write class polygons</b>: also write each class map's classes as polygons (fields class, name, "
+        "area_km2) in a GeoPackage of the same name.\n"
         "<b>File name prefix</b>: output files are named <i>prefix_t+1_YYYY-MM-DD.tif</i>; the layers are "
         "loaded in a group named after the prefix and t0.\n"
         "<b>Output folder</b>: where the class maps of t0 (the last input) and of each horizon are written.\n"
@@ -181,6 +187,11 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
             QgsProcessingParameterBoolean(self.CONFIDENCE, self.tr("Write confidence"), defaultValue=True)
         )
         self.addParameter(
+            QgsProcessingParameterBoolean(
+                self.POLYGONS, self.tr("Write class polygons (a GeoPackage beside each map)"), defaultValue=False
+            )
+        )
+        self.addParameter(
             QgsProcessingParameterString(self.PREFIX, self.tr("File name prefix"), defaultValue="forecast")
         )
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, self.tr("Output folder")))
@@ -204,6 +215,9 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
             )
         )
         self.addOutput(QgsProcessingOutputMultipleLayers(self.OUTPUT_LAYERS, self.tr("Forecast maps (t0 to t+3)")))
+        self.addOutput(
+            QgsProcessingOutputMultipleLayers(self.OUTPUT_POLYGON_FILES, self.tr("Class polygons (one file per map)"))
+        )
         self.addOutput(QgsProcessingOutputString(self.GROUP, self.tr("Layer group")))
         self.addOutput(QgsProcessingOutputString(self.DATES_OUT, self.tr("Dates of the maps")))
 
@@ -223,11 +237,15 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
         change = self.parameterAsOutputLayer(parameters, self.OUTPUT_CHANGE, context) or None
         probabilities = self.parameterAsBoolean(parameters, self.PROBABILITIES, context)
         confidence = self.parameterAsBoolean(parameters, self.CONFIDENCE, context)
+        polygons = self.parameterAsBoolean(parameters, self.POLYGONS, context)
         method = METHODS[self.parameterAsEnum(parameters, self.METHOD, context)]
         hindcast = self.parameterAsBoolean(parameters, self.HINDCAST, context)
 
         model = self.run_core(lambda: load_forecaster(model_name, device))
         feedback.pushInfo(self.tr("Forecaster: {} ({}, {})").format(model.name, model.encoder_path, model.decoder_path))
+        if polygons and model.metadata.output_kind != "classes":
+            feedback.pushWarning(self.tr("Class polygons need a class forecaster; they are not written."))
+            polygons = False
         if change and model.metadata.output_kind != "classes":
             feedback.pushWarning(self.tr("The change map needs a class forecaster; it is not written."))
             change = None
@@ -242,6 +260,7 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
         run_outputs = OutputSet()
         sink_ids: list[tuple[str, str]] = []
         hindcast_ids: list[tuple[str, str]] = []
+        polygon_files: list[str] = []
 
         def run() -> object:  # the maps, the change map and the class-area table appear together, or none
             with run_outputs:
@@ -261,6 +280,14 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
                     input_scale=self.input_scale(parameters, context),
                     **self.callbacks(feedback),
                 )
+                if polygons:  # from the maps just written, moved into place with them
+                    names = dict(enumerate(result.class_names))
+                    for step in result.steps:
+                        target = str(Path(step.path).with_suffix(".gpkg"))
+                        polygonize_classes(str(run_outputs.temporary_of(step.path)), target, names,
+                                           layer_name=Path(step.path).stem, outputs=run_outputs,
+                                           is_canceled=feedback.isCanceled)  # fmt: skip
+                        polygon_files.append(target)
                 if parameters.get(self.OUTPUT_AREAS) is not None:
                     sink_ids.append(self._write_areas(parameters, context, result, run_outputs))
                 if parameters.get(self.OUTPUT_HINDCAST) is not None and result.hindcast is not None:
@@ -284,6 +311,8 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
             self.DATES_OUT: ",".join(s.date.isoformat() for s in result.steps),
         }
         self._load_in_group(context, result)
+        if polygon_files:
+            outputs[self.OUTPUT_POLYGON_FILES] = polygon_files
         if change:
             style_on_load(context, change, ClassPaletteStyle(change_classes(model.metadata)))
             outputs[self.OUTPUT_CHANGE] = change

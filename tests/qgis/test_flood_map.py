@@ -92,38 +92,3 @@ def test_qgis_process_maps_the_flood(series, tmp_path):
     assert np.array_equal(
         gdal.Open(str(tmp_path / "f.tif")).ReadAsArray(), gdal.Open(str(tmp_path / "core.tif")).ReadAsArray()
     )
-
-
-def test_segment_writes_class_polygons_that_burn_back_to_its_classes(sarseg, series, tmp_path):
-    """sarseg:segment with polygons: every class patch as a polygon (rasterised back: the class raster), areas from
-    pixel counts; with a smallest area, no smaller polygon and the others unchanged."""
-    import processing
-
-    out = processing.run(
-        "sarseg:segment",
-        {"INPUT": series["pre"], "OUTPUT": str(tmp_path / "classes.tif"), "OUTPUT_POLYGONS": str(tmp_path / "lc.gpkg")},
-    )
-    classes = gdal.Open(out["OUTPUT"])
-    data = classes.ReadAsArray()
-    ds = ogr.Open(out["OUTPUT_POLYGONS"])
-    layer = ds.GetLayer(0)
-    burnt = gdal.GetDriverByName("MEM").Create("", classes.RasterXSize, classes.RasterYSize, 1, gdal.GDT_Byte)
-    burnt.SetGeoTransform(classes.GetGeoTransform())
-    burnt.SetProjection(classes.GetProjection())
-    burnt.GetRasterBand(1).Fill(255)
-    gdal.RasterizeLayer(burnt, [1], layer, options=["ATTRIBUTE=class"])
-    assert np.array_equal(burnt.ReadAsArray(), data)
-    names = {f.GetField("class"): f.GetField("name") for f in layer}
-    assert names[0] == "water" and set(names) == set(np.unique(data[data != 255]).tolist())
-    for c in names:
-        total = sum(f.GetField("area_km2") for f in layer if f.GetField("class") == c)
-        assert total == pytest.approx((data == c).sum() * 100 / 1e6, rel=1e-9)
-    small = processing.run(
-        "sarseg:segment",
-        {"INPUT": series["pre"], "OUTPUT": str(tmp_path / "c2.tif"), "OUTPUT_POLYGONS": str(tmp_path / "big.gpkg"),
-         "MIN_POLYGON_AREA": 5000},
-    )  # fmt: skip
-    big = ogr.Open(small["OUTPUT_POLYGONS"])
-    areas = sorted(f.GetField("area_km2") for f in big.GetLayer(0))
-    every = sorted(f.GetField("area_km2") for f in layer)
-    assert min(areas) >= 0.005 and areas == [a for a in every if a >= 0.005]
