@@ -105,8 +105,10 @@ def print_flood_scores(result: dict, folder: Path, before: Path, after: Path, co
     truth_path.unlink()
     big = want > 0.05
     errors = np.abs(have[big] / want[big] - 1)
-    print(f"    flooded area per commune against the truth ({big.sum()} communes with > 0.05 km² flooded): "
-          f"error median {100 * np.median(errors):.1f} %, largest {100 * errors.max():.1f} %")
+    print(
+        f"    flooded area per commune against the truth ({big.sum()} communes with > 0.05 km² flooded): "
+        f"error median {100 * np.median(errors):.1f} %, largest {100 * errors.max():.1f} %"
+    )
 
 
 def print_model_card_figures(classes: Path) -> None:
