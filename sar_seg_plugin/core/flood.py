@@ -75,6 +75,8 @@ DEFAULT_SMOOTH = 3
 THRESHOLD_SMOOTH = 5
 DEFAULT_MIN_AREA_M2 = 1000.0
 SAMPLE_WINDOWS = 64
+#: Rasters up to this size are sampled whole for the thresholds; larger ones in spread windows.
+WHOLE_SAMPLE_PIXELS = 1024 * 1024
 SAMPLE_SIZE = 256
 METHODS = ("kittler-illingworth", "otsu")
 HIST_BINS = 256
@@ -370,7 +372,7 @@ def flood_map(
             sources.append(height_ds)
         halo = smooth // 2
         # Pass 1: thresholds from windows spread over the images.
-        small = info.width * info.height <= SAMPLE_WINDOWS * SAMPLE_SIZE**2
+        small = info.width * info.height <= WHOLE_SAMPLE_PIXELS
         windows = (
             [Window(0, 0, info.width, info.height)]
             if small
@@ -388,6 +390,8 @@ def flood_map(
                 pre_tiles.append(q_db)
                 change_tiles.append(p_db - q_db)
         post_ds.FlushCache()
+        for ds in sources:
+            ds.FlushCache()
         water_t = split_threshold(post_tiles, "water threshold", DEFAULT_WATER_DB, method=method, given=water_db,
                                   plausible=WATER_RANGE_DB, low_below=WATER_MEAN_BELOW_DB)  # fmt: skip
         thresholds = [water_t]
@@ -421,6 +425,7 @@ def flood_map(
         histograms = {"post-event (dB)": _hist(post_tiles)}
         if change_tiles:
             histograms["change post - pre (dB)"] = _hist(change_tiles)
+        post_tiles = pre_tiles = change_tiles = []  # the sample is not needed any more (~100 MB on large rasters)
         names = CLASS_NAMES if pre_ds is not None else WATER_ONLY_NAMES
         if pre_ds is None:
             say("No pre-event image: every open-water pixel is mapped as water (flood and permanent water together).")

@@ -8,10 +8,11 @@ the run succeeds (:mod:`.outputs`); a failed or cancelled run leaves nothing beh
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -550,3 +551,15 @@ def map_blocks(
             flush_one()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def block_cache_limit(limit: int) -> Iterator[None]:
+    """Lower GDAL's block cache to ``limit`` bytes for the duration (never raise it): GDAL's default (5 % of RAM)
+    lets a pass over a large raster keep GBs of decoded blocks."""
+    before = gdal.GetCacheMax()
+    gdal.SetCacheMax(min(before, limit))
+    try:
+        yield
+    finally:
+        gdal.SetCacheMax(before)

@@ -17,12 +17,11 @@ from the product's own grid, not terrain correction.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import math
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from osgeo import gdal, ogr, osr
 
 from .errors import CancelledError, SarSegError
 from .outputs import OutputSet, remove_folder, temporary_folder
+from .raster_io import block_cache_limit
 
 RADIOMETRY = ("sigma0", "gamma0", "beta0")
 _LUT_TAG = {"sigma0": "sigmaNought", "gamma0": "gamma", "beta0": "betaNought"}
@@ -611,7 +611,7 @@ def import_product(
                 math.ceil(maxy / pixel_size) * pixel_size,
             )
         temporary = run.add(destination)
-        with _block_cache(WARP_CACHE_BYTES):
+        with block_cache_limit(WARP_CACHE_BYTES):
             warp(
                 str(temporary),
                 radar,
@@ -678,17 +678,6 @@ def import_product(
     for note in notes:
         say(note)
     return result
-
-
-@contextlib.contextmanager
-def _block_cache(limit: int) -> Iterator[None]:
-    """Lower GDAL's block cache to ``limit`` bytes for the duration (never raise it)."""
-    before = gdal.GetCacheMax()
-    gdal.SetCacheMax(min(before, limit))
-    try:
-        yield
-    finally:
-        gdal.SetCacheMax(before)
 
 
 def _pixel_spacing(product: Product, pol: str) -> float | None:

@@ -1,7 +1,8 @@
 """Polygons from class rasters (GDAL polygonize), for vector workflows. No qgis import.
 
-GDAL's polygonize reads the raster a scanline at a time and keeps only the polygons still open on the current line:
-memory follows the raster's width and the number of open patches, not its size, and patches that cross block
+GDAL's polygonize reads the raster a scanline at a time and keeps only the polygons still open on the current line
+(with GDAL's block cache held small while it runs): memory follows the raster's width and the number of open
+patches, not its size, and patches that cross block
 edges come out whole (nothing to merge). Areas are in km² on the ground: in the layer's CRS when it is projected,
 in the UTM zone of the raster's centre when it is in degrees.
 """
@@ -18,8 +19,10 @@ from osgeo import gdal, ogr, osr
 
 from .errors import CancelledError, SarSegError
 from .outputs import OutputSet
-from .raster_io import iter_blocks, open_raster, read_info, read_window
+from .raster_io import block_cache_limit, iter_blocks, open_raster, read_info, read_window
 from .timeseries import Grid
+
+POLYGONIZE_CACHE_BYTES = 32 * 2**20
 
 
 def _area_transform(srs: osr.SpatialReference, x: float, y: float) -> osr.CoordinateTransformation | None:
@@ -82,6 +85,7 @@ def polygonize_classes(
             data = read_window(src, block.core, [1], np.uint8)[0]
             band.WriteArray(lookup[data], block.core.x, block.core.y)
             mask.FlushCache()
+            src.FlushCache()
         srs = osr.SpatialReference()
         if grid.projection:
             srs.ImportFromWkt(grid.projection)
@@ -96,7 +100,9 @@ def polygonize_classes(
             return 0 if is_canceled and is_canceled() else 1
 
         layer.StartTransaction()
-        if gdal.Polygonize(band, band, layer, 0, [], callback=cancel) != 0:
+        with block_cache_limit(POLYGONIZE_CACHE_BYTES):  # it reads the mask a line at a time: no need for more
+            failed = gdal.Polygonize(band, band, layer, 0, [], callback=cancel) != 0
+        if failed:
             if is_canceled and is_canceled():
                 raise CancelledError("Cancelled by the user.")
             raise SarSegError(f"Polygonizing '{Path(classes).name}' failed: {gdal.GetLastErrorMsg()}")
