@@ -34,6 +34,7 @@ bench: setup
 	$(PY) bench/forecast.py
 	$(PY) bench/cluster.py
 	$(PY) bench/import_s1.py
+	$(PY) bench/flood.py
 
 clean:
 	rm -rf demo_output dist build .pytest_cache .ruff_cache
