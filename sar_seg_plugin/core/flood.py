@@ -252,8 +252,11 @@ def classify(
     valid: np.ndarray,
     rules: Rules,
     height: np.ndarray | None = None,
+    model_water: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Class ids (uint8) of a block: see the module docstring. ``valid``: both images hold data."""
+    """Class ids (uint8) of a block: see the module docstring. ``valid``: both images hold data. ``model_water``:
+    where a segmentation model sees water in the post-event image, a third opinion: with a pre-event image, land
+    that was not water before is flooded when two of three say so (dark now, darker than before, the model)."""
     water = post_db < rules.water_db
     out = np.full(post_db.shape, DRY, np.uint8)
     if pre_db is None:
@@ -261,7 +264,12 @@ def classify(
     else:
         pre_water = pre_db < (rules.pre_water_db if rules.pre_water_db is not None else rules.water_db)
         out[water & pre_water] = PERMANENT_WATER
-        flooded = water & ~pre_water & ((post_db - pre_db) < rules.change_db)
+        drop = (post_db - pre_db) < rules.change_db
+        if model_water is None:
+            flooded = water & ~pre_water & drop
+        else:
+            votes = water.astype(np.uint8) + drop + model_water
+            flooded = ~pre_water & (votes >= 2)
     if height is not None and rules.max_height is not None:
         flooded &= ~(np.isfinite(height) & (height > rules.max_height))
     out[flooded] = FLOODED
@@ -321,6 +329,8 @@ def flood_map(
     pre: str | None = None,
     height: str | None = None,
     max_height: float | None = None,
+    opinion: str | None = None,
+    opinion_water: int = 0,
     water_db: float | None = None,
     change_db: float | None = None,
     method: str = METHODS[0],
@@ -335,7 +345,9 @@ def flood_map(
     warn: LogFn | None = None,
 ) -> FloodResult:
     """Map the flood of ``post`` (against ``pre`` when given) into the class GeoTIFF ``destination`` (see the
-    module docstring). Other grids (pre-event image, height raster) are aligned to the post-event image's."""
+    module docstring). Other grids (pre-event image, height raster) are aligned to the post-event image's.
+    ``opinion``: a class raster of the post-event image (e.g. from ``sarseg:segment``) whose class ``opinion_water``
+    is water: a third opinion on the flood (:func:`classify`), used with a pre-event image only."""
     say = log or (lambda _m: None)
     caution = warn or say
     report = progress or (lambda _p: None)
@@ -366,6 +378,14 @@ def flood_map(
                 say(f"'{Path(pre).name}' was resampled (bilinear) to the grid of '{Path(post).name}'.")
             pre_band = co_pol_band(pre_ds)
             pre_scale = _band_scale(pre, pre_ds, pre_band, input_scale, log, warn)
+        opinion_ds = None
+        if opinion is not None and pre is not None:
+            opinion_ds = aligned(opinion, grid, "nearest", "post-event image")
+            sources.append(opinion_ds)
+            say(f"Third opinion: class {opinion_water} of '{Path(opinion).name}' is water; land that was not water "
+                "before is flooded where two of three say so (dark now, darker than before, the model).")  # fmt: skip
+        elif opinion is not None:
+            say("The model's opinion is used with a pre-event image only: without one, water is the threshold's.")
         height_ds = None
         if height is not None:
             height_ds = aligned(height, grid, "bilinear", "post-event image")
@@ -461,7 +481,11 @@ def flood_map(
                 if height_ds is not None:
                     h = read_window(height_ds, block.read, [1], np.float64)[0]
                     h[~valid_mask(h[None], [height_ds.GetRasterBand(1).GetNoDataValue()])[0]] = np.nan
-                band.WriteArray(classify(p_db, q_db, valid, rules, h)[block.inner], block.core.x, block.core.y)
+                m = None
+                if opinion_ds is not None:
+                    m = read_window(opinion_ds, block.read, [1], np.uint8)[0] == opinion_water
+                cls = classify(p_db, q_db, valid, rules, h, m)
+                band.WriteArray(cls[block.inner], block.core.x, block.core.y)
                 for ds in (post_ds, raw, *sources):
                     ds.FlushCache()
                 report(70.0 * (k + 1) / len(blocks))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSink,
@@ -28,7 +30,9 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QMetaType
 
 from ..core import flood
-from ..core.outputs import OutputSet
+from ..core.inference import segment_raster
+from ..core.outputs import OutputSet, remove_folder, temporary_folder
+from ..models.registry import default_segmentation_model, load_model
 from .base import INPUT_SCALE_HELP, SarSegAlgorithm, layer_path
 from .styling import ClassPaletteStyle, FloodPolygonStyle, style_on_load
 
@@ -48,6 +52,7 @@ class FloodMapAlgorithm(SarSegAlgorithm):
     SMOOTH = "SMOOTH"
     MIN_AREA = "MIN_AREA"
     COMMUNES = "COMMUNES"
+    MODEL_OPINION = "MODEL_OPINION"
     NAME_FIELD = "NAME_FIELD"
     OUTPUT = "OUTPUT"
     OUTPUT_POLYGONS = "OUTPUT_POLYGONS"
@@ -76,6 +81,10 @@ class FloodMapAlgorithm(SarSegAlgorithm):
         "found.\n"
         "<b>Height raster</b> (optional): height above the nearest drainage (HAND) or a DEM: no flood above the "
         "maximum height.\n"
+        "<b>Segmentation model's water as a third opinion</b> (advanced, with a pre-event image): the post-event "
+        "image is also segmented by the bundled model; land that was not water before is flooded where two of "
+        "three say so (darker than the water threshold, darker than before by the change threshold, the model's "
+        "water class). It can add flood the thresholds miss, never remove what both found.\n"
         "<b>Minimum mapping unit</b>: patches smaller than this (m²) take the class around them.\n"
         "<b>Communes</b> (optional): polygons in any CRS; the output table adds flooded_km2, permanent_km2, "
         "flooded_pct (of the commune's mapped land) and mapped_pct.\n"
@@ -113,6 +122,9 @@ class FloodMapAlgorithm(SarSegAlgorithm):
             )
         )
         advanced = [
+            QgsProcessingParameterBoolean(
+                self.MODEL_OPINION, self.tr("Segmentation model's water as a third opinion"), defaultValue=False
+            ),
             QgsProcessingParameterNumber(
                 self.WATER_THRESHOLD, self.tr("Water threshold (dB; empty: found automatically)"),
                 QgsProcessingParameterNumber.Double, None, True,
@@ -191,10 +203,14 @@ class FloodMapAlgorithm(SarSegAlgorithm):
         results: dict = {}
         sink_ids: list[tuple[str, str]] = []
 
+        use_model = self.parameterAsBoolean(parameters, self.MODEL_OPINION, context) and pre is not None
+        scratch = temporary_folder(tempfile.gettempdir()) if use_model else None
+
         def work() -> None:  # every output appears together, or none
             with run:
+                opinion, water_class = self._segment(post, scratch, feedback) if use_model else (None, 0)
                 result = flood.flood_map(
-                    post, out, pre=pre, height=height,
+                    post, out, pre=pre, height=height, opinion=opinion, opinion_water=water_class,
                     max_height=self.parameterAsDouble(parameters, self.MAX_HEIGHT, context) if height else None,
                     water_db=self._optional_number(parameters, self.WATER_THRESHOLD, context),
                     change_db=self._optional_number(parameters, self.CHANGE_THRESHOLD, context),
@@ -216,7 +232,10 @@ class FloodMapAlgorithm(SarSegAlgorithm):
                 if report:
                     flood.write_report(report, result, post=post, pre=pre, communes=rows, outputs=run)
 
-        self.run_core(work)
+        try:
+            self.run_core(work)
+        finally:
+            remove_folder(scratch)
         self.sinks_committed(context, sink_ids)
         result: flood.FloodResult = results["result"]
         names = list(result.class_names)
@@ -238,6 +257,20 @@ class FloodMapAlgorithm(SarSegAlgorithm):
         if report:
             outputs[self.OUTPUT_HTML] = report
         return outputs
+
+    def _segment(self, post: str, folder, feedback: QgsProcessingFeedback) -> tuple[str, int]:  # noqa: ANN001
+        """The post-event image segmented by the bundled model; its water class."""
+        model = load_model(default_segmentation_model(), "auto")
+        names = [n.lower() for n in model.metadata.class_names]
+        if "water" not in names:
+            raise QgsProcessingException(self.tr("The segmentation model has no water class."))
+        path = str(folder / "post_classes.tif")
+        feedback.pushInfo(
+            self.tr("Segmenting the post-event image with {} (third opinion)").format(model.metadata.name)
+        )
+        segment_raster(post, path, model, log=feedback.pushInfo, warn=feedback.pushWarning,
+                       is_canceled=feedback.isCanceled)  # fmt: skip
+        return path, names.index("water")
 
     def _communes(self, parameters, context, source, classes, post_layer, run, feedback):  # noqa: ANN001, ANN202
         """Flooded area per commune; the communes written with it as one of the run's outputs."""

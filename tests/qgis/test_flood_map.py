@@ -92,3 +92,28 @@ def test_qgis_process_maps_the_flood(series, tmp_path):
     assert np.array_equal(
         gdal.Open(str(tmp_path / "f.tif")).ReadAsArray(), gdal.Open(str(tmp_path / "core.tif")).ReadAsArray()
     )
+
+
+def test_the_models_opinion_only_adds_flood(sarseg, series, tmp_path):
+    """With the segmentation model as a third opinion (two of three), every pixel flooded without it stays flooded
+    (dark and darker is two already) and the log says the model was used."""
+    import processing
+    from qgis.core import QgsProcessingFeedback
+
+    class Log(QgsProcessingFeedback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lines: list[str] = []
+
+        def pushInfo(self, info: str) -> None:  # noqa: N802 - QGIS API name
+            self.lines.append(info)
+
+    base = {"POST": series["post"], "PRE": series["pre"]}
+    plain = processing.run(ALG, {**base, "OUTPUT": str(tmp_path / "a.tif")})
+    log = Log()
+    voted = processing.run(ALG, {**base, "MODEL_OPINION": True, "OUTPUT": str(tmp_path / "b.tif")}, feedback=log)
+    a, b = (gdal.Open(p).ReadAsArray() for p in (plain["OUTPUT"], voted["OUTPUT"]))
+    assert ((a == 1) & (b != 1)).sum() <= 0.002 * (a == 1).sum()  # only the minimum mapping unit may move a pixel
+    assert any("third opinion" in line for line in log.lines)
+    truth = series["truth_flooded"]
+    assert ((b == 1) & truth).sum() / ((b == 1) | truth).sum() > 0.8

@@ -281,3 +281,18 @@ def test_flood_per_commune_against_the_pixels_inside(series_dir, tmp_path):
         assert got.flooded_km2[i] + got.permanent_km2[i] <= total * 1.2 + 0.01
     assert got.flooded_km2[-1] == 0 and got.mapped_share[-1] == 0
     assert got.flooded_km2.sum() == pytest.approx((data == flood.FLOODED).sum() * 100 / 1e6, rel=0.02)
+
+
+def test_a_third_opinion_adds_flood_where_two_of_three_agree():
+    post = np.array([[-20.0, -14.0, -20.0, -14.0, -10.0]])
+    pre = np.array([[-10.0, -10.0, -16.5, -12.0, -10.0]])
+    valid = np.ones(post.shape, bool)
+    rules = flood.Rules(water_db=-17.0, pre_water_db=-17.0, change_db=-3.0)
+    model = np.array([[False, True, True, True, True]])
+    without = flood.classify(post, pre, valid, rules)
+    with_model = flood.classify(post, pre, valid, rules, model_water=model)
+    # Dark and 10 dB darker: flooded either way. Not dark (-14 dB) but 4 dB darker and water for the model: two of
+    # three, flooded with the model only. Dark and 3.5 dB darker: flooded either way. Only the model (a 2 dB drop,
+    # not dark): dry. Nothing but the model: dry.
+    assert without[0].tolist() == [1, 0, 1, 0, 0]
+    assert with_model[0].tolist() == [1, 1, 1, 0, 0]
