@@ -25,6 +25,7 @@ Only the first band named VV (else HH, else band 1) is used: cross-polarised wat
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -363,8 +364,7 @@ def flood_map(
     grid = Grid.of(info)
     if grid.geotransform is None:
         raise SarSegError(f"'{Path(post).name}' has no georeferencing: a flood map needs pixel sizes and areas.")
-    px = abs(grid.geotransform[1] * grid.geotransform[5] - grid.geotransform[2] * grid.geotransform[4])
-    pixel_area = px * _metres_per_unit(grid.projection) ** 2
+    pixel_area = pixel_area_m2(grid)
     sources: list[gdal.Dataset] = []
     try:
         post_band = co_pol_band(post_ds)
@@ -524,15 +524,19 @@ def flood_map(
     return result
 
 
-def _metres_per_unit(projection: str) -> float:
-    """Linear unit of a CRS in metres (degrees: metres per degree of latitude, an approximation for areas)."""
-    if not projection:
-        return 1.0
+def pixel_area_m2(grid: Grid) -> float:
+    """Ground area of one pixel (m²): in the CRS's linear unit when projected; for a CRS in degrees, at the latitude
+    of the grid's centre (a degree of longitude shrinks with its cosine)."""
+    gt = grid.geotransform
+    area = abs(gt[1] * gt[5] - gt[2] * gt[4])
+    if not grid.projection:
+        return area
     srs = osr.SpatialReference()
-    srs.ImportFromWkt(projection)
+    srs.ImportFromWkt(grid.projection)
     if srs.IsGeographic():
-        return 111_320.0
-    return float(srs.GetLinearUnits() or 1.0)
+        lat = gt[3] + gt[5] * grid.height / 2 + gt[4] * grid.width / 2
+        return area * 111_320.0 * 110_574.0 * math.cos(math.radians(lat))
+    return area * float(srs.GetLinearUnits() or 1.0) ** 2
 
 
 def _hist(images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -590,8 +594,7 @@ def flood_per_commune(
     src = open_raster(classes)
     info = read_info(src)
     grid = Grid.of(info)
-    px = abs(grid.geotransform[1] * grid.geotransform[5] - grid.geotransform[2] * grid.geotransform[4])
-    pixel_area = px * _metres_per_unit(grid.projection) ** 2
+    pixel_area = pixel_area_m2(grid)
     names = [str(i) for i in range(3)]
     work = temporary_folder(tempfile.gettempdir())
     zones = None

@@ -296,3 +296,18 @@ def test_a_third_opinion_adds_flood_where_two_of_three_agree():
     # not dark): dry. Nothing but the model: dry.
     assert without[0].tolist() == [1, 0, 1, 0, 0]
     assert with_model[0].tolist() == [1, 1, 1, 0, 0]
+
+
+def test_pixel_areas_in_degrees_shrink_with_latitude():
+    from osgeo import osr
+
+    from sar_seg_plugin.core.timeseries import Grid
+
+    wgs84 = osr.SpatialReference()
+    wgs84.ImportFromEPSG(4326)
+    at_60 = Grid(1000, 1000, (10.0, 0.001, 0.0, 60.5, 0.0, -0.001), wgs84.ExportToWkt())
+    # One 0.001 x 0.001 degree cell at 60 N: 111.32 m x cos(60) by 110.57 m (ellipsoid-free approximation)
+    assert flood.pixel_area_m2(at_60) == pytest.approx(111.32 * 0.5 * 110.574, rel=1e-3)
+    utm = osr.SpatialReference()
+    utm.ImportFromEPSG(32631)
+    assert flood.pixel_area_m2(Grid(5, 5, (0.0, 10.0, 0.0, 0.0, 0.0, -10.0), utm.ExportToWkt())) == 100.0
