@@ -117,3 +117,27 @@ def test_the_models_opinion_only_adds_flood(sarseg, series, tmp_path):
     assert any("third opinion" in line for line in log.lines)
     truth = series["truth_flooded"]
     assert ((b == 1) & truth).sum() / ((b == 1) | truth).sum() > 0.8
+
+
+def test_flooded_area_per_commune_against_the_generators_maps(sarseg, series, tmp_path):
+    """Flooded km² of every commune against the same count on the generator's own flood (its maps burnt into a
+    class raster on the same grid): within 10 % where a commune has more than 0.05 km² flooded."""
+    import processing
+
+    out = processing.run(
+        ALG,
+        {"POST": series["post"], "PRE": series["pre"], "COMMUNES": series["communes"],
+         "OUTPUT": str(tmp_path / "flood.tif"), "OUTPUT_COMMUNES": str(tmp_path / "communes.gpkg")},
+    )  # fmt: skip
+    ds = gdal.Open(out["OUTPUT"])
+    truth = gdal.GetDriverByName("GTiff").CreateCopy(str(tmp_path / "truth.tif"), ds)
+    truth.GetRasterBand(1).WriteArray(np.where(series["truth_flooded"], flood.FLOODED, flood.DRY).astype(np.uint8))
+    truth = None
+    given = ogr.Open(series["communes"])
+    wkbs = [bytes(f.GetGeometryRef().ExportToWkb()) for f in given.GetLayer(0)]
+    want = flood.flood_per_commune(str(tmp_path / "truth.tif"), wkbs).flooded_km2
+    got_ds = ogr.Open(out["OUTPUT_COMMUNES"])
+    got = np.array([f.GetField("flooded_km2") for f in got_ds.GetLayer(0)])
+    big = want > 0.05
+    assert big.sum() >= 2
+    assert np.all(np.abs(got[big] / want[big] - 1) <= 0.10), (got, want)
