@@ -34,7 +34,7 @@ from ..core.inference import segment_raster
 from ..core.outputs import OutputSet, remove_folder, temporary_folder
 from ..models.registry import default_segmentation_model, load_model
 from .base import INPUT_SCALE_HELP, SarSegAlgorithm, layer_path
-from .styling import ClassPaletteStyle, FloodPolygonStyle, style_on_load
+from .styling import ClassPaletteStyle, FloodCommunesStyle, FloodPolygonStyle, style_on_load
 
 
 def _hex(rgba: tuple[int, int, int, int]) -> str:
@@ -254,6 +254,7 @@ class FloodMapAlgorithm(SarSegAlgorithm):
             style_on_load(context, polygons, FloodPolygonStyle())
         if sink_ids:
             outputs[self.OUTPUT_COMMUNES] = sink_ids[0][1]
+            style_on_load(context, outputs[self.OUTPUT_COMMUNES], FloodCommunesStyle())
         if report:
             outputs[self.OUTPUT_HTML] = report
         return outputs

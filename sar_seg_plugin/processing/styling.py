@@ -6,6 +6,7 @@ from qgis.core import (
     NULL,
     QgsCategorizedSymbolRenderer,
     QgsContrastEnhancement,
+    QgsGraduatedSymbolRenderer,
     QgsMapLayer,
     QgsPalettedRasterRenderer,
     QgsProcessingContext,
@@ -14,6 +15,7 @@ from qgis.core import (
     QgsRasterLayer,
     QgsRasterMinMaxOrigin,
     QgsRendererCategory,
+    QgsRendererRange,
     QgsSingleBandGrayRenderer,
     QgsSymbol,
     QgsVectorLayer,
@@ -120,3 +122,23 @@ class FloodPolygonStyle(QgsProcessingLayerPostProcessorInterface):
             symbol.setOpacity(0.6)
             layer.renderer().setSymbol(symbol)
             layer.triggerRepaint()
+
+
+class FloodCommunesStyle(QgsProcessingLayerPostProcessorInterface):
+    """Communes shaded by their flooded share of land (flooded_pct): five classes from white to deep blue."""
+
+    BREAKS = (0.0, 1.0, 5.0, 15.0, 30.0, 100.0)
+    COLOURS = ("#f7fbff", "#c6dbef", "#6baed6", "#2171b5", "#08306b")
+
+    def postProcessLayer(  # noqa: N802 - QGIS API name
+        self, layer: QgsMapLayer, context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> None:
+        if not isinstance(layer, QgsVectorLayer) or not layer.isValid():
+            return
+        ranges = []
+        for (lo, hi), colour in zip(zip(self.BREAKS[:-1], self.BREAKS[1:]), self.COLOURS):
+            symbol = QgsSymbol.defaultSymbol(QgsWkbTypes.PolygonGeometry)
+            symbol.setColor(QColor(colour))
+            ranges.append(QgsRendererRange(lo, hi, symbol, f"{lo:g} - {hi:g} % flooded"))
+        layer.setRenderer(QgsGraduatedSymbolRenderer("flooded_pct", ranges))
+        layer.triggerRepaint()

@@ -141,3 +141,25 @@ def test_flooded_area_per_commune_against_the_generators_maps(sarseg, series, tm
     big = want > 0.05
     assert big.sum() >= 2
     assert np.all(np.abs(got[big] / want[big] - 1) <= 0.10), (got, want)
+
+
+def test_loaded_outputs_are_styled(sarseg, series, tmp_path):
+    """runAndLoadResults: the classes paletted with their names, the communes graduated by flooded_pct."""
+    import processing
+    from qgis.core import QgsGraduatedSymbolRenderer, QgsPalettedRasterRenderer, QgsProject
+
+    project = QgsProject.instance()
+    project.clear()
+    out = processing.runAndLoadResults(
+        ALG,
+        {"POST": series["post"], "PRE": series["pre"], "COMMUNES": series["communes"],
+         "OUTPUT": str(tmp_path / "flood.tif"), "OUTPUT_COMMUNES": str(tmp_path / "communes.gpkg")},
+    )  # fmt: skip
+    layers = {layer.source().split("|")[0]: layer for layer in project.mapLayers().values()}
+    raster = layers[out["OUTPUT"]]
+    assert isinstance(raster.renderer(), QgsPalettedRasterRenderer)
+    assert [c.label for c in raster.renderer().classes()] == list(flood.CLASS_NAMES)
+    communes = layers[str(tmp_path / "communes.gpkg")]
+    renderer = communes.renderer()
+    assert isinstance(renderer, QgsGraduatedSymbolRenderer) and renderer.classAttribute() == "flooded_pct"
+    project.clear()
