@@ -22,6 +22,7 @@ from qgis.core import (
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
@@ -91,6 +92,8 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
     OUTPUT_FOLDER = "OUTPUT_FOLDER"
     OUTPUT_CHANGE = "OUTPUT_CHANGE"
     POLYGONS = "POLYGONS"
+    SIMPLIFY = "SIMPLIFY"
+    MIN_POLYGON_AREA = "MIN_POLYGON_AREA"
     OUTPUT_POLYGON_FILES = "OUTPUT_POLYGON_FILES"
     OUTPUT_AREAS = "OUTPUT_AREAS"
     OUTPUT_LAYERS = "OUTPUT_LAYERS"
@@ -133,7 +136,8 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
         "0..1) beside its class map; the log and the dock give the share of the area that changes class from t0 "
         f"with a probability of {HIGH_CONFIDENCE:.0%} or more.\n"
         "<b>Write class polygons</b>: also write each class map's classes as polygons (fields class, name, "
-        "area_km2) in a GeoPackage of the same name.\n"
+        "area_km2) in a GeoPackage of the same name; <b>Polygon simplification tolerance</b> (CRS units) and "
+        "<b>Smallest polygon kept</b> (m²) as in 'Segment raster' (advanced).\n"
         "<b>File name prefix</b>: output files are named <i>prefix_t+1_YYYY-MM-DD.tif</i>; the layers are "
         "loaded in a group named after the prefix and t0.\n"
         "<b>Output folder</b>: where the class maps of t0 (the last input) and of each horizon are written.\n"
@@ -191,6 +195,18 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
                 self.POLYGONS, self.tr("Write class polygons (a GeoPackage beside each map)"), defaultValue=False
             )
         )
+        for param in (
+            QgsProcessingParameterNumber(
+                self.SIMPLIFY, self.tr("Polygon simplification tolerance (CRS units; 0: none)"),
+                QgsProcessingParameterNumber.Double, 0.0, False, 0.0,
+            ),
+            QgsProcessingParameterNumber(
+                self.MIN_POLYGON_AREA, self.tr("Smallest polygon kept (m²)"), QgsProcessingParameterNumber.Double,
+                0.0, False, 0.0,
+            ),
+        ):  # fmt: skip
+            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(param)
         self.addParameter(
             QgsProcessingParameterString(self.PREFIX, self.tr("File name prefix"), defaultValue="forecast")
         )
@@ -238,6 +254,8 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
         probabilities = self.parameterAsBoolean(parameters, self.PROBABILITIES, context)
         confidence = self.parameterAsBoolean(parameters, self.CONFIDENCE, context)
         polygons = self.parameterAsBoolean(parameters, self.POLYGONS, context)
+        simplify = self.parameterAsDouble(parameters, self.SIMPLIFY, context)
+        min_area = self.parameterAsDouble(parameters, self.MIN_POLYGON_AREA, context)
         method = METHODS[self.parameterAsEnum(parameters, self.METHOD, context)]
         hindcast = self.parameterAsBoolean(parameters, self.HINDCAST, context)
 
@@ -285,7 +303,8 @@ class ForecastAlgorithm(DatedRastersMixin, SarSegAlgorithm):
                     for step in result.steps:
                         target = str(Path(step.path).with_suffix(".gpkg"))
                         polygonize_classes(str(run_outputs.temporary_of(step.path)), target, names,
-                                           layer_name=Path(step.path).stem, outputs=run_outputs,
+                                           layer_name=Path(step.path).stem, simplify=simplify,
+                                           min_area_m2=min_area, outputs=run_outputs,
                                            is_canceled=feedback.isCanceled)  # fmt: skip
                         polygon_files.append(target)
                 if parameters.get(self.OUTPUT_AREAS) is not None:

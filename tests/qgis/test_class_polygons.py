@@ -73,3 +73,18 @@ def test_forecast_writes_class_polygons_beside_each_map(sarseg, sample_dir, tmp_
         for c, area in per_class.items():
             assert area == pytest.approx((classes == c).sum() * 100 / 1e6, rel=1e-9)
         assert set(per_class) == set(np.unique(classes[classes != 255]).tolist())
+
+
+def test_forecast_polygons_drop_patches_under_the_smallest_area(sarseg, sample_dir, tmp_path):
+    import processing
+
+    manifest = json.loads((sample_dir / "manifest.json").read_text())
+    files = [str(sample_dir / e["labels"]) for e in manifest["files"]]
+    params = {"INPUTS": files, "POLYGONS": True, "HINDCAST": False}
+    every = processing.run("sarseg:forecast", {**params, "OUTPUT_FOLDER": str(tmp_path / "a")})
+    big = processing.run("sarseg:forecast", {**params, "MIN_POLYGON_AREA": 3000, "OUTPUT_FOLDER": str(tmp_path / "b")})
+    for a, b in zip(every["OUTPUT_POLYGON_FILES"], big["OUTPUT_POLYGON_FILES"]):
+        da, db = ogr.Open(a), ogr.Open(b)
+        all_areas = sorted(f.GetField("area_km2") for f in da.GetLayer(0))
+        kept = sorted(f.GetField("area_km2") for f in db.GetLayer(0))
+        assert kept == [x for x in all_areas if x >= 0.003] and len(kept) < len(all_areas)
