@@ -29,7 +29,7 @@ import numpy as np
 from osgeo import gdal, ogr, osr
 
 from .errors import CancelledError, SarSegError
-from .outputs import OutputSet, remove_folder, temporary_folder
+from .outputs import OutputSet, check_space, remove_folder, temporary_folder
 from .raster_io import block_cache_limit
 
 RADIOMETRY = ("sigma0", "gamma0", "beta0")
@@ -543,6 +543,11 @@ def import_product(
     spacing = _pixel_spacing(product, pols[0])
     border_px = int(round(BORDER_WIDTH_M / spacing)) if border and spacing else 0
 
+    # Room for the radar-geometry temporary and the output (both uncompressed at worst), before any work: a whole
+    # product at 10 m is several GB.
+    radar_bytes = float(w) * h * len(pols) * 4
+    out_bytes = radar_bytes * ((spacing or pixel_size) / pixel_size) ** 2 * 1.5  # the rotated footprint's box
+    check_space(Path(destination).parent, radar_bytes + out_bytes)
     own = outputs is None
     run = OutputSet() if own else outputs
     work = temporary_folder(Path(destination).parent)

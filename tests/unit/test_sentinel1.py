@@ -315,3 +315,11 @@ def test_aoi_polygon_in_a_projected_crs(product, tmp_path):
     geom = ogr.CreateGeometryFromWkt(f"POINT({x} {y})").Buffer(5000)
     r = s1.import_product(product, str(tmp_path / "a.tif"), aoi=(geom.ExportToWkt(), srs), pixel_size=100)
     assert r.epsg == 32632 and 90 <= r.width <= 110 and 90 <= r.height <= 110
+
+
+def test_a_disk_without_room_is_refused_before_any_work(product, small_disk):
+    """The radar-geometry temporary and the output need room (several GB for a whole product at 10 m): a disk
+    without it is refused up front, with the sizes, and nothing is left on it."""
+    with pytest.raises(SarSegError, match="free, but the outputs may need"):
+        s1.import_product(product, str(small_disk / "out.tif"))
+    assert list(small_disk.iterdir()) == []
