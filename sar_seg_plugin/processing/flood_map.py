@@ -197,7 +197,10 @@ class FloodMapAlgorithm(SarSegAlgorithm):
         source = self.parameterAsSource(parameters, self.COMMUNES, context) if parameters.get(self.COMMUNES) else None
         if source is not None:
             self.check_vector_crs(source, self.tr("Communes"))
-        self.check_outputs(parameters, [self.OUTPUT_COMMUNES, self.OUTPUT_HTML], context, feedback.pushInfo)
+        self.check_outputs(
+            parameters, [self.OUTPUT, self.OUTPUT_POLYGONS, self.OUTPUT_COMMUNES, self.OUTPUT_HTML], context,
+            feedback.pushInfo,
+        )  # fmt: skip
         methods = flood.METHODS
         run = OutputSet()
         results: dict = {}

@@ -163,3 +163,13 @@ def test_loaded_outputs_are_styled(sarseg, series, tmp_path):
     renderer = communes.renderer()
     assert isinstance(renderer, QgsGraduatedSymbolRenderer) and renderer.classAttribute() == "flooded_pct"
     project.clear()
+
+
+def test_an_unwritable_output_folder_is_refused_before_any_work(sarseg, series, readonly_dir, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException, match=str(readonly_dir)):
+        processing.run(ALG, {"POST": series["post"], "PRE": series["pre"], "OUTPUT": str(tmp_path / "f.tif"),
+                             "OUTPUT_POLYGONS": str(readonly_dir / "f.gpkg")})  # fmt: skip
+    assert list(tmp_path.glob("f.*")) == [] and list(tmp_path.glob(".*")) == []
