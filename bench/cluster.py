@@ -979,7 +979,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     work, t_start = harness.open_bench(
         "SAR Seg commune clustering benchmark", "sarseg-clbench-", args.workdir, f"; inputs cached in {cache}"
     )
-    print(f"Load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())} (1, 5, 15 min)")
+    print(f"Load average before: {harness.load_average()}")
     res = Results()
     try:
         gpkg = cache / f"cluster_grid_communes_v{GEN_VERSION}.gpkg"
@@ -1026,9 +1026,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
     print(
-        f"\nLoad average after: {load} (1, 5, 15 min; other work on the machine skews the figures)."
+        f"\nLoad average after: {harness.load_average()}; other work on the machine skews the figures."
         f"\nTotal benchmark time {time.perf_counter() - t_start:.0f} s"
         + (f"; files kept in {work}" if args.keep else "")
     )

@@ -256,3 +256,8 @@ def open_bench(title: str, prefix: str, workdir: str | None, where: str = "") ->
         f"GDAL {gdal.__version__}; work directory {work}{where}"
     )
     return work, time.perf_counter()
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 min load averages: other work on the machine skews the figures."""
+    return " ".join(f"{v:.2f}" for v in os.getloadavg()) + " (1, 5, 15 min)"

@@ -158,7 +158,10 @@ def sentinel1_to_land_cover(data: Path, manifest: dict, step: Callable[..., dict
     r = step("    evaluate against the generator's truth", "sarseg:evaluate_segmentation",
              {"PREDICTED": land_cover, "REFERENCE": truth, "OUTPUT_HTML": s1 / "evaluation.html",
               "OUTPUT_TABLE": s1 / "evaluation.csv"})  # fmt: skip
-    print(f"    mIoU {r['MIOU']:.3f}, overall accuracy {r['OVERALL_ACCURACY']:.3f} (from the product, in UTM)")
+    print(
+        f"    mIoU {r['MIOU']:.3f}, overall accuracy {r['OVERALL_ACCURACY']:.3f} (from the product, in UTM; against "
+        "step 9's, what the import costs: the scene is the training generator's, not a measure of the model)"
+    )
     return [product, land_cover, backscatter]
 
 

@@ -37,6 +37,16 @@ def _child(alg: str, child_id: str, description: str, sources: dict) -> QgsProce
     return child
 
 
+def _output(child: QgsProcessingModelChildAlgorithm, outputs: dict[str, tuple[str, str]]) -> None:
+    """Model outputs of a step: {model output name: (the step's output, description)}."""
+    made = {}
+    for name, (child_output, description) in outputs.items():
+        out = QgsProcessingModelOutput(name, description)
+        out.setChildOutputName(child_output)
+        made[name] = out
+    child.setModelOutputs(made)
+
+
 def sentinel1_to_land_cover() -> QgsProcessingModelAlgorithm:
     static = QgsProcessingModelChildParameterSource.fromStaticValue
     model_param = QgsProcessingModelChildParameterSource.fromModelParameter
@@ -82,26 +92,12 @@ def sentinel1_to_land_cover() -> QgsProcessingModelAlgorithm:
     )
     to_db = _child("sarseg:convert_db", "to_db", "To dB", {"INPUT": output_of("speckle", "OUTPUT"),
                    "DIRECTION": static(0)})  # fmt: skip
-    db_out = QgsProcessingModelOutput("backscatter_db", "Filtered backscatter (dB)")
-    db_out.setChildOutputName("OUTPUT")
-    to_db.setModelOutputs({"backscatter_db": db_out})
+    _output(to_db, {"backscatter_db": ("OUTPUT", "Filtered backscatter (dB)")})
     model.addChildAlgorithm(to_db)
     segment = _child("sarseg:segment", "segment", "Segment", {"INPUT": output_of("to_db", "OUTPUT")})
-    classes = QgsProcessingModelOutput("land_cover", "Land cover")
-    classes.setChildOutputName("OUTPUT")
-    segment.setModelOutputs({"land_cover": classes})
+    _output(segment, {"land_cover": ("OUTPUT", "Land cover")})
     model.addChildAlgorithm(segment)
     return model
-
-
-def _output(child: QgsProcessingModelChildAlgorithm, outputs: dict[str, tuple[str, str]]) -> None:
-    """Model outputs of a step: {model output name: (the step's output, description)}."""
-    made = {}
-    for name, (child_output, description) in outputs.items():
-        out = QgsProcessingModelOutput(name, description)
-        out.setChildOutputName(child_output)
-        made[name] = out
-    child.setModelOutputs(made)
 
 
 def sentinel1_flood_per_commune() -> QgsProcessingModelAlgorithm:

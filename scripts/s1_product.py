@@ -308,6 +308,13 @@ class Placement:
         return x0, y0 + py * self.height, x0 + px * self.width, y0
 
 
+def _centre_utm(gcps: list) -> tuple[float, float, int]:
+    """Mean longitude and latitude of the geolocation grid, and the EPSG code of the UTM zone there."""
+    lon = float(np.mean([g.GCPX for g in gcps]))
+    lat = float(np.mean([g.GCPY for g in gcps]))
+    return lon, lat, (32600 if lat >= 0 else 32700) + int((lon + 180.0) // 6.0) % 60 + 1
+
+
 def scene_product(out_dir: Path, sar: Path, *, source: Path = SOURCE, zip_it: bool = False) -> tuple[Path, Placement]:
     """A full-resolution product whose digital numbers encode the backscatter of ``sar`` (VV and VH in linear power,
     nodata 0, any pixel size) set down at the centre of the footprint, north up, in the UTM zone there: DN² =
@@ -323,9 +330,7 @@ def scene_product(out_dir: Path, sar: Path, *, source: Path = SOURCE, zip_it: bo
     annotation = next((source / "annotation").glob("*-vv-*.xml")).read_text(encoding="utf-8")
     gcps = _gcps(annotation)
     samples, lines = FULL_SAMPLES, FULL_LINES
-    lon = float(np.mean([g.GCPX for g in gcps]))
-    lat = float(np.mean([g.GCPY for g in gcps]))
-    epsg = (32600 if lat >= 0 else 32700) + int((lon + 180.0) // 6.0) % 60 + 1
+    lon, lat, epsg = _centre_utm(gcps)
     wgs84, utm = osr.SpatialReference(), osr.SpatialReference()
     wgs84.ImportFromWkt(_WGS84_WKT)
     utm.ImportFromEPSG(epsg)
@@ -384,9 +389,7 @@ def radar_scene_product(
     product = write_product(out_dir, 1, source=source, zip_it=zip_it, dn=dn, window=(x0, y0, width, height))
     annotation = next((source / "annotation").glob("*-vv-*.xml")).read_text(encoding="utf-8")
     gcps = [gdal.GCP(g.GCPX, g.GCPY, g.GCPZ, g.GCPPixel - x0, g.GCPLine - y0) for g in _gcps(annotation)]
-    lon = float(np.mean([g.GCPX for g in gcps]))
-    lat = float(np.mean([g.GCPY for g in gcps]))
-    epsg = (32600 if lat >= 0 else 32700) + int((lon + 180.0) // 6.0) % 60 + 1
+    *_, epsg = _centre_utm(gcps)
     classes = gdal.Open(str(labels)).ReadAsArray()
     radar = gdal.GetDriverByName("MEM").Create("", width, height, 1, gdal.GDT_Byte)
     radar.GetRasterBand(1).WriteArray(classes)
