@@ -36,7 +36,7 @@ from .resampling import (
     resampling_plan,
     warp,
 )
-from .tiling import Batch, Blender, read_batches, tile_starts
+from .tiling import Batch, Blender, TileRows, read_batches, tile_starts
 from .units import AUTO, DB, LINEAR, TO_DB, ModelInput, plan_model_input
 from .vectors import PolygonRequest, polygonize_classes
 
@@ -93,6 +93,7 @@ def segment_raster(
     input_scale: str = AUTO,
     warn: LogFn | None = None,
     polygons: PolygonRequest | None = None,
+    tile_rows: TileRows | None = None,
 ) -> dict[str, Any]:
     """Segment ``src_path`` with ``model`` (a ``registry.LoadedModel``) into a uint8 class raster at ``dst_path``.
 
@@ -118,6 +119,9 @@ def segment_raster(
     it (:mod:`.domain`): each way it lies outside is a ``warn`` message, a summary goes to ``log``, and the
     outcome is written to every output's metadata (``SARSEG_INPUT_DOMAIN`` and related items) and returned under
     ``"input_domain"``. The run goes on either way.
+
+    ``tile_rows``: ``src_path`` is a strip of a taller raster (:func:`.tiling.strip_rows`), segmented with the
+    tiles laid as in the whole raster, so its core rows equal the whole run's (no resampling then).
     """
     started = time.perf_counter()
     meta: ModelMetadata = model.metadata
@@ -152,6 +156,8 @@ def segment_raster(
             [(p, raster_io.raster_bytes(info, t, n)) for p, t, n in zip(outputs, sizes, bands) if p], log
         )
         plan = None
+        if tile_rows is not None:
+            resample = False  # a strip is segmented on the whole raster's grid, decided by the caller
         if resample:
             plan, reason = resampling_plan(src, meta)
             if log:
@@ -164,7 +170,7 @@ def segment_raster(
         metadata = {**model_input.metadata(), **checked.metadata()}
         with OutputSet() as run_outputs:
             run = _Run(model, model_input, (dst_path, probabilities_path, confidence_path), batch_size, confidence,
-                       metadata, started, progress, is_canceled, log, run_outputs)  # fmt: skip
+                       metadata, started, progress, is_canceled, log, run_outputs, tile_rows)  # fmt: skip
             result = _segment_resampled(src, plan, run) if plan else _segment_open_raster(src, run)
             if polygons is not None:  # from the class raster just written, moved into place with it
                 result["polygons"] = polygonize_classes(
@@ -197,6 +203,7 @@ class _Run:
     is_canceled: Callable[[], bool] | None = None
     log: LogFn | None = None
     outputs: OutputSet | None = None  # the run's outputs, committed together (None: plain files)
+    tile_rows: TileRows | None = None  # a strip of a taller raster, tiled as the whole one
 
 
 def _segment_open_raster(src: Any, run: _Run) -> dict[str, Any]:
@@ -214,6 +221,8 @@ def _segment_open_raster(src: Any, run: _Run) -> dict[str, Any]:
     stride = tile - overlap
     width, height = info.width, info.height
     ys, xs = tile_starts(height, tile, stride), tile_starts(width, tile, stride)
+    if run.tile_rows is not None:
+        ys = list(run.tile_rows.starts)
     total_tiles = len(ys) * len(xs)
     if log:
         threads = getattr(model, "threads", 0)
@@ -236,9 +245,11 @@ def _segment_open_raster(src: Any, run: _Run) -> dict[str, Any]:
             for k, writer in enumerate(writers)
             if writer is not None
         ]
+        strip = run.tile_rows or TileRows((), False, False)
         blender = Blender(
-            meta, width, height, ys, xs, stagers, bool(probabilities_path), confidence if confidence_path else None
-        )
+            meta, width, height, ys, xs, stagers, bool(probabilities_path), confidence if confidence_path else None,
+            strip.open_top, strip.open_bottom,
+        )  # fmt: skip
         # The model runs on a worker thread (onnxruntime releases the GIL) while this thread blends the previous
         # batch and reads the next: reading and blending hide behind inference.
         pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="sarseg-model"))

@@ -58,6 +58,47 @@ def tile_starts(length: int, tile: int, stride: int) -> list[int]:
     return [round(i * (length - tile) / gaps) for i in range(gaps + 1)]
 
 
+@dataclass(frozen=True)
+class TileRows:
+    """The tile rows of a strip cut from a taller raster, laid as in the whole raster (:func:`strip_rows`).
+
+    ``starts``: the rows' offsets in the strip; ``open_top`` / ``open_bottom``: the raster goes on above / below
+    the strip, so its first / last tile row blends as an inner one. The strip's rows whose every tile lies inside
+    it (its core) come out exactly as in a run over the whole raster; the others are a halo to crop."""
+
+    starts: tuple[int, ...]
+    open_top: bool
+    open_bottom: bool
+
+
+@dataclass(frozen=True)
+class Strip:
+    """Rows ``core`` (start, end) of a raster, computed from rows ``read`` (start, end) with ``rows``' layout."""
+
+    index: int
+    read: tuple[int, int]
+    core: tuple[int, int]
+    rows: TileRows
+
+
+def strip_rows(height: int, tile: int, overlap: int, parts: int) -> list[Strip]:
+    """Cut a raster ``height`` rows high into at most ``parts`` strips that a tiled model (``tile`` px, ``overlap``)
+    can segment one by one, each giving its core rows exactly as a run over the whole raster does: the cores
+    cover the raster once, and each strip reads every tile row that touches its core (the model's halo)."""
+    ys = tile_starts(height, tile, tile - overlap)
+    th = min(tile, height)
+    parts = max(1, min(parts, len(ys)))
+    cuts = [round(k * height / parts) for k in range(parts + 1)]
+    strips = []
+    for k in range(parts):
+        lo, hi = cuts[k], cuts[k + 1]
+        needed = [y for y in ys if y < hi and y + th > lo]
+        y0, y1 = needed[0], needed[-1] + th
+        rows = TileRows(tuple(y - y0 for y in needed), y0 > 0, y1 < height)
+        strips.append(Strip(k, (y0, y1), (lo, hi), rows))
+    return strips
+
+
 def _pad_to(data: np.ndarray, size: int) -> np.ndarray:
     """Reflect-pad a (bands, h, w) array to (bands, size, size); 'edge' when an axis is a single pixel."""
     ph, pw = size - data.shape[1], size - data.shape[2]
@@ -130,12 +171,15 @@ class Blender:
         stagers: list[RowStager],
         probabilities: bool,
         confidence: str | None,
+        open_top: bool = False,
+        open_bottom: bool = False,
     ) -> None:
         self.classes = len(meta.class_names)
         self.tile, self.overlap = meta.tile_size, meta.tile_overlap
         self.width, self.height, self.ys, self.xs = width, height, ys, xs
         self.th, self.tw = min(self.tile, height), min(self.tile, width)
         self.stagers, self.probabilities, self.confidence = stagers, probabilities, confidence
+        self.open_top, self.open_bottom = open_top, open_bottom  # a strip of a taller raster (TileRows)
         self.class_pixels = np.zeros(self.classes, dtype=np.int64)
         self.nodata_pixels = 0
         self.carry_p = np.zeros((self.classes, 0, width), np.float32)
@@ -174,7 +218,7 @@ class Blender:
         acc_w = np.concatenate([self.acc_w, new_w], axis=1)
         valid = np.concatenate([self.valid, np.zeros((th, extra), bool)], axis=1)
         valid[:, bx0 - c_lo :] = batch.valid
-        top, bottom = y0 > 0, y0 + th < self.height
+        top, bottom = y0 > 0 or self.open_top, y0 + th < self.height or self.open_bottom
         for i, x0 in enumerate(batch.xs):
             w = blend_window(self.tile, self.overlap, top=top, bottom=bottom, left=x0 > 0, right=x0 + tw < self.width)
             w = w[:th, :tw]  # a cropped axis spans the raster alone, so its weights are flat

@@ -50,6 +50,7 @@ GROUPS = {
     "segmentation": "Segmentation",
     "forecasting": "Forecasting",
     "clustering": "Clustering",
+    "batch": "Batch",
 }
 T = TypeVar("T")
 #: The "Input units" parameter: its options in the order of :data:`units.SCALE_CHOICES`, and its help text.

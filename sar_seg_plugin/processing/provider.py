@@ -9,6 +9,7 @@ from qgis.core import QgsApplication, QgsProcessingModelAlgorithm, QgsProcessing
 from qgis.PyQt.QtGui import QIcon
 
 from .base import ICON
+from .batch import BatchAlgorithm
 from .cluster_communes import ClusterCommunesAlgorithm
 from .convert_db import ConvertDbAlgorithm
 from .evaluate_segmentation import EvaluateSegmentationAlgorithm
@@ -42,6 +43,7 @@ class SarSegProvider(QgsProcessingProvider):
             FloodMapAlgorithm(),
             ForecastAlgorithm(),
             ClusterCommunesAlgorithm(),
+            BatchAlgorithm(),
         ):
             self.addAlgorithm(algorithm)
         # The graphical models shipped with the plugin (scripts/make_workflows.py), under "Workflows". A model's

@@ -19,6 +19,7 @@ EXPECTED = {
     "sarseg:evaluate_segmentation": "Segmentation",
     "sarseg:forecast": "Forecasting",
     "sarseg:cluster_communes": "Clustering",
+    "sarseg:batch": "Batch",
 }
 
 
