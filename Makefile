@@ -35,6 +35,7 @@ bench: setup
 	$(PY) bench/cluster.py
 	$(PY) bench/import_s1.py
 	$(PY) bench/flood.py
+	$(PY) bench/batch.py
 
 clean:
 	rm -rf demo_output dist build .pytest_cache .ruff_cache
