@@ -81,7 +81,7 @@ class BatchAlgorithm(SarSegAlgorithm):
         "<b>Workers</b>: worker processes of the local cluster; their CPU cores are shared among them.\n"
         "<b>Scheduler</b> (advanced): the address of a running Dask scheduler, e.g. tcp://host:8786; its workers "
         "need GDAL, numpy, scipy, onnxruntime and this plugin's folder importable, and the same paths to the data.\n"
-        "<b>Split</b> (advanced, segment): cut each raster into this many strips segmented side by side (the same "
+        "<b>Split each raster into strips</b> (advanced, segment): this many strips segmented side by side (the same "
         "pixels as a whole run).\n\n"
         "Every output is written whole; a rerun skips the outputs already there (resume). An input that fails does "
         "not stop the others: the summary CSV lists each input with its status, seconds and message. The log gives "

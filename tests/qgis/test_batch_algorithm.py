@@ -90,3 +90,35 @@ def test_qgis_process_runs_the_batch(archive, tmp_path):
     single = _expected(archive, tmp_path)
     for p in single.glob("*.tif"):
         assert filecmp.cmp(p, out / p.name, shallow=False), p.name
+
+
+def test_cancel_stops_the_batch_and_a_rerun_finishes_it_whole(sarseg, sample_dir, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for k in range(6):
+        for p in sorted(sample_dir.glob("sar_*.tif")):
+            shutil.copy(p, folder / f"{p.stem}_{k}.tif")  # 24 inputs
+
+    class CancelAfterFirst(QgsProcessingFeedback):
+        def setProgress(self, progress):  # noqa: N802 - QGIS API name
+            super().setProgress(progress)
+            if progress > 0:
+                self.cancel()
+
+    out = tmp_path / "out"
+    params = {"TOOL": SEGMENT, "INPUTS": str(folder), "OPTIONS": "threads=1", "WORKERS": 2, "OUTPUT_FOLDER": str(out)}
+    with pytest.raises(QgsProcessingException, match="Cancelled"):
+        processing.run(ALG, params, feedback=CancelAfterFirst())
+    finished = sorted(out.glob("*_classes.tif"))
+    assert 1 <= len(finished) < 24
+    again = processing.run(ALG, params)
+    assert again["SKIPPED"] >= len(finished) and again["DONE"] + again["SKIPPED"] == 24 and again["FAILED"] == 0
+    model = load_model("sarseg_unet_vvvh", "cpu")
+    for p in sorted(sample_dir.glob("sar_*.tif")):
+        segment_raster(str(p), str(tmp_path / "single.tif"), model)
+        for k in range(6):  # every output whole and right
+            assert filecmp.cmp(tmp_path / "single.tif", out / f"{p.stem}_{k}_classes.tif", shallow=False)
+    assert not [p.name for p in out.iterdir() if ".partial" in p.name]
