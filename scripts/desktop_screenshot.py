@@ -1,5 +1,6 @@
 """Screenshots of SAR Seg in the real QGIS desktop (run under Xvfb): the speckle filter dialog (or, with
-SARSEG_ALGORITHM, another algorithm's dialog; with SARSEG_RUN=1 too, after running it on SARSEG_INPUT, its log), or
+SARSEG_ALGORITHM, another algorithm's dialog, its parameters from SARSEG_PARAMS (JSON) or INPUT=SARSEG_INPUT; with
+SARSEG_RUN=1 too, after running it, its log), or
 (with SARSEG_PROJECT set, e.g. demo_output/demo.qgz) the forecast dock over the demo project at t+2, or (with
 SARSEG_PROJECT and SARSEG_CLUSTERS=1) the demo project's communes styled by cluster.
 
@@ -11,6 +12,7 @@ SARSEG_PROJECT and SARSEG_CLUSTERS=1) the demo project's communes styled by clus
 The profile must have the plugin enabled ([PythonPlugins] sar_seg_plugin=true in QGIS/QGIS3.ini).
 """
 
+import json
 import os
 
 import processing
@@ -26,7 +28,8 @@ def open_dialog() -> None:
     print("sarseg provider:", sorted(a.id() for a in provider.algorithms()) if provider else None, flush=True)
     iface.mainWindow().setGeometry(0, 0, 1600, 1000)
     algorithm = os.environ.get("SARSEG_ALGORITHM", "sarseg:speckle_filter")
-    dialog = processing.createAlgorithmDialog(algorithm, {"INPUT": os.environ.get("SARSEG_INPUT", "")})
+    params = json.loads(os.environ.get("SARSEG_PARAMS") or "{}") or {"INPUT": os.environ.get("SARSEG_INPUT", "")}
+    dialog = processing.createAlgorithmDialog(algorithm, params)
     dialog.setGeometry(200, 80, 900, 820)
     dialog.show()
     state["dialog"] = dialog
