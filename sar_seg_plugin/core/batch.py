@@ -230,6 +230,11 @@ def forecast_items(folder: str) -> list[Any]:
             (items if date else undated).append(DatedRaster(str(p), date, p.stem) if date else p.name)
     if not items:
         raise SarSegError(f"'{folder}' holds no raster with a date in its name (e.g. sar_20240305.tif).")
+    if undated:
+        raise SarSegError(
+            f"'{folder}' holds rasters without a date in their names ({', '.join(undated[:3])}): a forecast area's "
+            "folder must hold only its dated maps. Move the others out."
+        )
     return items
 
 

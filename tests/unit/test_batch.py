@@ -272,6 +272,9 @@ def test_forecast_per_area_folder_on_the_cluster(sample_dir, client, tmp_path):
             assert np.array_equal(_band(tmp_path / "one" / name), _band(tmp_path / "out" / area / name), equal_nan=True)
     again = batch.run_batch(tasks, client)  # resume: the forecasts are there
     assert [r.status for r in again] == [batch.SKIPPED, batch.SKIPPED]
+    shutil.copy(areas / "south" / p.name, areas / "south" / "notes.tif")  # a map without a date: refused, not used
+    with pytest.raises(SarSegError, match="without a date"):
+        batch.forecast_items(str(areas / "south"))
 
 
 def test_sentinel1_products_on_the_cluster_and_a_corrupt_one_reported(client, tmp_path):
