@@ -47,13 +47,6 @@ CACHE = Path(__file__).resolve().parent / ".cache" / "batch"
 SEED = 20261206
 
 
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def _rasters(quick: bool) -> tuple[list[Path], Path]:
     small, large = (512, 2048) if quick else (1024, 4096)
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -103,7 +96,7 @@ def main() -> int:
     for p in scenes:
         segment_raster(str(p), str(base / f"{p.stem}_classes.tif"), model)
     baseline = time.perf_counter() - started
-    rows = [("one process, sequential", cores, baseline, None, _rss_mb(), True)]
+    rows = [("one process, sequential", cores, baseline, None, harness.peak_rss_mb(), True)]
     for workers in (1, 2):
         threads = max(1, cores // workers)
         out = work / f"w{workers}"
@@ -114,7 +107,7 @@ def main() -> int:
             started = time.perf_counter()
             records = batch.run_batch(tasks, client)
             seconds = time.perf_counter() - started
-            rss = max(client.run(_rss_mb).values())
+            rss = max(client.run(harness.peak_rss_mb).values())
         finally:
             client.close()
             cluster.close()
