@@ -322,7 +322,8 @@ def section_flood(args: argparse.Namespace, work: Path, pairs: dict, res: Result
     true_share = next(iter(res.flood.values()))["agreement"].true_flood_share
     print(
         f"Defaults: Kittler-Illingworth, smoothing 3x3, minimum mapping unit 1000 m². MP/s = N² / seconds / 1e6 "
-        "(one pair of N x N images, VV read from each).\npeak RSS: VmHWM of the child (QGIS start-up + one "
+        "(one pair of N x N images, VV and VH read from each, thresholded on their mean in dB).\npeak RSS: VmHWM "
+        "of the child (QGIS start-up + one "
         "flood_map); polled MB: RSS sampled every 20 ms from this process (a lower bound); vs baseline: minus the "
         f"baseline child.\nflood IoU: class 1 (flooded) against the generator's flood (about {true_share:.1%} of the "
         "land); flood/truth: mapped over true flooded pixels; water IoU: class 2 (permanent water) against the "

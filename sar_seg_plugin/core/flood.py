@@ -10,8 +10,9 @@ for land), and land that floods darkens by several dB between two dates. The map
    thresholding, as in Bovolo & Bruzzone 2007 and Martinis et al. 2009): tiles of land alone or water alone, which
    dominate a scene, do not drag it. It is found for the water of the post-event image (dB), the water of the
    pre-event image, and the change (the log-ratio post - pre in dB); a threshold may also be given. Where no tile
-   holds two populations, the literature value is used (:data:`DEFAULT_WATER_DB`, :data:`DEFAULT_CHANGE_DB`) and the
-   log says so.
+   of the post-event image holds water and land (no lake or river), the tiles where the change holds a drop are
+   used for its water threshold (the flood itself is the water there); where nothing holds two populations, the
+   literature value is used (:data:`DEFAULT_WATER_DB`, :data:`DEFAULT_CHANGE_DB`) and the log says so.
 2. **Classes**, block by block with a halo: each image is first smoothed with the median of its dB values in a
    small window (a median keeps shores where they are; a mean of three land pixels in nine lifts water by 3 dB and
    shrinks every flood by its rim). With a pre-event image: *permanent water* is water on both dates, *flooded* is
@@ -20,7 +21,12 @@ for land), and land that floods darkens by several dB between two dates. The map
    above a height. A minimum mapping unit then removes smaller patches (GDAL's sieve: a patch takes the class of
    its largest neighbour).
 
-Only the first band named VV (else HH, else band 1) is used: cross-polarised water/land contrast is lower.
+Bands: where both images have a co-polarised band (VV, else HH) and its cross-polarised partner (VH, HV), the
+thresholds and classes are on the mean of the two dB values (the geometric mean of the powers): open water is dark
+in both, a flood darkens both, and the speckle of the two bands is independent, so the mean halves the variance of
+the change and of the level. On pairs of the evaluation-only flood generator whose flood is shallow (-15 dB VV,
+grass through the water, 2-3 dB below the fields) this is what tells the flood from the fields. Otherwise (or with
+``polarisations="co-pol"``) the first band named VV, else HH, else band 1 is used alone.
 """
 
 from __future__ import annotations
@@ -64,9 +70,19 @@ DEFAULT_CHANGE_DB = -3.0
 #: Plausible ranges: a water threshold outside is reported as suspect.
 WATER_RANGE_DB = (-26.0, -13.0)
 #: A tile counts for the water threshold only when its darker population is water-like (mean below this, VV dB;
-#: forest next to bare soil is bimodal too), for the change threshold when its lower population is a real drop.
+#: forest next to bare soil is bimodal too), for the change threshold when its lower population is a real drop: on
+#: land that does not change, the log-ratio of two 5x5 medians at ENL 4.4 spreads by about 0.8 dB, so a population
+#: 2 dB down that Ashman's D also sets apart is a drop (a shallow flood with grass through it drops 2-3 dB).
 WATER_MEAN_BELOW_DB = -15.0
-DROP_MEAN_BELOW_DB = -4.0
+DROP_MEAN_BELOW_DB = -2.0
+#: The same levels for the mean of the co- and cross-polarised dB values: open water is about 6 dB darker in VH
+#: than in VV (-20 / -26 dB), land 6-8 dB, so each VV level is lowered by 3 dB.
+DUAL_DEFAULT_WATER_DB = DEFAULT_WATER_DB - 3.0
+DUAL_WATER_MEAN_BELOW_DB = WATER_MEAN_BELOW_DB - 3.0
+DUAL_WATER_RANGE_DB = (WATER_RANGE_DB[0] - 3.0, WATER_RANGE_DB[1] - 3.0)
+#: Which bands are thresholded: "auto" = co- and cross-polarised together where both images have both, else the
+#: co-polarised band; "co-pol" = the co-polarised band only.
+POLARISATIONS = ("auto", "co-pol")
 TILE = 64
 MIN_SHARE = 0.1
 MIN_ASHMAN_D = 2.0
@@ -165,6 +181,30 @@ class Threshold:
     suspect: str = ""
 
 
+def _tiles(image: np.ndarray, tile: int):  # noqa: ANN202 - a generator of ((y, x), finite values)
+    h, w = image.shape
+    for y in range(0, h - tile + 1, tile):
+        for x in range(0, w - tile + 1, tile):
+            values = image[y : y + tile, x : x + tile]
+            values = values[np.isfinite(values)]
+            if values.size >= MIN_VALID_SHARE * tile * tile:
+                yield (y, x), values
+
+
+def bimodal_tiles(
+    images: Sequence[np.ndarray], tile: int = TILE, low_below: float | None = None
+) -> tuple[set[tuple[int, int, int]], int]:
+    """The tiles (image index, y, x) of ``images`` that hold two populations (:func:`bimodal`), and how many tiles
+    had enough data to be tried."""
+    picked, tried = set(), 0
+    for i, image in enumerate(images):
+        for (y, x), values in _tiles(image, tile):
+            tried += 1
+            if bimodal(values, low_below):
+                picked.add((i, y, x))
+    return picked, tried
+
+
 def split_threshold(
     images: Sequence[np.ndarray],
     name: str,
@@ -175,26 +215,27 @@ def split_threshold(
     given: float | None = None,
     plausible: tuple[float, float] | None = None,
     low_below: float | None = None,
+    also: set[tuple[int, int, int]] | None = None,
+    also_why: str = "",
+    label: str = "VV",
 ) -> Threshold:
     """The threshold of ``images`` (2-D arrays, NaN = no data) by split-based thresholding (module docstring).
     ``given``: used as it is. ``default``: when no tile holds two populations. ``low_below``: a tile counts only
-    when its lower population's mean is below it (open water, a flood's drop)."""
+    when its lower population's mean is below it (open water, a flood's drop). ``also``: more tiles (image index,
+    y, x) to pool, chosen on another image (``also_why`` says which, for the log). ``label``: what the images
+    show (for the log)."""
     if given is not None:
         return Threshold(name, float(given), f"{name}: {given:g} dB, as given")
     if method not in METHODS:
         raise SarSegError(f"Unknown threshold method '{method}': expected one of {', '.join(METHODS)}.")
-    picked, tried = [], 0
-    for image in images:
-        h, w = image.shape
-        for y in range(0, h - tile + 1, tile):
-            for x in range(0, w - tile + 1, tile):
-                values = image[y : y + tile, x : x + tile]
-                values = values[np.isfinite(values)]
-                if values.size < MIN_VALID_SHARE * tile * tile:
-                    continue
-                tried += 1
-                if bimodal(values, low_below):
-                    picked.append(values)
+    own, tried = bimodal_tiles(images, tile, low_below)
+    extra = (also or set()) - own
+    picked = [
+        values
+        for i, image in enumerate(images)
+        for (y, x), values in _tiles(image, tile)
+        if (i, y, x) in own or (i, y, x) in extra
+    ]
     if not picked:
         return Threshold(
             name, default,
@@ -204,17 +245,18 @@ def split_threshold(
         )  # fmt: skip
     pooled = np.concatenate(picked)
     value = kittler_illingworth(pooled) if method == METHODS[0] else otsu(pooled)
-    label = "Kittler-Illingworth" if method == METHODS[0] else "Otsu"
+    kind = "Kittler-Illingworth" if method == METHODS[0] else "Otsu"
+    more = f", {len(extra)} of them {also_why}" if extra and also_why else ""
     result = Threshold(
         name, value,
-        f"{name}: {value:.2f} dB, {label} on the {len(picked)} of {tried} tiles of {tile} px that hold two "
-        f"populations ({pooled.size:,} pixels)",
+        f"{name}: {value:.2f} dB, {kind} on the {len(picked)} of {tried} tiles of {tile} px that hold two "
+        f"populations{more} ({pooled.size:,} pixels)",
         len(picked), tried,
     )  # fmt: skip
     if plausible and not plausible[0] <= value <= plausible[1]:
         result.suspect = (
             f"The {name} {value:.2f} dB lies outside {plausible[0]:g}..{plausible[1]:g} dB, where open water in C-band "
-            "VV usually separates: check the input's calibration and units, or give the threshold."
+            f"{label} usually separates: check the input's calibration and units, or give the threshold."
         )
     return result
 
@@ -281,13 +323,33 @@ def classify(
 # --- rasters ------------------------------------------------------------------------------------------------------
 
 
-def co_pol_band(ds: gdal.Dataset) -> int:
-    """The band to map water in: the first named VV, else HH, else 1."""
+def pol_bands(ds: gdal.Dataset) -> tuple[int, int | None]:
+    """The co-polarised band (the first named VV, else HH, else 1) and its cross-polarised partner (VH with VV, HV
+    with HH; None when there is none or the bands are not named)."""
     names = [polarisation_of(ds.GetRasterBand(b).GetDescription()) for b in range(1, ds.RasterCount + 1)]
-    for pol in ("VV", "HH"):
-        if pol in names:
-            return names.index(pol) + 1
-    return 1
+    for co, cross in (("VV", "VH"), ("HH", "HV")):
+        if co in names:
+            return names.index(co) + 1, (names.index(cross) + 1 if cross in names else None)
+    return 1, None
+
+
+@dataclass(frozen=True)
+class Index:
+    """What the thresholds are found on: one co-polarised band, or the mean of the co- and cross-polarised dB
+    values (the geometric mean of their powers), with the water levels that go with it."""
+
+    label: str  # in the output's metadata (SARSEG_FLOOD_BANDS)
+    words: str  # in the log
+    default_water_db: float
+    water_mean_below_db: float
+    water_range_db: tuple[float, float]
+
+
+CO_POL = Index("co-pol", "VV (or HH)", DEFAULT_WATER_DB, WATER_MEAN_BELOW_DB, WATER_RANGE_DB)
+DUAL_POL = Index(
+    "co+cross", "VV and VH (or HH and HV) averaged in dB", DUAL_DEFAULT_WATER_DB, DUAL_WATER_MEAN_BELOW_DB,
+    DUAL_WATER_RANGE_DB,
+)  # fmt: skip
 
 
 @dataclass
@@ -304,14 +366,20 @@ class FloodResult:
         return self.counts.get(name, 0) * self.pixel_area_m2 / 1e6
 
 
-def _linear(ds: gdal.Dataset, window: Window, band: int, scale: str) -> tuple[np.ndarray, np.ndarray]:
-    data = read_window(ds, window, [band], np.float64)
-    valid = valid_mask(data, [ds.GetRasterBand(band).GetNoDataValue()])[0]
-    x = data[0]
-    if scale == radiometry.DB:
-        x = radiometry.from_db(x)
-    valid &= np.isfinite(x) & (x > 0)
-    return x, valid
+def _linear(
+    ds: gdal.Dataset, window: Window, bands: Sequence[int], scales: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The power of one band, or the geometric mean of two (whose dB is the mean of their dB values), and where
+    every band holds data."""
+    data = read_window(ds, window, list(bands), np.float64)
+    valid = valid_mask(data, [ds.GetRasterBand(b).GetNoDataValue() for b in bands]).all(axis=0)
+    powers = [radiometry.from_db(x) if scale == radiometry.DB else x for x, scale in zip(data, scales)]
+    for x in powers:
+        valid &= np.isfinite(x) & (x > 0)
+    if len(powers) == 1:
+        return powers[0], valid
+    with np.errstate(invalid="ignore"):
+        return np.sqrt(np.where(valid, powers[0] * powers[1], 0.0)), valid
 
 
 def _band_scale(path: str, ds: gdal.Dataset, band: int, choice: str, log: LogFn | None, warn: LogFn | None) -> str:
@@ -338,6 +406,7 @@ def flood_map(
     smooth: int = DEFAULT_SMOOTH,
     min_area_m2: float = DEFAULT_MIN_AREA_M2,
     input_scale: str = AUTO,
+    polarisations: str = POLARISATIONS[0],
     block_size: int = 512,
     outputs: OutputSet | None = None,
     progress: ProgressFn | None = None,
@@ -358,6 +427,8 @@ def flood_map(
         raise SarSegError(f"The minimum mapping unit must be 0 or more square metres; {min_area_m2:g} given.")
     if height is not None and max_height is None:
         raise SarSegError("A height raster needs a maximum height: give the height above which land cannot flood.")
+    if polarisations not in POLARISATIONS:
+        raise SarSegError(f"Unknown polarisations '{polarisations}': expected one of {', '.join(POLARISATIONS)}.")
     check_not_same_file([post, pre, height], destination)
     post_ds = open_raster(post)
     info = read_info(post_ds)
@@ -367,17 +438,15 @@ def flood_map(
     pixel_area = pixel_area_m2(grid)
     sources: list[gdal.Dataset] = []
     try:
-        post_band = co_pol_band(post_ds)
-        post_scale = _band_scale(post, post_ds, post_band, input_scale, log, warn)
-        say(f"Post-event image: band {post_band} ({post_ds.GetRasterBand(post_band).GetDescription() or 'unnamed'}).")
-        pre_ds = pre_band = pre_scale = None
+        pre_ds = None
         if pre is not None:
             pre_ds = aligned(pre, grid, "bilinear", "post-event image")
             sources.append(pre_ds)
             if pre_ds.GetDescription().startswith("/vsimem/"):
                 say(f"'{Path(pre).name}' was resampled (bilinear) to the grid of '{Path(post).name}'.")
-            pre_band = co_pol_band(pre_ds)
-            pre_scale = _band_scale(pre, pre_ds, pre_band, input_scale, log, warn)
+        post_bands, pre_bands, index = _choose_bands(post_ds, pre_ds, polarisations, say)
+        post_scales = [_band_scale(post, post_ds, b, input_scale, log, warn) for b in post_bands]
+        pre_scales = [_band_scale(pre, pre_ds, b, input_scale, log, warn) for b in pre_bands] if pre_ds else []
         opinion_ds = None
         if opinion is not None and pre is not None:
             opinion_ds = aligned(opinion, grid, "nearest", "post-event image")
@@ -401,35 +470,39 @@ def flood_map(
         post_tiles, pre_tiles, change_tiles = [], [], []
         sample_smooth = max(smooth, THRESHOLD_SMOOTH)
         for window in windows:
-            x, v = _linear(post_ds, window, post_band, post_scale)
+            x, v = _linear(post_ds, window, post_bands, post_scales)
             p_db = smoothed_db(x, v, sample_smooth)
             post_tiles.append(p_db)
             if pre_ds is not None:
-                y, u = _linear(pre_ds, window, pre_band, pre_scale)
+                y, u = _linear(pre_ds, window, pre_bands, pre_scales)
                 q_db = smoothed_db(y, u, sample_smooth)
                 pre_tiles.append(q_db)
                 change_tiles.append(p_db - q_db)
-        post_ds.FlushCache()
-        for ds in sources:
-            ds.FlushCache()
-        water_t = split_threshold(post_tiles, "water threshold", DEFAULT_WATER_DB, method=method, given=water_db,
-                                  plausible=WATER_RANGE_DB, low_below=WATER_MEAN_BELOW_DB)  # fmt: skip
+            for ds in (post_ds, *sources):  # GDAL's block cache would keep every window's tiles (of both bands)
+                ds.FlushCache()
+        water_levels = dict(method=method, given=water_db, plausible=index.water_range_db,
+                            low_below=index.water_mean_below_db, label=index.words)  # fmt: skip
+        change_levels = dict(method=method, given=change_db, low_below=DROP_MEAN_BELOW_DB)
+        change_tiles = [np.where(np.isfinite(c), c, np.nan) for c in change_tiles]
+        water_t = split_threshold(post_tiles, "water threshold", index.default_water_db, **water_levels)
+        if water_t.tiles_used == 0 and water_db is None and change_tiles:
+            # No lake or river to learn water from; where the change holds a drop and the rest, the post-event image
+            # holds the flood's water and land: the threshold is found there (a shallow flood is brighter than the
+            # literature's open water).
+            drop_tiles = bimodal_tiles(change_tiles, TILE, DROP_MEAN_BELOW_DB)[0]
+            if drop_tiles:
+                water_t = split_threshold(post_tiles, "water threshold", index.default_water_db, also=drop_tiles,
+                                          also_why="where the change holds a drop", **water_levels)  # fmt: skip
         thresholds = [water_t]
         rules = Rules(water_t.value, max_height=max_height)
         if pre_ds is not None:
-            pre_t = split_threshold(
-                pre_tiles, "pre-event water threshold", water_t.value, method=method, given=water_db,
-                plausible=WATER_RANGE_DB, low_below=WATER_MEAN_BELOW_DB,
-            )  # fmt: skip
+            pre_t = split_threshold(pre_tiles, "pre-event water threshold", water_t.value, **water_levels)
             if pre_t.tiles_used == 0 and water_db is None:
                 pre_t.how = (
                     f"pre-event water threshold: {water_t.value:.2f} dB, the post-event one: no tile of the "
                     "pre-event image holds two populations (little open water before the event)"
                 )
-            change_t = split_threshold(
-                [np.where(np.isfinite(c), c, np.nan) for c in change_tiles], "change threshold", DEFAULT_CHANGE_DB,
-                method=method, given=change_db, low_below=DROP_MEAN_BELOW_DB,
-            )  # fmt: skip
+            change_t = split_threshold(change_tiles, "change threshold", DEFAULT_CHANGE_DB, **change_levels)
             if change_t.value > 0:
                 change_t.suspect = (
                     f"The change threshold {change_t.value:.2f} dB is a rise, not a drop: the images may be in the "
@@ -470,11 +543,11 @@ def flood_map(
             for k, block in enumerate(blocks):
                 if is_canceled and is_canceled():
                     raise CancelledError("Cancelled by the user.")
-                x, v = _linear(post_ds, block.read, post_band, post_scale)
+                x, v = _linear(post_ds, block.read, post_bands, post_scales)
                 p_db = smoothed_db(x, v, smooth)
                 q_db, valid = None, v
                 if pre_ds is not None:
-                    y, u = _linear(pre_ds, block.read, pre_band, pre_scale)
+                    y, u = _linear(pre_ds, block.read, pre_bands, pre_scales)
                     q_db = smoothed_db(y, u, smooth)
                     valid = v & u
                 h = None
@@ -500,7 +573,7 @@ def flood_map(
             with GeoTiffWriter(
                 destination, info.width, info.height, 1, np.uint8, grid.geotransform, grid.projection,
                 nodata=NODATA, color_table=dict(COLORS), category_names=list(names),
-                metadata={"SARSEG_FLOOD_CLASSES": ",".join(names),
+                metadata={"SARSEG_FLOOD_CLASSES": ",".join(names), "SARSEG_FLOOD_BANDS": index.label,
                           **{f"SARSEG_{t.name.upper().replace(' ', '_').replace('-', '_')}_DB": f"{t.value:.3f}"
                              for t in thresholds}},
                 outputs=run,
@@ -522,6 +595,34 @@ def flood_map(
     for name in names[1:]:
         say(f"{name}: {result.area_km2(name):.3f} km² ({counted[name]:,} pixels)")
     return result
+
+
+def _choose_bands(
+    post: gdal.Dataset, pre: gdal.Dataset | None, polarisations: str, say: LogFn
+) -> tuple[list[int], list[int], Index]:
+    """The bands of each image to threshold, and what they make (:class:`Index`), said in the log."""
+
+    def name(ds: gdal.Dataset, band: int) -> str:
+        return ds.GetRasterBand(band).GetDescription() or "unnamed"
+
+    post_co, post_cross = pol_bands(post)
+    pre_co, pre_cross = pol_bands(pre) if pre is not None else (None, None)
+    both = post_cross is not None and (pre is None or pre_cross is not None)
+    if polarisations == "auto" and both:
+        say(
+            f"Post-event image: bands {post_co} ({name(post, post_co)}) and {post_cross} ({name(post, post_cross)})"
+            + (f"; pre-event image: bands {pre_co} and {pre_cross}" if pre is not None else "")
+            + ". Water and change are found on the mean of the co- and cross-polarised dB values: open water is "
+            "dark in both, and the two speckles are independent (half the variance in the mean)."
+        )  # fmt: skip
+        return [post_co, post_cross], ([pre_co, pre_cross] if pre is not None else []), DUAL_POL
+    why = "" if polarisations == "co-pol" else " (no cross-polarised band named VH or HV in both images)"
+    say(
+        f"Post-event image: band {post_co} ({name(post, post_co)})"
+        + (f"; pre-event image: band {pre_co} ({name(pre, pre_co)})" if pre is not None else "")
+        + f": the co-polarised band only{why}."
+    )  # fmt: skip
+    return [post_co], ([pre_co] if pre is not None else []), CO_POL
 
 
 def pixel_area_m2(grid: Grid) -> float:

@@ -49,6 +49,7 @@ class FloodMapAlgorithm(SarSegAlgorithm):
     WATER_THRESHOLD = "WATER_THRESHOLD"
     CHANGE_THRESHOLD = "CHANGE_THRESHOLD"
     METHOD = "METHOD"
+    POLARISATIONS = "POLARISATIONS"
     SMOOTH = "SMOOTH"
     MIN_AREA = "MIN_AREA"
     COMMUNES = "COMMUNES"
@@ -67,9 +68,13 @@ class FloodMapAlgorithm(SarSegAlgorithm):
     GROUP_ID = "segmentation"
     HELP = (
         "Maps flooded land from a SAR image taken during a flood and, better, one taken before it.\n\n"
-        "<b>Post-event image</b> and <b>pre-event image</b> (optional): VV (or HH) backscatter, linear power or dB "
-        "(units detected); the band named VV is used, else HH, else band 1. A pre-event image on another grid is "
-        "aligned to the post-event one.\n"
+        "<b>Post-event image</b> and <b>pre-event image</b> (optional): VV (or HH) backscatter, with VH (or HV) "
+        "when you have it, linear power or dB (units detected). A pre-event image on another grid is aligned to the "
+        "post-event one.\n"
+        "<b>Polarisations</b> (advanced): where both images have bands named VV and VH (or HH and HV), water and "
+        "change are found on the mean of their dB values: open water is dark in both and the two speckles are "
+        "independent, which finds shallow floods (grass through the water) that VV alone misses. Otherwise, or "
+        "with 'co-polarised only', the band named VV is used, else HH, else band 1. The log says which.\n"
         "<b>Method</b>: each image is smoothed by the median of its dB values in a small window (<b>smoothing</b>: "
         "it keeps shores in place). Open water is dark: "
         "the water threshold is found by split-based thresholding (Kittler-Illingworth or Otsu on the tiles that "
@@ -90,8 +95,9 @@ class FloodMapAlgorithm(SarSegAlgorithm):
         "flooded_pct (of the commune's mapped land) and mapped_pct.\n"
         + INPUT_SCALE_HELP
         + "\nLimits: flooded forest and streets are not seen (C-band does not reach the water under them); a "
-        "shallow flood with grass through the water, only 3-4 dB below the fields, is under-mapped, never "
-        "invented; dark dry surfaces (sand, tarmac) can look like water on both dates (permanent water)."
+        "shallow flood only 2-3 dB below the fields needs VH too, and one as bright as the darkest fields is "
+        "under-mapped, never invented; dark dry surfaces (sand, tarmac) can look like water on both dates "
+        "(permanent water)."
     )
 
     def initAlgorithm(self, config: dict | None = None) -> None:  # noqa: N802 - QGIS API name
@@ -135,6 +141,14 @@ class FloodMapAlgorithm(SarSegAlgorithm):
             ),
             QgsProcessingParameterEnum(
                 self.METHOD, self.tr("Threshold method"), options=["Kittler-Illingworth", "Otsu"], defaultValue=0
+            ),
+            QgsProcessingParameterEnum(
+                self.POLARISATIONS, self.tr("Polarisations"),
+                options=[
+                    self.tr("VV and VH together where both images have both"),
+                    self.tr("Co-polarised only (VV or HH)"),
+                ],
+                defaultValue=0,
             ),
             QgsProcessingParameterNumber(
                 self.SMOOTH, self.tr("Smoothing window (pixels, odd)"), QgsProcessingParameterNumber.Integer,
@@ -218,6 +232,7 @@ class FloodMapAlgorithm(SarSegAlgorithm):
                     water_db=self._optional_number(parameters, self.WATER_THRESHOLD, context),
                     change_db=self._optional_number(parameters, self.CHANGE_THRESHOLD, context),
                     method=methods[self.parameterAsEnum(parameters, self.METHOD, context)],
+                    polarisations=flood.POLARISATIONS[self.parameterAsEnum(parameters, self.POLARISATIONS, context)],
                     smooth=self.parameterAsInt(parameters, self.SMOOTH, context),
                     min_area_m2=self.parameterAsDouble(parameters, self.MIN_AREA, context),
                     input_scale=self.input_scale(parameters, context), outputs=run,

@@ -71,6 +71,21 @@ def test_without_a_pre_event_image_all_water_is_mapped(sarseg, series, tmp_path)
     assert set(np.unique(ds.ReadAsArray())) <= {0, 1, 255}
 
 
+def test_co_polarised_only_is_the_cores_co_pol_map(sarseg, series, tmp_path):
+    import processing
+
+    out = processing.run(
+        ALG, {"POST": series["post"], "PRE": series["pre"], "POLARISATIONS": 1, "OUTPUT": str(tmp_path / "co.tif")}
+    )
+    flood.flood_map(series["post"], str(tmp_path / "core.tif"), pre=series["pre"], polarisations="co-pol")
+    flood.flood_map(series["post"], str(tmp_path / "dual.tif"), pre=series["pre"])
+    got, core, dual = (gdal.Open(p) for p in (out["OUTPUT"], str(tmp_path / "core.tif"), str(tmp_path / "dual.tif")))
+    assert np.array_equal(got.ReadAsArray(), core.ReadAsArray())
+    assert not np.array_equal(got.ReadAsArray(), dual.ReadAsArray())  # the default uses VH too
+    assert got.GetMetadataItem("SARSEG_FLOOD_BANDS") == "co-pol"
+    assert dual.GetMetadataItem("SARSEG_FLOOD_BANDS") == "co+cross"
+
+
 def test_polygons_other_than_geopackage_are_refused_and_nothing_is_written(sarseg, series, tmp_path):
     import processing
     from qgis.core import QgsProcessingException
