@@ -382,13 +382,16 @@ def _linear(
         return np.sqrt(np.where(valid, powers[0] * powers[1], 0.0)), valid
 
 
-def _band_scale(path: str, ds: gdal.Dataset, band: int, choice: str, log: LogFn | None, warn: LogFn | None) -> str:
+def _band_scales(
+    path: str, ds: gdal.Dataset, bands: Sequence[int], choice: str, log: LogFn | None, warn: LogFn | None
+) -> list[str]:
+    """The scale (linear, dB) of each of ``bands``, the image's bands read once and said in the log once."""
     from .preprocess import check_has_data, read_scales
 
     info = read_info(open_raster(path))
     samples = check_has_data(ds, info)
     scales = read_scales(info, samples, choice, log, warn)
-    return scales[band - 1].scale
+    return [scales[band - 1].scale for band in bands]
 
 
 def flood_map(
@@ -445,8 +448,8 @@ def flood_map(
             if pre_ds.GetDescription().startswith("/vsimem/"):
                 say(f"'{Path(pre).name}' was resampled (bilinear) to the grid of '{Path(post).name}'.")
         post_bands, pre_bands, index = _choose_bands(post_ds, pre_ds, polarisations, say)
-        post_scales = [_band_scale(post, post_ds, b, input_scale, log, warn) for b in post_bands]
-        pre_scales = [_band_scale(pre, pre_ds, b, input_scale, log, warn) for b in pre_bands] if pre_ds else []
+        post_scales = _band_scales(post, post_ds, post_bands, input_scale, log, warn)
+        pre_scales = _band_scales(pre, pre_ds, pre_bands, input_scale, log, warn) if pre_ds else []
         opinion_ds = None
         if opinion is not None and pre is not None:
             opinion_ds = aligned(opinion, grid, "nearest", "post-event image")

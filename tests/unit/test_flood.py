@@ -160,6 +160,7 @@ def test_a_shallow_flood_needs_both_polarisations(tmp_path):
         ious[pol] = _flood_iou(ds.ReadAsArray(), pair.truth)[0]
         assert ds.GetMetadataItem("SARSEG_FLOOD_BANDS") == {"auto": "co+cross", "co-pol": "co-pol"}[pol]
         assert any(("bands 1 (VV) and 2 (VH)" if pol == "auto" else "the co-polarised band only") in x for x in lines)
+        assert sum("band 2 ('VH'): in linear power" in x for x in lines) == 2  # the units said once per image
     assert ious["auto"] >= 0.85 and ious["co-pol"] < ious["auto"] - 0.05, ious
 
 
