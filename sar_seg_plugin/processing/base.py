@@ -242,7 +242,12 @@ class SarSegAlgorithm(QgsProcessingAlgorithm):
         existing database, ...)."""
         if parameters.get(name) is None:
             return None
+        # Only asking where it goes: parameterAsOutputLayer also queues the destination for loading when the run
+        # ends (the dialog's "open output file"), which for a memory sink is a name no layer will have (the sink
+        # registers its own layer when it is written, and none when it is not).
+        queued = context.layersToLoadOnCompletion()
         dest = self.parameterAsOutputLayer(parameters, name, context) or ""
+        context.setLayersToLoadOnCompletion(queued)
         if not dest or "|" in dest or re.match(r"^[A-Za-z][A-Za-z0-9_]+:", dest) or not Path(dest).suffix:
             return None
         return dest

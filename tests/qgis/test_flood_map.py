@@ -86,6 +86,34 @@ def test_co_polarised_only_is_the_cores_co_pol_map(sarseg, series, tmp_path):
     assert dual.GetMetadataItem("SARSEG_FLOOD_BANDS") == "co+cross"
 
 
+@pytest.mark.parametrize("with_communes", [False, True])
+def test_every_output_queued_for_loading_opens(sarseg, series, tmp_path, with_communes):
+    """As the dialog runs it, every output a temporary layer to open after running: each queued layer exists
+    (without communes, the communes output is none; a queued name no layer has is an error in the dialog)."""
+    import processing
+    from qgis.core import QgsProcessingContext, QgsProcessingOutputLayerDefinition, QgsProcessingUtils, QgsProject
+
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+
+    def temporary():  # noqa: ANN202
+        return QgsProcessingOutputLayerDefinition("TEMPORARY_OUTPUT", QgsProject.instance())
+
+    params = {"POST": series["post"], "PRE": series["pre"], "OUTPUT": temporary(), "OUTPUT_POLYGONS": temporary(),
+              "OUTPUT_COMMUNES": temporary()}  # fmt: skip
+    if with_communes:
+        params["COMMUNES"] = series["communes"]
+    out = processing.run(ALG, params, context=context)
+    returned = {value.id(): value for value in out.values() if hasattr(value, "id")}  # memory layers handed over
+    queued = context.layersToLoadOnCompletion()
+    found = [key in returned or QgsProcessingUtils.mapLayerFromString(key, context) is not None for key in queued]
+    assert len(queued) == (3 if with_communes else 2) and all(found), list(queued)
+    if with_communes:
+        assert out["OUTPUT_COMMUNES"].featureCount() == 6 and out["OUTPUT_COMMUNES"].id() in queued
+    else:
+        assert "OUTPUT_COMMUNES" not in out
+
+
 def test_polygons_other_than_geopackage_are_refused_and_nothing_is_written(sarseg, series, tmp_path):
     import processing
     from qgis.core import QgsProcessingException
