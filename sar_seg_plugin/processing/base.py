@@ -237,17 +237,22 @@ class SarSegAlgorithm(QgsProcessingAlgorithm):
 
     # --- feature sinks written with the run's other outputs ---------------------------------------------------------
 
+    def sink_destination(self, parameters: dict, name: str, context: QgsProcessingContext) -> str:
+        """Where the sink parameter ``name`` writes ("" when nowhere), without queuing it for loading:
+        parameterAsOutputLayer also queues the destination for loading when the run ends (the dialog's "open output
+        file after running"), which for a memory sink is a name no layer will have (the sink registers its own
+        layer when it is written, and none when it is not)."""
+        queued = context.layersToLoadOnCompletion()
+        dest = self.parameterAsOutputLayer(parameters, name, context) or ""
+        context.setLayersToLoadOnCompletion(queued)
+        return dest
+
     def file_destination(self, parameters: dict, name: str, context: QgsProcessingContext) -> str | None:
         """The file a sink parameter writes to, when it is a plain file (None for a memory layer, a table in an
         existing database, ...)."""
         if parameters.get(name) is None:
             return None
-        # Only asking where it goes: parameterAsOutputLayer also queues the destination for loading when the run
-        # ends (the dialog's "open output file"), which for a memory sink is a name no layer will have (the sink
-        # registers its own layer when it is written, and none when it is not).
-        queued = context.layersToLoadOnCompletion()
-        dest = self.parameterAsOutputLayer(parameters, name, context) or ""
-        context.setLayersToLoadOnCompletion(queued)
+        dest = self.sink_destination(parameters, name, context)
         if not dest or "|" in dest or re.match(r"^[A-Za-z][A-Za-z0-9_]+:", dest) or not Path(dest).suffix:
             return None
         return dest

@@ -468,7 +468,7 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
             return
         inputs = {os.path.realpath(layer_path(layer))}
         for name in (self.OUTPUT, self.OUTPUT_SIMILAR):
-            value = self.parameterAsOutputLayer(parameters, name, context) or ""
+            value = self.sink_destination(parameters, name, context)
             path = value.split("|")[0]
             if path and os.path.exists(path) and os.path.realpath(path) in inputs:
                 raise QgsProcessingException(
