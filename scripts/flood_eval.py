@@ -4,7 +4,9 @@
 Pairs of ``training.evalflood.flood_sar_pair`` (the evaluation-only flood generator: its own terrain, a rain-driven
 river flood, its own radiometry; VV and VH, linear power, 10 m) are written as GeoTIFFs and mapped by the plugin's
 core (:func:`sar_seg_plugin.core.flood.flood_map`, default settings) with each choice of polarisations; the flooded
-class is scored against the generator's truth (IoU, and the mapped flooded area over the true one).
+class is scored against the generator's truth (IoU, and the mapped flooded area over the true one), and so is the
+flooded area per commune (:func:`~sar_seg_plugin.core.flood.flood_per_commune`) of 3 x 3 square communes laid over
+the pair, where the truth holds more than 0.05 km² of flood.
 
 Usage: ``.venv/bin/python scripts/flood_eval.py [--looks 4.4 10 2] [--seeds 0-35] [--size 384]``: one row per ENL
 and choice of polarisations (mean, worst, how many seeds reach an IoU of 0.85, the largest area error among those),
@@ -32,6 +34,8 @@ from training.evalflood import flood_sar_pair, write_flood_pair  # noqa: E402
 
 gdal.UseExceptions()
 TARGET_IOU = 0.85
+GRID = 3  # communes per side
+MIN_FLOOD_KM2 = 0.05
 
 
 @dataclass
@@ -42,6 +46,7 @@ class Score:
     iou: float
     area_error: float  # mapped flooded area / true flooded area - 1
     bands: str  # SARSEG_FLOOD_BANDS of the output
+    commune_errors: list[float]  # the same per commune, where the truth holds more than MIN_FLOOD_KM2
 
 
 def flood_scores(classes: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
@@ -49,6 +54,37 @@ def flood_scores(classes: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     ok = (truth != flood.NODATA) & (classes != flood.NODATA)
     got, true = (classes == flood.FLOODED) & ok, (truth == flood.FLOODED) & ok
     return float((got & true).sum() / max((got | true).sum(), 1)), float(got.sum() / max(true.sum(), 1) - 1)
+
+
+def square_communes(size: int, pixel_m: float = 10.0) -> list[tuple[bytes, tuple[slice, slice]]]:
+    """GRID x GRID square polygons (WKB) over a pair written by ``write_flood_pair``, with their pixel slices."""
+    from osgeo import ogr
+
+    x0, y0 = 500000.0, 5000000.0  # write_flood_pair's top-left corner
+    edges = np.linspace(0, size, GRID + 1).astype(int)
+    communes = []
+    for r in range(GRID):
+        for c in range(GRID):
+            (top, bottom), (left, right) = edges[r : r + 2], edges[c : c + 2]
+            ring = ogr.Geometry(ogr.wkbLinearRing)
+            for col, row in ((left, top), (right, top), (right, bottom), (left, bottom), (left, top)):
+                ring.AddPoint_2D(x0 + col * pixel_m, y0 - row * pixel_m)
+            polygon = ogr.Geometry(ogr.wkbPolygon)
+            polygon.AddGeometry(ring)
+            communes.append((bytes(polygon.ExportToWkb()), (slice(top, bottom), slice(left, right))))
+    return communes
+
+
+def commune_errors(classes_path: str, truth: np.ndarray, pixel_km2: float = 1e-4) -> list[float]:
+    """Mapped over true flooded km² - 1 per square commune holding more than MIN_FLOOD_KM2 of true flood."""
+    communes = square_communes(truth.shape[0])
+    mapped = flood.flood_per_commune(classes_path, [wkb for wkb, _ in communes]).flooded_km2
+    errors = []
+    for (_, cells), got in zip(communes, mapped):
+        true = float((truth[cells] == flood.FLOODED).sum()) * pixel_km2
+        if true > MIN_FLOOD_KM2:
+            errors.append(float(got) / true - 1)
+    return errors
 
 
 def score_pair(seed: int, looks: float, polarisations: Sequence[str], size: int, folder: Path) -> list[Score]:
@@ -60,8 +96,9 @@ def score_pair(seed: int, looks: float, polarisations: Sequence[str], size: int,
         flood.flood_map(paths["post"], str(out), pre=paths["pre"], polarisations=pol)
         ds = gdal.Open(str(out))
         iou, error = flood_scores(ds.ReadAsArray(), pair.truth)
-        scores.append(Score(seed, looks, pol, iou, error, ds.GetMetadataItem("SARSEG_FLOOD_BANDS") or ""))
+        bands = ds.GetMetadataItem("SARSEG_FLOOD_BANDS") or ""
         ds = None
+        scores.append(Score(seed, looks, pol, iou, error, bands, commune_errors(str(out), pair.truth)))
         out.unlink()
     return scores
 
@@ -70,9 +107,14 @@ def summary(scores: Sequence[Score]) -> str:
     ious = np.array([s.iou for s in scores])
     good = [s for s in scores if s.iou >= TARGET_IOU]
     worst_area = max((abs(s.area_error) for s in good), default=float("nan"))
+    good_communes = np.abs([e for s in good for e in s.commune_errors])
+    every_commune = np.abs([e for s in scores for e in s.commune_errors])
     return (
         f"mean {ious.mean():.2f}, worst {ious.min():.2f}, {len(good)} of {len(scores)} seeds >= {TARGET_IOU} "
-        f"(their flooded area within {100 * worst_area:.0f} %)"
+        f"(their flooded area within {100 * worst_area:.0f} %; per commune median {100 * np.median(good_communes):.1f}"
+        f" %, {np.mean(good_communes <= 0.10):.0%} of {good_communes.size} within 10 %) | all seeds: per commune "
+        f"median {100 * np.median(every_commune):.1f} %, {np.mean(every_commune <= 0.10):.0%} of "
+        f"{every_commune.size} within 10 %"
     )
 
 
@@ -98,8 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for seed in seeds:
                 scores += score_pair(seed, looks, args.polarisations, args.size, Path(tmp))
     print(f"sarseg:flood_map on evaluation-only pairs ({args.size} px, seeds {args.seeds}): flood IoU")
-    print("| ENL | polarisations | flood IoU |")
-    print("|---|---|---|")
+    print("| ENL | polarisations | flood IoU (flooded area error, per commune) | flooded area per commune |")
+    print("|---|---|---|---|")
     for looks in args.looks:
         for pol in args.polarisations:
             row = [s for s in scores if s.looks == looks and s.polarisations == pol]

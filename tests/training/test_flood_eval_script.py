@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from osgeo import gdal
+from rasters import write_raster
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -40,3 +41,22 @@ def test_a_pair_scores_what_the_core_maps(tmp_path):
     either = ((got == flood.FLOODED) | (pair.truth == flood.FLOODED)) & (pair.truth != 255)
     assert score.iou == pytest.approx(both.sum() / either.sum()) and score.iou > 0.8
     assert score.bands == "co+cross" and not list((tmp_path / "eval").glob("flood_*.tif"))
+
+
+def test_flooded_area_per_square_commune_by_hand(tmp_path):
+    truth = flood_sar_pair(1, 240, 4.4).truth  # communes of 80 x 80 px; six hold more than 500 px of flood
+    classes = truth.copy()
+    top = classes[:40, 80:160]  # the upper half of the second commune: its flood missed
+    top[top == flood.FLOODED] = flood.DRY
+    bottom = classes[160:, 80:160]  # the eighth commune: flooded all over
+    bottom[bottom == flood.DRY] = flood.FLOODED
+    path = write_raster(tmp_path / "classes.tif", classes, nodata=255, origin=(500000.0, 5000000.0), pixel=10.0)
+    expected = []
+    for r in range(3):
+        for c in range(3):
+            cells = (slice(80 * r, 80 * r + 80), slice(80 * c, 80 * c + 80))
+            true, got = ((a[cells] == flood.FLOODED).sum() for a in (truth, classes))
+            if true > 500:  # 0.05 km² of 10 m pixels
+                expected.append(got / true - 1)
+    assert len(expected) == 6 and expected[0] < -0.2 and expected[-1] > 0.2 and expected[1:-1] == [0, 0, 0, 0]
+    assert flood_eval.commune_errors(path, truth) == pytest.approx(expected)
