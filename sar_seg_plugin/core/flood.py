@@ -518,9 +518,9 @@ def flood_map(
             say(t.how)
             if t.suspect:
                 caution(t.suspect)
-        histograms = {"post-event (dB)": _hist(post_tiles)}
+        histograms = {f"post-event, {index.words} (dB)": _hist(post_tiles)}
         if change_tiles:
-            histograms["change post - pre (dB)"] = _hist(change_tiles)
+            histograms[f"change post - pre, {index.words} (dB)"] = _hist(change_tiles)
         post_tiles = pre_tiles = change_tiles = []  # the sample is not needed any more (~100 MB on large rasters)
         names = CLASS_NAMES if pre_ds is not None else WATER_ONLY_NAMES
         if pre_ds is None:
@@ -762,11 +762,10 @@ def write_report(
             "wide",
         ),  # fmt: skip
     ]
-    marks = {"post-event (dB)": [t for t in result.thresholds if "water" in t.name],
-             "change post - pre (dB)": [t for t in result.thresholds if t.name.startswith("change")]}  # fmt: skip
     for name, (counts, edges) in result.histogram.items():
+        marks = [t for t in result.thresholds if (t.name.startswith("change") == name.startswith("change"))]
         parts.append(f"<h3>{html.escape(name)}</h3>")
-        parts.append(svg_histogram(counts, edges, [(t.value, t.name) for t in marks.get(name, [])], name))
+        parts.append(svg_histogram(counts, edges, [(t.value, t.name) for t in marks], name))
     parts += [
         "<h2>Areas</h2>",
         table(

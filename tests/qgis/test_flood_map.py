@@ -58,6 +58,7 @@ def test_processing_run_writes_classes_polygons_communes_and_report(sarseg, seri
     assert all(0 <= r[2] <= 100 for r in rows)
     text = (tmp_path / "flood.html").read_text()
     assert f"{core.thresholds[0].value:.2f}" in text and "<svg" in text and rows[0][0] in text
+    assert text.count("<svg") == 2 and "<h3>post-event, VV and VH (or HH and HV) averaged in dB (dB)</h3>" in text
 
 
 def test_without_a_pre_event_image_all_water_is_mapped(sarseg, series, tmp_path):
