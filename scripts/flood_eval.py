@@ -56,28 +56,31 @@ def flood_scores(classes: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     return float((got & true).sum() / max((got | true).sum(), 1)), float(got.sum() / max(true.sum(), 1) - 1)
 
 
-def square_communes(size: int, pixel_m: float = 10.0) -> list[tuple[bytes, tuple[slice, slice]]]:
-    """GRID x GRID square polygons (WKB) over a pair written by ``write_flood_pair``, with their pixel slices."""
+def square_communes(classes: gdal.Dataset) -> list[tuple[bytes, tuple[slice, slice]]]:
+    """GRID x GRID square polygons (WKB, in the raster's CRS) over a class raster, with their pixel slices."""
     from osgeo import ogr
 
-    x0, y0 = 500000.0, 5000000.0  # write_flood_pair's top-left corner
-    edges = np.linspace(0, size, GRID + 1).astype(int)
+    x0, dx, _, y0, _, dy = classes.GetGeoTransform()
+    edges = np.linspace(0, classes.RasterYSize, GRID + 1).astype(int)
     communes = []
     for r in range(GRID):
         for c in range(GRID):
             (top, bottom), (left, right) = edges[r : r + 2], edges[c : c + 2]
             ring = ogr.Geometry(ogr.wkbLinearRing)
             for col, row in ((left, top), (right, top), (right, bottom), (left, bottom), (left, top)):
-                ring.AddPoint_2D(x0 + col * pixel_m, y0 - row * pixel_m)
+                ring.AddPoint_2D(x0 + col * dx, y0 + row * dy)
             polygon = ogr.Geometry(ogr.wkbPolygon)
             polygon.AddGeometry(ring)
             communes.append((bytes(polygon.ExportToWkb()), (slice(top, bottom), slice(left, right))))
     return communes
 
 
-def commune_errors(classes_path: str, truth: np.ndarray, pixel_km2: float = 1e-4) -> list[float]:
+def commune_errors(classes_path: str, truth: np.ndarray) -> list[float]:
     """Mapped over true flooded km² - 1 per square commune holding more than MIN_FLOOD_KM2 of true flood."""
-    communes = square_communes(truth.shape[0])
+    ds = gdal.Open(classes_path)
+    communes = square_communes(ds)
+    pixel_km2 = abs(ds.GetGeoTransform()[1] * ds.GetGeoTransform()[5]) / 1e6
+    ds = None
     mapped = flood.flood_per_commune(classes_path, [wkb for wkb, _ in communes]).flooded_km2
     errors = []
     for (_, cells), got in zip(communes, mapped):

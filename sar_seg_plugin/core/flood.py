@@ -229,13 +229,8 @@ def split_threshold(
     if method not in METHODS:
         raise SarSegError(f"Unknown threshold method '{method}': expected one of {', '.join(METHODS)}.")
     own, tried = bimodal_tiles(images, tile, low_below)
-    extra = (also or set()) - own
-    picked = [
-        values
-        for i, image in enumerate(images)
-        for (y, x), values in _tiles(image, tile)
-        if (i, y, x) in own or (i, y, x) in extra
-    ]
+    wanted = own | (also or set())
+    picked = [values for i, image in enumerate(images) for (y, x), values in _tiles(image, tile) if (i, y, x) in wanted]
     if not picked:
         return Threshold(
             name, default,
@@ -246,7 +241,8 @@ def split_threshold(
     pooled = np.concatenate(picked)
     value = kittler_illingworth(pooled) if method == METHODS[0] else otsu(pooled)
     kind = "Kittler-Illingworth" if method == METHODS[0] else "Otsu"
-    more = f", {len(extra)} of them {also_why}" if extra and also_why else ""
+    extra = len(wanted) - len(own)
+    more = f", {extra} of them {also_why}" if extra and also_why else ""
     result = Threshold(
         name, value,
         f"{name}: {value:.2f} dB, {kind} on the {len(picked)} of {tried} tiles of {tile} px that hold two "
@@ -485,7 +481,6 @@ def flood_map(
                 ds.FlushCache()
         water_levels = dict(method=method, given=water_db, plausible=index.water_range_db,
                             low_below=index.water_mean_below_db, label=index.words)  # fmt: skip
-        change_levels = dict(method=method, given=change_db, low_below=DROP_MEAN_BELOW_DB)
         change_tiles = [np.where(np.isfinite(c), c, np.nan) for c in change_tiles]
         water_t = split_threshold(post_tiles, "water threshold", index.default_water_db, **water_levels)
         if water_t.tiles_used == 0 and water_db is None and change_tiles:
@@ -505,7 +500,8 @@ def flood_map(
                     f"pre-event water threshold: {water_t.value:.2f} dB, the post-event one: no tile of the "
                     "pre-event image holds two populations (little open water before the event)"
                 )
-            change_t = split_threshold(change_tiles, "change threshold", DEFAULT_CHANGE_DB, **change_levels)
+            change_t = split_threshold(change_tiles, "change threshold", DEFAULT_CHANGE_DB, method=method,
+                                       given=change_db, low_below=DROP_MEAN_BELOW_DB)  # fmt: skip
             if change_t.value > 0:
                 change_t.suspect = (
                     f"The change threshold {change_t.value:.2f} dB is a rise, not a drop: the images may be in the "

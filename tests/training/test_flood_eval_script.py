@@ -50,7 +50,7 @@ def test_flooded_area_per_square_commune_by_hand(tmp_path):
     top[top == flood.FLOODED] = flood.DRY
     bottom = classes[160:, 80:160]  # the eighth commune: flooded all over
     bottom[bottom == flood.DRY] = flood.FLOODED
-    path = write_raster(tmp_path / "classes.tif", classes, nodata=255, origin=(500000.0, 5000000.0), pixel=10.0)
+    path = write_raster(tmp_path / "classes.tif", classes, nodata=255, pixel=10.0)
     expected = []
     for r in range(3):
         for c in range(3):
