@@ -219,7 +219,7 @@ def main() -> int:
     segmentation.mkdir(parents=True, exist_ok=True)
     classes = segmentation / "classes.tif"
     confidence = segmentation / "confidence.tif"
-    step(
+    seg = step(
         "8/13 Segment",
         "sarseg:segment",
         {"INPUT": scenes[0], "MODEL": 0, "OUTPUT": classes, "OUTPUT_CONFIDENCE": confidence},
@@ -229,6 +229,8 @@ def main() -> int:
              {"PREDICTED": classes, "REFERENCE": data / manifest["files"][0]["labels"], "OUTPUT_HTML": report,
               "OUTPUT_TABLE": segmentation / "evaluation.csv"})  # fmt: skip
     print(f"    mIoU {r['MIOU']:.3f}, overall accuracy {r['OVERALL_ACCURACY']:.3f} (default model, sample scene)")
+    print(f"    the model's own estimate (mean confidence): {seg['MEAN_CONFIDENCE']:.3f}; "
+          f"{seg['UNSURE_SHARE']:.1%} of the pixels under 0.5")  # fmt: skip
     print_model_card_figures(classes)
 
     forecast = out / "forecast"

@@ -139,3 +139,71 @@ def confidence_of(p: np.ndarray, measure: str) -> np.ndarray:
             terms = np.where(p > 0, p * np.log(p), 0.0)
         return (-terms.sum(axis=0) / math.log(max(p.shape[0], 2))).astype(np.float32)
     raise SarSegError(f"unknown confidence measure '{measure}': expected one of {', '.join(CONFIDENCE_MEASURES)}")
+
+
+#: A pixel whose chosen class has a probability under this is "unsure" (with 5 classes: less than an even bet).
+UNSURE_BELOW = 0.5
+#: Share of unsure pixels above which a run warns that much of the map is unreliable.
+UNSURE_WARN_SHARE = 0.25
+
+
+class ConfidenceTally:
+    """Running totals of the probability of the chosen class over the pixels of a class map, per class: what the
+    model itself says of how much of its map to trust (the mean confidence of a calibrated model is the share of
+    pixels it expects to have right, on data like its training data)."""
+
+    def __init__(self, classes: int) -> None:
+        self.classes = classes
+        self.pixels = np.zeros(classes, np.int64)
+        self.total = np.zeros(classes, np.float64)
+        self.unsure = 0
+
+    def add(self, classes: np.ndarray, top: np.ndarray, ok: np.ndarray) -> None:
+        """Count the pixels ``ok`` of a block: chosen ``classes`` and their probability ``top``."""
+        ok = ok & np.isfinite(top)
+        c, t = classes[ok].astype(np.int64), top[ok]
+        self.pixels += np.bincount(c, minlength=self.classes)[: self.classes]
+        self.total += np.bincount(c, weights=t, minlength=self.classes)[: self.classes]
+        self.unsure += int((t < UNSURE_BELOW).sum())
+
+    def summary(self, class_names: Sequence[str]) -> dict:
+        """Mean confidence overall and per class (None where no pixel), share of unsure pixels, pixels counted."""
+        n = int(self.pixels.sum())
+        return {
+            "mean": float(self.total.sum() / n) if n else None,
+            "unsure_share": self.unsure / n if n else None,
+            "per_class": {
+                name: (float(s / p) if p else None) for name, s, p in zip(class_names, self.total, self.pixels)
+            },
+            "pixels": n,
+        }
+
+
+def describe_confidence(summary: dict, reference: dict | None = None) -> tuple[str, str | None]:
+    """The log line of a run's :meth:`ConfidenceTally.summary`, and a warning when more than
+    :data:`UNSURE_WARN_SHARE` of the pixels are unsure (else None). ``reference``: the model's mean confidence and
+    pixel accuracy measured on scenes it was not trained on (``{"mean_confidence", "overall_accuracy", "where"}``),
+    quoted so the figure is read for what it is."""
+    if summary.get("mean") is None:
+        return "Confidence: no pixel was classified", None
+    per_class = ", ".join(f"{name} {v:.2f}" for name, v in summary["per_class"].items() if v is not None)
+    line = (
+        f"Confidence (probability of the chosen class): mean {summary['mean']:.2f}, "
+        f"{summary['unsure_share']:.1%} of the pixels under {UNSURE_BELOW:g}; per class: {per_class}"
+    )
+    if reference:
+        line += (
+            f". On {reference['where']}, never trained on, the model's mean confidence was "
+            f"{reference['mean_confidence']:.2f} and {reference['overall_accuracy']:.0%} of the pixels were right: "
+            "on data unlike its training, read the confidence as an upper bound"
+        )
+    warning = None
+    if summary["unsure_share"] > UNSURE_WARN_SHARE:
+        warning = (
+            f"The model is unsure on {summary['unsure_share']:.0%} of the pixels (probability of the chosen class "
+            f"under {UNSURE_BELOW:g}): the map is unreliable there. Check the input's units, calibration and "
+            "speckle (the input-domain check above), write the confidence output to see where, or fine-tune the "
+            "model on a few labelled polygons of this area (sarseg:extract_patches, then "
+            "training.train_segmentation --init bundled)"
+        )
+    return line, warning

@@ -24,7 +24,7 @@ from osgeo import gdal
 
 from ..models.metadata import ModelMetadata
 from . import domain, raster_io
-from .class_rasters import CLASS_NODATA, CONFIDENCE_MEASURES, RowStager, open_writers
+from .class_rasters import CLASS_NODATA, CONFIDENCE_MEASURES, RowStager, describe_confidence, open_writers
 from .errors import CancelledError, SarSegError
 from .outputs import OutputSet, check_destinations, remove_folder, temporary_folder
 from .preprocess import check_has_data
@@ -179,6 +179,11 @@ def segment_raster(
                     outputs=run_outputs, is_canceled=is_canceled,
                 )  # fmt: skip
         result["input_domain"] = checked.to_json()
+        line, unsure = describe_confidence(result["confidence"], meta.confidence_reference)
+        if log:
+            log(line)
+        if unsure and warn:
+            warn(unsure)
         return result
     except (SarSegError, CancelledError) as err:
         # A traceback keeps the GDAL dataset alive in a reference cycle that a later garbage collection frees,
@@ -283,6 +288,7 @@ def _segment_open_raster(src: Any, run: _Run) -> dict[str, Any]:
         "device": model.device_used,
         "class_pixels": {name: int(c) for name, c in zip(meta.class_names, class_pixels)},
         "nodata_pixels": nodata_pixels,
+        "confidence": blender.tally.summary(meta.class_names),
         **_input_summary(model_input),
     }
 

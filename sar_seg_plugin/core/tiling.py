@@ -13,7 +13,7 @@ import numpy as np
 
 from ..models.metadata import ModelMetadata
 from . import raster_io
-from .class_rasters import CLASS_NODATA, RowStager, confidence_of
+from .class_rasters import CLASS_NODATA, ConfidenceTally, RowStager, confidence_of
 from .errors import CancelledError
 from .raster_io import RasterInfo, Window
 from .units import ModelInput
@@ -182,6 +182,7 @@ class Blender:
         self.open_top, self.open_bottom = open_top, open_bottom  # a strip of a taller raster (TileRows)
         self.class_pixels = np.zeros(self.classes, dtype=np.int64)
         self.nodata_pixels = 0
+        self.tally = ConfidenceTally(self.classes)
         self.carry_p = np.zeros((self.classes, 0, width), np.float32)
         self.carry_w = np.zeros((0, width), np.float32)
         self._start_row(0)
@@ -248,6 +249,8 @@ class Blender:
         classes[~ok] = CLASS_NODATA
         self.class_pixels += np.bincount(classes[ok], minlength=self.classes)[: self.classes]
         self.nodata_pixels += int((~ok).sum())
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.tally.add(classes, acc_p.max(axis=0) / acc_w, ok)
         outputs = [classes]
         if self.probabilities or self.confidence:
             with np.errstate(invalid="ignore", divide="ignore"):

@@ -34,6 +34,8 @@ from ..core.domain import ENVELOPE_KEY, validate_envelope
 from ..core.errors import SarSegError
 
 FORMAT_VERSION = 1
+#: Key of ``training`` holding the model's confidence and accuracy on scenes it was not trained on.
+CONFIDENCE_REFERENCE_KEY = "confidence_reference"
 PREFIX = "sarseg."
 TASKS = ("segmentation", "forecast", "encoder")
 UNITS = ("dB", "linear", "reflectance", "uint8")
@@ -149,6 +151,19 @@ class ModelMetadata:
         """The envelope of the inputs the model was trained on (``training["input_domain"]``, see
         :mod:`sar_seg_plugin.core.domain`), or None when the model does not record one."""
         return self.training.get(ENVELOPE_KEY)
+
+    @property
+    def confidence_reference(self) -> dict[str, Any] | None:
+        """The model's mean confidence and pixel accuracy on scenes it was not trained on
+        (``training["confidence_reference"]``: ``{"where", "mean_confidence", "overall_accuracy"}``), which the
+        segmentation log quotes beside a run's own confidence; None when the model does not record them."""
+        ref = self.training.get(CONFIDENCE_REFERENCE_KEY)
+        keys = ("where", "mean_confidence", "overall_accuracy")
+        if not isinstance(ref, dict) or not all(k in ref for k in keys):
+            return None
+        if not isinstance(ref["where"], str) or not all(_is_number(ref[k]) for k in keys[1:]):
+            return None
+        return {k: ref[k] for k in keys}
 
     def __post_init__(self) -> None:
         for name in ("input_bands", "input_units", "class_names", "class_colors", "horizons"):

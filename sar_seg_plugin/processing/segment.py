@@ -6,6 +6,7 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingContext,
     QgsProcessingFeedback,
+    QgsProcessingOutputNumber,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
@@ -37,6 +38,8 @@ class SegmentAlgorithm(SarSegAlgorithm):
     MODEL_FILE = "MODEL_FILE"
     DEVICE = "DEVICE"
     BATCH_SIZE = "BATCH_SIZE"
+    MEAN_CONFIDENCE = "MEAN_CONFIDENCE"
+    UNSURE_SHARE = "UNSURE_SHARE"
     RESAMPLE = "RESAMPLE"
     CONFIDENCE_MEASURE = "CONFIDENCE_MEASURE"
     OUTPUT = "OUTPUT"
@@ -84,6 +87,11 @@ class SegmentAlgorithm(SarSegAlgorithm):
         "the probability of the chosen class (low values mark uncertain pixels); with 'Normalised entropy', the "
         "Shannon entropy of the class probabilities divided by log(number of classes): 0 where the model is "
         "certain, 1 where all classes are equally likely (high values mark uncertain pixels).\n"
+        "<b>Mean confidence</b> and <b>Share of unsure pixels</b> (outputs, also in the log, per class too): the "
+        "mean probability of the chosen class over the map, and the share of pixels where it is under 0.5. The "
+        "bundled model's probabilities are calibrated on its training scenes, where the mean confidence is the "
+        "share of pixels it gets right; on scenes unlike them it is an upper bound, and the log quotes the gap "
+        "measured on scenes the model was not trained on. More than 25 % unsure pixels is a warning.\n"
         "<b>Class polygons</b> (optional, GeoPackage): the classes as polygons (fields class, name, area_km2; "
         "GDAL polygonize, patches whole across blocks). <b>Polygon simplification tolerance</b> (advanced, in "
         "the raster's CRS units; 0: none) works polygon by polygon: neighbours may overlap a little. "
@@ -164,6 +172,8 @@ class SegmentAlgorithm(SarSegAlgorithm):
                 optional=True, createByDefault=False,
             )
         )  # fmt: skip
+        self.addOutput(QgsProcessingOutputNumber(self.MEAN_CONFIDENCE, self.tr("Mean confidence")))
+        self.addOutput(QgsProcessingOutputNumber(self.UNSURE_SHARE, self.tr("Share of unsure pixels")))
 
     def processAlgorithm(  # noqa: N802 - QGIS API name
         self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback
@@ -192,7 +202,7 @@ class SegmentAlgorithm(SarSegAlgorithm):
 
         model = self.run_core(lambda: load_model(model_name, device))
         feedback.pushInfo(self.tr("Model: {} ({})").format(model.metadata.name, model.path))
-        self.run_core(
+        run = self.run_core(
             lambda: segment_raster(
                 src,
                 dst,
@@ -217,7 +227,11 @@ class SegmentAlgorithm(SarSegAlgorithm):
             dst,
             ClassPaletteStyle(list(zip(range(len(meta.class_names)), meta.class_names, meta.class_colors))),
         )
-        results = {self.OUTPUT: dst}
+        results = {
+            self.OUTPUT: dst,
+            self.MEAN_CONFIDENCE: run["confidence"]["mean"],
+            self.UNSURE_SHARE: run["confidence"]["unsure_share"],
+        }
         if polygons:
             results[self.OUTPUT_POLYGONS] = polygons.path
         if probabilities:

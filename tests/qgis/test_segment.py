@@ -104,6 +104,13 @@ def test_segment_sample_scene_with_default_model(sarseg, sample_dir, tmp_path):
     np.testing.assert_allclose(p[:, valid].sum(axis=0), 1.0, atol=1e-4)
     assert (p[:, valid].argmax(axis=0) == predicted[valid]).all()
     np.testing.assert_allclose(read_raster(conf, dtype=np.float64)[0][valid], p[:, valid].max(axis=0), atol=1e-6)
+    # The mean confidence output is the mean of the confidence raster; on this training-family scene, the
+    # calibrated model's mean confidence is close to its pixel accuracy (whatever the model, it is an estimate).
+    top = p[:, valid].max(axis=0)
+    assert result["MEAN_CONFIDENCE"] == pytest.approx(top.mean(), abs=1e-4)
+    assert result["UNSURE_SHARE"] == pytest.approx((top < 0.5).mean(), abs=1e-4)
+    accuracy = (predicted[valid] == reference[valid]).mean()
+    assert abs(result["MEAN_CONFIDENCE"] - accuracy) < 0.06, (result["MEAN_CONFIDENCE"], accuracy)
 
 
 def test_entropy_confidence_through_processing(sarseg, sample_dir, tmp_path):

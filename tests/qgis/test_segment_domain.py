@@ -43,6 +43,11 @@ def inputs(sample_dir, tmp_path_factory):
     return {"inside": sar, "low": low, "single_look": str(single / SAR)}
 
 
+def domain_warnings(feedback) -> list[str]:  # noqa: ANN001
+    """The run's warnings but the one that says the (tiny, untrained) test model is unsure of most pixels."""
+    return [w for w in feedback.warnings if not w.startswith("The model is unsure on ")]
+
+
 def segment(sarseg, feedback, src: str, folder: Path) -> dict[str, dict[str, str]]:  # noqa: ANN001
     """Run sarseg:segment with the envelope model, logging to ``feedback``; each output's GDAL metadata."""
     folder.mkdir()
@@ -61,7 +66,7 @@ def segment(sarseg, feedback, src: str, folder: Path) -> dict[str, dict[str, str
 
 def test_input_inside_the_envelope_gives_no_warning(sarseg, inputs, tmp_path, feedback):
     metadata = segment(sarseg, feedback, inputs["inside"], tmp_path / "inside")
-    assert feedback.warnings == []
+    assert domain_warnings(feedback) == []
     summary = [line for line in feedback.lines if line.startswith("Input domain:")]
     assert len(summary) == 1 and summary[0].endswith("inside the model's training envelope"), feedback.lines
     for md in metadata.values():
@@ -81,16 +86,16 @@ def test_input_outside_the_envelope_is_warned_of_in_the_log_and_the_outputs(
 ):
     metadata = segment(sarseg, feedback, inputs[name], tmp_path / name)
     for start in expected:
-        assert sum(w.startswith(start) for w in feedback.warnings) == 1, feedback.warnings
+        assert sum(w.startswith(start) for w in domain_warnings(feedback)) == 1, domain_warnings(feedback)
     if name == "low":
-        assert len(feedback.warnings) == 2 and all("'Input units'" in w for w in feedback.warnings)
+        assert len(domain_warnings(feedback)) == 2 and all("'Input units'" in w for w in domain_warnings(feedback))
     else:
-        enl = next(w for w in feedback.warnings if w.startswith("Input ENL about "))
+        enl = next(w for w in domain_warnings(feedback) if w.startswith("Input ENL about "))
         assert "(single look?)" in enl and "sarseg:speckle_filter" in enl
-    count = len(feedback.warnings)
+    count = len(domain_warnings(feedback))
     summary = [line for line in feedback.lines if line.startswith("Input domain:")]
     assert len(summary) == 1, feedback.lines
     assert summary[0].endswith(f"outside the model's training envelope ({count} warning{'s' * (count > 1)})")
     for md in metadata.values():
         assert md["SARSEG_INPUT_DOMAIN"] == "outside"
-        assert md["SARSEG_DOMAIN_WARNINGS"] == " | ".join(feedback.warnings)
+        assert md["SARSEG_DOMAIN_WARNINGS"] == " | ".join(domain_warnings(feedback))

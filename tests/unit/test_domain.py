@@ -383,6 +383,9 @@ def shifted_copy(src: str, dst: Path, db: float) -> str:
     return str(dst)
 
 
+UNSURE = "The model is unsure on "
+
+
 def metadata_of(path: Path) -> dict[str, str]:
     ds = gdal.Open(str(path))
     md = ds.GetMetadata()
@@ -399,7 +402,8 @@ def run(model, src: str, folder: Path, **kwargs) -> tuple[dict, list[str], list[
     result = segment_raster(
         src, str(classes), model, probabilities_path=str(probabilities), log=logs.append, warn=warns.append, **kwargs
     )
-    return result, logs, warns, classes, probabilities
+    # The tiny test model is unsure of most pixels, which its own warning says; the input-domain ones are kept.
+    return result, logs, [w for w in warns if not w.startswith(UNSURE)], classes, probabilities
 
 
 def test_inside_the_envelope_no_warning_and_outputs_say_inside(envelope_model, sample_dir, tmp_path):

@@ -309,3 +309,56 @@ def test_not_a_segmentation_model_is_refused(tmp_path):
 
     with pytest.raises(SarSegError, match="choose a segmentation model"):
         segment_raster(str(tmp_path / "x.tif"), str(tmp_path / "y.tif"), Fake())
+
+
+def test_confidence_summary_matches_the_whole_raster_probabilities(conv_model, tmp_path):
+    """The run's mean confidence, per-class means and unsure share equal those of the probabilities it wrote
+    (which equal a single pass over the whole raster, see above), nodata pixels left out; the log says them and
+    warns past 25 % unsure."""
+    db = db_scene(5)
+    db[:, :4, :] = np.nan  # a nodata strip
+    src = write_raster(tmp_path / "db.tif", db, descriptions=["VV", "VH"], units=["dB", "dB"], nodata=np.nan)
+    logs, warnings = [], []
+    probs = tmp_path / "p.tif"
+    result = segment_raster(
+        src, str(tmp_path / "c.tif"), conv_model, probabilities_path=str(probs), log=logs.append, warn=warnings.append
+    )
+    p = read_raster(probs, dtype=np.float64)
+    assert np.isnan(p[:, :4]).all() and np.isfinite(p[:, 4:]).all()
+    p = p[:, 4:]
+    top, chosen = p.max(axis=0), p.argmax(axis=0)
+    summary = result["confidence"]
+    assert summary["pixels"] == top.size
+    assert summary["mean"] == pytest.approx(top.mean(), abs=1e-5)
+    assert summary["unsure_share"] == pytest.approx((top < 0.5).mean(), abs=2 / top.size)
+    for k, name in enumerate(NAMES):
+        mask = chosen == k
+        expected = top[mask].mean() if mask.any() else None
+        assert summary["per_class"][name] == (pytest.approx(expected, abs=1e-5) if mask.any() else None)
+    line = next(m for m in logs if m.startswith("Confidence"))
+    assert f"mean {top.mean():.2f}" in line and f"{(top < 0.5).mean():.1%} of the pixels under 0.5" in line
+    unsure = [w for w in warnings if w.startswith("The model is unsure")]
+    assert bool(unsure) == ((top < 0.5).mean() > 0.25)
+
+
+def test_describe_confidence_warns_and_quotes_the_models_own_gap():
+    from sar_seg_plugin.core.class_rasters import ConfidenceTally, describe_confidence
+
+    tally = ConfidenceTally(3)
+    classes = np.array([[0, 0, 1, 2]])
+    tally.add(classes, np.array([[0.9, 0.7, 0.4, np.nan]]), np.array([[True, True, True, True]]))
+    tally.add(classes, np.array([[0.3, 0.3, 0.3, 0.3]]), np.array([[False, False, False, False]]))
+    summary = tally.summary(["a", "b", "c"])
+    assert summary["pixels"] == 3 and summary["mean"] == pytest.approx((0.9 + 0.7 + 0.4) / 3)
+    assert summary["per_class"] == {"a": pytest.approx(0.8), "b": pytest.approx(0.4), "c": None}
+    assert summary["unsure_share"] == pytest.approx(1 / 3)
+    reference = {"where": "test scenes", "mean_confidence": 0.8, "overall_accuracy": 0.71}
+    line, warning = describe_confidence(summary, reference)
+    assert "mean 0.67" in line and "33.3 %" not in line and "33.3% of the pixels under 0.5" in line
+    assert "a 0.80, b 0.40" in line and "c " not in line.split("per class:")[1].split(".")[0]
+    assert "On test scenes" in line and "0.80" in line and "71% of the pixels were right" in line
+    assert warning is not None and "unsure on 33% of the pixels" in warning
+    tally.add(np.array([[1] * 9]), np.full((1, 9), 0.95), np.ones((1, 9), bool))
+    line, warning = describe_confidence(tally.summary(["a", "b", "c"]))
+    assert warning is None and "On " not in line and "8.3% of the pixels under 0.5" in line
+    assert describe_confidence(ConfidenceTally(2).summary(["a", "b"]))[0] == "Confidence: no pixel was classified"
