@@ -188,6 +188,11 @@ def score_scenes(
     return scores
 
 
+def grid_seed(family: str, i: int) -> int:
+    """Generator seed of the ``i``-th scene of the domain grid in ``family``."""
+    return (TRAINING_FAMILY_SEED if family == TRAINING_FAMILY else 0) + 1001 * i + 16
+
+
 def evaluate_grid(
     model_paths: Mapping[str, str | Path],
     domains: Sequence[Any] = evalgen.EVAL_DOMAINS,
@@ -196,8 +201,11 @@ def evaluate_grid(
     size: int = 256,
     workdir: str | Path | None = None,
     log: Callable[[str], None] | None = None,
+    scene_seeds: Sequence[int] | None = None,
 ) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
-    """``result[family][domain name][model name]`` = :meth:`Score.summary` over ``seeds`` scenes of ``size`` px."""
+    """``result[family][domain name][model name]`` = :meth:`Score.summary` over ``seeds`` scenes of ``size`` px
+    (the grid's seeds: :func:`grid_seed`), or over the scenes of ``scene_seeds`` when given (other scenes than the
+    grid's, e.g. to compare two builds without looking at the grid)."""
     from sar_seg_plugin.models.registry import load_model
 
     models = {name: load_model(str(path), device="cpu") for name, path in model_paths.items()}
@@ -208,8 +216,8 @@ def evaluate_grid(
             result[family] = {}
             for domain in domains:
                 pairs = []
-                for i in range(seeds):
-                    seed = (TRAINING_FAMILY_SEED if family == TRAINING_FAMILY else 0) + 1001 * i + 16
+                chosen = list(scene_seeds) if scene_seeds is not None else [grid_seed(family, i) for i in range(seeds)]
+                for i, seed in enumerate(chosen):
                     scene = make(seed, size, domain)
                     image, label = work / f"image_{i}.tif", work / f"label_{i}.tif"
                     evalgen.write_scene(scene, image, label)
@@ -222,3 +230,34 @@ def evaluate_grid(
                     )
                     log(f"{family} / {domain.name}: mIoU {cells}")
     return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Compare exported models on evaluation-only scenes: mIoU, ECE, mean confidence and per-class IoU per domain."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m training.domain_eval", description=main.__doc__)
+    parser.add_argument("models", nargs="+", help="NAME=PATH of each .onnx model")
+    parser.add_argument("--seeds", default="5000:12:7", help="FIRST:COUNT:STEP of the scene seeds (default 5000:12:7)")
+    parser.add_argument("--size", type=int, default=256, help="scene size in px (default 256)")
+    parser.add_argument("--domains", default="", help="comma-separated domain names (default: all)")
+    parser.add_argument("--family", choices=list(FAMILIES), default=EVALUATION_ONLY)
+    args = parser.parse_args(argv)
+    paths = dict(m.split("=", 1) for m in args.models)
+    first, count, step = (int(v) for v in args.seeds.split(":"))
+    names = [d.strip() for d in args.domains.split(",") if d.strip()]
+    domains = [evalgen.domain_by_name(n) for n in names] if names else list(evalgen.EVAL_DOMAINS)
+    seeds = [first + step * i for i in range(count)]
+    print(f"{args.family} scenes, seeds {seeds}, {args.size} px")
+    grid = evaluate_grid(paths, domains, {args.family: FAMILIES[args.family]}, size=args.size, scene_seeds=seeds)
+    for domain, cells in grid[args.family].items():
+        print(f"{domain}: " + "; ".join(
+            f"{m} mIoU {v['miou']:.3f} (ECE {v['ece']:.3f}, confidence {v['mean_confidence']:.2f}, accuracy "
+            f"{v['overall_accuracy']:.2f}; " + " ".join(f"{c} {x:.2f}" for c, x in v["iou"].items()) + ")"
+            for m, v in cells.items()
+        ))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -38,6 +38,22 @@ def test_worlds_stay_within_the_literature_ranges_and_vary() -> None:
     assert any(w.coast for w in worlds) and any(w.nodata_border for w in worlds)
     forest_vv = np.array([w.sigma0_db[FOREST][0] for w in worlds])
     assert forest_vv.min() >= -8.7 - 1e-9 and forest_vv.max() <= -6.3 + 1e-9
+    # Centre-weighted: normal with a third of the half-range (1.2 dB) as standard deviation, clipped. Within half
+    # the half-range: P(|z| < 1.5) = 0.866 (a uniform draw: 0.5); the ends are still reached.
+    near = np.abs(forest_vv + 7.5) < 0.6
+    assert 0.8 < near.mean() < 0.93, near.mean()
+    assert forest_vv.std() == pytest.approx(0.4, rel=0.15)
+    assert forest_vv.min() < -8.2 and forest_vv.max() > -6.8
+
+
+def test_central_draws_favour_the_centre_and_stay_in_range() -> None:
+    rng = np.random.default_rng(5)
+    x = np.array([domains.central(rng, 2.0) for _ in range(20000)])
+    assert np.abs(x).max() <= 2.0 and np.abs(x).max() > 1.9
+    # an independent check of the distribution: normal, sd 2/3, clipped at 3 sd (0.27 % at the ends)
+    assert x.std() == pytest.approx(2.0 / 3.0, rel=0.03)
+    assert np.mean(np.abs(x) < 2.0 / 3.0) == pytest.approx(0.6827, abs=0.015)
+    assert np.mean(np.abs(x) >= 2.0) == pytest.approx(0.0027, abs=0.0015)
 
 
 def test_a_world_changes_the_scene_and_the_default_world_does_not() -> None:
@@ -112,5 +128,7 @@ def test_sensor_draws_cover_the_ranges() -> None:
     offsets = np.array([d.offset_db for d in draws])
     assert np.abs(offsets).max() <= domains.SCENE_OFFSET_DB + domains.BAND_OFFSET_DB
     assert np.abs(offsets).max() > 2.0
+    scene = offsets.mean(axis=1)  # the scene's offset, centre-weighted: most patches within 1 dB of calibrated
+    assert np.mean(np.abs(scene) < 1.0) > 0.8
     assert {d.factor for d in (SensorDraw.draw(rng, 2, max_factor=1) for _ in range(50))} == {1}
     assert len(CLASS_NAMES) == 5
