@@ -72,3 +72,27 @@ def test_grid_scores_match_the_written_outputs(tmp_path) -> None:
         gap = np.abs(np.asarray(bins["accuracy"]) - np.asarray(bins["confidence"]))
         assert cell["ece"] == pytest.approx(float((n / n.sum() * gap).sum()), abs=1e-12)
     assert reliability(np.array([0.5]), np.array([True])).ece == pytest.approx(0.5)
+
+
+def test_other_scene_seeds_score_other_scenes_and_the_cli_prints_them(tmp_path, capsys) -> None:
+    """``scene_seeds`` picks the scenes: the grid's own seed reproduces the grid cell, another seed gives another
+    scene (another pixel count); the command line prints each model's mIoU as the grid computes it."""
+    from training import domain_eval
+
+    model = {"bundled": "sar_seg_plugin/models/sarseg_unet_vvvh.onnx"}
+    domain = evalgen.domain_by_name("ENL 4.4")
+    only = {EVALUATION_ONLY: domain_eval.FAMILIES[EVALUATION_ONLY]}
+    grid = evaluate_grid(model, [domain], only, seeds=1, size=96, workdir=tmp_path)["evaluation-only"]["ENL 4.4"]
+    assert domain_eval.grid_seed(EVALUATION_ONLY, 0) == 16
+    same = evaluate_grid(model, [domain], only, size=96, workdir=tmp_path, scene_seeds=[16])
+    assert same[EVALUATION_ONLY]["ENL 4.4"]["bundled"]["bins"] == grid["bundled"]["bins"]
+    other = evaluate_grid(model, [domain], only, size=96, workdir=tmp_path, scene_seeds=[5001])
+    scene = domain_eval.evaluation_only_scene(5001, 96, domain)
+    cell = other[EVALUATION_ONLY]["ENL 4.4"]["bundled"]
+    assert cell["bins"] != grid["bundled"]["bins"]
+    assert 0.9 * (scene.labels != LABEL_NODATA).sum() < cell["pixels"] <= (scene.labels != LABEL_NODATA).sum()
+    assert (
+        domain_eval.main([f"m={model['bundled']}", "--seeds", "5001:1:1", "--size", "96", "--domains", "ENL 4.4"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "seeds [5001]" in out and f"ENL 4.4: m mIoU {cell['miou']:.3f} (ECE {cell['ece']:.3f}" in out
