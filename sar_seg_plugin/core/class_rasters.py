@@ -179,11 +179,13 @@ class ConfidenceTally:
         }
 
 
-def describe_confidence(summary: dict, reference: dict | None = None) -> tuple[str, str | None]:
+def describe_confidence(summary: dict, reference: dict | None = None, outside: bool = False) -> tuple[str, str | None]:
     """The log line of a run's :meth:`ConfidenceTally.summary`, and a warning when more than
     :data:`UNSURE_WARN_SHARE` of the pixels are unsure (else None). ``reference``: the model's mean confidence and
     pixel accuracy measured on scenes it was not trained on (``{"mean_confidence", "overall_accuracy", "where"}``),
-    quoted so the figure is read for what it is."""
+    quoted so the figure is read for what it is. ``outside``: the input-domain check found the input outside the
+    model's training envelope, where a model can be confidently wrong (a scene 10 dB too dark is segmented with
+    a higher mean confidence than the same scene calibrated): the line says so."""
     if summary.get("mean") is None:
         return "Confidence: no pixel was classified", None
     per_class = ", ".join(f"{name} {v:.2f}" for name, v in summary["per_class"].items() if v is not None)
@@ -196,6 +198,11 @@ def describe_confidence(summary: dict, reference: dict | None = None) -> tuple[s
             f". On {reference['where']}, never trained on, the model's mean confidence was "
             f"{reference['mean_confidence']:.2f} and {reference['overall_accuracy']:.0%} of the pixels were right: "
             "on data unlike its training, read the confidence as an upper bound"
+        )
+    if outside:
+        line += (
+            ". The input lies outside the model's training envelope (see the warnings above): there a high "
+            "confidence does not mean a right class"
         )
     warning = None
     if summary["unsure_share"] > UNSURE_WARN_SHARE:

@@ -179,7 +179,9 @@ def segment_raster(
                     outputs=run_outputs, is_canceled=is_canceled,
                 )  # fmt: skip
         result["input_domain"] = checked.to_json()
-        line, unsure = describe_confidence(result["confidence"], meta.confidence_reference)
+        line, unsure = describe_confidence(
+            result["confidence"], meta.confidence_reference, outside=checked.status == "outside"
+        )
         if log:
             log(line)
         if unsure and warn:

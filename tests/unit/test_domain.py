@@ -412,6 +412,8 @@ def test_inside_the_envelope_no_warning_and_outputs_say_inside(envelope_model, s
     assert warns == []
     summary = [line for line in logs if line.startswith("Input domain: ENL about")]
     assert len(summary) == 1 and summary[0].endswith("inside the model's training envelope"), logs
+    confidence = next(line for line in logs if line.startswith("Confidence (probability"))
+    assert "outside the model's training envelope" not in confidence
     checked = result["input_domain"]
     assert checked["status"] == "inside" and checked["warnings"] == []
     # The sample of a small raster is the whole raster: its percentiles are numpy's on every valid pixel.
@@ -436,6 +438,8 @@ def test_values_15_db_low_warn_of_calibration(envelope_model, sample_dir, tmp_pa
     assert warns[0].startswith("The VV median is -25.") and "below the -16.0..-6.0 dB of training scenes" in warns[0]
     assert warns[1].startswith("The VH median is -31.") and "'Input units'" in warns[1]
     assert any(line.endswith("outside the model's training envelope (2 warnings)") for line in logs), logs
+    confidence = next(line for line in logs if line.startswith("Confidence (probability"))
+    assert "outside the model's training envelope (see the warnings above)" in confidence
     assert result["input_domain"]["status"] == "outside" and result["input_domain"]["warnings"] == warns
     assert result["input_domain"]["stats"]["enl"] == pytest.approx(4.4, rel=0.2)  # a scale does not change the ENL
     for path in (classes, probabilities):
