@@ -120,6 +120,11 @@ def segment_raster(
     outcome is written to every output's metadata (``SARSEG_INPUT_DOMAIN`` and related items) and returned under
     ``"input_domain"``. The run goes on either way.
 
+    The probability of the chosen class is tallied as the classes are written (on the model's grid when the
+    raster is resampled): its mean, per class and overall, and the share of pixels under 0.5 are returned under
+    ``"confidence"`` and said in ``log``, beside the model's own figures off its training data when it records them
+    (``ModelMetadata.confidence_reference``); more than a quarter of unsure pixels is a ``warn`` message.
+
     ``tile_rows``: ``src_path`` is a strip of a taller raster (:func:`.tiling.strip_rows`), segmented with the
     tiles laid as in the whole raster, so its core rows equal the whole run's (no resampling then).
     """
