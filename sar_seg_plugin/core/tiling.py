@@ -180,12 +180,16 @@ class Blender:
         self.th, self.tw = min(self.tile, height), min(self.tile, width)
         self.stagers, self.probabilities, self.confidence = stagers, probabilities, confidence
         self.open_top, self.open_bottom = open_top, open_bottom  # a strip of a taller raster (TileRows)
-        self.class_pixels = np.zeros(self.classes, dtype=np.int64)
         self.nodata_pixels = 0
         self.tally = ConfidenceTally(self.classes)
         self.carry_p = np.zeros((self.classes, 0, width), np.float32)
         self.carry_w = np.zeros((0, width), np.float32)
         self._start_row(0)
+
+    @property
+    def class_pixels(self) -> np.ndarray:
+        """Pixels written per class (nodata left out)."""
+        return self.tally.pixels
 
     def _start_row(self, k: int) -> None:
         self.k = k
@@ -247,10 +251,10 @@ class Blender:
         # The blend weights are positive, so the most probable class is the largest blended sum.
         classes = np.argmax(acc_p, axis=0).astype(np.uint8)
         classes[~ok] = CLASS_NODATA
-        self.class_pixels += np.bincount(classes[ok], minlength=self.classes)[: self.classes]
         self.nodata_pixels += int((~ok).sum())
         with np.errstate(invalid="ignore", divide="ignore"):
-            self.tally.add(classes, acc_p.max(axis=0) / acc_w, ok)
+            top = acc_p.max(axis=0) / acc_w  # probability of the chosen class
+        self.tally.add(classes, top, ok)  # also the class counts
         outputs = [classes]
         if self.probabilities or self.confidence:
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -258,6 +262,7 @@ class Blender:
             if self.probabilities:
                 outputs.append(np.where(ok[None], p, np.nan))
             if self.confidence:
-                outputs.append(np.where(ok, confidence_of(p, self.confidence), np.nan))
+                conf = top if self.confidence == "max" else confidence_of(p, self.confidence)
+                outputs.append(np.where(ok, conf, np.nan))
         for stager, out in zip(self.stagers, outputs):
             stager.put(row, col, out)
