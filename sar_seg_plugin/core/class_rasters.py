@@ -161,7 +161,7 @@ class ConfidenceTally:
     def add(self, classes: np.ndarray, top: np.ndarray, ok: np.ndarray) -> None:
         """Count the pixels ``ok`` of a block: chosen ``classes`` and their probability ``top``."""
         ok = ok & np.isfinite(top)
-        c, t = classes[ok].astype(np.int64), top[ok]
+        c, t = (classes.ravel(), top.ravel()) if ok.all() else (classes[ok], top[ok])
         self.pixels += np.bincount(c, minlength=self.classes)[: self.classes]
         self.total += np.bincount(c, weights=t, minlength=self.classes)[: self.classes]
         self.unsure += int((t < UNSURE_BELOW).sum())

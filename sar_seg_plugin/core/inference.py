@@ -71,9 +71,16 @@ class _Probabilities:
             return np.concatenate([1.0 - p, p], axis=1)
         if self.already_probabilities:
             return out
-        e = out - out.max(axis=1, keepdims=True)
+        # Softmax over the class axis; the reductions run class by class (contiguous planes), not along axis 1.
+        top = out[:, 0].copy()
+        for c in range(1, out.shape[1]):
+            np.maximum(top, out[:, c], out=top)
+        e = out - top[:, None]
         np.exp(e, out=e)
-        e /= e.sum(axis=1, keepdims=True)
+        total = e[:, 0].copy()
+        for c in range(1, out.shape[1]):
+            total += e[:, c]
+        e /= total[:, None]
         return e
 
 

@@ -12,7 +12,7 @@ from rasters import read_raster, write_raster
 from sar_seg_plugin.core import inference, raster_io
 from sar_seg_plugin.core.errors import CancelledError, SarSegError
 from sar_seg_plugin.core.inference import segment_raster
-from sar_seg_plugin.core.tiling import blend_window, tile_starts
+from sar_seg_plugin.core.tiling import argmax_and_max, blend_window, tile_starts
 from sar_seg_plugin.models.metadata import ModelMetadata, Normalization, metadata_to_props
 from sar_seg_plugin.models.registry import load_model
 
@@ -88,6 +88,28 @@ def test_blend_window_covers_every_pixel():
             ramp = blend_window(TILE, OVERLAP, top=s > 0, bottom=s + TILE < length)[:, OVERLAP]
             total[s : s + TILE] += ramp
         assert starts[-1] + TILE == length and (total > 0).all(), length
+
+
+def test_argmax_and_max_equals_numpy_ties_included():
+    rng = np.random.default_rng(3)
+    p = rng.random((5, 37, 41)).astype(np.float32)
+    p[:, :5] = np.round(p[:, :5] * 2) / 2  # many ties: numpy gives them to the first class
+    p[:, 5] = 0.25  # all five equal
+    classes, top = argmax_and_max(p)
+    assert classes.dtype == np.uint8 and top.dtype == np.float32
+    np.testing.assert_array_equal(classes, np.argmax(p, axis=0))
+    np.testing.assert_array_equal(top, p.max(axis=0))
+    assert (classes[5] == 0).all()
+
+
+def test_softmax_of_logits_matches_scipy():
+    from scipy.special import softmax
+
+    rng = np.random.default_rng(4)
+    logits = (rng.normal(0, 8, (2, 5, TILE, TILE))).astype(np.float32)
+    logits[0, :, 0, 0] = [300.0, 299.0, -300.0, 0.0, 1.0]  # exp overflows without the shift
+    probs = inference._Probabilities(META)(logits.copy(), TILE)
+    np.testing.assert_allclose(probs, softmax(logits.astype(np.float64), axis=1), rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize(

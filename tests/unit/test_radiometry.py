@@ -36,6 +36,18 @@ def test_to_db_of_zero_and_negative_is_the_floor():
     assert np.isnan(radiometry.to_db(np.array([np.nan]))[0])
 
 
+def test_to_db_leaves_its_input_alone_and_takes_scalars():
+    x = np.array([[0.0, 0.5], [2.0, -3.0]], np.float32)
+    before = x.copy()
+    db = radiometry.to_db(x)
+    np.testing.assert_array_equal(x, before)
+    assert db is not x and db.shape == x.shape
+    assert radiometry.to_db(0.01) == pytest.approx(-20.0, abs=1e-5)
+    assert np.ndim(radiometry.to_db(0.01)) == 0
+    wide = np.array([1e-4, 1e-2, 1.0, 1e3], np.float64)  # float64 in: float32 out, within float32 precision
+    np.testing.assert_allclose(radiometry.to_db(wide), [-40.0, -20.0, 0.0, 30.0], rtol=1e-6, atol=1e-5)
+
+
 def test_band_stats_matches_numpy():
     rng = np.random.default_rng(2)
     v = rng.normal(3.0, 2.0, 5000)
