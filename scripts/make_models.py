@@ -53,7 +53,11 @@ ENCODER_FILE = "sarseg_encoder_vvvh.onnx"
 INT8_FILE = "sarseg_unet_vvvh_int8.onnx"
 MODEL_CARD = "MODEL_CARD.md"
 RELIABILITY_PNG = ROOT / "docs" / "segmentation_reliability.png"
-TILE_SIZE = 256
+# Inference tiles of the bundled model. 384 px with 32 px overlap: on a 4096² raster 1.26x the raster's pixels go
+# through the model against 1.41x with 256 px tiles, sarseg:segment ran at 1.88 against 1.7-1.8 MP/s on 2 cores, and
+# the classes agree with a single pass over a 1024 px scene on 99.62 % of the pixels (256 px: 99.19 %); 512 px tiles
+# were no faster end to end (their blending outgrows the CPU caches).
+TILE_SIZE = 384
 TILE_OVERLAP = 32
 QUANT_CALIBRATION_TILES = 32
 GRID_SIZE = 256  # px of each domain-grid scene
@@ -787,8 +791,8 @@ def make_data_and_train(work: Path, budget: Budget, reuse: bool) -> Trained:
             "--seed", "0",
             "--workers", "0",
             "--device", "cpu",
-            "--tile-size", "256",
-            "--tile-overlap", "32",
+            "--tile-size", str(TILE_SIZE),
+            "--tile-overlap", str(TILE_OVERLAP),
             "--domain-randomisation",
         ]
     )  # fmt: skip

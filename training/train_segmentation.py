@@ -79,7 +79,7 @@ from training.synthetic import BAND_NAMES, CLASS_COLORS, CLASS_NAMES, LABEL_NODA
 TASK = "segmentation"
 DEFAULT_ARCH = "unet"
 CLASSES_FILE = "classes.json"
-DEFAULT_TILE_SIZE = 256
+DEFAULT_TILE_SIZE = 384  # the bundled model's (scripts/make_models.py says why)
 DEFAULT_TILE_OVERLAP = 32
 WARMUP_FRACTION = 0.05
 MIN_LR_FACTOR = 0.01
