@@ -62,10 +62,11 @@ def _band(path) -> np.ndarray:
 
 
 def _tall_raster(sample_dir, path) -> str:
-    """A 640 x 480 px VV/VH raster (the sample's first day, tiled 4 x 3): three tile rows of the bundled model."""
+    """A 1024 x 480 px VV/VH raster (the sample's first day, repeated): three tile rows of the bundled model (384 px
+    tiles, 32 px overlap)."""
     ds = gdal.Open(str(sorted(sample_dir.glob("sar_*.tif"))[0]))
     data = ds.ReadAsArray()
-    tall = np.tile(data, (1, 4, 3))[:, :640, :480]
+    tall = np.tile(data, (1, -(-1024 // data.shape[1]), -(-480 // data.shape[2])))[:, :1024, :480]
     tall[:, :5] = 0  # a nodata margin on top
     return write_raster(path, tall, nodata=0, descriptions=["VV", "VH"], units=["linear", "linear"])
 
@@ -124,7 +125,10 @@ def test_a_strip_segmented_alone_gives_the_whole_runs_pixels(sample_dir, model, 
     src = _tall_raster(sample_dir, tmp_path / "tall.tif")
     segment_raster(src, str(tmp_path / "whole.tif"), model, confidence_path=str(tmp_path / "whole_conf.tif"))
     whole, conf = _band(tmp_path / "whole.tif"), _band(tmp_path / "whole_conf.tif")
-    for s in strip_rows(640, 256, 32, 3):
+    meta = model.metadata
+    strips = strip_rows(1024, meta.tile_size, meta.tile_overlap, 3)
+    assert len(strips) == 3
+    for s in strips:
         gdal.Translate(str(tmp_path / "s.vrt"), src, format="VRT", srcWin=[0, s.read[0], 480, s.read[1] - s.read[0]])
         segment_raster(str(tmp_path / "s.vrt"), str(tmp_path / "s.tif"), model, tile_rows=s.rows,
                        confidence_path=str(tmp_path / "s_conf.tif"), input_scale="linear")  # fmt: skip
