@@ -21,7 +21,7 @@ from osgeo import gdal
 
 from ..models.metadata import ModelMetadata, hex_rgba
 from . import timeseries
-from .class_rasters import CLASS_NODATA, class_writer
+from .class_rasters import CLASS_NODATA, argmax_and_max, class_writer
 from .errors import CancelledError, SarSegError
 from .forecast_methods import (
     HIGH_CONFIDENCE,
@@ -526,7 +526,7 @@ class _StepWriters:
             if not self.classes_out:
                 writer.write(core, np.where(ok[None], values, np.nan))
                 continue
-            labels = np.argmax(values, axis=0).astype(np.uint8)
+            labels, top = argmax_and_max(values)
             labels[~ok] = CLASS_NODATA
             step.class_pixels += np.bincount(labels[ok], minlength=self.n_classes)[: self.n_classes]
             writer.write(core, labels)
@@ -534,7 +534,6 @@ class _StepWriters:
             if prob_writer is not None:
                 prob_writer.write(core, np.where(ok[None], values, np.nan))
             if step.step:
-                top = values.max(axis=0)
                 sure = ok & (labels != class_maps[0]) & (top >= HIGH_CONFIDENCE)
                 step.changed_confident += int(sure.sum())
                 if conf_writer is not None:

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..models.metadata import ModelMetadata
 from . import raster_io
-from .class_rasters import CLASS_NODATA, ConfidenceTally, RowStager, confidence_of
+from .class_rasters import CLASS_NODATA, ConfidenceTally, RowStager, argmax_and_max, confidence_of
 from .errors import CancelledError
 from .raster_io import RasterInfo, Window
 from .units import ModelInput
@@ -151,19 +151,6 @@ def read_batches(
             yield Batch(k, b0, batch_xs, np.ascontiguousarray(tiles, dtype=np.float32), valid)
         if not tiled_input:
             src.FlushCache()  # rows above are not read again
-
-
-def argmax_and_max(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(np.argmax(p, axis=0) as uint8, p.max(axis=0))`` of a (classes, ...) float array in one pass over the
-    classes (ties go to the first class, like ``np.argmax``; at most 255 classes): about 1.4x faster than the two
-    reductions along the leading axis."""
-    best = p[0].copy()
-    classes = np.zeros(p.shape[1:], np.uint8)
-    for c in range(1, p.shape[0]):
-        higher = p[c] > best
-        classes[higher] = c
-        np.maximum(best, p[c], out=best)
-    return classes, best
 
 
 class Blender:

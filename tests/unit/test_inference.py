@@ -10,9 +10,10 @@ from osgeo import gdal
 from rasters import read_raster, write_raster
 
 from sar_seg_plugin.core import inference, raster_io
+from sar_seg_plugin.core.class_rasters import argmax_and_max
 from sar_seg_plugin.core.errors import CancelledError, SarSegError
 from sar_seg_plugin.core.inference import segment_raster
-from sar_seg_plugin.core.tiling import argmax_and_max, blend_window, tile_starts
+from sar_seg_plugin.core.tiling import blend_window, tile_starts
 from sar_seg_plugin.models.metadata import ModelMetadata, Normalization, metadata_to_props
 from sar_seg_plugin.models.registry import load_model
 
