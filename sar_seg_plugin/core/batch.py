@@ -329,6 +329,7 @@ def plan_split(task: Task, parts: int) -> SplitPlan | None:
     """Strips for segmenting ``task``'s raster on ``parts`` workers, or None when it cannot be split exactly: the
     raster must be segmented on its own grid (no resampling) with one scale for all its bands."""
     from . import raster_io
+    from .inference import input_enl
     from .preprocess import check_has_data
     from .resampling import resampling_plan
     from .tiling import strip_rows
@@ -341,7 +342,7 @@ def plan_split(task: Task, parts: int) -> SplitPlan | None:
     windows = raster_io.read_spread_windows(src)
     model_input = plan_model_input(meta, info, check_has_data(src, info, windows=windows))
     scales = {s.scale for s in model_input.scales}
-    resample, _ = resampling_plan(src, meta)
+    resample, _ = resampling_plan(src, meta, input_enl(src, meta, model_input, windows))
     height, src = info.height, None
     if resample is not None or len(scales) != 1:
         return None

@@ -170,14 +170,16 @@ def segment_raster(
         plan = None
         if tile_rows is not None:
             resample = False  # a strip is segmented on the whole raster's grid, decided by the caller
+        # the input's ENL, percentiles and pixel size, for the resampling plan (single-look input) and the check
+        measured = None if meta.input_domain is None else _measure_native(src, meta, model_input, windows)
         if resample:
-            plan, reason = resampling_plan(src, meta)
+            plan, reason = resampling_plan(src, meta, None if measured is None else measured[0].enl)
             if log:
                 log(reason)
         elif log:
             log("Resampling to the model's pixel size is turned off: the raster is segmented on its own grid")
-        checked = check_input_domain(src, meta, model_input, windows, plan)
-        windows = samples = None
+        checked = check_input_domain(src, meta, model_input, windows, plan, measured)
+        windows = samples = measured = None
         checked.tell(log, warn)
         metadata = {**model_input.metadata(), **checked.metadata()}
         with OutputSet() as run_outputs:
@@ -325,6 +327,7 @@ def check_input_domain(
     model_input: ModelInput,
     windows: Sequence[np.ndarray],
     plan: ResamplePlan | None,
+    measured: _Measured | None = None,
 ) -> domain.DomainCheck:
     """Compare the raster with the model's training envelope (:mod:`.domain`), from ``windows``: the sample
     :func:`raster_io.read_spread_windows` read of every band of ``src``, in the raster's own units.
@@ -332,19 +335,15 @@ def check_input_domain(
     The ENL is measured on the first backscatter band the model reads, the percentiles on each of them, both on
     the raster's native pixels; the pixel size is the raster's (geometric mean of x and y). When ``plan``
     averages the raster to coarser pixels (multilooking), what is checked is the sample averaged the same way
-    (:func:`domain.measure_averaged`): what the model sees; the native ENL is still reported.
+    (:func:`domain.measure_averaged`): what the model sees; the native ENL is still reported. ``measured``: the
+    native measurement when already made (:func:`_measure_native`).
     """
-    envelope = meta.input_domain
-    if envelope is None:
+    if meta.input_domain is None:
         return domain.DomainCheck("unchecked", note="the model records no input envelope")
-    sar = [i for i, unit in enumerate(meta.input_units) if unit in (DB, LINEAR)]
-    if not sar or len(model_input.scales) != len(sar):
+    measured = measured or _measure_native(src, meta, model_input, windows)
+    if measured is None:
         return domain.DomainCheck("unchecked", note="the model reads no backscatter band")
-    size = raster_pixel_size_m(src)
-    sample = [w[[model_input.bands[i] - 1 for i in sar]] for w in windows]
-    names, scales = [meta.input_bands[i] for i in sar], [s.scale for s in model_input.scales]
-    native = None if size is None else math.sqrt(size[0] * size[1])
-    stats = domain.measure_domain(sample, names, scales, native)
+    stats, (sample, names, scales, native) = measured
     if stats.enl is None and not stats.percentiles_db:
         return domain.DomainCheck("unchecked", note="the sampled windows hold no valid pixel")
     note = ""
@@ -356,9 +355,36 @@ def check_input_domain(
         note = f"checked as averaged to {plan.pixel_size_m:.3g} m pixels" + (
             f"; ENL about {measured:.2g} at the raster's {native:.3g} m" if measured is not None else ""
         )
-    warnings = domain.check_domain(stats, envelope)
+    warnings = domain.check_domain(stats, meta.input_domain)
     status = "outside" if warnings else "inside"
     return domain.DomainCheck(status, stats, tuple(warnings), note)
+
+
+#: What :func:`_measure_native` returns: the stats and what they were measured from (sample, names, scales, pixel size).
+_Measured = tuple[domain.DomainStats, tuple[list[np.ndarray], list[str], list[str], float | None]]
+
+
+def _measure_native(
+    src: Any, meta: ModelMetadata, model_input: ModelInput, windows: Sequence[np.ndarray]
+) -> _Measured | None:
+    """The :class:`domain.DomainStats` of the backscatter bands the model reads, on the raster's native pixels,
+    and what they were measured from (sample, band names, scales, pixel size); None when it reads none."""
+    sar = [i for i, unit in enumerate(meta.input_units) if unit in (DB, LINEAR)]
+    if not sar or len(model_input.scales) != len(sar):
+        return None
+    size = raster_pixel_size_m(src)
+    sample = [w[[model_input.bands[i] - 1 for i in sar]] for w in windows]
+    names, scales = [meta.input_bands[i] for i in sar], [s.scale for s in model_input.scales]
+    native = None if size is None else math.sqrt(size[0] * size[1])
+    return domain.measure_domain(sample, names, scales, native), (sample, names, scales, native)
+
+
+def input_enl(src: Any, meta: ModelMetadata, model_input: ModelInput, windows: Sequence[np.ndarray]) -> float | None:
+    """The ENL of the first backscatter band the model reads, measured on ``windows`` (the sample
+    :func:`raster_io.read_spread_windows` read of every band); None when the model reads no backscatter band or
+    the sample is too small. What the resampling plan needs to tell single-look input (:func:`resampling_plan`)."""
+    measured = _measure_native(src, meta, model_input, windows)
+    return None if measured is None else measured[0].enl
 
 
 # --- Resampling to the model's pixel size ------------------------------------------------------------------------

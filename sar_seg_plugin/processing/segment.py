@@ -19,6 +19,7 @@ from qgis.core import (
 
 from ..core.class_rasters import CONFIDENCE_MEASURES
 from ..core.inference import segment_raster
+from ..core.resampling import SINGLE_LOOK_ENL
 from ..core.vectors import PolygonRequest
 from ..models.registry import DEVICES, bundled_models, default_segmentation_model, load_model
 from .base import INPUT_SCALE_HELP, SarSegAlgorithm
@@ -79,7 +80,10 @@ class SegmentAlgorithm(SarSegAlgorithm):
         "and the results are warped back onto the raster's exact grid (classes nearest neighbour, probabilities "
         "and confidence bilinear). A model that records the range of pixel sizes it was trained on is given "
         "rasters inside that range as they are; finer rasters are averaged in linear power (multilooked) to the "
-        "range's finest size, coarser ones interpolated to its coarsest. The log says what was resampled and why.\n"
+        "range's finest size, coarser ones interpolated to its coarsest. A single-look raster (ENL measured "
+        f"under {SINGLE_LOOK_ENL:g}) inside that range is averaged 2 x 2 first (about 4 looks) when twice its "
+        "pixel size is still inside: such models read single-look speckle worst. The log says what was resampled "
+        "and why.\n"
         "<b>Class raster</b>: one byte per pixel, the most probable class, with the model's colours and class "
         "names; 255 where the input is nodata.\n"
         "<b>Class probabilities</b> (optional): one float band per class.\n"

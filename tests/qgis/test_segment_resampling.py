@@ -1,4 +1,5 @@
-"""sarseg:segment resampling through processing.run: a 20 m raster and an EPSG:4326 raster come back on their grid."""
+"""sarseg:segment resampling through processing.run: an 80 m raster, an EPSG:4326 raster and a single-look 10 m raster
+come back on their grid."""
 
 from __future__ import annotations
 
@@ -50,10 +51,17 @@ def inputs(sample_dir, tmp_path):  # noqa: ANN001
     ds = None
     geographic = str(folder / "sar_4326.tif")
     gdal.Warp(geographic, sar, dstSRS="EPSG:4326", resampleAlg="bilinear")
-    return {"coarse": coarse, "geographic": geographic}
+    from training import synthetic
+
+    single = folder / "single_look"  # the sample scene with single-look speckle: averaged 2 x 2 to 20 m first
+    synthetic.write_series(synthetic.generate_series(size=160, days=2, seed=7, n_communes=4, looks=1.0), single)
+    return {"coarse": coarse, "geographic": geographic, "single_look": str(single / "sar_20260301.tif")}
 
 
-@pytest.mark.parametrize(("name", "why"), [("coarse", "80 x 80 m"), ("geographic", "geographic")])
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [("coarse", "80 x 80 m"), ("geographic", "geographic"), ("single_look", "single-look (ENL about 0.9")],
+)
 def test_resampled_output_is_on_the_input_grid(sarseg, inputs, tmp_path, feedback, name, why):
     out_dir = tmp_path / "out"
     out_dir.mkdir()

@@ -4,6 +4,7 @@ same data, the envelope's JSON, the messages; and segment_raster writing the out
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -449,8 +450,19 @@ def test_values_15_db_low_warn_of_calibration(envelope_model, sample_dir, tmp_pa
     assert read_raster(classes).shape == (1, 160, 160)  # warned, not refused
 
 
-def test_single_look_input_warns_to_filter_the_speckle(envelope_model, single_look_sar, tmp_path):
-    result, _, warns, classes, _ = run(envelope_model, single_look_sar, tmp_path)
+def test_single_look_input_is_multilooked_first_and_checked_as_averaged(envelope_model, single_look_sar, tmp_path):
+    result, logs, warns, classes, _ = run(envelope_model, single_look_sar, tmp_path)
+    assert any(line.startswith("Resampling:") and "single-look" in line for line in logs), logs
+    assert result["resampled"]["model_pixel_size_m"] == 20.0 and result["resampled"]["method"] == "average"
+    assert not any(w.startswith("Input ENL about") for w in warns), warns
+    # four single looks averaged; the 7 x 7 cells of 20 m pixels hold more of the scene's own variation than at 10 m
+    assert 2.0 < result["input_domain"]["stats"]["enl"] < 5.0
+    assert re.search(r"ENL about (0\.[89]\d*|1\.[01]\d*) at the raster's 10 m", result["input_domain"]["note"])
+    assert read_raster(classes).shape == (1, 160, 160)
+
+
+def test_single_look_input_on_its_own_grid_warns_to_filter_the_speckle(envelope_model, single_look_sar, tmp_path):
+    result, _, warns, classes, _ = run(envelope_model, single_look_sar, tmp_path, resample=False)
     enl = [w for w in warns if w.startswith("Input ENL about")]
     assert len(enl) == 1 and "(single look?)" in enl[0] and "sarseg:speckle_filter" in enl[0], warns
     assert result["input_domain"]["stats"]["enl"] == pytest.approx(1.0, rel=0.2)

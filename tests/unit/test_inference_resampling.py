@@ -14,7 +14,7 @@ from rasters import leftovers, read_raster, write_raster
 from sar_seg_plugin.core.class_rasters import CLASS_NODATA
 from sar_seg_plugin.core.errors import CancelledError
 from sar_seg_plugin.core.inference import segment_raster
-from sar_seg_plugin.core.resampling import raster_pixel_size_m, resampling_plan
+from sar_seg_plugin.core.resampling import SINGLE_LOOK_ENL, raster_pixel_size_m, resampling_plan
 from sar_seg_plugin.models.registry import load_model
 from training import synthetic
 
@@ -309,3 +309,67 @@ def test_fine_single_look_raster_is_multilooked_and_checked_as_the_model_sees_it
     assert result["input_domain"]["stats"]["enl"] == pytest.approx(1.0, rel=0.2)
     assert any(re.match(r"Input ENL about (0\.[89]\d*|1\.[01]\d*) \(single look\?\)", w) for w in warns), warns
     assert any(w.startswith("Input pixel size about 5 m, finer than the 10-40 m") for w in warns), warns
+
+
+# --- Single-look input inside the trained range: averaged 2 x 2 first ---------------------------------------------
+
+
+def test_single_look_plans(envelope_model, work, sizes):
+    meta = envelope_model.metadata
+    plan, reason = resampling_plan(gdal.Open(work["sar"]), meta, enl=0.93)  # 10 m, single look
+    assert (plan.resolution, plan.pixel_size_m, plan.method) == (20.0, 20.0, "average")
+    assert "single-look (ENL about 0.93, measured on a sample)" in reason and "turn resampling off" in reason
+    assert resampling_plan(gdal.Open(work["sar"]), meta, enl=SINGLE_LOOK_ENL)[0] is None  # not under the bound
+    assert resampling_plan(gdal.Open(work["sar"]), meta, enl=4.4)[0] is None
+    # 20 m: 40 m is still inside the 10-40 m range
+    assert resampling_plan(gdal.Open(work["coarse"]), meta, enl=0.9)[0].pixel_size_m == 40.0
+    # 5 m single look: averaged to 10 m as any finer raster (four looks), not to 10 m x 2
+    plan, _ = resampling_plan(gdal.Open(sizes["fine"]), meta, enl=0.9)
+    assert (plan.pixel_size_m, plan.method) == (10.0, "average")
+    # geographic, about 10 m: to UTM at twice its pixel size
+    ds = gdal.Open(work["geographic"])
+    sx, sy, _ = raster_pixel_size_m(ds)
+    plan, reason = resampling_plan(ds, meta, enl=0.9)
+    assert plan.method == "average" and plan.pixel_size_m == pytest.approx(2 * (sx * sy) ** 0.5)
+    assert "twice its pixel size, inside the 10-40 m" in reason
+
+
+def test_single_look_raster_too_coarse_to_double_stays_on_its_grid(envelope_model, work, tmp_path):
+    path = str(tmp_path / "sar_30m.tif")
+    gdal.Translate(path, work["sar"], width=53, height=53, resampleAlg="average")
+    plan, reason = resampling_plan(gdal.Open(path), envelope_model.metadata, enl=0.95)
+    assert plan is None
+    assert "single-look (ENL about 0.95" in reason and "twice its pixel size would be beyond that range" in reason
+
+
+def scene_miou(classes: np.ndarray, truth: np.ndarray) -> float:
+    from training.metrics import confusion_matrix, segmentation_metrics
+
+    return segmentation_metrics(confusion_matrix(classes, truth, 5), synthetic.CLASS_NAMES)["miou"]
+
+
+def test_single_look_scenes_are_multilooked_and_segmented_better(tmp_path):
+    """Evaluation-only single-look scenes (a generator the bundled model was not trained on): the default run
+    averages 2 x 2, says so, writes on the raster's own grid, and scores above the run on the raster's own grid."""
+    from training import evalgen
+    from training.domain_eval import evaluation_only_scene
+
+    model = load_model("sarseg_unet_vvvh", "cpu")
+    single = evalgen.domain_by_name("ENL 1")
+    scores: dict[str, list[float]] = {"default": [], "own grid": []}
+    for seed in (9001, 9002, 9003):
+        scene = evaluation_only_scene(seed, 256, single)
+        image = tmp_path / f"sar_{seed}.tif"
+        evalgen.write_scene(scene, image, tmp_path / f"labels_{seed}.tif")
+        logs: list[str] = []
+        out = tmp_path / f"default_{seed}.tif"
+        result = segment_raster(str(image), str(out), model, log=logs.append)
+        assert result["resampled"]["method"] == "average" and result["resampled"]["model_pixel_size_m"] == 20.0
+        assert any("single-look" in line and "2 x 2 pixels are averaged" in line for line in logs), logs
+        same_grid(str(out), str(image))
+        assert result["input_domain"]["status"] == "inside"  # checked as averaged: about 4 looks
+        scores["default"].append(scene_miou(read_raster(str(out))[0], scene.labels))
+        own = tmp_path / f"own_{seed}.tif"
+        segment_raster(str(image), str(own), model, resample=False)
+        scores["own grid"].append(scene_miou(read_raster(str(own))[0], scene.labels))
+    assert np.mean(scores["default"]) > np.mean(scores["own grid"]) + 0.02, scores
