@@ -479,6 +479,7 @@ def _segment_resampled(src: Any, plan: ResamplePlan, run: _Run) -> dict[str, Any
                     dstNodata=nodata,
                     warpOptions=["INIT_DEST=NO_DATA"],
                     multithread=True,
+                    copyMetadata=False,  # the output keeps the run's metadata (input units, domain check)
                 )
                 tmp_ds = None
                 writer.release_cache()

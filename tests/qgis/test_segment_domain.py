@@ -1,6 +1,7 @@
 """sarseg:segment through processing.run with a model that records its training envelope: an input inside it runs
-without warnings; inputs outside it (values 15 dB low, single-look speckle) give warnings in the feedback and in
-the outputs' metadata, and are still segmented."""
+without warnings; inputs outside it (values 15 dB low, single-look speckle on the raster's own grid) give warnings
+in the feedback and in the outputs' metadata, and are still segmented; single-look input is averaged 2 x 2 by
+default, and is then inside."""
 
 from __future__ import annotations
 
@@ -48,12 +49,14 @@ def domain_warnings(feedback) -> list[str]:  # noqa: ANN001
     return [w for w in feedback.warnings if not w.startswith("The model is unsure on ")]
 
 
-def segment(sarseg, feedback, src: str, folder: Path) -> dict[str, dict[str, str]]:  # noqa: ANN001
+def segment(sarseg, feedback, src: str, folder: Path, **params) -> dict[str, dict[str, str]]:  # noqa: ANN001, ANN003
     """Run sarseg:segment with the envelope model, logging to ``feedback``; each output's GDAL metadata."""
     folder.mkdir()
     outputs = {"OUTPUT": str(folder / "classes.tif"), "OUTPUT_CONFIDENCE": str(folder / "confidence.tif")}
     result = sarseg.run(
-        "sarseg:segment", {"INPUT": src, "MODEL_FILE": str(ENVELOPE_MODEL), "DEVICE": 1, **outputs}, feedback=feedback
+        "sarseg:segment",
+        {"INPUT": src, "MODEL_FILE": str(ENVELOPE_MODEL), "DEVICE": 1, **outputs, **params},
+        feedback=feedback,
     )
     metadata = {}
     for key, path in outputs.items():
@@ -84,7 +87,9 @@ def test_input_inside_the_envelope_gives_no_warning(sarseg, inputs, tmp_path, fe
 def test_input_outside_the_envelope_is_warned_of_in_the_log_and_the_outputs(
     sarseg, inputs, tmp_path, feedback, name, expected
 ):
-    metadata = segment(sarseg, feedback, inputs[name], tmp_path / name)
+    # single look: on its own grid (by default it is averaged 2 x 2 first, see the test below)
+    params = {"RESAMPLE": False} if name == "single_look" else {}
+    metadata = segment(sarseg, feedback, inputs[name], tmp_path / name, **params)
     for start in expected:
         assert sum(w.startswith(start) for w in domain_warnings(feedback)) == 1, domain_warnings(feedback)
     if name == "low":
@@ -99,3 +104,12 @@ def test_input_outside_the_envelope_is_warned_of_in_the_log_and_the_outputs(
     for md in metadata.values():
         assert md["SARSEG_INPUT_DOMAIN"] == "outside"
         assert md["SARSEG_DOMAIN_WARNINGS"] == " | ".join(domain_warnings(feedback))
+
+
+def test_single_look_input_is_averaged_first_and_then_inside(sarseg, inputs, tmp_path, feedback):
+    metadata = segment(sarseg, feedback, inputs["single_look"], tmp_path / "averaged")
+    assert any(line.startswith("Resampling:") and "single-look" in line for line in feedback.lines), feedback.lines
+    assert not any(w.startswith("Input ENL about ") for w in domain_warnings(feedback)), domain_warnings(feedback)
+    for md in metadata.values():
+        assert md["SARSEG_INPUT_DOMAIN"] == "inside"
+        assert 2.0 < float(md["SARSEG_INPUT_ENL"]) < 5.0  # about four single looks averaged

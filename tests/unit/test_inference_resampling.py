@@ -368,8 +368,31 @@ def test_single_look_scenes_are_multilooked_and_segmented_better(tmp_path):
         assert any("single-look" in line and "2 x 2 pixels are averaged" in line for line in logs), logs
         same_grid(str(out), str(image))
         assert result["input_domain"]["status"] == "inside"  # checked as averaged: about 4 looks
+        ds = gdal.Open(str(out))
+        assert ds.GetMetadataItem("SARSEG_INPUT_DOMAIN") == "inside"
+        ds = None
         scores["default"].append(scene_miou(read_raster(str(out))[0], scene.labels))
         own = tmp_path / f"own_{seed}.tif"
         segment_raster(str(image), str(own), model, resample=False)
         scores["own grid"].append(scene_miou(read_raster(str(own))[0], scene.labels))
     assert np.mean(scores["default"]) > np.mean(scores["own grid"]) + 0.02, scores
+
+
+def test_resampled_outputs_keep_the_runs_metadata(envelope_model, sizes, tmp_path):
+    """The results warped back onto the raster's grid carry the run's metadata (input units, the domain check),
+    not the temporary model-grid files'."""
+    warns: list[str] = []
+    paths = [tmp_path / "classes.tif", tmp_path / "probabilities.tif"]
+    result = segment_raster(
+        sizes["coarse"], str(paths[0]), envelope_model, probabilities_path=str(paths[1]), warn=warns.append
+    )
+    assert result["resampled"]["model_pixel_size_m"] == 40.0 and result["input_domain"]["status"] == "outside"
+    domain_warnings = [w for w in warns if w.startswith("Input pixel size")]
+    assert domain_warnings, warns
+    for path in paths:
+        ds = gdal.Open(str(path))
+        md = ds.GetMetadata()
+        ds = None
+        assert md["SARSEG_INPUT_DOMAIN"] == "outside"
+        assert domain_warnings[0] in md["SARSEG_DOMAIN_WARNINGS"]
+        assert '"band": 1' in md["SARSEG_INPUT_SCALES"]
