@@ -182,10 +182,8 @@ def _range_plan(ds: Any, trained: tuple[float, float], enl: float | None = None)
     back = "results are warped back to the raster's grid"
     looks = f"it looks single-look (ENL about {enl:.2g}, measured on a sample)" if single_look else ""
     if multilook:
-        how = (
-            f"{looks}, so 2 x 2 pixels are averaged in linear power first (multilooking to about 4 looks): the "
-            "model reads single-look speckle worst; turn resampling off to keep the raster's own grid"
-        )
+        how = "averaging 2 x 2 pixels in linear power: multilooking to about 4 looks"
+    keep = "Turn 'Resample to the model's pixel size' off to keep the raster's own grid."
     if geographic:
         dst_wkt, label = _utm_wkt(ds, srs)
         fits = "its own pixel size" if target == native else f"its pixel size clamped into the {trained_text}"
@@ -195,7 +193,8 @@ def _range_plan(ds: Any, trained: tuple[float, float], enl: float | None = None)
                 dst_wkt,
                 target,
                 f"Resampling: the raster's CRS is geographic (degrees, about {described} pixels at its centre); "
-                f"warping to {target:.3g} m pixels in {label} ({fits} the model was trained on; {how}), {back}",
+                f"warping to {target:.3g} m pixels in {label} ({fits} the model was trained on; {how}), {back}"
+                + (f". It{looks[2:]}, and the model reads single-look speckle worst. {keep}" if multilook else ""),
                 target,
                 method,
             )
@@ -206,7 +205,8 @@ def _range_plan(ds: Any, trained: tuple[float, float], enl: float | None = None)
                 srs.ExportToWkt(),
                 target / srs.GetLinearUnits(),
                 f"Resampling: the raster's pixel size ({described}) is inside the {trained_text} the model was "
-                f"trained on, but {how}; warping to {target:.3g} m pixels, {back}",
+                f"trained on, but {looks}, and the model reads single-look speckle worst: warping to "
+                f"{target:.3g} m pixels ({how}), {back}. {keep}",
                 target,
                 method,
             )

@@ -318,7 +318,8 @@ def test_single_look_plans(envelope_model, work, sizes):
     meta = envelope_model.metadata
     plan, reason = resampling_plan(gdal.Open(work["sar"]), meta, enl=0.93)  # 10 m, single look
     assert (plan.resolution, plan.pixel_size_m, plan.method) == (20.0, 20.0, "average")
-    assert "single-look (ENL about 0.93, measured on a sample)" in reason and "turn resampling off" in reason
+    assert "single-look (ENL about 0.93, measured on a sample)" in reason
+    assert "Turn 'Resample to the model's pixel size' off" in reason
     assert resampling_plan(gdal.Open(work["sar"]), meta, enl=SINGLE_LOOK_ENL)[0] is None  # not under the bound
     assert resampling_plan(gdal.Open(work["sar"]), meta, enl=4.4)[0] is None
     # 20 m: 40 m is still inside the 10-40 m range
@@ -365,7 +366,7 @@ def test_single_look_scenes_are_multilooked_and_segmented_better(tmp_path):
         out = tmp_path / f"default_{seed}.tif"
         result = segment_raster(str(image), str(out), model, log=logs.append)
         assert result["resampled"]["method"] == "average" and result["resampled"]["model_pixel_size_m"] == 20.0
-        assert any("single-look" in line and "2 x 2 pixels are averaged" in line for line in logs), logs
+        assert any("single-look" in line and "averaging 2 x 2 pixels" in line for line in logs), logs
         same_grid(str(out), str(image))
         assert result["input_domain"]["status"] == "inside"  # checked as averaged: about 4 looks
         ds = gdal.Open(str(out))
