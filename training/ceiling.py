@@ -146,10 +146,12 @@ def weighted_confusion(truth: np.ndarray, pred: np.ndarray, weight: np.ndarray) 
 
 
 def iou_of(confusion: np.ndarray) -> np.ndarray:
-    """Per-class IoU of a confusion matrix (rows truth); 0 for a class neither present nor predicted."""
-    inter = np.diag(confusion)
+    """Per-class IoU of a confusion matrix (rows truth); NaN for a class neither present nor predicted, left out of
+    the mean like :func:`training.metrics.segmentation_metrics` does."""
+    inter = np.diag(confusion).astype(np.float64)
     union = confusion.sum(0) + confusion.sum(1) - inter
-    return inter / np.maximum(union, 1e-12)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / union, np.nan)
 
 
 def scenes(seeds: Iterable[int], size: int, domain: evalgen.EvalDomain) -> Iterable[evalgen.EvalScene]:
@@ -184,7 +186,7 @@ class Ceiling:
     iou: dict[str, np.ndarray]
 
     def miou(self, name: str) -> float:
-        return float(self.iou[name].mean())
+        return float(np.nanmean(self.iou[name]))
 
 
 def measure(

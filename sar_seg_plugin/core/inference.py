@@ -350,10 +350,10 @@ def check_input_domain(
     if stats.enl is None:
         note = f"too few whole {domain.ENL_WINDOW}x{domain.ENL_WINDOW} cells of data to measure the ENL"
     if plan is not None and plan.method == "average" and native is not None:
-        measured = stats.enl
+        native_enl = stats.enl
         stats = domain.measure_averaged(sample, names, scales, native, plan.pixel_size_m)
         note = f"checked as averaged to {plan.pixel_size_m:.3g} m pixels" + (
-            f"; ENL about {measured:.2g} at the raster's {native:.3g} m" if measured is not None else ""
+            f"; ENL about {native_enl:.2g} at the raster's {native:.3g} m" if native_enl is not None else ""
         )
     warnings = domain.check_domain(stats, meta.input_domain)
     status = "outside" if warnings else "inside"

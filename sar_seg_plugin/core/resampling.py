@@ -22,8 +22,8 @@ RESAMPLE_TOLERANCE = 0.10  # relative pixel-size difference accepted without res
 #: Measured ENL under which a raster is taken as single-look and averaged 2 x 2 before a model trained on a range of
 #: pixel sizes that holds twice its own (the estimator reads about 0.9 on single-look data, 1.3-1.45 at 1.5 looks).
 #: Single-look speckle is the input such models read worst, and multilooking it first is what SAR practice does:
-#: the bundled model on evaluation-only single-look scenes at 10 m scored mIoU 0.58 on its own grid against
-#: 0.63-0.65 averaged to 20 m (three sets of 12 scenes), while at 1.5 looks the gain was 0.017 and on scenes of its
+#: the bundled model on evaluation-only single-look scenes at 10 m scored mIoU 0.58-0.61 on its own grid against
+#: 0.63-0.65 averaged to 20 m (four sets of 12 scenes), while at 1.5 looks the gain was 0.017 and on scenes of its
 #: own training family, with finer structures, averaging lost 0.01-0.03 at one look and more above.
 SINGLE_LOOK_ENL = 1.2
 METRES_PER_DEGREE_LAT = 110574.0

@@ -121,3 +121,15 @@ def test_fit_and_test_seeds_must_not_overlap(capsys: pytest.CaptureFixture[str])
     with pytest.raises(SystemExit):
         ceiling.main(["--fit-seeds", "10:5", "--test-seeds", "14:3"])
     assert "overlap" in capsys.readouterr().err
+
+
+def test_iou_leaves_out_classes_neither_present_nor_predicted_like_the_project_metrics() -> None:
+    from training.metrics import segmentation_metrics
+    from training.synthetic import CLASS_NAMES
+
+    cm = np.array([[8, 2, 0, 0, 0], [1, 5, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 3, 1], [0, 0, 0, 0, 4]])
+    iou = ceiling.iou_of(cm)
+    assert np.isnan(iou[2])
+    np.testing.assert_allclose(iou[[0, 1, 3, 4]], [8 / 11, 5 / 8, 3 / 4, 4 / 5])
+    result = ceiling.Ceiling("x", {"r": iou})
+    assert result.miou("r") == pytest.approx(segmentation_metrics(cm, CLASS_NAMES)["miou"])
