@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from sar_seg_plugin.core.evaluation import metrics_from_matrix
 from training import evalgen
 from training.metrics import confusion_matrix
 from training.synthetic import CLASS_NAMES, LABEL_NODATA
@@ -145,15 +146,6 @@ def weighted_confusion(truth: np.ndarray, pred: np.ndarray, weight: np.ndarray) 
     return cm
 
 
-def iou_of(confusion: np.ndarray) -> np.ndarray:
-    """Per-class IoU of a confusion matrix (rows truth); NaN for a class neither present nor predicted, left out of
-    the mean like :func:`training.metrics.segmentation_metrics` does."""
-    inter = np.diag(confusion).astype(np.float64)
-    union = confusion.sum(0) + confusion.sum(1) - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, inter / union, np.nan)
-
-
 def scenes(seeds: Iterable[int], size: int, domain: evalgen.EvalDomain) -> Iterable[evalgen.EvalScene]:
     """The evaluation-only scenes of ``seeds``, as the model card's grid makes them (even seeds laid out from the
     real Sentinel-2 land cover where it is installed, odd seeds procedural)."""
@@ -186,6 +178,8 @@ class Ceiling:
     iou: dict[str, np.ndarray]
 
     def miou(self, name: str) -> float:
+        """Mean over the classes present in the truth or the prediction (NaN IoU otherwise), as the project's
+        metrics average."""
         return float(np.nanmean(self.iou[name]))
 
 
@@ -229,7 +223,7 @@ def measure(
                 cms["model"] += confusion_matrix(pred, scene.labels, N_CLASSES, ignore=LABEL_NODATA)
                 voted = object_majority(pred, scene)
                 cms["model, voted per true object"] += weighted_confusion(voted.y, voted.x[:, 0], voted.w)
-    result = Ceiling(domain.name, {name: iou_of(cm) for name, cm in cms.items()})
+    result = Ceiling(domain.name, {name: metrics_from_matrix(cm)["iou"] for name, cm in cms.items()})
     if log:
         for name in result.iou:
             log(f"{domain.name} / {name}: mIoU {result.miou(name):.3f}, IoU {np.round(result.iou[name], 3).tolist()}")
