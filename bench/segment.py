@@ -35,7 +35,7 @@ import harness  # the benchmarks' shared code; puts the project root on sys.path
 import numpy as np
 
 from sar_seg_plugin.core.radiometry import to_db
-from sar_seg_plugin.core.tiling import tile_starts  # numpy only, no qgis
+from sar_seg_plugin.core.tiling import tile_extent, tile_starts  # numpy only, no qgis
 from sar_seg_plugin.models.registry import default_segmentation_model, resolve_model
 
 ALGORITHM = "sarseg:segment"
@@ -93,17 +93,20 @@ def prepared_tiles(src: Path, meta) -> list[list[np.ndarray]]:
     """The tiles the algorithm feeds the model, per tile row: read, converted to dB, normalised, float32."""
     from osgeo import gdal
 
-    tile, stride = meta.tile_size, meta.tile_size - meta.tile_overlap
+    tile, stride, multiple = meta.tile_size, meta.tile_size - meta.tile_overlap, meta.size_multiple
     ds = gdal.Open(str(src))
     width, height = ds.RasterXSize, ds.RasterYSize
     if width < tile or height < tile:
         raise SystemExit(f"--size must be at least the model tile ({tile})")
-    ys, xs = tile_starts(height, tile, stride), tile_starts(width, tile, stride)
+    ys, xs = tile_starts(height, tile, stride, multiple), tile_starts(width, tile, stride, multiple)
     rows = []
     for y0 in ys:
-        data = np.stack([ds.GetRasterBand(b).ReadAsArray(0, y0, width, tile) for b in (1, 2)]).astype(np.float32)
+        th = tile_extent(y0, height, tile)
+        data = np.stack([ds.GetRasterBand(b).ReadAsArray(0, y0, width, th) for b in (1, 2)]).astype(np.float32)
         data = meta.normalization.apply(np.stack([to_db(band) for band in data]))
-        rows.append([np.ascontiguousarray(data[:, :, x0 : x0 + tile], dtype=np.float32) for x0 in xs])
+        rows.append(
+            [np.ascontiguousarray(data[:, :, x0 : x0 + tile_extent(x0, width, tile)], dtype=np.float32) for x0 in xs]
+        )
     ds = None
     return rows
 
@@ -120,7 +123,15 @@ def bare_loop(session, rows: list[list[np.ndarray]], batch: int, repeat: int) ->
     """Plain loop of ``session.run`` over pre-stacked batches (grouped per tile row, as the algorithm does)."""
     name = session.get_inputs()[0].name
     out = session.get_outputs()[0].name
-    batches = [np.stack(r[i : i + batch]) for r in rows for i in range(0, len(r), batch)]
+    batches = []  # per tile row, as the algorithm groups them: up to ``batch`` tiles of one size
+    for r in rows:
+        i = 0
+        while i < len(r):
+            j = i + 1
+            while j < len(r) and j - i < batch and r[j].shape == r[i].shape:
+                j += 1
+            batches.append(np.stack(r[i:j]))
+            i = j
     session.run([out], {name: batches[0]})  # warm-up: allocator growth, first-run kernels
     best = None
     for _ in range(max(1, repeat)):
@@ -193,13 +204,20 @@ def section_bare(args: argparse.Namespace, src: Path, res: Results) -> None:
     t0 = time.perf_counter()
     rows = prepared_tiles(src, meta)
     prep = time.perf_counter() - t0
-    n_tiles = sum(len(r) for r in rows)
+    n_tiles, per_row = sum(len(r) for r in rows), len(rows[0])
+    tile_px = sum(t.shape[1] * t.shape[2] for r in rows for t in r)
     tile, overlap = meta.tile_size, meta.tile_overlap
     session = ort_session()
     print(
         f"onnxruntime {ort.__version__}, CPU provider, ORT_ENABLE_ALL, default intra-op threads ({os.cpu_count()} "
         f"CPUs). Tiles: {len(rows)} rows x {len(rows[0])} = {n_tiles} of {tile}x{tile}, overlap {overlap}, "
-        f"stride {tile - overlap}; read + dB + normalise beforehand in {prep:.1f} s (not timed)."
+        f"stride {tile - overlap}"
+        + (
+            f", the last row and column cut to {rows[-1][-1].shape[1]} px (multiples of {meta.size_multiple})"
+            if rows[-1][-1].shape[1:] != (tile, tile)
+            else ""
+        )
+        + f"; read + dB + normalise beforehand in {prep:.1f} s (not timed)."
     )
     out_px = size * size
     table_rows = []
@@ -212,7 +230,7 @@ def section_bare(args: argparse.Namespace, src: Path, res: Results) -> None:
                 r.batches,
                 f"{r.seconds:.2f}",
                 f"{n_tiles / r.seconds:.1f}",
-                f"{harness.mps(n_tiles * tile * tile, r.seconds):.2f}",
+                f"{harness.mps(tile_px, r.seconds):.2f}",
                 f"{res.bare_mps[batch]:.2f}",
                 f"{r.cpu_seconds / r.seconds:.2f}",
             ]
@@ -222,9 +240,9 @@ def section_bare(args: argparse.Namespace, src: Path, res: Results) -> None:
     harness.table(["run", "batches", "seconds", "tiles/s", "tile MP/s", "MP/s (raster)", "CPU/wall"], table_rows)
     print(
         f"Best of {args.repeat} timed loop(s) after one warm-up batch. MP/s (raster) = {size}*{size} output pixels / "
-        f"seconds / 1e6, the same unit as section 2; tile MP/s counts every tile pixel ({n_tiles}*{tile}*{tile}, "
-        f"{n_tiles * tile * tile / out_px:.2f}x the raster because tiles overlap). Batches are grouped per tile row "
-        f"as in the algorithm ({len(tile_starts(size, tile, tile - overlap))} tiles a row)."
+        f"seconds / 1e6, the same unit as section 2; tile MP/s counts every tile pixel ({tile_px}, "
+        f"{tile_px / out_px:.2f}x the raster because tiles overlap). Batches are grouped per tile row, tiles of one "
+        f"size together, as in the algorithm ({per_row} tiles a row)."
     )
 
 

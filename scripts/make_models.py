@@ -838,6 +838,7 @@ class Exported:
 def export_segmentation(ckpt: Any, work: Path, models_dir: Path, budget: Budget, data_note: str) -> Exported:
     """Fit the temperature and the input envelope on the randomised family's validation patches, export the
     calibrated model (and the fine-tuning start beside the project), then the int8 variant where it agrees."""
+    from sar_seg_plugin.models.registry import load_model
     from training.calibration import TemperatureScaled
     from training.checkpoint import BUNDLED_SEGMENTATION
     from training.export import export_model, metadata_from_checkpoint
@@ -864,6 +865,8 @@ def export_segmentation(ckpt: Any, work: Path, models_dir: Path, budget: Budget,
     seg_meta = dataclasses.replace(seg_meta, training=seg_training, tile_size=TILE_SIZE, tile_overlap=TILE_OVERLAP)
     seg_path = export_model(TemperatureScaled(ckpt.model, calibration["temperature"]), models_dir / SEGMENTATION_FILE,
                             seg_meta)  # fmt: skip
+    seg_meta = load_model(str(seg_path), device="cpu").metadata  # with what the export adds (size_multiple)
+    seg_training = dict(seg_meta.training)
     # The fine-tuning start and the card's picture go beside the project only with the project's own models.
     shipping = models_dir.resolve() == MODELS_DIR.resolve()
     pretrained = BUNDLED_SEGMENTATION if shipping else work / BUNDLED_SEGMENTATION.name

@@ -47,7 +47,7 @@ from torch import nn
 
 from sar_seg_plugin.core.errors import SarSegError
 from sar_seg_plugin.core.outputs import OutputSet
-from sar_seg_plugin.models.metadata import ModelMetadata, Normalization, metadata_to_props
+from sar_seg_plugin.models.metadata import SIZE_MULTIPLE_KEY, ModelMetadata, Normalization, metadata_to_props
 from sar_seg_plugin.models.registry import load_model
 from training.checkpoint import Checkpoint, load_checkpoint
 from training.models import ARCHITECTURES, export_onnx, required_multiple
@@ -248,8 +248,8 @@ def _resolve(source: Checkpoint | nn.Module | str | Path) -> tuple[nn.Module, Ch
     raise TypeError(f"expected a checkpoint, a checkpoint path or an nn.Module, got {type(source).__name__}")
 
 
-def _multiple(checkpoint: Checkpoint | None, task: str) -> int:
-    """What the trace tile must be a multiple of."""
+def _known_multiple(checkpoint: Checkpoint | None, task: str) -> int | None:
+    """What the architecture's tile height and width must be a multiple of, when the checkpoint says which it is."""
     if checkpoint is not None and checkpoint.arch in ARCHITECTURES:
         return required_multiple(checkpoint.arch)
     if (
@@ -258,7 +258,12 @@ def _multiple(checkpoint: Checkpoint | None, task: str) -> int:
         and checkpoint.arch_kwargs.get("segmentation_arch") in ARCHITECTURES
     ):
         return required_multiple(str(checkpoint.arch_kwargs["segmentation_arch"]))
-    return 32
+    return None
+
+
+def _multiple(checkpoint: Checkpoint | None, task: str) -> int:
+    """What the trace tile must be a multiple of."""
+    return _known_multiple(checkpoint, task) or 32
 
 
 def _validate(
@@ -289,13 +294,29 @@ def _validate(
             f"refusing to write {out}: on a {size} px tile (field 'tile_size') the model outputs shape "
             f"{tuple(got.shape)}, expected {expected_shape}; choose a tile size the architecture supports"
         )
+    _check_parity(out, model, x, lambda _: got, tolerance)
+    m = metadata.size_multiple
+    if m:  # a cut tile (the last of a row or column) must run too, at its own size
+        _check_parity(out, model, x[:, :, : m * (size // m // 2 + 1), : max(m, size - m)], loaded.run, tolerance)
+
+
+def _check_parity(out: Path, model: nn.Module, x: np.ndarray, run: Any, tolerance: float) -> None:
+    """onnxruntime's output ``run(x)`` against torch's on ``x`` (same shape, values within ``tolerance``)."""
+    try:
+        got = run(x)
+    except Exception as err:  # onnxruntime's own exception types
+        raise ExportError(
+            f"refusing to write {out}: the model fails on a {x.shape[2]}x{x.shape[3]} tile: {err}"
+        ) from None
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            ref = model(torch.from_numpy(x)).numpy()
+            ref = model(torch.from_numpy(np.ascontiguousarray(x))).numpy()
     finally:
         model.train(was_training)
+    if ref.shape != got.shape:
+        raise ExportError(f"refusing to write {out}: onnxruntime outputs {got.shape}, torch {ref.shape}")
     error = float(np.max(np.abs(ref - got)))
     if error > tolerance * max(1.0, float(np.max(np.abs(ref)))):
         raise ExportError(f"refusing to write {out}: onnxruntime and torch outputs differ by up to {error:.3g}")
@@ -328,6 +349,11 @@ def export_model(
     if checkpoint is not None and checkpoint.path is not None and out.resolve() == checkpoint.path.resolve():
         raise ExportError(f"the output {out} is the checkpoint itself; choose another path (e.g. model.onnx)")
     multiple = _multiple(checkpoint, task)
+    arch = metadata.training.get("arch")  # an exported module (a calibrated wrapper) names its architecture here
+    known = _known_multiple(checkpoint, task) or (required_multiple(arch) if arch in ARCHITECTURES else None)
+    if task == "segmentation" and known and metadata.tile_size % known == 0:
+        # the graph keeps height and width dynamic: the plugin may cut the last tiles to any multiple of this
+        metadata = replace(metadata, training={**metadata.training, SIZE_MULTIPLE_KEY: known})
     tile = tile or -(-DEFAULT_TRACE_TILE // multiple) * multiple
     if tile <= 0 or tile % multiple:
         raise ExportError(f"trace tile {tile} must be a positive multiple of {multiple} for this architecture")

@@ -347,7 +347,7 @@ def plan_split(task: Task, parts: int) -> SplitPlan | None:
     if resample is not None or len(scales) != 1:
         return None
     scale = scales.pop()
-    strips = strip_rows(height, meta.tile_size, meta.tile_overlap, parts)
+    strips = strip_rows(height, meta.tile_size, meta.tile_overlap, parts, meta.size_multiple)
     out = Path(task.output)
     return SplitPlan(strips, scale, str(out.with_name(f".{out.name}.strips")))
 

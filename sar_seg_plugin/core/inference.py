@@ -55,12 +55,13 @@ class _Probabilities:
         self.classes = len(meta.class_names)
         self.already_probabilities: bool | None = None
 
-    def __call__(self, out: np.ndarray, tile: int) -> np.ndarray:
+    def __call__(self, out: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """``size``: the (height, width) of the tiles the model was given."""
         out = out.astype(np.float32, copy=False)
         sigmoid = out.ndim == 4 and out.shape[1] == 1 and self.classes == 2
-        if out.ndim != 4 or (out.shape[1] != self.classes and not sigmoid) or out.shape[2:] != (tile, tile):
+        if out.ndim != 4 or (out.shape[1] != self.classes and not sigmoid) or out.shape[2:] != tuple(size):
             raise SarSegError(
-                f"model '{self.meta.name}' returned shape {tuple(out.shape)} for a {tile}x{tile} tile; "
+                f"model '{self.meta.name}' returned shape {tuple(out.shape)} for a {size[0]}x{size[1]} tile; "
                 f"expected {self.classes} class channels of the tile size"
             )
         if self.already_probabilities is None:
@@ -241,7 +242,8 @@ def _segment_open_raster(src: Any, run: _Run) -> dict[str, Any]:
     tile, overlap = meta.tile_size, meta.tile_overlap
     stride = tile - overlap
     width, height = info.width, info.height
-    ys, xs = tile_starts(height, tile, stride), tile_starts(width, tile, stride)
+    multiple = meta.size_multiple
+    ys, xs = tile_starts(height, tile, stride, multiple), tile_starts(width, tile, stride, multiple)
     if run.tile_rows is not None:
         ys = list(run.tile_rows.starts)
     total_tiles = len(ys) * len(xs)
@@ -255,7 +257,14 @@ def _segment_open_raster(src: Any, run: _Run) -> dict[str, Any]:
                 else ""
             )
         )
-        log(f"{total_tiles} tiles of {tile} px (overlap {overlap}) in {len(ys)} rows, batch size {run.batch_size}")
+        cut = (
+            f"; tiles of the last row or column cut to what is left, in multiples of {multiple} px"
+            if multiple and (ys[-1] + tile > height or xs[-1] + tile > width)
+            else ""
+        )
+        log(
+            f"{total_tiles} tiles of {tile} px (overlap {overlap}) in {len(ys)} rows, batch size {run.batch_size}" + cut
+        )
 
     band_rows = max([b - a for a, b in zip(ys, ys[1:])] + [height - ys[-1]])
     done_tiles = batches = 0
@@ -282,7 +291,7 @@ def _segment_open_raster(src: Any, run: _Run) -> dict[str, Any]:
             running = (batch, pool.submit(model.run, batch.tiles)) if batch is not None else None
             if waiting is not None:
                 done, future = waiting
-                blender.add(done, to_probabilities(future.result(), tile))
+                blender.add(done, to_probabilities(future.result(), done.tiles.shape[2:]))
                 batches += 1
                 done_tiles += len(done.xs)
                 if run.progress:

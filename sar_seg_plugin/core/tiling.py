@@ -45,17 +45,40 @@ def blend_window(
     return np.outer(ramp_1d(top, bottom), ramp_1d(left, right)).astype(np.float32)
 
 
-def tile_starts(length: int, tile: int, stride: int) -> list[int]:
-    """Tile offsets covering ``length`` pixels, evenly spread: at most ``stride`` apart, the first at 0 and the
-    last ending on the border (no padding unless the raster is smaller than a tile).
+def tile_starts(length: int, tile: int, stride: int, multiple: int | None = None) -> list[int]:
+    """Tile offsets covering ``length`` pixels, the first at 0 and the last ending on the border (no padding
+    unless the raster is smaller than a tile); each tile is :func:`tile_extent` long.
 
-    Neighbours overlap by at least ``tile - stride`` pixels and, on long axes, hardly more, so the rows two tile
-    rows share stay close to the model's overlap (shifting only the last tile back would make them up to a tile).
+    Without ``multiple`` (a model that only takes its own tile size) every tile is whole and they are evenly spread,
+    at most ``stride`` apart: neighbours overlap by at least ``tile - stride`` pixels and, on long axes, hardly
+    more, so the rows two tile rows share stay close to the model's overlap (shifting only the last tile back would
+    make them up to a tile). With ``multiple`` (the model takes any size that is a multiple of it), tiles are
+    ``stride`` apart and the last one is cut to what is left, rounded up to ``multiple`` and at least half a tile
+    (the context its own pixels need): the model reads the raster with the overlap it needs and no more.
     """
     if length <= tile:
         return [0]
-    gaps = math.ceil((length - tile) / stride)
-    return [round(i * (length - tile) / gaps) for i in range(gaps + 1)]
+    if multiple is None or tile % multiple:
+        gaps = math.ceil((length - tile) / stride)
+        return [round(i * (length - tile) / gaps) for i in range(gaps + 1)]
+    starts = [0]
+    while starts[-1] + stride + tile < length:
+        starts.append(starts[-1] + stride)
+    rest = length - (starts[-1] + stride)  # what the last tile must cover, overlapping the previous one
+    least = math.ceil(tile / 2 / multiple) * multiple
+    starts.append(length - min(tile, max(least, math.ceil(rest / multiple) * multiple)))
+    return starts
+
+
+def tile_extent(start: int, length: int, tile: int) -> int:
+    """Pixels of the raster a tile at ``start`` covers: a tile, or what is left of a shorter axis."""
+    return min(tile, length - start)
+
+
+def model_extent(extent: int, tile: int, multiple: int | None) -> int:
+    """The size a tile covering ``extent`` pixels is given to the model: its extent rounded up to ``multiple``,
+    or the whole tile (reflect-padded) for a model that only takes its tile size."""
+    return tile if multiple is None else max(multiple, math.ceil(extent / multiple) * multiple)
 
 
 @dataclass(frozen=True)
@@ -81,27 +104,27 @@ class Strip:
     rows: TileRows
 
 
-def strip_rows(height: int, tile: int, overlap: int, parts: int) -> list[Strip]:
-    """Cut a raster ``height`` rows high into at most ``parts`` strips that a tiled model (``tile`` px, ``overlap``)
-    can segment one by one, each giving its core rows exactly as a run over the whole raster does: the cores
-    cover the raster once, and each strip reads every tile row that touches its core (the model's halo)."""
-    ys = tile_starts(height, tile, tile - overlap)
-    th = min(tile, height)
+def strip_rows(height: int, tile: int, overlap: int, parts: int, multiple: int | None = None) -> list[Strip]:
+    """Cut a raster ``height`` rows high into at most ``parts`` strips that a tiled model (``tile`` px, ``overlap``,
+    sizes a multiple of ``multiple``, see :func:`tile_starts`) can segment one by one, each giving its core rows
+    exactly as a run over the whole raster does: the cores cover the raster once, and each strip reads every tile
+    row that touches its core (the model's halo)."""
+    ys = tile_starts(height, tile, tile - overlap, multiple)
     parts = max(1, min(parts, len(ys)))
     cuts = [round(k * height / parts) for k in range(parts + 1)]
     strips = []
     for k in range(parts):
         lo, hi = cuts[k], cuts[k + 1]
-        needed = [y for y in ys if y < hi and y + th > lo]
-        y0, y1 = needed[0], needed[-1] + th
+        needed = [y for y in ys if y < hi and y + tile_extent(y, height, tile) > lo]
+        y0, y1 = needed[0], needed[-1] + tile_extent(needed[-1], height, tile)
         rows = TileRows(tuple(y - y0 for y in needed), y0 > 0, y1 < height)
         strips.append(Strip(k, (y0, y1), (lo, hi), rows))
     return strips
 
 
-def _pad_to(data: np.ndarray, size: int) -> np.ndarray:
-    """Reflect-pad a (bands, h, w) array to (bands, size, size); 'edge' when an axis is a single pixel."""
-    ph, pw = size - data.shape[1], size - data.shape[2]
+def _pad_to(data: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Reflect-pad a (bands, h, w) array to (bands, height, width); 'edge' when an axis is a single pixel."""
+    ph, pw = height - data.shape[1], width - data.shape[2]
     if ph == 0 and pw == 0:
         return data
     mode = "reflect" if min(data.shape[1], data.shape[2]) > 1 else "edge"
@@ -114,8 +137,8 @@ class Batch:
 
     row: int  # index into the tile row starts
     first: int  # index of the first tile in the column starts
-    xs: list[int]  # column starts of the batch's tiles
-    tiles: np.ndarray  # (n, bands, tile, tile) float32, the model's input
+    xs: list[int]  # column starts of the batch's tiles (all of one width)
+    tiles: np.ndarray  # (n, bands, model height, model width) float32, the model's input (see model_extent)
     valid: np.ndarray  # (tile rows, batch columns) bool: input pixels holding data in every band
 
 
@@ -129,17 +152,28 @@ def read_batches(
     batch_size: int,
     is_canceled: Callable[[], bool] | None,
 ) -> Iterator[Batch]:
-    """Read the model's bands tile row by tile row, a batch of tiles at a time, converted and normalised."""
+    """Read the model's bands tile row by tile row, a batch of tiles at a time, converted and normalised. A batch
+    holds tiles of one width (see :func:`tile_starts`: only the last column's may differ)."""
     nodata = [info.nodata[b - 1] for b in model_input.bands]
-    tile = meta.tile_size
-    th, tw = min(tile, info.height), min(tile, info.width)
+    tile, multiple = meta.tile_size, meta.size_multiple
+    widths = [tile_extent(x0, info.width, tile) for x0 in xs]
+    batches, first = [], 0  # (first, end) column indices
+    while first < len(xs):
+        end = first + 1
+        while end < len(xs) and end - first < batch_size and widths[end] == widths[first]:
+            end += 1
+        batches.append((first, end))
+        first = end
     # Tiled input: drop its blocks after each batch; striped input (blocks span the width): after each tile row.
     tiled_input = src.GetRasterBand(1).GetBlockSize()[0] < info.width
     for k, y0 in enumerate(ys):
-        for b0 in range(0, len(xs), batch_size):
+        th = tile_extent(y0, info.height, tile)
+        mh = model_extent(th, tile, multiple)
+        for first, end in batches:
             if is_canceled and is_canceled():
                 raise CancelledError("Cancelled by the user.")
-            batch_xs = xs[b0 : b0 + batch_size]
+            batch_xs, tw = xs[first:end], widths[first]
+            mw = model_extent(tw, tile, multiple)
             bx0, bx1 = batch_xs[0], batch_xs[-1] + tw
             data = raster_io.read_window(src, Window(bx0, y0, bx1 - bx0, th), model_input.bands)
             if tiled_input:
@@ -147,8 +181,8 @@ def read_batches(
             valid = raster_io.valid_mask(data, nodata).all(axis=0)
             data = meta.normalization.apply(model_input.apply(data))
             data[:, ~(valid[None] & np.isfinite(data)).all(axis=0)] = 0.0  # nodata -> the training mean
-            tiles = np.stack([_pad_to(data[:, :, x0 - bx0 : x0 - bx0 + tw], tile) for x0 in batch_xs])
-            yield Batch(k, b0, batch_xs, np.ascontiguousarray(tiles, dtype=np.float32), valid)
+            tiles = np.stack([_pad_to(data[:, :, x0 - bx0 : x0 - bx0 + tw], mh, mw) for x0 in batch_xs])
+            yield Batch(k, first, batch_xs, np.ascontiguousarray(tiles, dtype=np.float32), valid)
         if not tiled_input:
             src.FlushCache()  # rows above are not read again
 
@@ -177,12 +211,12 @@ class Blender:
         self.classes = len(meta.class_names)
         self.tile, self.overlap = meta.tile_size, meta.tile_overlap
         self.width, self.height, self.ys, self.xs = width, height, ys, xs
-        self.th, self.tw = min(self.tile, height), min(self.tile, width)
+        self.widths = [tile_extent(x0, width, self.tile) for x0 in xs]
         self.stagers, self.probabilities, self.confidence = stagers, probabilities, confidence
         self.open_top, self.open_bottom = open_top, open_bottom  # a strip of a taller raster (TileRows)
         self.nodata_pixels = 0
         self.tally = ConfidenceTally(self.classes)
-        self._windows: dict[tuple[bool, bool, bool, bool], np.ndarray] = {}
+        self._windows: dict[tuple[int, int, bool, bool, bool, bool], np.ndarray] = {}
         self.carry_p = np.zeros((self.classes, 0, width), np.float32)
         self.carry_w = np.zeros((0, width), np.float32)
         self._start_row(0)
@@ -197,6 +231,7 @@ class Blender:
         if k >= len(self.ys):
             return
         y0 = self.ys[k]
+        self.th = tile_extent(y0, self.height, self.tile)
         self.final = self.ys[k + 1] if k + 1 < len(self.ys) else self.height  # rows above: done after this row
         shared = y0 + self.th - self.final
         self.next_p = np.zeros((self.classes, shared, self.width), np.float32)
@@ -211,7 +246,7 @@ class Blender:
         out the pixels it finishes."""
         if batch.row != self.k:
             raise AssertionError(f"tile row {batch.row} blended while row {self.k} is open")
-        th, tw, c_lo, y0 = self.th, self.tw, self.c_lo, self.ys[self.k]
+        th, tw, c_lo, y0 = self.th, self.widths[batch.first], self.c_lo, self.ys[self.k]
         bx0, bx1 = batch.xs[0], batch.xs[-1] + tw
         # Grow the accumulators to the batch's right edge; new columns start from the carried rows.
         old_hi = c_lo + self.acc_w.shape[1]
@@ -227,7 +262,7 @@ class Blender:
         valid[:, bx0 - c_lo :] = batch.valid
         top, bottom = y0 > 0 or self.open_top, y0 + th < self.height or self.open_bottom
         for i, x0 in enumerate(batch.xs):
-            w = self._window(top, bottom, x0 > 0, x0 + tw < self.width)
+            w = self._window(th, tw, top, bottom, x0 > 0, x0 + tw < self.width)
             cs = slice(x0 - c_lo, x0 - c_lo + tw)
             p = probs[i, :, :th, :tw]
             p *= w  # in place: the batch's probabilities are the blender's to use up
@@ -250,14 +285,15 @@ class Blender:
             self.carry_p, self.carry_w = self.next_p, self.next_w
             self._start_row(self.k + 1)
 
-    def _window(self, top: bool, bottom: bool, left: bool, right: bool) -> np.ndarray:
-        """The tile's blending weights (cropped where the raster is smaller than a tile: a cropped axis spans the
-        raster alone, so its weights are flat), made once per combination of raster sides."""
-        key = (top, bottom, left, right)
+    def _window(self, th: int, tw: int, top: bool, bottom: bool, left: bool, right: bool) -> np.ndarray:
+        """The blending weights of a tile covering ``th`` x ``tw`` raster pixels, made once per size and combination
+        of raster sides. A tile shorter than the model's is cropped from its far end, which lies on the raster
+        border (the last tile of a row or column, or a raster smaller than a tile), so no ramp is lost."""
+        key = (th, tw, top, bottom, left, right)
         w = self._windows.get(key)
         if w is None:
             w = blend_window(self.tile, self.overlap, top=top, bottom=bottom, left=left, right=right)
-            w = self._windows[key] = np.ascontiguousarray(w[: self.th, : self.tw])
+            w = self._windows[key] = np.ascontiguousarray(w[:th, :tw])
         return w
 
     def _emit(self, row: int, col: int, acc_p: np.ndarray, acc_w: np.ndarray, ok: np.ndarray) -> None:

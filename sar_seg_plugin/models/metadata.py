@@ -36,6 +36,9 @@ from ..core.errors import SarSegError
 FORMAT_VERSION = 1
 #: Key of ``training`` holding the model's confidence and accuracy on scenes it was not trained on.
 CONFIDENCE_REFERENCE_KEY = "confidence_reference"
+#: ``training`` key of a segmentation model whose graph takes tiles of any height and width that are multiples of
+#: the value (written by ``training.export``): the last tile of a row or column can then be cut to what is left.
+SIZE_MULTIPLE_KEY = "size_multiple"
 PREFIX = "sarseg."
 TASKS = ("segmentation", "forecast", "encoder")
 UNITS = ("dB", "linear", "reflectance", "uint8")
@@ -164,6 +167,13 @@ class ModelMetadata:
         if not isinstance(ref["where"], str) or not all(_is_number(ref[k]) for k in keys[1:]):
             return None
         return {k: ref[k] for k in keys}
+
+    @property
+    def size_multiple(self) -> int | None:
+        """What the graph's tile height and width may be any multiple of (``training["size_multiple"]``, dividing
+        the tile size), or None when the model only promises its tile size."""
+        value = self.training.get(SIZE_MULTIPLE_KEY)
+        return value if _is_int(value) and value > 0 and self.tile_size % value == 0 else None
 
     def __post_init__(self) -> None:
         for name in ("input_bands", "input_units", "class_names", "class_colors", "horizons"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -245,7 +246,9 @@ def test_export_unet_round_trip_through_the_plugin(tmp_path, unet):
     assert sorted(p.name for p in out.parent.iterdir()) == ["tiny.onnx"]
 
     loaded = load_model(str(out), device="cpu")
-    assert loaded.metadata == meta
+    # recorded: the graph takes any multiple of the U-Net's 16 (the plugin cuts the last tiles to what is left)
+    assert loaded.metadata == replace(meta, training={**meta.training, "size_multiple": 16})
+    assert loaded.metadata.size_multiple == 16
     assert (loaded.input_names, loaded.output_names) == (["input"], ["logits"])
     props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert props[PREFIX + "task"] == '"segmentation"'
@@ -253,7 +256,7 @@ def test_export_unet_round_trip_through_the_plugin(tmp_path, unet):
     assert props[PREFIX + "class_names"] == '["water", "forest", "urban"]'
 
     rng = np.random.default_rng(1)
-    for shape in ((1, 2, 64, 64), (2, 2, 96, 128)):
+    for shape in ((1, 2, 64, 64), (2, 2, 96, 128), (1, 2, 48, 16)):
         x = rng.standard_normal(shape).astype(np.float32)
         got, ref = ort_run(out, x), torch_run(unet, x)
         assert got.shape == (shape[0], 3, *shape[2:])
@@ -383,6 +386,7 @@ def test_cli_exports_a_saved_checkpoint(tmp_path, unet, capsys):
         "arch_kwargs": ARCH_KWARGS,
         "epoch": 4,
         "best_metric": 0.5,
+        "size_multiple": 16,
     }
 
 

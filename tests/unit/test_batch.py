@@ -63,7 +63,7 @@ def _band(path) -> np.ndarray:
 
 def _tall_raster(sample_dir, path) -> str:
     """A 1024 x 480 px VV/VH raster (the sample's first day, repeated): three tile rows of the bundled model (384 px
-    tiles, 32 px overlap)."""
+    tiles, 32 px overlap), the last cut to 320 px."""
     ds = gdal.Open(str(sorted(sample_dir.glob("sar_*.tif"))[0]))
     data = ds.ReadAsArray()
     tall = np.tile(data, (1, -(-1024 // data.shape[1]), -(-480 // data.shape[2])))[:, :1024, :480]
@@ -106,18 +106,19 @@ def test_bad_batch_arguments_are_refused_with_what_to_do(archive, tmp_path):
         batch.plan_tasks("segment", [{"input": str(a)}, {"input": str(b)}], str(tmp_path), {})
 
 
+@pytest.mark.parametrize("multiple", [None, 16])
 @pytest.mark.parametrize("height", [100, 256, 300, 480, 641, 2000])
 @pytest.mark.parametrize("parts", [1, 2, 3, 7])
-def test_strips_cover_the_raster_once_and_read_every_tile_their_core_needs(height, parts):
+def test_strips_cover_the_raster_once_and_read_every_tile_their_core_needs(height, parts, multiple):
     tile, overlap = 256, 32
-    ys = tile_starts(height, tile, tile - overlap)
-    th = min(tile, height)
-    strips = strip_rows(height, tile, overlap, parts)
+    ys = tile_starts(height, tile, tile - overlap, multiple)
+    ends = {y: y + min(tile, height - y) for y in ys}  # every tile row ends on the raster or a tile below its start
+    strips = strip_rows(height, tile, overlap, parts, multiple)
     assert [s.core[0] for s in strips] == [0] + [s.core[1] for s in strips[:-1]] and strips[-1].core[1] == height
     for s in strips:
-        touching = [y for y in ys if y < s.core[1] and y + th > s.core[0]]  # every tile a core pixel is blended from
+        touching = [y for y in ys if y < s.core[1] and ends[y] > s.core[0]]  # every tile a core pixel is blended from
         assert [s.read[0] + y for y in s.rows.starts] == touching
-        assert s.read == (touching[0], touching[-1] + th)
+        assert s.read == (touching[0], ends[touching[-1]])
         assert s.rows.open_top == (s.read[0] > 0) and s.rows.open_bottom == (s.read[1] < height)
 
 
@@ -126,7 +127,7 @@ def test_a_strip_segmented_alone_gives_the_whole_runs_pixels(sample_dir, model, 
     segment_raster(src, str(tmp_path / "whole.tif"), model, confidence_path=str(tmp_path / "whole_conf.tif"))
     whole, conf = _band(tmp_path / "whole.tif"), _band(tmp_path / "whole_conf.tif")
     meta = model.metadata
-    strips = strip_rows(1024, meta.tile_size, meta.tile_overlap, 3)
+    strips = strip_rows(1024, meta.tile_size, meta.tile_overlap, 3, meta.size_multiple)
     assert len(strips) == 3
     for s in strips:
         gdal.Translate(str(tmp_path / "s.vrt"), src, format="VRT", srcWin=[0, s.read[0], 480, s.read[1] - s.read[0]])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from sar_seg_plugin.core import inference, raster_io
 from sar_seg_plugin.core.class_rasters import argmax_and_max
 from sar_seg_plugin.core.errors import CancelledError, SarSegError
 from sar_seg_plugin.core.inference import segment_raster
-from sar_seg_plugin.core.tiling import blend_window, tile_starts
+from sar_seg_plugin.core.tiling import blend_window, model_extent, tile_extent, tile_starts
 from sar_seg_plugin.models.metadata import ModelMetadata, Normalization, metadata_to_props
 from sar_seg_plugin.models.registry import load_model
 
@@ -38,9 +40,24 @@ META = ModelMetadata(
 )
 
 
+#: The same model declaring that its graph takes any tile size that is a multiple of 8 (tiles of the last row and
+#: column cut to what is left).
+META_CUT = dataclasses.replace(META, training={"size_multiple": 8})
+
+
 @pytest.fixture(scope="module")
 def conv_model(tmp_path_factory: pytest.TempPathFactory):
     """A 3x3 convolution (zero padding, dynamic size) 2 -> 5 channels, small enough to run on a whole raster."""
+    return _conv_model(tmp_path_factory.mktemp("models") / "conv3x3.onnx", META)
+
+
+@pytest.fixture(scope="module")
+def cut_model(tmp_path_factory: pytest.TempPathFactory):
+    """:func:`conv_model` with :data:`META_CUT`."""
+    return _conv_model(tmp_path_factory.mktemp("models") / "conv3x3_cut.onnx", META_CUT)
+
+
+def _conv_model(path: Path, meta: ModelMetadata):
     rng = np.random.default_rng(3)
     weight = rng.normal(scale=0.6, size=(5, 2, 3, 3)).astype(np.float32)
     bias = rng.normal(size=5).astype(np.float32)
@@ -53,8 +70,7 @@ def conv_model(tmp_path_factory: pytest.TempPathFactory):
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    helper.set_model_props(model, metadata_to_props(META))
-    path = tmp_path_factory.mktemp("models") / "conv3x3.onnx"
+    helper.set_model_props(model, metadata_to_props(meta))
     onnx.save(model, path)
     return load_model(str(path), "cpu")
 
@@ -109,10 +125,11 @@ def test_softmax_of_logits_matches_scipy():
     rng = np.random.default_rng(4)
     logits = (rng.normal(0, 8, (2, 5, TILE, TILE))).astype(np.float32)
     logits[0, :, 0, 0] = [300.0, 299.0, -300.0, 0.0, 1.0]  # exp overflows without the shift
-    probs = inference._Probabilities(META)(logits.copy(), TILE)
+    probs = inference._Probabilities(META)(logits.copy(), (TILE, TILE))
     np.testing.assert_allclose(probs, softmax(logits.astype(np.float64), axis=1), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("model_fixture", ["conv_model", "cut_model"])
 @pytest.mark.parametrize(
     ("width", "height", "batch", "finish_chunk"),
     [
@@ -122,8 +139,10 @@ def test_softmax_of_logits_matches_scipy():
     ],
 )
 def test_tiled_blended_equals_whole_raster_inference(
-    conv_model, tmp_path, monkeypatch, width, height, batch, finish_chunk
+    request, tmp_path, monkeypatch, model_fixture, width, height, batch, finish_chunk
 ):
+    conv_model = request.getfixturevalue(model_fixture)
+    multiple = conv_model.metadata.size_multiple
     monkeypatch.setattr("sar_seg_plugin.core.class_rasters.FINISH_CHUNK", finish_chunk)
     db = db_scene(width=width, height=height)
     src = write_raster(tmp_path / "db.tif", db, descriptions=["VV", "VH"], units=["dB", "dB"])
@@ -141,7 +160,7 @@ def test_tiled_blended_equals_whole_raster_inference(
     classes = read_raster(out, dtype=np.int64)[0]
     assert (classes == expected.argmax(axis=0)).mean() > 0.999  # ties at 1e-5 aside
     np.testing.assert_allclose(read_raster(conf, dtype=np.float64)[0], expected.max(axis=0), atol=1e-5)
-    assert result["tiles"] == len(tile_starts(height, TILE, 24)) * len(tile_starts(width, TILE, 24))
+    assert result["tiles"] == len(tile_starts(height, TILE, 24, multiple)) * len(tile_starts(width, TILE, 24, multiple))
     assert sum(result["class_pixels"].values()) == width * height and result["device"] == "cpu"
 
 
@@ -158,6 +177,58 @@ def test_entropy_confidence_is_normalised_shannon_entropy(conv_model, tmp_path):
     assert gdal.Open(str(conf)).GetRasterBand(1).GetDescription() == "entropy"
     with pytest.raises(SarSegError, match="confidence measure 'gini'.*max, entropy"):
         segment_raster(src, str(tmp_path / "d.tif"), conv_model, confidence_path=str(conf), confidence="gini")
+
+
+def test_cut_tiles_are_stride_apart_and_the_last_covers_what_is_left():
+    stride = TILE - OVERLAP
+    for length in (33, 40, 41, 56, 57, 70, 100, 257, 1000, 4096, 4097):
+        starts = tile_starts(length, TILE, stride, 8)
+        extents = [tile_extent(s, length, TILE) for s in starts]
+        assert starts[0] == 0 and starts[-1] + extents[-1] == length and np.all(np.diff(starts) > 0)
+        assert all(e == TILE for e in extents[:-1]) and np.all(np.diff(starts[:-1]) == stride)
+        last = extents[-1]
+        assert last % 8 == 0 and TILE // 2 <= last <= TILE  # whole multiples, at least half a tile of context
+        if len(starts) > 1:
+            assert starts[-2] + TILE - starts[-1] >= OVERLAP  # overlaps its neighbour by the model's overlap ...
+            assert last < max(TILE // 2, length - starts[-2] - stride) + 8  # ... and covers no more than it needs
+        # never more pixels through the model than whole tiles spread evenly
+        assert sum(extents) <= len(tile_starts(length, TILE, stride)) * TILE
+    assert (
+        tile_starts(20, TILE, stride, 8) == [0]
+        and model_extent(20, TILE, 8) == 24
+        and model_extent(20, TILE, None) == TILE
+    )
+    # 4096 px with 384 px tiles, overlap 32: 11 whole tiles and one of 224 px instead of 12 whole ones
+    starts = tile_starts(4096, 384, 352, 16)
+    assert len(starts) == 12 and tile_extent(starts[-1], 4096, 384) == 224
+
+
+def test_cut_tiles_reach_the_model_at_their_own_size(cut_model, tmp_path):
+    """The model is run on the cut tiles' own sizes (a multiple of 8, no padding) and never on more pixels than
+    the whole-tile layout gives it."""
+    width, height = 70, 53
+    db = db_scene(width=width, height=height)
+    src = write_raster(tmp_path / "db.tif", db, descriptions=["VV", "VH"], units=["dB", "dB"])
+    shapes: list[tuple[int, ...]] = []
+
+    class Recording:
+        def __init__(self, model) -> None:
+            self.model, self.metadata = model, model.metadata
+            self.device_used, self.threads = model.device_used, model.threads
+
+        def run(self, x: np.ndarray) -> np.ndarray:
+            shapes.append(x.shape)
+            return self.model.run(x)
+
+    segment_raster(src, str(tmp_path / "c.tif"), Recording(cut_model), batch_size=2)
+    stride = TILE - OVERLAP
+    ys, xs = tile_starts(height, TILE, stride, 8), tile_starts(width, TILE, stride, 8)
+    expected = [(tile_extent(y, height, TILE), tile_extent(x, width, TILE)) for y in ys for x in xs]
+    got = [s[2:] for s in shapes for _ in range(s[0])]
+    assert got == expected and all(h % 8 == 0 and w % 8 == 0 for h, w in got)
+    assert all(s[0] <= 2 and s[1] == 2 for s in shapes)
+    whole = len(tile_starts(height, TILE, stride)) * len(tile_starts(width, TILE, stride)) * TILE * TILE
+    assert sum(h * w for h, w in got) < whole
 
 
 def test_tile_starts_are_evenly_spread():
