@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from qgis.core import (
@@ -25,7 +26,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..core import batch
+from ..core import batch, outputs
 from .base import SarSegAlgorithm
 
 PACKAGE_PARENT = Path(__file__).resolve().parent.parent.parent
@@ -142,6 +143,8 @@ class BatchAlgorithm(SarSegAlgorithm):
         feedback.pushCommandInfo(" ".join(shlex.quote(c) for c in command))
         code, errors = self._run(command, feedback)
         if feedback.isCanceled():
+            # The workers stopped with the batch (their process group is gone): what they were writing is stale.
+            outputs.remove_stale(folder)
             raise QgsProcessingException(
                 self.tr("Cancelled by the user: the outputs finished so far are kept whole; a rerun skips them.")
             )
@@ -181,6 +184,8 @@ class BatchAlgorithm(SarSegAlgorithm):
             if line:
                 feedback.pushInfo(line)
         code = process.wait()
+        if feedback.isCanceled():
+            _wait_for_group(process.pid)
         reader.join(5)
         process.stdout.close()
         process.stderr.close()
@@ -196,3 +201,18 @@ class BatchAlgorithm(SarSegAlgorithm):
                     os.killpg(process.pid, signal.SIGTERM)
                 return
             threading.Event().wait(0.2)
+
+
+def _wait_for_group(pgid: int, timeout: float = 20.0) -> None:
+    """Wait until every process of the group ``pgid`` (a cancelled batch and its Dask workers) has exited."""
+    if not hasattr(os, "killpg"):
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        except OSError:
+            return
+        time.sleep(0.1)
