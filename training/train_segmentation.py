@@ -602,7 +602,12 @@ def train(args: argparse.Namespace) -> TrainResult:
     """Run (or resume) one training; rank 0 writes ``best.pt``, ``last.pt`` and the TensorBoard logs."""
     runtime = start_runtime(args.device)
     try:
-        return _train(args, runtime)
+        result = _train(args, runtime)
+        if runtime.distributed:
+            # Every rank done (rank 0 still writes checkpoints and logs) before the group goes: a rank tearing
+            # gloo down while its peer is still connected can abort ("terminate called without an active exception").
+            torch.distributed.barrier()
+        return result
     finally:
         if runtime.distributed:
             torch.distributed.destroy_process_group()
