@@ -211,8 +211,6 @@ def _wait_for_group(pgid: int, timeout: float = 20.0) -> None:
     while time.monotonic() < deadline:
         try:
             os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
-        except OSError:
+        except OSError:  # no such group any more (or not ours to see)
             return
         time.sleep(0.1)
