@@ -35,7 +35,7 @@ import harness  # the benchmarks' shared code; puts the project root on sys.path
 import numpy as np
 
 from sar_seg_plugin.core.radiometry import to_db
-from sar_seg_plugin.core.tiling import tile_extent, tile_starts  # numpy only, no qgis
+from sar_seg_plugin.core.tiling import batch_columns, tile_extent, tile_starts  # numpy only, no qgis
 from sar_seg_plugin.models.registry import default_segmentation_model, resolve_model
 
 ALGORITHM = "sarseg:segment"
@@ -123,15 +123,8 @@ def bare_loop(session, rows: list[list[np.ndarray]], batch: int, repeat: int) ->
     """Plain loop of ``session.run`` over pre-stacked batches (grouped per tile row, as the algorithm does)."""
     name = session.get_inputs()[0].name
     out = session.get_outputs()[0].name
-    batches = []  # per tile row, as the algorithm groups them: up to ``batch`` tiles of one size
-    for r in rows:
-        i = 0
-        while i < len(r):
-            j = i + 1
-            while j < len(r) and j - i < batch and r[j].shape == r[i].shape:
-                j += 1
-            batches.append(np.stack(r[i:j]))
-            i = j
+    # per tile row, as the algorithm groups them: up to ``batch`` tiles of one width
+    batches = [np.stack(r[i:j]) for r in rows for i, j in batch_columns([t.shape[2] for t in r], batch)]
     session.run([out], {name: batches[0]})  # warm-up: allocator growth, first-run kernels
     best = None
     for _ in range(max(1, repeat)):

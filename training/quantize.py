@@ -115,7 +115,8 @@ def agreement(
     name = a.get_inputs()[0].name
     same = total = 0
     tiles = list(tiles)
-    for tile, mask in zip(tiles, [None] * len(tiles) if masks is None else list(masks), strict=True):
+    masks = [None] * len(tiles) if masks is None else list(masks)
+    for tile, mask in zip(tiles, masks, strict=True):
         pa = a.run(None, {name: tile})[0].argmax(axis=1)
         pb = b.run(None, {name: tile})[0].argmax(axis=1)
         keep = np.ones(pa.shape, bool) if mask is None else np.broadcast_to(mask, pa.shape)

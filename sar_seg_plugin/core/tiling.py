@@ -142,6 +142,19 @@ class Batch:
     valid: np.ndarray  # (tile rows, batch columns) bool: input pixels holding data in every band
 
 
+def batch_columns(widths: list[int], batch_size: int) -> list[tuple[int, int]]:
+    """The (first, end) column indices of a tile row's batches: up to ``batch_size`` neighbouring tiles of one
+    width (the model takes a batch as one array; only the last column's tile may be narrower)."""
+    batches, first = [], 0
+    while first < len(widths):
+        end = first + 1
+        while end < len(widths) and end - first < batch_size and widths[end] == widths[first]:
+            end += 1
+        batches.append((first, end))
+        first = end
+    return batches
+
+
 def read_batches(
     src: Any,
     info: RasterInfo,
@@ -157,13 +170,7 @@ def read_batches(
     nodata = [info.nodata[b - 1] for b in model_input.bands]
     tile, multiple = meta.tile_size, meta.size_multiple
     widths = [tile_extent(x0, info.width, tile) for x0 in xs]
-    batches, first = [], 0  # (first, end) column indices
-    while first < len(xs):
-        end = first + 1
-        while end < len(xs) and end - first < batch_size and widths[end] == widths[first]:
-            end += 1
-        batches.append((first, end))
-        first = end
+    batches = batch_columns(widths, batch_size)
     # Tiled input: drop its blocks after each batch; striped input (blocks span the width): after each tile row.
     tiled_input = src.GetRasterBand(1).GetBlockSize()[0] < info.width
     for k, y0 in enumerate(ys):

@@ -15,7 +15,7 @@ from sar_seg_plugin.core import inference, raster_io
 from sar_seg_plugin.core.class_rasters import argmax_and_max
 from sar_seg_plugin.core.errors import CancelledError, SarSegError
 from sar_seg_plugin.core.inference import segment_raster
-from sar_seg_plugin.core.tiling import blend_window, model_extent, tile_extent, tile_starts
+from sar_seg_plugin.core.tiling import batch_columns, blend_window, model_extent, tile_extent, tile_starts
 from sar_seg_plugin.models.metadata import ModelMetadata, Normalization, metadata_to_props
 from sar_seg_plugin.models.registry import load_model
 
@@ -227,6 +227,9 @@ def test_cut_tiles_reach_the_model_at_their_own_size(cut_model, tmp_path):
     got = [s[2:] for s in shapes for _ in range(s[0])]
     assert got == expected and all(h % 8 == 0 and w % 8 == 0 for h, w in got)
     assert all(s[0] <= 2 and s[1] == 2 for s in shapes)
+    # batches never mix widths: the narrower last tile of a row goes alone
+    assert batch_columns([32, 32, 32, 24], 2) == [(0, 2), (2, 3), (3, 4)]
+    assert batch_columns([32, 32, 24], 4) == [(0, 2), (2, 3)] and batch_columns([32], 3) == [(0, 1)]
     whole = len(tile_starts(height, TILE, stride)) * len(tile_starts(width, TILE, stride)) * TILE * TILE
     assert sum(h * w for h, w in got) < whole
 
