@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -288,12 +288,13 @@ def refuse_normalised(metadata: dict[str, str], path: str) -> None:
 def resolve_scales(info: RasterInfo, samples: Sequence[np.ndarray], choice: str = AUTO) -> list[BandScale]:
     """The scale of every band of a raster, from a sample of each band's valid values."""
     refuse_normalised(info.metadata, info.path)
-    return [
+    scales = [
         resolve_band(
             b, band_name(info, b), info.units[b - 1], info.descriptions[b - 1], info.dtype, samples[b - 1], choice
         )  # fmt: skip
         for b in range(1, info.band_count + 1)
     ]
+    return flag_amplitude(info.descriptions, samples, scales)
 
 
 def band_name(info: RasterInfo, band: int) -> str:
@@ -305,6 +306,96 @@ def band_name(info: RasterInfo, band: int) -> str:
 def scales_metadata(scales: Sequence[BandScale]) -> dict[str, str]:
     """Output metadata recording how the input bands were read (band, scale, source)."""
     return {SCALES_METADATA_KEY: json.dumps([{k: v for k, v in asdict(s).items() if k != "why"} for s in scales])}
+
+
+# --- amplitude read as power ------------------------------------------------------------------------------------
+
+#: Co- and cross-polarised partners (the pairs a dual-polarisation product holds).
+POLARISATION_PAIRS = (("VV", "VH"), ("HH", "HV"))
+#: Calibrated C-band backscatter power: the cross-polarised band's scene median is below about -14 dB and the
+#: co-polarised median is 5-10 dB above it (FACTS: water -20 / -26, crops -11 / -18, forest -7.5 / -13, towns -4 /
+#: -10). Amplitude (the square root of power) read as power halves every dB value: a cross-polarised median of
+#: about -7 to -12 dB, 2.5-5 dB under the co-polarised one. A pair read as power (or dB) with the cross-polarised
+#: median above ``AMPLITUDE_CROSS_MEDIAN_DB[0]`` *and* the two medians closer than ``AMPLITUDE_GAP_DB[1]`` looks
+#: like amplitude. A power scene of towns alone (-4 / -10) has the bright cross-polarised median but the full gap;
+#: both limits were checked on both scene generators at every ENL, filter and pixel size of the model card's grid
+#: (power: gaps 5.3-9.9 dB, cross-polarised medians -24..-14.5 dB; their amplitude: 2.6-5.0 dB, -12..-7 dB).
+#: Values that squared would not be backscatter power either (a cross-polarised median above -8 dB, or two bands
+#: alike) are not called amplitude: the other rules judge them.
+AMPLITUDE_CROSS_MEDIAN_DB = (-13.0, -4.0)
+AMPLITUDE_GAP_DB = (1.5, 5.1)
+
+
+def _median_db(sample: np.ndarray, scale: str) -> float | None:
+    v = np.asarray(sample, dtype=np.float64)
+    v = v[np.isfinite(v) & (v != 0)]
+    if scale == LINEAR:
+        v = 10.0 * np.log10(v[v > 0])
+    return float(np.median(v)) if v.size >= MIN_SAMPLE else None
+
+
+def amplitude_suspicion(
+    co: np.ndarray, cross: np.ndarray, co_scale: str, cross_scale: str, names: tuple[str, str] = ("VV", "VH")
+) -> str | None:
+    """Why a co- and cross-polarised pair (value samples, each with the scale it is read in) looks like amplitude
+    rather than power, or None when it does not (see :data:`AMPLITUDE_CROSS_MEDIAN_DB`)."""
+    m_co, m_cross = _median_db(co, co_scale), _median_db(cross, cross_scale)
+    if m_co is None or m_cross is None:
+        return None
+    gap = m_co - m_cross
+    low, high = AMPLITUDE_CROSS_MEDIAN_DB
+    if not (low < m_cross < high and AMPLITUDE_GAP_DB[0] < gap < AMPLITUDE_GAP_DB[1]):
+        return None
+    return (
+        f"{names[0]} and {names[1]} look like amplitude (the square root of power), not power: read as "
+        f"{scale_label(co_scale)}, their medians are {m_co:.1f} and {m_cross:.1f} dB, {gap:.1f} dB apart, where "
+        f"calibrated backscatter power has its {names[1]} median below about {low:g} dB and "
+        f"{names[0]} 5-10 dB above it; amplitude read as power halves both (squared, these would be "
+        f"{2 * m_co:.1f} and {2 * m_cross:.1f} dB)"
+    )
+
+
+def check_amplitude(
+    names: Sequence[str], samples: Sequence[np.ndarray], scales: Sequence[BandScale]
+) -> tuple[str, bool, int] | None:
+    """The amplitude check of a raster's bands (``names``: each band's polarisation or name, ``samples`` and
+    ``scales`` in the same order): None when no co- / cross-polarised pair looks like amplitude, else (message,
+    refuse, index of the co-polarised band). ``refuse`` is True when neither band's scale was stated (no unit, no
+    'Input units' choice): the values decide, and amplitude cannot be read as power. A stated unit or choice goes
+    on, with the message as a warning."""
+    pols = [polarisation_of(n) for n in names]
+    for co, cross in POLARISATION_PAIRS:
+        if co in pols and cross in pols:
+            i, j = pols.index(co), pols.index(cross)
+            why = amplitude_suspicion(samples[i], samples[j], scales[i].scale, scales[j].scale, (co, cross))
+            if why is None:
+                return None
+            stated = scales[i].source != "values" or scales[j].source != "values"
+            fix = (
+                "Square the bands to intensity (linear power), e.g. gdal_calc.py -A input.tif --allBands=A "
+                "--calc=\"A*A\" --type=Float32 --outfile=power.tif (or the Raster Calculator, band by band)"
+                + (", or multiply them by 2 if they are dB computed as 10 log10 of amplitude" if DB in
+                   (scales[i].scale, scales[j].scale) else "")
+            )  # fmt: skip
+            if stated:
+                return f"{why}. They are read as stated, but check them: {fix}.", False, i
+            return f"{why}. {fix}; or set 'Input units' if they really are power (or dB of power).", True, i
+    return None
+
+
+def flag_amplitude(names: Sequence[str], samples: Sequence[np.ndarray], scales: Sequence[BandScale]) -> list[BandScale]:
+    """``scales`` after the amplitude check (:func:`check_amplitude`): raises SarSegError where the values alone
+    decided; where a unit or choice stated the scale, the co-polarised band's decision carries the message as a
+    warning."""
+    found = check_amplitude(names, samples, scales)
+    if found is None:
+        return list(scales)
+    message, refuse, i = found
+    if refuse:
+        raise SarSegError(message)
+    out = list(scales)
+    out[i] = replace(out[i], why=f"{out[i].why}. {message}", warning=True)
+    return out
 
 
 # --- bands a model expects, matched by name ---------------------------------------------------------------------
@@ -465,6 +556,14 @@ def plan_model_input(
         scales.append(scale)
         (warnings if scale.warning else notes).append(scale.note)
         conversions.append("" if scale.scale == wanted else TO_DB if wanted == DB else TO_LINEAR)
+    sar_names = [name for name, is_sar in zip(meta.input_bands, sar) if is_sar]
+    sar_samples = [samples[b - 1] for b, is_sar in zip(match.bands, sar) if is_sar]
+    flagged = flag_amplitude(sar_names, sar_samples, scales)
+    for before, after in zip(scales, flagged):
+        if after is not before:  # the check's warning replaces the band's line
+            (warnings if before.warning else notes).remove(before.note)
+            warnings.append(after.note)
+    scales = flagged
     if TO_DB in conversions:
         notes.append(f"Converting linear power to dB (floor {DEFAULT_FLOOR_DB:g} dB) as the model expects dB")
     if TO_LINEAR in conversions:

@@ -23,7 +23,16 @@ from .errors import CancelledError, SarSegError
 from .radiometry import LINEAR, to_db
 from .raster_io import RasterInfo, Window
 from .timeseries import Grid
-from .units import AUTO, BandScale, ModelInput, band_name, polarisation_of, refuse_normalised, resolve_band
+from .units import (
+    AUTO,
+    BandScale,
+    ModelInput,
+    band_name,
+    flag_amplitude,
+    polarisation_of,
+    refuse_normalised,
+    resolve_band,
+)
 
 #: Histogram bins per statistic series: percentiles are exact to (value range / HIST_BINS).
 HIST_BINS = 1024
@@ -169,7 +178,7 @@ def plan_bands(ds: gdal.Dataset, info: RasterInfo, choice: str = AUTO) -> BandPl
         notes = ["The raster's bands are not named: band 1 is taken as VV and band 2 as VH (dB statistics)."]
     else:
         notes = []
-    convert, series, scales = [], [], []
+    convert, series, scales, sar_samples = [], [], [], []
     if any(pols):
         refuse_normalised(info.metadata, info.path)
     for b in range(info.band_count):
@@ -180,11 +189,13 @@ def plan_bands(ds: gdal.Dataset, info: RasterInfo, choice: str = AUTO) -> BandPl
             label = band_name(info, b + 1)
             scale = resolve_band(b + 1, label, info.units[b], info.descriptions[b], info.dtype, sample, choice)
             scales.append(scale)
+            sar_samples.append(sample)
             conv = scale.scale == LINEAR
         if conv:
             sample = to_db(sample).astype(np.float64)
         convert.append(conv)
         series.append(Series(column_name(pols[b] or f"B{b + 1}"), (b,), *_range(sample)))
+    scales = flag_amplitude([p for p in pols if p], sar_samples, scales)
     for num, den in RATIOS:
         if num in pols and den in pols:
             i, j = pols.index(num), pols.index(den)

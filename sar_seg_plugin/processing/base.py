@@ -60,7 +60,8 @@ INPUT_SCALE_HELP = (
     "else decides by the values (negative values in the range of backscatter mean dB, small positive values linear "
     "power), and says in the log which and why; a band whose unit contradicts its values is read as its values "
     "say, with a warning; rasters that are neither (digital numbers, scaled integers, normalised values) are "
-    "refused with what to do. Choose linear power or dB to override the detection.\n"
+    "refused with what to do, and so is a VV/VH (HH/HV) pair that looks like amplitude (the square root of power: "
+    "both bands too bright and too close together). Choose linear power or dB to override the detection.\n"
 )
 
 

@@ -134,6 +134,39 @@ def test_digital_numbers_are_refused(sarseg, scene, tmp_path):
     assert not (tmp_path / "c.tif").exists()
 
 
+def test_amplitude_without_units_is_refused_and_squared_it_segments_as_power(
+    sarseg, scene, reference_classes, tmp_path
+):
+    """Was: mIoU 0.05-0.08 on evaluation-only scenes, with a warning that blamed bright built-up areas."""
+    amplitude = np.sqrt(scene["linear"])
+    src = write_raster(tmp_path / "amplitude.tif", amplitude, descriptions=["VV", "VH"], nodata=0, **{
+        k: v for k, v in scene["grid"].items() if k != "nodata"})  # fmt: skip
+    message = refused(sarseg, "sarseg:segment", {"INPUT": src, "OUTPUT": str(tmp_path / "c.tif")},
+                      "VV and VH look like amplitude", "gdal_calc.py", "'Input units'")  # fmt: skip
+    # the medians it quotes, squared, are the power's own (computed here with numpy)
+    quoted = [float(x) for x in message.split("these would be ")[1].split(" dB")[0].split(" and ")]
+    valid = np.all(scene["linear"] > 0, axis=0)
+    expected = [10 * np.log10(np.median(band[valid])) for band in scene["linear"]]
+    np.testing.assert_allclose(quoted, expected, atol=0.3)  # the tool's median is of a sample
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".aux.xml")) == ["amplitude.tif"]
+    # told it is power, the tool goes on and says what it measured
+    _, log = run_logged(sarseg, "sarseg:segment", {"INPUT": src, "INPUT_SCALE": 1, "OUTPUT": str(tmp_path / "c.tif")})
+    assert "look like amplitude" in log and "They are read as stated" in log
+    # squared, as the message says, it is the scene again
+    squared = str(tmp_path / "power.tif")
+    ds = gdal.Open(src)
+    power = gdal.GetDriverByName("GTiff").CreateCopy(squared, ds)
+    for b in (1, 2):
+        band = power.GetRasterBand(b)
+        band.WriteArray(band.ReadAsArray().astype(np.float64) ** 2)
+    band = power = ds = None
+    classes = read_raster(
+        sarseg.run("sarseg:segment", {"INPUT": squared, "OUTPUT": str(tmp_path / "s.tif")})["OUTPUT"]
+    )[0]
+    valid = reference_classes != 255
+    assert (classes[valid] == reference_classes[valid]).mean() > 0.999  # float32 rounding of the square root
+
+
 def test_a_normalised_raster_is_refused(sarseg, scene, tmp_path):
     """Was: a z-score from sarseg:normalize segmented as dB."""
     normalized = str(tmp_path / "z.tif")

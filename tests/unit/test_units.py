@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -164,3 +165,101 @@ def test_model_input_converts_each_band_to_the_models_unit():
     np.testing.assert_allclose(out[1], 10 * np.log10(block[1]), rtol=1e-5)
     linear_model = SimpleNamespace(name="m", input_bands=("VV", "VH"), input_units=("linear", "linear"))
     assert units.plan_model_input(linear_model, info, [LIN, DBV]).conversions == (units.TO_LINEAR, "")
+
+
+# --- amplitude read as power ------------------------------------------------------------------------------------
+
+AMPLITUDE_DOMAINS = ("ENL 4.4", "ENL 1", "ENL 20", "ENL 4.4 + Refined Lee", "20 m pixels", "untextured towns",
+                     "dark water", "windy water", "+2 dB offset", "-2 dB offset")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def scene_pairs():
+    """(VV, VH) linear power of scenes of both generators (the evaluation-only one has its own radiometry) over
+    the model card's domains, labelled by family and domain."""
+    from training import domain_eval, evalgen
+
+    pairs = []
+    for family, make in domain_eval.FAMILIES.items():
+        for name in AMPLITUDE_DOMAINS:
+            for seed in (61000, 61777):
+                sigma0 = make(seed, 128, evalgen.domain_by_name(name)).sigma0
+                valid = np.all(sigma0 > 0, axis=0)
+                pairs.append((f"{family} / {name} / {seed}", sigma0[0][valid], sigma0[1][valid]))
+    return pairs
+
+
+def test_backscatter_power_of_both_generators_does_not_look_like_amplitude(scene_pairs):
+    for label, vv, vh in scene_pairs:
+        assert units.amplitude_suspicion(vv, vh, LINEAR, LINEAR) is None, label
+        assert units.amplitude_suspicion(10 * np.log10(vv), 10 * np.log10(vh), DB, DB) is None, label
+
+
+def test_their_amplitude_read_as_power_or_as_its_ten_log10_does(scene_pairs):
+    for label, vv, vh in scene_pairs:
+        why = units.amplitude_suspicion(np.sqrt(vv), np.sqrt(vh), LINEAR, LINEAR)
+        assert why is not None and "look like amplitude" in why, label
+        # the medians it quotes, squared, are those of the power: an independent check of what it measured
+        quoted = [float(x) for x in re.findall(r"these would be (-?[\d.]+) and (-?[\d.]+) dB", why)[0]]
+        expected = [10 * np.log10(np.median(b)) for b in (vv, vh)]
+        np.testing.assert_allclose(quoted, expected, atol=0.06)
+        assert units.amplitude_suspicion(5 * np.log10(vv), 5 * np.log10(vh), DB, DB) is not None, label
+
+
+def test_a_power_scene_of_towns_alone_is_not_taken_for_amplitude():
+    """Bright in both bands (FACTS: towns -4 / -10 dB), but 6 dB apart: power. Its amplitude is 3 dB apart."""
+    rng = np.random.default_rng(5)
+    vv = 10 ** (-0.4) * rng.gamma(2.0, 0.5, 20000) * rng.gamma(4.4, 1 / 4.4, 20000)
+    vh = 10 ** (-1.0) * rng.gamma(2.0, 0.5, 20000) * rng.gamma(4.4, 1 / 4.4, 20000)
+    assert units.amplitude_suspicion(vv, vh, LINEAR, LINEAR) is None
+    assert units.amplitude_suspicion(np.sqrt(vv), np.sqrt(vh), LINEAR, LINEAR) is not None
+
+
+def _scales(source: str, scale: str = LINEAR) -> list[units.BandScale]:
+    return [units.BandScale(b, f"band {b}", scale, source, "") for b in (1, 2)]
+
+
+def test_amplitude_is_refused_when_only_the_values_decide_and_a_warning_when_a_unit_or_choice_says_power():
+    amp = [np.sqrt(LIN), np.sqrt(LIN / 5)]  # medians about 7 dB apart as power, 3.5 as amplitude
+    message, refuse, _ = units.check_amplitude(["VV", "VH"], amp, _scales("values"))
+    assert refuse and "look like amplitude" in message and "gdal_calc.py" in message and "'Input units'" in message
+    for source in ("unit", "choice"):
+        message, refuse, _ = units.check_amplitude(["VV", "VH"], amp, _scales(source))
+        assert not refuse and "They are read as stated" in message
+    message, _, _ = units.check_amplitude(["VV", "VH"], [10 * np.log10(a) for a in amp], _scales("values", DB))
+    assert "multiply them by 2" in message
+    assert units.check_amplitude(["VV", "VH"], [LIN, LIN / 5], _scales("values")) is None
+    # HH / HV too; a single band or two co-polarised bands cannot be checked
+    assert units.check_amplitude(["HV", "HH"], amp[::-1], _scales("values"))[2] == 1  # the co-polarised band
+    assert units.check_amplitude(["VV"], amp[:1], _scales("values")[:1]) is None
+    assert units.check_amplitude(["VV", "HH"], amp, _scales("values")) is None
+
+
+def test_every_tool_applies_the_amplitude_check_by_band_names():
+    amp = [np.sqrt(LIN), np.sqrt(LIN / 5)]
+
+    def info(units_, descriptions=("VV", "VH")):
+        return SimpleNamespace(metadata={}, path="a.tif", band_count=2, units=list(units_),
+                               descriptions=list(descriptions), dtype=np.dtype(np.float32))  # fmt: skip
+
+    # the rasters' own rule (speckle filter, dB conversion, stacking): by the bands' polarisation names
+    with pytest.raises(SarSegError, match="VV and VH look like amplitude"):
+        units.resolve_scales(info(["", ""]), amp)
+    stated = units.resolve_scales(info(["linear", "linear"]), amp)
+    assert [s.warning for s in stated] == [True, False] and "look like amplitude" in stated[0].note
+    assert units.resolve_scales(info(["", ""], ("band 1", "band 2")), amp)[0].warning is False  # no names: unknown
+    # a model's input: by the model's band names, whatever the raster calls its bands
+    meta = SimpleNamespace(name="m", input_bands=("VV", "VH"), input_units=("dB", "dB"))
+    with pytest.raises(SarSegError, match="look like amplitude"):
+        units.plan_model_input(meta, info(["", ""], ("", "")), amp)
+    plan = units.plan_model_input(meta, info(["", ""], ("", "")), amp, LINEAR)
+    assert sum("look like amplitude" in w for w in plan.warnings) == 1
+    assert not any("look like amplitude" in n for n in plan.notes)
+
+
+def test_values_that_squared_would_not_be_power_either_are_left_to_the_other_rules():
+    ones = np.ones(1000)
+    assert units.amplitude_suspicion(ones, ones, LINEAR, LINEAR) is None  # 0 dB in both bands: not amplitude
+    amp = np.sqrt(LIN)
+    assert units.amplitude_suspicion(amp, amp, LINEAR, LINEAR) is None  # two bands alike: no cross-polarised band
+    assert units.amplitude_suspicion(amp, np.sqrt(LIN / 5), LINEAR, LINEAR) is not None
