@@ -477,6 +477,53 @@ def match_bands(
     return BandMatch(tuple(range(1, n + 1)), note)
 
 
+#: How much darker (dB, scene medians) the band in the co-polarised place must be than the cross-polarised one for
+#: the two to count as swapped: calibrated co-polarised power is 5-10 dB above the cross-polarised (amplitude 2.5-5).
+SWAPPED_GAP_DB = 2.0
+
+
+def check_band_order(
+    expected: Sequence[str], descriptions: Sequence[str], match: BandMatch, samples: Sequence[np.ndarray]
+) -> tuple[BandMatch, str | None]:
+    """A co- and cross-polarised pair of ``expected`` bands checked against their scene medians: cross-polarised
+    backscatter is the darker. Bands taken in order (the raster names none as a polarisation) whose co-polarised
+    place holds the clearly darker band (by :data:`SWAPPED_GAP_DB`) are swapped; named ones are kept, with a
+    warning. Returns the (maybe new) match and the warning, if any. Bands whose values do not say one scale for
+    both are left as they are (the unit rule judges them)."""
+    pols = [polarisation_of(n) for n in expected]
+    by_name = any(polarisation_of(d) for d in descriptions)
+    for co, cross in POLARISATION_PAIRS:
+        if co not in pols or cross not in pols:
+            continue
+        i, j = pols.index(co), pols.index(cross)
+        band_co, band_cross = match.bands[i], match.bands[j]
+        a, b = samples[band_co - 1], samples[band_cross - 1]
+        scale_a, scale_b = scale_from_values(a).scale, scale_from_values(b).scale
+        if scale_a is None or scale_a != scale_b:
+            return match, None
+        m_co, m_cross = _median_db(a, scale_a), _median_db(b, scale_b)
+        if m_co is None or m_cross is None or m_co - m_cross > -SWAPPED_GAP_DB:
+            return match, None
+        measured = (
+            f"band {band_co} is {m_cross - m_co:.1f} dB darker than band {band_cross} (medians {m_co:.1f} and "
+            f"{m_cross:.1f} dB), while cross-polarised backscatter ({cross}) is the darker of the two, by 5-10 dB"
+        )
+        if by_name:
+            return match, (
+                f"The band named {co} is not the brighter one: {measured}. Check the band names: swapped names "
+                "swap the classes."
+            )
+        bands = list(match.bands)
+        bands[i], bands[j] = band_cross, band_co
+        note = (
+            f"The raster's bands are not named as polarisations and, taken in order, {measured}: so band "
+            f"{band_cross} is taken as {co} and band {band_co} as {cross} (exports often put {cross} first). Name "
+            f"the bands (descriptions {co}, {cross}) to have them matched by name."
+        )
+        return BandMatch(tuple(bands), note), note
+    return match, None
+
+
 # --- a raster read for a model ---------------------------------------------------------------------------------
 
 TO_DB = "to_db"
@@ -524,7 +571,10 @@ def plan_model_input(
     (reflectance, uint8) are only refused when the raster states a backscatter unit for them."""
     what = f"Model '{meta.name}'"
     match = match_bands(meta.input_bands, info.descriptions, what, meta.input_units)
-    notes, warnings, scales, conversions = [match.note], [], [], []
+    match, order_warning = check_band_order(meta.input_bands, info.descriptions, match, samples)
+    notes = [] if order_warning == match.note else [match.note]  # a swap's note is its warning
+    warnings = [order_warning] if order_warning else []
+    scales, conversions = [], []
     sar = [u in (DB, LINEAR) for u in meta.input_units]
     if any(sar):
         refuse_normalised(info.metadata, info.path)

@@ -25,9 +25,11 @@ from .raster_io import RasterInfo, Window
 from .timeseries import Grid
 from .units import (
     AUTO,
+    BandMatch,
     BandScale,
     ModelInput,
     band_name,
+    check_band_order,
     flag_amplitude,
     polarisation_of,
     refuse_normalised,
@@ -173,16 +175,21 @@ def plan_bands(ds: gdal.Dataset, info: RasterInfo, choice: str = AUTO) -> BandPl
     cross-polarisation ratio VH/VV (or HV/HH) in dB when both bands are there; other bands are summarised as stored.
     Histogram ranges come from a decimated sample of the raster."""
     pols = [polarisation_of(d) for d in info.descriptions]
+    samples = [raster_io.sample_band(ds, b + 1, max_pixels=250_000) for b in range(info.band_count)]
+    notes = []
     if not any(pols) and info.band_count == 2:
-        pols = ["VV", "VH"]
-        notes = ["The raster's bands are not named: band 1 is taken as VV and band 2 as VH (dB statistics)."]
-    else:
-        notes = []
+        taken = BandMatch((1, 2), "band 1 is taken as VV and band 2 as VH")
+        taken, swapped = check_band_order(("VV", "VH"), info.descriptions, taken, samples)
+        pols = [None, None]
+        for name, band in zip(("VV", "VH"), taken.bands):
+            pols[band - 1] = name
+        notes.append(
+            swapped or "The raster's bands are not named: band 1 is taken as VV and band 2 as VH (dB statistics)."
+        )
     convert, series, scales, sar_samples = [], [], [], []
     if any(pols):
         refuse_normalised(info.metadata, info.path)
-    for b in range(info.band_count):
-        sample = raster_io.sample_band(ds, b + 1, max_pixels=250_000)
+    for b, sample in enumerate(samples):
         is_sar = pols[b] is not None
         conv = False
         if is_sar:

@@ -263,3 +263,37 @@ def test_values_that_squared_would_not_be_power_either_are_left_to_the_other_rul
     amp = np.sqrt(LIN)
     assert units.amplitude_suspicion(amp, amp, LINEAR, LINEAR) is None  # two bands alike: no cross-polarised band
     assert units.amplitude_suspicion(amp, np.sqrt(LIN / 5), LINEAR, LINEAR) is not None
+
+
+# --- co- and cross-polarised bands in the wrong order ------------------------------------------------------------
+
+VV_LIN, VH_LIN = LIN, LIN / 5  # the cross-polarised band 7 dB darker, as in calibrated power
+
+
+@pytest.mark.parametrize("as_db", [False, True])
+def test_unnamed_bands_in_cross_co_order_are_swapped_and_said(as_db):
+    samples = [VH_LIN, VV_LIN] if not as_db else [10 * np.log10(VH_LIN), 10 * np.log10(VV_LIN)]
+    taken = units.match_bands(["VV", "VH"], ["", ""])
+    match, warning = units.check_band_order(["VV", "VH"], ["", ""], taken, samples)
+    assert match.bands == (2, 1) and warning == match.note
+    gap = 10 * np.log10(np.median(VV_LIN) / np.median(VH_LIN))  # 5 x: 6.99 dB, computed here
+    assert f"band 1 is {gap:.1f} dB darker than band 2" in warning and "band 2 is taken as VV" in warning
+    # in the right order, or named, nothing moves
+    assert units.check_band_order(["VV", "VH"], ["", ""], taken, samples[::-1]) == (taken, None)
+    named = units.match_bands(["VV", "VH"], ["VV", "VH"])
+    kept, warning = units.check_band_order(["VV", "VH"], ["VV", "VH"], named, samples)
+    assert kept.bands == (1, 2) and "The band named VV is not the brighter one" in warning
+    # HH / HV too; one band in dB and the other linear: the unit rule judges, the order is kept
+    hh = units.match_bands(["HH", "HV"], ["", ""])
+    assert units.check_band_order(["HH", "HV"], ["", ""], hh, [VH_LIN, VV_LIN])[0].bands == (2, 1)
+    assert units.check_band_order(["VV", "VH"], ["", ""], taken, [VH_LIN, 10 * np.log10(VV_LIN)]) == (taken, None)
+
+
+def test_a_models_input_from_swapped_unnamed_bands_reads_each_band_in_its_place():
+    meta = SimpleNamespace(name="m", input_bands=("VV", "VH"), input_units=("dB", "dB"))
+    info = SimpleNamespace(metadata={}, path="s.tif", band_count=2, units=["", ""], descriptions=["", ""],
+                           dtype=np.dtype(np.float32))  # fmt: skip
+    plan = units.plan_model_input(meta, info, [VH_LIN, VV_LIN])
+    assert plan.bands == (2, 1) and [s.band for s in plan.scales] == [2, 1]
+    assert sum("band 2 is taken as VV" in w for w in plan.warnings) == 1
+    assert not any("taken in order" in n for n in plan.notes)

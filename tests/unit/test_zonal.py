@@ -166,3 +166,18 @@ def test_embeddings_average_the_zone_pixels_only(scene, tile):
         m = _centres_in(POLYGONS[i]) & valid
         np.testing.assert_allclose(emb[i], normalised[:, m].mean(axis=1), rtol=1e-5, atol=1e-5)
     assert np.isnan(emb[3]).all()
+
+
+def test_unnamed_bands_in_vh_vv_order_are_summarised_under_their_own_names(scene, tmp_path):
+    swapped = write_raster(tmp_path / "vh_vv.tif", scene.sar[::-1], nodata=0.0, origin=(X0, Y0))
+    ds = open_raster(swapped)
+    plan = zonal.plan_bands(ds, read_info(ds))
+    assert [s.name for s in plan.series] == ["vh", "vv", "vh_vv"]
+    assert [s.bands for s in plan.series[:2]] == [(0,), (1,)]  # band 1 holds VH
+    assert "band 2 is taken as VV and band 1 as VH" in plan.notes[0]
+    # the statistics under each name are those of that polarisation (computed here on the unswapped arrays)
+    _, _, _, res = _run(SimpleNamespace(**{**vars(scene), "raster": swapped}))
+    db = 10 * np.log10(np.where(scene.sar > 0, scene.sar, 1.0).astype(np.float64))
+    m = _centres_in(POLYGONS[0]) & (scene.sar > 0).all(axis=0)
+    for name, values in (("vv", db[0][m]), ("vh", db[1][m]), ("vh_vv", db[1][m] - db[0][m])):
+        assert res.statistics[f"{name}_mean"][0] == pytest.approx(values.mean(), abs=1e-4)
