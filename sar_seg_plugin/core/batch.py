@@ -404,7 +404,7 @@ def mosaic_strips(task: Task, plan: SplitPlan) -> None:
     import numpy as np
     from osgeo import gdal
 
-    from .raster_io import GeoTiffWriter, iter_blocks, read_window
+    from .raster_io import GeoTiffWriter, category_names, iter_blocks, read_window
 
     paths = [strip_path(plan, s.index) for s in plan.strips]
     missing = [p for p in paths if not Path(p).exists()]
@@ -414,10 +414,9 @@ def mosaic_strips(task: Task, plan: SplitPlan) -> None:
     try:
         first = gdal.Open(paths[0])
         band = first.GetRasterBand(1)
-        band.GetMetadata()  # GDAL 3.6 reads the category names after the metadata (PAM)
+        names = category_names(band)
         table = band.GetColorTable()
         colors = {i: table.GetColorEntry(i) for i in range(table.GetCount())} if table else None
-        names = band.GetCategoryNames()
         metadata = first.GetMetadata()
         src = gdal.Open(task.input)
         with GeoTiffWriter(

@@ -83,7 +83,7 @@ class CommuneResult:
 def class_names_of(ds: gdal.Dataset) -> list[str]:
     """Class names of a class raster: its category names (up to the last named one), else class_0..class_max."""
     band = ds.GetRasterBand(1)
-    names = list(band.GetCategoryNames() or [])
+    names = raster_io.category_names(band)
     while names and not names[-1]:
         names.pop()
     if names:

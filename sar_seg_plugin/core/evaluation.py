@@ -22,7 +22,17 @@ import numpy as np
 from .errors import CancelledError, SarSegError
 from .html_report import fmt, table, write_page
 from .outputs import OutputSet, write_text
-from .raster_io import DEFAULT_BLOCK, CancelFn, ProgressFn, iter_blocks, open_raster, read_info, read_window, valid_mask
+from .raster_io import (
+    DEFAULT_BLOCK,
+    CancelFn,
+    ProgressFn,
+    category_names,
+    iter_blocks,
+    open_raster,
+    read_info,
+    read_window,
+    valid_mask,
+)
 from .timeseries import Grid, aligned, release
 
 #: Class values 0..MAX_CLASS are counted; 255 is the usual nodata of Byte class maps.
@@ -167,11 +177,60 @@ def result_from_matrix(
 
 def raster_class_names(ds: object) -> list[str]:
     """Category names of a dataset's first band (trailing empty names dropped); [] when it has none."""
-    band = ds.GetRasterBand(1)  # type: ignore[attr-defined]
-    names = list(band.GetCategoryNames() or [])
+    names = category_names(ds.GetRasterBand(1))  # type: ignore[attr-defined]
     while names and not names[-1]:
         names.pop()
     return names[: MAX_CLASS + 1]
+
+
+def _name_key(name: str) -> str:
+    """A class name compared loosely: case, spaces, '_' and '-' do not count ("Bare_soil" = "bare soil")."""
+    return " ".join(name.lower().replace("_", " ").replace("-", " ").split())
+
+
+@dataclass(frozen=True)
+class ClassRecode:
+    """How the class values of a raster that names its classes map onto a list of class names.
+
+    ``lut`` (256 entries, unnamed or unmatched values -> 255) when the raster names the same classes at other
+    values; None when values can be taken as they are (same names at the same values) or when the names cannot
+    say (none given, or no name in common: then ``note`` says so)."""
+
+    lut: np.ndarray | None
+    note: str | None
+
+
+def recode_by_names(source: Sequence[str], target: Sequence[str], what: str, into: str) -> ClassRecode:
+    """Match the category names of ``what`` (``source``, by class value) with the class names of ``into``
+    (``target``). Names are compared loosely (:func:`_name_key`); empty names do not count."""
+    keys = {_name_key(n): j for j, n in enumerate(target) if n}
+    pairs = {i: keys[_name_key(n)] for i, n in enumerate(source) if n and _name_key(n) in keys}
+    named = [i for i, n in enumerate(source) if n]
+    if not named or not keys:
+        return ClassRecode(None, None)
+    if not pairs:
+        listed = ", ".join(f"{i} {source[i]}" for i in named[:8])
+        return ClassRecode(
+            None,
+            f"{what} names its classes {listed}{', ...' if len(named) > 8 else ''}: none of them is a class of {into} "
+            f"({', '.join(target)}), so its values are taken as they are. Check that they code the same classes.",
+        )
+    if all(i == j for i, j in pairs.items()):  # the names it shares are at the same values: no recoding
+        other = [f"{i} {source[i]!r} ({target[i]!r} there)" for i in named if i not in pairs and i < len(target)]
+        if not other:
+            return ClassRecode(None, None)
+        return ClassRecode(
+            None, f"{what} names some classes otherwise than {into}: {', '.join(other)}; compared by value."
+        )
+    lut = np.full(256, 255, np.uint8)
+    for i, j in pairs.items():
+        lut[i] = j
+    moved = ", ".join(f"{i} -> {j} ({target[j]})" for i, j in pairs.items() if i != j)
+    left = [f"{i} ({source[i]})" for i in named if i not in pairs]
+    note = f"{what} names its classes in another order than {into}: its values are recoded by name, {moved}"
+    if left:
+        note += f"; {', '.join(left)} match no class there and are left out"
+    return ClassRecode(lut, note + ".")
 
 
 def _class_values(data: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -202,7 +261,10 @@ def evaluate_rasters(
     pred_info = read_info(pred_ds)
     names = list(class_names) if class_names else raster_class_names(pred_ds)
     pred_grid = Grid.of(pred_info)
-    reference_aligned = not Grid.of(read_info(open_raster(reference_path))).same_as(pred_grid)
+    ref_src = open_raster(reference_path)
+    reference_aligned = not Grid.of(read_info(ref_src)).same_as(pred_grid)
+    recode = recode_by_names(raster_class_names(ref_src), names, "The reference", "the predicted classes")
+    ref_src = None
     ref_ds = aligned(reference_path, pred_grid, "nearest", role="predicted raster")
     try:
         ref_info = read_info(ref_ds)
@@ -222,6 +284,9 @@ def evaluate_rasters(
             ref = read_window(ref_ds, block.core, [1], np.float64)
             pred_cls, pred_ok = _class_values(pred[0], valid_mask(pred, pred_info.nodata[:1])[0])
             ref_cls, ref_ok = _class_values(ref[0], valid_mask(ref, ref_info.nodata[:1])[0])
+            if recode.lut is not None:
+                ref_cls = recode.lut[np.minimum(ref_cls, 255)].astype(np.int64)
+                ref_ok &= ref_cls != 255
             keep = pred_ok & ref_ok
             ignored += int(keep.size - keep.sum())
             counts += np.bincount(ref_cls[keep] * size + pred_cls[keep], minlength=size * size)
@@ -249,6 +314,8 @@ def evaluate_rasters(
         result.notes.append("Only the first band of each raster was compared.")
     if reference_aligned:
         result.notes.append("The reference was resampled (nearest neighbour) onto the grid of the predicted raster.")
+    if recode.note:
+        result.notes.append(recode.note)
     unnamed = [v for v in result.class_values if v >= len(names)] if names else []
     if unnamed:
         result.notes.append(f"Class values without a name: {', '.join(map(str, unnamed))}.")

@@ -23,6 +23,7 @@ from ..models.metadata import ModelMetadata, hex_rgba
 from . import timeseries
 from .class_rasters import CLASS_NODATA, argmax_and_max, class_writer
 from .errors import CancelledError, SarSegError
+from .evaluation import raster_class_names, recode_by_names
 from .forecast_methods import (
     HIGH_CONFIDENCE,
     METHODS,
@@ -260,6 +261,7 @@ class _InputDecoder:
         name = item.name or Path(item.path).name
         classes = len(meta.class_names)
         self.bands: tuple[int, ...] | None = None  # all bands
+        self.lut: np.ndarray | None = None  # class values recoded by name (see evaluation.recode_by_names)
         self.model_input: ModelInput | None = None
         self.notes: list[str] = []
         samples = check_has_data(ds, info)
@@ -267,7 +269,13 @@ class _InputDecoder:
             if info.band_count == 1 and np.issubdtype(info.dtype, np.integer):
                 self.mode = "class map"
                 values = np.unique(samples[0])
-                if values.size and (values.min() < 0 or values.max() >= classes):
+                # names from the file itself: an aligned copy (a warped VRT) may not carry them
+                names = raster_class_names(open_raster(item.path))
+                recode = recode_by_names(names, meta.class_names, f"'{name}'", "the forecaster")
+                self.lut = recode.lut  # values it does not name are left out
+                if recode.note:
+                    self.notes.append(recode.note)
+                if self.lut is None and values.size and (values.min() < 0 or values.max() >= classes):
                     raise SarSegError(
                         f"'{name}' holds class values {_listing(values)}, but the forecaster knows classes "
                         f"0..{classes - 1} only ({', '.join(meta.class_names)}). Give class maps of these classes "
@@ -305,6 +313,8 @@ class _InputDecoder:
         if self.mode == "class map":
             labels = data[0].astype(np.int64)
             classes = len(self.meta.class_names)
+            if self.lut is not None:
+                labels = np.where((labels >= 0) & (labels < 256), self.lut[np.clip(labels, 0, 255)], 255)
             valid &= (labels >= 0) & (labels < classes)
             onehot = np.zeros((classes, *labels.shape), np.float32)
             for c in range(classes):

@@ -115,6 +115,13 @@ def try_open(path: str, flags: int = gdal.OF_RASTER | gdal.OF_READONLY) -> gdal.
         return None
 
 
+def category_names(band: gdal.Band) -> list[str]:
+    """A band's category names (class names), [] when it has none. GDAL 3.6 loads them from a GeoTIFF's .aux.xml
+    (PAM) only once the band's metadata has been read, so that is read first."""
+    band.GetMetadata()
+    return list(band.GetCategoryNames() or [])
+
+
 def open_raster(path: str | os.PathLike) -> gdal.Dataset:
     """Open a raster read-only, with a clear error when GDAL cannot read it.
 

@@ -25,6 +25,7 @@ from .raster_io import (
     GeoTiffWriter,
     ProgressFn,
     RasterInfo,
+    category_names,
     check_not_same_file,
     iter_blocks,
     open_raster,
@@ -285,7 +286,7 @@ def _palette(path: str) -> tuple[dict[int, tuple[int, ...]], list[str]] | None:
     if table is None:
         return None
     colors = {i: tuple(table.GetColorEntry(i)) for i in range(table.GetCount())}
-    return colors, list(band.GetCategoryNames() or [])
+    return colors, category_names(band)
 
 
 def stack_rasters(

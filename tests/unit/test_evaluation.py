@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from rasters import write_raster
 
+from sar_seg_plugin.core import evaluation
 from sar_seg_plugin.core.errors import SarSegError
 from sar_seg_plugin.core.evaluation import (
     confusion_matrix,
@@ -206,3 +207,51 @@ def test_cancel_stops_the_run(tmp_path):
     ref = write_raster(tmp_path / "ref.tif", REFERENCE, nodata=255)
     with pytest.raises(CancelledError):
         evaluate_rasters(pred, ref, block_size=2, is_canceled=lambda: True)
+
+
+# --- class values recoded by name --------------------------------------------------------------------------------
+
+NAMES = ["water", "vegetation", "forest", "built-up", "bare soil"]
+
+
+@pytest.mark.parametrize(
+    ("source", "lut_pairs", "fragment"),
+    [
+        (NAMES, None, None),  # the same classes at the same values
+        (["Water", "Vegetation"], None, None),  # fewer, same values, other case
+        (["water", "vegetation", "forest", "urban"], None, "3 'urban' ('built-up' there); compared by value"),
+        (NAMES[::-1], {0: 4, 1: 3, 3: 1, 4: 0, 2: 2}, "0 -> 4 (bare soil), 1 -> 3 (built-up)"),
+        (["", "bare_soil", "water", "cloud"], {1: 4, 2: 0}, "3 (cloud) match no class there and are left out"),
+        (["urban", "crops"], None, "none of them is a class of"),
+        ([], None, None),
+    ],
+)
+def test_recode_by_names(source, lut_pairs, fragment):
+    recode = evaluation.recode_by_names(source, NAMES, "The reference", "the predicted classes")
+    if lut_pairs is None:
+        assert recode.lut is None
+    else:
+        expected = np.full(256, 255)
+        for i, j in lut_pairs.items():
+            expected[i] = j
+        np.testing.assert_array_equal(recode.lut, expected)
+    assert (recode.note is None) == (fragment is None)
+    if fragment:
+        assert fragment in recode.note
+
+
+def test_a_reference_coded_in_another_order_is_scored_by_its_class_names(tmp_path):
+    from osgeo import gdal
+
+    rng = np.random.default_rng(11)
+    truth = rng.integers(0, 5, size=(40, 50)).astype(np.uint8)
+    predicted = np.where(rng.random(truth.shape) < 0.8, truth, rng.integers(0, 5, truth.shape)).astype(np.uint8)
+    pred = write_raster(tmp_path / "pred.tif", predicted, nodata=255)
+    ref = write_raster(tmp_path / "ref.tif", (4 - truth).astype(np.uint8), nodata=255)  # water coded 4, ...
+    for path, names in ((pred, NAMES), (ref, NAMES[::-1])):
+        ds = gdal.Open(path, gdal.GA_Update)
+        ds.GetRasterBand(1).SetCategoryNames(names)
+        ds = None
+    result = evaluation.evaluate_rasters(pred, ref)
+    assert result.overall_accuracy == pytest.approx((predicted == truth).mean())  # computed here
+    assert any("recoded by name" in note for note in result.notes)

@@ -339,3 +339,27 @@ def test_baseline_methods_and_confidence(forecaster, tmp_path):
                 )
                 expected = expected.argmax(axis=0)
                 assert (read_raster(step.path)[0][valid] == expected[valid]).all()
+
+
+def test_class_maps_that_name_their_classes_in_another_order_are_recoded_by_name(forecaster, tmp_path, sample_series):
+    """A user's own maps: the same five classes, coded 4, 3, 2, 1, 0 and named so (category names)."""
+    from osgeo import gdal
+
+    labels = sample_series.labels
+    right, recoded = tmp_path / "right", tmp_path / "recoded"
+    right.mkdir()
+    recoded.mkdir()
+    a = forecast_rasters(write_labels(tmp_path, labels), forecaster, str(right))
+    own = tmp_path / "own"
+    own.mkdir()
+    items = write_labels(own, np.where(labels == 255, 255, 4 - labels.astype(np.int64)).astype(np.uint8))
+    names = ["Bare_Soil", "Built-up", "Forest", "Vegetation", "Water"]  # loose spelling on purpose
+    for item in items:
+        ds = gdal.Open(item.path, gdal.GA_Update)
+        ds.GetRasterBand(1).SetCategoryNames(names)
+        ds = None
+    lines = []
+    b = forecast_rasters(items, forecaster, str(recoded), log=lines.append)
+    for sa, sb in zip(a.steps, b.steps):
+        assert (read_raster(sa.path) == read_raster(sb.path)).all()
+    assert any("recoded by name, 0 -> 4 (bare soil), 1 -> 3 (built-up)" in line for line in lines)
