@@ -54,6 +54,7 @@ from .raster_io import (
     spread_windows,
     valid_mask,
 )
+from .resampling import ground_pixel_size_m
 from .speckle import local_moments
 from .timeseries import Grid, aligned, release
 from .units import AUTO, polarisation_of
@@ -625,18 +626,20 @@ def _choose_bands(
 
 
 def pixel_area_m2(grid: Grid) -> float:
-    """Ground area of one pixel (m²): in the CRS's linear unit when projected; for a CRS in degrees, at the latitude
-    of the grid's centre (a degree of longitude shrinks with its cosine)."""
+    """Ground area of one pixel (m²): in the CRS's linear unit when projected (corrected where the projection
+    stretches lengths, as Web Mercator does); for a CRS in degrees, at the latitude of the grid's centre (a degree
+    of longitude shrinks with its cosine). See :func:`.resampling.ground_pixel_size_m`."""
     gt = grid.geotransform
     area = abs(gt[1] * gt[5] - gt[2] * gt[4])
     if not grid.projection:
         return area
     srs = osr.SpatialReference()
     srs.ImportFromWkt(grid.projection)
-    if srs.IsGeographic():
-        lat = gt[3] + gt[5] * grid.height / 2 + gt[4] * grid.width / 2
-        return area * 111_320.0 * 110_574.0 * math.cos(math.radians(lat))
-    return area * float(srs.GetLinearUnits() or 1.0) ** 2
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    size = ground_pixel_size_m(gt, srs, grid.width, grid.height)
+    if size is None:
+        return area
+    return area * (size[0] * size[1]) / (math.hypot(gt[1], gt[4]) * math.hypot(gt[2], gt[5]))
 
 
 def _hist(images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

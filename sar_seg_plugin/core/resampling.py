@@ -53,23 +53,32 @@ def _raster_srs(ds: Any) -> osr.SpatialReference | None:
 
 
 def raster_pixel_size_m(ds: Any) -> tuple[float, float, bool] | None:
-    """(x, y) pixel size of an open raster in metres and whether its CRS is geographic; None when unknown
-    (no geotransform, no CRS, or a CRS neither projected nor geographic).
-
-    Projected CRS: geotransform units times the CRS linear unit. Geographic CRS: degrees converted at the
-    raster's centre latitude (111320 m x cos(latitude) per degree of longitude, 110574 m per degree of latitude).
-    """
+    """(x, y) pixel size of an open raster in metres on the ground and whether its CRS is geographic; None when
+    unknown (no geotransform, no CRS, or a CRS neither projected nor geographic). See :func:`ground_pixel_size_m`."""
     gt = raster_io.geotransform_of(ds)
     srs = _raster_srs(ds)
     if gt is None or srs is None:
         return None
+    return ground_pixel_size_m(gt, srs, ds.RasterXSize, ds.RasterYSize)
+
+
+def ground_pixel_size_m(
+    gt: Sequence[float], srs: osr.SpatialReference, width: int, height: int
+) -> tuple[float, float, bool] | None:
+    """(x, y) ground size in metres of the pixels of a grid (geotransform ``gt``, ``width`` x ``height``) in
+    ``srs``, and whether the CRS is geographic; None for a CRS neither projected nor geographic.
+
+    Projected CRS: geotransform units times the metres one unit covers on the ground at the grid's centre
+    (:func:`ground_metres_per_unit`: the CRS linear unit, corrected where the projection stretches lengths, as Web
+    Mercator does away from the equator). Geographic CRS: degrees converted at the centre latitude (111320 m x
+    cos(latitude) per degree of longitude, 110574 m per degree of latitude)."""
     size_x, size_y = math.hypot(gt[1], gt[4]), math.hypot(gt[2], gt[5])
     if srs.IsProjected():
-        unit = srs.GetLinearUnits()
+        unit = ground_metres_per_unit(gt, srs, width, height)
         return size_x * unit, size_y * unit, False
     if srs.IsGeographic():
         to_degrees = srs.GetAngularUnits() * 180.0 / math.pi
-        _, lat = _centre(ds, gt)
+        _, lat = _centre_of(gt, width, height)
         lat_deg = lat * to_degrees
         cos_lat = max(math.cos(math.radians(lat_deg)), 1e-6)
         return (
@@ -80,9 +89,50 @@ def raster_pixel_size_m(ds: Any) -> tuple[float, float, bool] | None:
     return None
 
 
-def _centre(ds: Any, gt: Sequence[float]) -> tuple[float, float]:
-    col, row = ds.RasterXSize / 2.0, ds.RasterYSize / 2.0
+#: Scale error of a projection (ground length / length in the CRS) below which its linear unit is taken as it is:
+#: UTM stays within 0.04 % of it near its central meridian and 0.1 % at the zone's edges.
+SCALE_TOLERANCE = 0.01
+
+
+def ground_metres_per_unit(gt: Sequence[float], srs: osr.SpatialReference, width: int, height: int) -> float:
+    """Metres on the ground per unit of a projected CRS at the centre of a grid: its linear unit, times the
+    projection's scale there where that departs from 1 by more than :data:`SCALE_TOLERANCE` (Web Mercator at 48°
+    latitude: a CRS metre is 0.67 m on the ground). The scale is measured by projecting one pixel's steps to an
+    azimuthal equidistant projection centred on the grid, which keeps distances from its centre."""
+    unit = float(srs.GetLinearUnits() or 1.0)
+    try:
+        cx, cy = _centre_of(gt, width, height)
+        geographic = srs.CloneGeogCS()
+        geographic.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+        lon, lat, _ = osr.CoordinateTransformation(srs, geographic).TransformPoint(cx, cy)
+        local = osr.SpatialReference()
+        local.ImportFromProj4(f"+proj=aeqd +lat_0={lat:.10f} +lon_0={lon:.10f} +ellps=WGS84 +units=m +no_defs")
+        local.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+        to_local = osr.CoordinateTransformation(srs, local)
+        x0, y0, _ = to_local.TransformPoint(cx, cy)
+        scales = []
+        for dx, dy in ((gt[1], gt[4]), (gt[2], gt[5])):
+            x1, y1, _ = to_local.TransformPoint(cx + dx, cy + dy)
+            scales.append(math.hypot(x1 - x0, y1 - y0) / (math.hypot(dx, dy) * unit))
+        scale = math.sqrt(scales[0] * scales[1])
+    except (RuntimeError, ValueError, ZeroDivisionError):
+        return unit
+    if not math.isfinite(scale) or scale <= 0 or abs(scale - 1.0) <= SCALE_TOLERANCE:
+        return unit
+    return unit * scale
+
+
+def _centre_of(gt: Sequence[float], width: int, height: int) -> tuple[float, float]:
+    col, row = width / 2.0, height / 2.0
     return gt[0] + col * gt[1] + row * gt[2], gt[3] + col * gt[4] + row * gt[5]
+
+
+def _centre(ds: Any, gt: Sequence[float]) -> tuple[float, float]:
+    return _centre_of(gt, ds.RasterXSize, ds.RasterYSize)
+
+
+def _metres_per_unit(ds: Any, srs: osr.SpatialReference) -> float:
+    return ground_metres_per_unit(raster_io.geotransform_of(ds), srs, ds.RasterXSize, ds.RasterYSize)
 
 
 def _utm_wkt(ds: Any, srs: osr.SpatialReference) -> tuple[str, str]:
@@ -140,7 +190,7 @@ def resampling_plan(ds: Any, meta: ModelMetadata, enl: float | None = None) -> t
     return _with_reason(
         ResamplePlan(
             srs.ExportToWkt(),
-            model_m / srs.GetLinearUnits(),
+            model_m / _metres_per_unit(ds, srs),
             f"Resampling: the raster's pixel size ({described}) differs from the model's ({model_m:g} m) by "
             f"{differs:.0%}; warping to {model_m:g} m pixels for the model (bilinear, linear power), "
             "results are warped back to the raster's grid",
@@ -203,7 +253,7 @@ def _range_plan(ds: Any, trained: tuple[float, float], enl: float | None = None)
         return _with_reason(
             ResamplePlan(
                 srs.ExportToWkt(),
-                target / srs.GetLinearUnits(),
+                target / _metres_per_unit(ds, srs),
                 f"Resampling: the raster's pixel size ({described}) is inside the {trained_text} the model was "
                 f"trained on, but {looks}, and the model reads single-look speckle worst: warping to "
                 f"{target:.3g} m pixels ({how}), {back}. {keep}",
@@ -221,7 +271,7 @@ def _range_plan(ds: Any, trained: tuple[float, float], enl: float | None = None)
     return _with_reason(
         ResamplePlan(
             srs.ExportToWkt(),
-            target / srs.GetLinearUnits(),
+            target / _metres_per_unit(ds, srs),
             f"Resampling: the raster's pixel size ({described}) is {side} the {trained_text} the model was "
             f"trained on; warping to {target:.3g} m pixels ({how}), {back}",
             target,

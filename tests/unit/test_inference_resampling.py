@@ -14,6 +14,7 @@ from rasters import leftovers, read_raster, write_raster
 from sar_seg_plugin.core.class_rasters import CLASS_NODATA
 from sar_seg_plugin.core.errors import CancelledError
 from sar_seg_plugin.core.inference import segment_raster
+from sar_seg_plugin.core.raster_io import read_info
 from sar_seg_plugin.core.resampling import SINGLE_LOOK_ENL, raster_pixel_size_m, resampling_plan
 from sar_seg_plugin.models.registry import load_model
 from training import synthetic
@@ -397,3 +398,73 @@ def test_resampled_outputs_keep_the_runs_metadata(envelope_model, sizes, tmp_pat
         assert md["SARSEG_INPUT_DOMAIN"] == "outside"
         assert domain_warnings[0] in md["SARSEG_DOMAIN_WARNINGS"]
         assert '"band": 1' in md["SARSEG_INPUT_SCALES"]
+
+
+# --- projections that stretch lengths (Web Mercator) ---------------------------------------------------------------
+
+E2 = 0.00669437999014  # WGS 84 first eccentricity squared
+
+
+def _mercator_scale(lat_deg: float) -> float:
+    """Ground metres per EPSG:3857 metre at a latitude: Web Mercator puts WGS 84 latitudes and longitudes on a
+    sphere of the ellipsoid's equatorial radius, so east-west it covers cos / sqrt(1 - e² sin²) and north-south
+    (1 - e²) cos / (1 - e² sin²)^1.5 of the ellipsoid; their geometric mean (one number per raster)."""
+    phi = np.radians(lat_deg)
+    w = 1 - E2 * np.sin(phi) ** 2
+    return float(np.sqrt(np.cos(phi) / np.sqrt(w) * (1 - E2) * np.cos(phi) / w**1.5))
+
+
+def _mercator_origin(lat_deg: float) -> tuple[float, float]:
+    """EPSG:3857 coordinates of (2 E, lat): the spherical formula the projection uses."""
+    r = 6378137.0
+    return r * np.radians(2.0), r * np.log(np.tan(np.pi / 4 + np.radians(lat_deg) / 2))
+
+
+@pytest.mark.parametrize("lat", [0.0, 30.0, 48.0, 60.0])
+def test_web_mercator_pixels_are_measured_on_the_ground(lat):
+    """A Web Mercator metre covers :func:`_mercator_scale` m of the WGS 84 ellipsoid (computed here); UTM metres are
+    taken as they are."""
+    from osgeo import osr
+
+    from sar_seg_plugin.core.resampling import ground_pixel_size_m
+
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(3857)
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    x, y = _mercator_origin(lat)
+    ground = 15.0 * _mercator_scale(lat)
+    # the pixel's centre is the grid's: a 1 x 1 grid whose corner sits half a pixel up and left of (x, y)
+    sx, sy, geographic = ground_pixel_size_m((x - 7.5, 15.0, 0.0, y + 7.5, 0.0, -15.0), srs, 1, 1)
+    assert not geographic
+    if abs(ground / 15.0 - 1) <= 0.01:
+        assert (sx, sy) == (15.0, 15.0)
+    else:
+        assert sx == pytest.approx(ground, rel=2e-4) and sy == pytest.approx(ground, rel=2e-4)
+    utm = osr.SpatialReference()
+    utm.ImportFromEPSG(32631)
+    assert ground_pixel_size_m((250000.0, 10.0, 0.0, 5300000.0, 0.0, -10.0), utm, 100, 100) == (10.0, 10.0, False)
+
+
+def test_a_web_mercator_raster_is_planned_in_ground_metres_and_its_areas_are_ground_areas(envelope_model, tmp_path):
+    """5 m on the ground at 48° N in EPSG:3857 (7.47 CRS metres): averaged to 10 ground metres, not to 10 CRS
+    metres (6.7 on the ground); a flood map's and a forecast's pixel area is the ground area."""
+    from sar_seg_plugin.core.flood import pixel_area_m2
+    from sar_seg_plugin.core.forecast import pixel_area_km2
+    from sar_seg_plugin.core.timeseries import Grid
+
+    k = _mercator_scale(48.0)  # ground metres per CRS metre
+    x, y = _mercator_origin(48.0)
+    step = 5.0 / k
+    data = np.random.default_rng(0).gamma(4.4, 0.02 / 4.4, (2, 64, 64))
+    path = write_raster(tmp_path / "mercator.tif", data, epsg=3857, nodata=0.0, descriptions=["VV", "VH"],
+                        geotransform=(x - 32 * step, step, 0.0, y + 32 * step, 0.0, -step))  # fmt: skip
+    ds = gdal.Open(path)
+    sx, sy, _ = raster_pixel_size_m(ds)
+    assert sx == pytest.approx(5.0, rel=1e-3) and sy == pytest.approx(5.0, rel=1e-3)
+    plan, reason = resampling_plan(ds, envelope_model.metadata)
+    assert plan.method == "average" and plan.pixel_size_m == 10.0
+    assert plan.resolution == pytest.approx(10.0 / k, rel=1e-3)  # in CRS units
+    assert "(5 x 5 m) is finer than" in reason
+    assert pixel_area_km2(ds) == pytest.approx(25e-6, rel=2e-3)
+    assert pixel_area_m2(Grid.of(read_info(ds))) == pytest.approx(25.0, rel=2e-3)
+    ds = None
