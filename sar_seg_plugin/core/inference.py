@@ -41,6 +41,9 @@ from .units import AUTO, DB, LINEAR, TO_DB, ModelInput, plan_model_input
 from .vectors import PolygonRequest, polygonize_classes
 
 LogFn = Callable[[str], None]
+#: Output metadata: the sampled share of input pixels that were 0 in every band with no nodata declared, and
+#: were taken as no data (absent when there were none, or the raster declares its nodata).
+ZERO_FILL_KEY = "SARSEG_INPUT_ZERO_FILL"
 
 
 class _Probabilities:
@@ -163,6 +166,17 @@ def segment_raster(
         samples = check_has_data(src, info, windows=windows)  # an all-nodata raster is refused before any output
         model_input = plan_model_input(meta, info, samples, input_scale)
         model_input.tell(log, warn)
+        fill = raster_io.undeclared_zero_fill(windows, model_input.bands, info.nodata)
+        if fill is not None:  # read through a copy that declares it, so tiles, warps and checks all leave it out
+            src = raster_io.with_nodata(src, 0.0)
+            info = raster_io.read_info(src)
+            for data in windows:
+                data[:, (data == 0).all(axis=0)] = np.nan
+            if log:
+                log(
+                    f"{fill:.1%} of the sampled pixels are exactly 0 in every band the model reads and the raster "
+                    "declares no nodata value: 0 is taken as no data (the fill outside a swath), not as backscatter"
+                )
         sizes = [np.uint8, np.float32, np.float32]
         bands = [1, len(meta.class_names), 1]
         check_destinations(
@@ -183,6 +197,8 @@ def segment_raster(
         windows = samples = measured = None
         checked.tell(log, warn)
         metadata = {**model_input.metadata(), **checked.metadata()}
+        if fill is not None:
+            metadata[ZERO_FILL_KEY] = f"{fill:.4f}"
         with OutputSet() as run_outputs:
             run = _Run(model, model_input, (dst_path, probabilities_path, confidence_path), batch_size, confidence,
                        metadata, started, progress, is_canceled, log, run_outputs, tile_rows)  # fmt: skip

@@ -294,6 +294,32 @@ def read_spread_windows(
     return out
 
 
+def undeclared_zero_fill(
+    windows: Sequence[np.ndarray], bands: Sequence[int], nodata: Sequence[float | None]
+) -> float | None:
+    """The share of sampled pixels (:func:`read_spread_windows`, every band) that are exactly 0 in every one of
+    ``bands`` (1-based) when none of them declares a nodata value, else None (nodata declared, or no such pixel).
+
+    Products fill the area outside a swath with 0, often without declaring it: 0 in every band at once is not
+    backscatter (linear power or dB), so it is that fill."""
+    if any(nodata[b - 1] is not None for b in bands):
+        return None
+    total = zeros = 0
+    for data in windows:
+        picked = data[[b - 1 for b in bands]]
+        zeros += int((picked == 0).all(axis=0).sum())
+        total += int(np.isfinite(picked).all(axis=0).sum())
+    return zeros / total if zeros and total else None
+
+
+def with_nodata(ds: gdal.Dataset, value: float) -> gdal.Dataset:
+    """A virtual copy (VRT, in memory) of ``ds`` whose bands declare ``value`` as nodata; the file is untouched."""
+    vrt = gdal.Translate("", ds, format="VRT", noData=value)
+    if vrt is None:
+        raise SarSegError(f"could not declare nodata on '{ds.GetDescription()}': {gdal.GetLastErrorMsg()}")
+    return vrt
+
+
 def _creation_options(dtype: np.dtype, band_count: int, compress: str) -> list[str]:
     opts = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "BIGTIFF=IF_SAFER", f"COMPRESS={compress}"]
     if compress in ("DEFLATE", "ZSTD", "LZW"):

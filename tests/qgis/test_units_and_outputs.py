@@ -175,6 +175,33 @@ def test_amplitude_without_units_is_refused_and_squared_it_segments_as_power(
     assert (classes[valid] == reference_classes[valid]).mean() > 0.999  # float32 rounding of the square root
 
 
+@pytest.mark.parametrize("as_db", [False, True])
+def test_a_swath_filled_with_undeclared_zeros_is_left_out_not_called_water(sarseg, scene, tmp_path, as_db):
+    """Was: the zero fill outside the swath (no nodata declared) segmented as water in linear power, built-up in
+    dB. Now it is no data, and the rest of the map is that of the raster with 0 declared as nodata."""
+    data = db_of(scene["linear"]) if as_db else scene["linear"].copy()
+    edge = np.zeros(data.shape[1:], bool)
+    edge[:, : data.shape[2] // 4] = True  # a quarter of the columns: the area outside the swath
+    data[:, edge] = 0.0
+    grid = {k: v for k, v in scene["grid"].items() if k != "nodata"}
+    units_ = ["dB", "dB"] if as_db else ["linear", "linear"]
+    undeclared = write_raster(tmp_path / "undeclared.tif", data, descriptions=["VV", "VH"], units=units_, **grid)
+    declared = write_raster(tmp_path / "declared.tif", data, descriptions=["VV", "VH"], units=units_, nodata=0.0,
+                            **grid)  # fmt: skip
+    result, log = run_logged(sarseg, "sarseg:segment", {"INPUT": undeclared, "OUTPUT": str(tmp_path / "u.tif")})
+    expected = sarseg.run("sarseg:segment", {"INPUT": declared, "OUTPUT": str(tmp_path / "d.tif")})
+    classes = read_raster(result["OUTPUT"])[0]
+    assert (classes[edge] == 255).all()
+    np.testing.assert_array_equal(classes, read_raster(expected["OUTPUT"])[0])
+    assert "exactly 0 in every band the model reads and the raster declares no nodata value" in log
+    ds = gdal.Open(result["OUTPUT"])
+    share = float(ds.GetMetadataItem("SARSEG_INPUT_ZERO_FILL"))
+    ds = None
+    zero = (data == 0).all(axis=0)  # the edge and the scene's own no-data corner (0 in the sample scene)
+    assert zero.mean() > edge.mean() and share == pytest.approx(zero.mean(), abs=1e-4)  # the sample: the raster
+    assert read_raster(undeclared).tobytes() == data.astype(np.float32).tobytes()  # the input is not modified
+
+
 def test_a_normalised_raster_is_refused(sarseg, scene, tmp_path):
     """Was: a z-score from sarseg:normalize segmented as dB."""
     normalized = str(tmp_path / "z.tif")

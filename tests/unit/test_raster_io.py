@@ -417,3 +417,15 @@ def test_spread_windows_read_whole_hold_the_sample_windows_values(tmp_path, widt
         values = np.concatenate([w[b - 1][~np.isnan(w[b - 1])] for w in windows])
         np.testing.assert_array_equal(values, raster_io.sample_windows(ds, b))
     ds = None
+
+
+def test_undeclared_zero_fill_counts_pixels_zero_in_every_band_read():
+    a = np.full((3, 10, 10), 0.05)
+    a[:, :, :3] = 0.0  # 30 % fill in every band
+    a[1, 5, 5] = 0.0  # one band alone at 0: backscatter clipped by noise removal, not fill
+    a[:, 9, 9] = np.nan  # no data already
+    windows = [a, a[:, :5].copy()]
+    zero, finite = 30 + 15, 99 + 50  # counted here by hand
+    assert raster_io.undeclared_zero_fill(windows, [1, 2], [None, None, None]) == pytest.approx(zero / finite)
+    assert raster_io.undeclared_zero_fill(windows, [1, 2], [None, 0.0, None]) is None  # declared: its own rule
+    assert raster_io.undeclared_zero_fill([np.full((2, 4, 4), 0.1)], [1, 2], [None, None]) is None
