@@ -166,17 +166,10 @@ def segment_raster(
         samples = check_has_data(src, info, windows=windows)  # an all-nodata raster is refused before any output
         model_input = plan_model_input(meta, info, samples, input_scale)
         model_input.tell(log, warn)
-        fill = raster_io.undeclared_zero_fill(windows, model_input.bands, info.nodata)
-        if fill is not None:  # read through a copy that declares it, so tiles, warps and checks all leave it out
-            src = raster_io.with_nodata(src, 0.0)
-            info = raster_io.read_info(src)
-            for data in windows:
-                data[:, (data == 0).all(axis=0)] = np.nan
-            if log:
-                log(
-                    f"{fill:.1%} of the sampled pixels are exactly 0 in every band the model reads and the raster "
-                    "declares no nodata value: 0 is taken as no data (the fill outside a swath), not as backscatter"
-                )
+        # zero fill read through a copy that declares it, so that tiles, warps and checks all leave it out
+        src, info, fill = raster_io.declare_zero_fill(src, info, model_input.bands, windows)
+        if fill is not None and log:
+            log(raster_io.zero_fill_note(fill))
         sizes = [np.uint8, np.float32, np.float32]
         bands = [1, len(meta.class_names), 1]
         check_destinations(

@@ -312,6 +312,32 @@ def undeclared_zero_fill(
     return zeros / total if zeros and total else None
 
 
+def declare_zero_fill(
+    ds: gdal.Dataset, info: RasterInfo, bands: Sequence[int], windows: Sequence[np.ndarray] | None = None
+) -> tuple[gdal.Dataset, RasterInfo, float | None]:
+    """``ds``, its info and None as they are, or, where :func:`undeclared_zero_fill` finds fill in ``bands``, a
+    copy that declares 0 as every band's nodata (:func:`with_nodata`; then 0 in any band is no data, as in
+    products that declare it), its info and the fill's share (said by
+    :func:`zero_fill_note`). ``windows``: the raster's :func:`read_spread_windows`, when already read (their fill
+    pixels are set to NaN in place)."""
+    windows = read_spread_windows(ds) if windows is None else windows
+    fill = undeclared_zero_fill(windows, bands, info.nodata)
+    if fill is None:
+        return ds, info, None
+    for data in windows:
+        data[:, (data[[b - 1 for b in bands]] == 0).all(axis=0)] = np.nan
+    vrt = with_nodata(ds, 0.0)
+    return vrt, read_info(vrt), fill
+
+
+def zero_fill_note(fill: float) -> str:
+    """The log line of :func:`declare_zero_fill`."""
+    return (
+        f"{fill:.1%} of the sampled pixels are exactly 0 in every band read and the raster declares no nodata "
+        "value: 0 is taken as no data (the fill outside a swath), not as backscatter"
+    )
+
+
 def with_nodata(ds: gdal.Dataset, value: float) -> gdal.Dataset:
     """A virtual copy (VRT, in memory) of ``ds`` whose bands declare ``value`` as nodata; the file is untouched."""
     vrt = gdal.Translate("", ds, format="VRT", noData=value)

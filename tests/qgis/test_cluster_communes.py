@@ -450,3 +450,30 @@ def test_output_over_the_communes_file_is_refused(sarseg, scene, tmp_path):
     bad(sarseg, {"INPUT": copy, "RASTER": sar, "CLASS_RASTER": labels, "OUTPUT": copy},
         "is the communes layer's own file. Choose another output")  # fmt: skip
     assert file_digest(copy) == digest
+
+
+def test_a_swath_filled_with_undeclared_zeros_does_not_enter_the_statistics(sarseg, scene, tmp_path):
+    """Zeros in every band with no nodata declared are the fill outside a swath: the communes' dB statistics are
+    those of the raster with 0 declared as nodata (before: -50 dB floor values pulled the edge communes' means)."""
+    from rasters import read_raster, write_raster
+
+    communes, sar, labels = paths(scene)
+    data = read_raster(sar, dtype=np.float64)
+    data[:, :, :100] = 0.0  # the western third: outside the swath
+    ds = gdal.Open(sar)
+    grid = {"geotransform": ds.GetGeoTransform(), "descriptions": ["VV", "VH"], "units": ["linear", "linear"]}
+    ds = None
+    params = {"INPUT": communes, "CLASS_RASTER": labels, "FEATURES": [0], "K": 4, "OUTPUT": "TEMPORARY_OUTPUT"}
+    rows = {}
+    for name, nodata in (("undeclared", None), ("declared", 0.0)):
+        raster = write_raster(tmp_path / f"{name}.tif", data, nodata=nodata, **grid)
+        rows[name] = features_of(sarseg.run(ALG, {**params, "RASTER": raster})["OUTPUT"])
+    by_id = {name: {r["commune_id"]: r for r in found} for name, found in rows.items()}
+    assert by_id["undeclared"].keys() == by_id["declared"].keys()
+    assert any(r["vv_mean"] is None for r in rows["declared"])  # communes wholly in the fill have no statistics
+    for cid, a in by_id["undeclared"].items():
+        b = by_id["declared"][cid]
+        for column in STAT_COLUMNS:
+            assert (a[column] is None and b[column] is None) or a[column] == pytest.approx(b[column], abs=1e-6)
+    # the test would fail without the rule: the fill is inside some communes
+    assert min(r["vv_p10"] for r in rows["undeclared"] if r["vv_p10"] is not None) > -40.0

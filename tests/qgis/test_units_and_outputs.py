@@ -193,7 +193,7 @@ def test_a_swath_filled_with_undeclared_zeros_is_left_out_not_called_water(sarse
     classes = read_raster(result["OUTPUT"])[0]
     assert (classes[edge] == 255).all()
     np.testing.assert_array_equal(classes, read_raster(expected["OUTPUT"])[0])
-    assert "exactly 0 in every band the model reads and the raster declares no nodata value" in log
+    assert "exactly 0 in every band read and the raster declares no nodata value" in log
     ds = gdal.Open(result["OUTPUT"])
     share = float(ds.GetMetadataItem("SARSEG_INPUT_ZERO_FILL"))
     ds = None
