@@ -450,6 +450,16 @@ def match_bands(
             found = [i + 1 for i, h in enumerate(have) if h == pol]
             if not found:
                 named = ", ".join(f"{i + 1}: '{d}'" for i, d in enumerate(descriptions) if d) or "none"
+                others = sorted({h for h in have if h and h not in wanted})
+                if others and not any(h in wanted for h in have):
+                    raise SarSegError(
+                        f"{what} expects bands {listed}, but the raster holds {'/'.join(others)} (band names: "
+                        f"{named}): another polarisation than the model was trained on, whose backscatter differs "
+                        "(over water, towns and crops HH is not VV), so its classes would not hold. Give "
+                        f"{'/'.join(wanted)} data, or fine-tune a model on labelled {'/'.join(others)} scenes "
+                        "(README, 'Fine-tuning on your own labels'); renaming the bands would hide the difference, "
+                        "not remove it."
+                    )
                 raise SarSegError(
                     f"{what} expects bands {listed}, but no band of the raster is named {pol} (band names: {named}). "
                     f"Give a raster with {listed} bands, or name its bands (band descriptions) {listed}."

@@ -143,7 +143,7 @@ def test_unnamed_bands_are_taken_in_order_and_the_log_says_so():
 
 
 @pytest.mark.parametrize(("descriptions", "fragment"), [
-    (["HH", "HV"], "no band of the raster is named VV"),
+    (["HH", "HV"], "the raster holds HH/HV"),
     (["VV", "VV", "VH"], "bands 1, 2 of the raster are all named VV"),
     (["a"], "expects 2 bands: VV, VH; the raster has 1 band"),
 ])  # fmt: skip
@@ -297,3 +297,13 @@ def test_a_models_input_from_swapped_unnamed_bands_reads_each_band_in_its_place(
     assert plan.bands == (2, 1) and [s.band for s in plan.scales] == [2, 1]
     assert sum("band 2 is taken as VV" in w for w in plan.warnings) == 1
     assert not any("taken in order" in n for n in plan.notes)
+
+
+def test_another_polarisation_is_refused_as_such_not_as_a_naming_problem():
+    with pytest.raises(SarSegError) as err:
+        units.match_bands(["VV", "VH"], ["HV", "HH"])
+    assert "the raster holds HH/HV" in str(err.value) and "renaming the bands would hide the difference" in str(
+        err.value
+    )
+    with pytest.raises(SarSegError, match="no band of the raster is named VH"):  # one band of the pair is there
+        units.match_bands(["VV", "VH"], ["VV", "HV"])
