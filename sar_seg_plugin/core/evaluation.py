@@ -230,7 +230,7 @@ def recode_by_names(source: Sequence[str], target: Sequence[str], what: str, int
     note = f"{what} names its classes in another order than {into}: its values are recoded by name, {moved}"
     if left:
         note += f"; {', '.join(left)} match no class there and are left out"
-    return ClassRecode(lut, note + ".")
+    return ClassRecode(lut, note + "; values it does not name are left out.")
 
 
 def _class_values(data: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -105,6 +105,7 @@ def segment_raster(
     warn: LogFn | None = None,
     polygons: PolygonRequest | None = None,
     tile_rows: TileRows | None = None,
+    zero_fill: bool | None = None,
 ) -> dict[str, Any]:
     """Segment ``src_path`` with ``model`` (a ``registry.LoadedModel``) into a uint8 class raster at ``dst_path``.
 
@@ -138,6 +139,10 @@ def segment_raster(
 
     ``tile_rows``: ``src_path`` is a strip of a taller raster (:func:`.tiling.strip_rows`), segmented with the
     tiles laid as in the whole raster, so its core rows equal the whole run's (no resampling then).
+
+    Pixels exactly 0 in every band the model reads, in a raster that declares no nodata value, are the fill
+    outside a swath: the raster is then read as if it declared 0 as nodata (:func:`.raster_io.declare_zero_fill`;
+    ``zero_fill`` True or False imposes the decision, as a strip takes the whole raster's).
     """
     started = time.perf_counter()
     meta: ModelMetadata = model.metadata
@@ -167,7 +172,12 @@ def segment_raster(
         model_input = plan_model_input(meta, info, samples, input_scale)
         model_input.tell(log, warn)
         # zero fill read through a copy that declares it, so that tiles, warps and checks all leave it out
-        src, info, fill = raster_io.declare_zero_fill(src, info, model_input.bands, windows)
+        fill = None
+        if zero_fill is None:
+            src, info, fill = raster_io.declare_zero_fill(src, info, model_input.bands, windows)
+        elif zero_fill and any(info.nodata[b - 1] is None for b in model_input.bands):
+            src = raster_io.with_nodata(src, 0.0)
+            info = dataclasses.replace(raster_io.read_info(src), path=info.path)
         if fill is not None and log:
             log(raster_io.zero_fill_note(fill))
         sizes = [np.uint8, np.float32, np.float32]

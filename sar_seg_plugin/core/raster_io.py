@@ -14,7 +14,7 @@ import sys
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -327,7 +327,7 @@ def declare_zero_fill(
     for data in windows:
         data[:, (data[[b - 1 for b in bands]] == 0).all(axis=0)] = np.nan
     vrt = with_nodata(ds, 0.0)
-    return vrt, read_info(vrt), fill
+    return vrt, replace(read_info(vrt), path=info.path), fill
 
 
 def zero_fill_note(fill: float) -> str:

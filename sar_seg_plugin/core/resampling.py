@@ -100,13 +100,19 @@ def ground_metres_per_unit(gt: Sequence[float], srs: osr.SpatialReference, width
     latitude: a CRS metre is 0.67 m on the ground). The scale is measured by projecting one pixel's steps to an
     azimuthal equidistant projection centred on the grid, which keeps distances from its centre."""
     unit = float(srs.GetLinearUnits() or 1.0)
+    gdal.PushErrorHandler("CPLQuietErrorHandler")  # a grid outside its CRS's domain: the unit, without a message
     try:
+        srs = srs.Clone()
+        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
         cx, cy = _centre_of(gt, width, height)
         geographic = srs.CloneGeogCS()
         geographic.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
         lon, lat, _ = osr.CoordinateTransformation(srs, geographic).TransformPoint(cx, cy)
+        if not (math.isfinite(lon) and math.isfinite(lat) and abs(lat) < 90.0):
+            return unit
         local = osr.SpatialReference()
-        local.ImportFromProj4(f"+proj=aeqd +lat_0={lat:.10f} +lon_0={lon:.10f} +ellps=WGS84 +units=m +no_defs")
+        if local.ImportFromProj4(f"+proj=aeqd +lat_0={lat:.10f} +lon_0={lon:.10f} +ellps=WGS84 +units=m +no_defs"):
+            return unit
         local.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
         to_local = osr.CoordinateTransformation(srs, local)
         x0, y0, _ = to_local.TransformPoint(cx, cy)
@@ -115,8 +121,10 @@ def ground_metres_per_unit(gt: Sequence[float], srs: osr.SpatialReference, width
             x1, y1, _ = to_local.TransformPoint(cx + dx, cy + dy)
             scales.append(math.hypot(x1 - x0, y1 - y0) / (math.hypot(dx, dy) * unit))
         scale = math.sqrt(scales[0] * scales[1])
-    except (RuntimeError, ValueError, ZeroDivisionError):
+    except Exception:  # noqa: BLE001 - a grid GDAL cannot project (far outside its CRS): the unit as it is
         return unit
+    finally:
+        gdal.PopErrorHandler()
     if not math.isfinite(scale) or scale <= 0 or abs(scale - 1.0) <= SCALE_TOLERANCE:
         return unit
     return unit * scale

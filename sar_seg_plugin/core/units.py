@@ -324,6 +324,9 @@ POLARISATION_PAIRS = (("VV", "VH"), ("HH", "HV"))
 #: alike) are not called amplitude: the other rules judge them.
 AMPLITUDE_CROSS_MEDIAN_DB = (-13.0, -4.0)
 AMPLITUDE_GAP_DB = (1.5, 5.1)
+#: Refused only below this gap: between it and AMPLITUDE_GAP_DB[1] (amplitude of windy water, but also a power
+#: scene of dense forest or gamma0 a little brighter than sigma0) the measurement is a warning.
+AMPLITUDE_REFUSE_GAP_DB = 4.5
 
 
 #: Values a scene median is taken on (evenly thinned): plenty for a median, cheap next to a model run.
@@ -370,8 +373,9 @@ def check_amplitude(
     """The amplitude check of a raster's bands (``names``: each band's polarisation or name, ``samples`` and
     ``scales`` in the same order): None when no co- / cross-polarised pair looks like amplitude, else (message,
     refuse, index of the co-polarised band). ``refuse`` is True when neither band's scale was stated (no unit, no
-    'Input units' choice): the values decide, and amplitude cannot be read as power. A stated unit or choice goes
-    on, with the message as a warning."""
+    'Input units' choice) and the medians are under :data:`AMPLITUDE_REFUSE_GAP_DB` apart: the values decide, and
+    amplitude cannot be read as power. A stated unit or choice, or a gap not beyond doubt, goes on, with the
+    message as a warning."""
     pols = [polarisation_of(n) for n in names]
     for co, cross in POLARISATION_PAIRS:
         if co in pols and cross in pols:
@@ -380,13 +384,18 @@ def check_amplitude(
             if why is None:
                 return None
             stated = scales[i].source != "values" or scales[j].source != "values"
-            fix = (
-                "Square the bands to intensity (linear power), e.g. gdal_calc.py -A input.tif --allBands=A "
-                "--calc=\"A*A\" --type=Float32 --outfile=power.tif (or the Raster Calculator, band by band)"
-                + (", or multiply them by 2 if they are dB computed as 10 log10 of amplitude" if DB in
-                   (scales[i].scale, scales[j].scale) else "")
-            )  # fmt: skip
-            if stated:
+            if scales[i].scale == DB and scales[j].scale == DB:
+                fix = (
+                    "If they are dB computed as 10 log10 of amplitude, multiply them by 2 (gdal_calc.py -A input.tif "
+                    '--allBands=A --calc="2*A" --type=Float32 --outfile=db.tif)'
+                )
+            else:
+                fix = (
+                    "Square the bands to intensity (linear power), e.g. gdal_calc.py -A input.tif --allBands=A "
+                    '--calc="A*A" --type=Float32 --outfile=power.tif (or the Raster Calculator, band by band)'
+                )
+            gap = _median_db(samples[i], scales[i].scale) - _median_db(samples[j], scales[j].scale)
+            if stated or gap >= AMPLITUDE_REFUSE_GAP_DB:  # not beyond doubt: said, not refused
                 return f"{why}. They are read as stated, but check them: {fix}.", False, i
             return f"{why}. {fix}; or set 'Input units' if they really are power (or dB of power).", True, i
     return None

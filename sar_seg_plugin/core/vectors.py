@@ -20,6 +20,7 @@ from osgeo import gdal, ogr, osr
 from .errors import CancelledError, SarSegError
 from .outputs import OutputSet
 from .raster_io import block_cache_limit, iter_blocks, open_raster, read_info, read_window
+from .resampling import ground_metres_per_unit
 from .timeseries import Grid
 
 POLYGONIZE_CACHE_BYTES = 32 * 2**20
@@ -109,7 +110,11 @@ def polygonize_classes(
         gt = grid.geotransform or (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
         cx, cy = gt[0] + gt[1] * info.width / 2, gt[3] + gt[5] * info.height / 2
         to_metres = _area_transform(srs, cx, cy) if grid.projection else None
-        unit = 1.0 if to_metres is not None or not grid.projection else float(srs.GetLinearUnits() or 1.0)
+        unit = (
+            1.0
+            if to_metres is not None or not grid.projection
+            else ground_metres_per_unit(gt, srs, info.width, info.height)  # Web Mercator: CRS m are not ground m
+        )
         layer.ResetReading()
         dropped = []
         for feature in layer:

@@ -183,6 +183,7 @@ def test_a_swath_filled_with_undeclared_zeros_is_left_out_not_called_water(sarse
     edge = np.zeros(data.shape[1:], bool)
     edge[:, : data.shape[2] // 4] = True  # a quarter of the columns: the area outside the swath
     data[:, edge] = 0.0
+    data[1, 60:70, 100:110] = 0.0  # VH alone at 0: no data too once 0 is the fill, as where it is declared
     grid = {k: v for k, v in scene["grid"].items() if k != "nodata"}
     units_ = ["dB", "dB"] if as_db else ["linear", "linear"]
     undeclared = write_raster(tmp_path / "undeclared.tif", data, descriptions=["VV", "VH"], units=units_, **grid)
@@ -191,7 +192,7 @@ def test_a_swath_filled_with_undeclared_zeros_is_left_out_not_called_water(sarse
     result, log = run_logged(sarseg, "sarseg:segment", {"INPUT": undeclared, "OUTPUT": str(tmp_path / "u.tif")})
     expected = sarseg.run("sarseg:segment", {"INPUT": declared, "OUTPUT": str(tmp_path / "d.tif")})
     classes = read_raster(result["OUTPUT"])[0]
-    assert (classes[edge] == 255).all()
+    assert (classes[edge] == 255).all() and (classes[60:70, 100:110] == 255).all()
     np.testing.assert_array_equal(classes, read_raster(expected["OUTPUT"])[0])
     assert "exactly 0 in every band read and the raster declares no nodata value" in log
     ds = gdal.Open(result["OUTPUT"])

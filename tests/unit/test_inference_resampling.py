@@ -468,3 +468,17 @@ def test_a_web_mercator_raster_is_planned_in_ground_metres_and_its_areas_are_gro
     assert pixel_area_km2(ds) == pytest.approx(25e-6, rel=2e-3)
     assert pixel_area_m2(Grid.of(read_info(ds))) == pytest.approx(25.0, rel=2e-3)
     ds = None
+    # class polygons: a 10 x 20 px block is 50 m x 100 m on the ground
+    from osgeo import ogr
+
+    from sar_seg_plugin.core.vectors import polygonize_classes
+
+    classes = np.zeros((64, 64), np.uint8)
+    classes[10:20, 5:25] = 1
+    cls = write_raster(tmp_path / "classes.tif", classes, epsg=3857, nodata=255,
+                       geotransform=(x - 32 * step, step, 0.0, y + 32 * step, 0.0, -step))  # fmt: skip
+    polygonize_classes(cls, str(tmp_path / "classes.gpkg"), {0: "a", 1: "b"})
+    layer_ds = ogr.Open(str(tmp_path / "classes.gpkg"))
+    areas = {f.GetField("name"): f.GetField("area_km2") for f in layer_ds.GetLayer()}
+    layer_ds = None
+    assert areas["b"] == pytest.approx(5000e-6, rel=2e-3)

@@ -227,7 +227,11 @@ def test_amplitude_is_refused_when_only_the_values_decide_and_a_warning_when_a_u
         message, refuse, _ = units.check_amplitude(["VV", "VH"], amp, _scales(source))
         assert not refuse and "They are read as stated" in message
     message, _, _ = units.check_amplitude(["VV", "VH"], [10 * np.log10(a) for a in amp], _scales("values", DB))
-    assert "multiply them by 2" in message
+    assert "multiply them by 2" in message and "A*A" not in message  # squaring dB would be nonsense
+    # not beyond doubt (4.5-5.1 dB apart: windy water's amplitude, or a dense forest's power): said, not refused
+    near = [np.sqrt(LIN), np.sqrt(LIN / 10**0.96)]  # read as power, 4.8 dB apart
+    message, refuse, _ = units.check_amplitude(["VV", "VH"], near, _scales("values"))
+    assert not refuse and "look like amplitude" in message
     assert units.check_amplitude(["VV", "VH"], [LIN, LIN / 5], _scales("values")) is None
     # HH / HV too; a single band or two co-polarised bands cannot be checked
     assert units.check_amplitude(["HV", "HH"], amp[::-1], _scales("values"))[2] == 1  # the co-polarised band
