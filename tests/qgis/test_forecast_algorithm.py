@@ -253,3 +253,27 @@ def test_backscatter_forecaster_end_to_end(sarseg, tmp_path):
     rows = {(f["method"], f["horizon"]): f for f in table.getFeatures()}
     assert len(rows) == 9 and all(f["rmse"] > 0 for f in rows.values())
     assert rows["model", 1]["skill"] == pytest.approx(1 - rows["model", 1]["rmse"] / rows["persistence", 1]["rmse"])
+
+
+def test_backscatter_forecast_reads_undeclared_zero_fill_as_no_data(sarseg, tmp_path):
+    """The same swath edge, 0 with no nodata declared: the forecasts equal those of the declared series (before,
+    the fill was forecast as backscatter at the -35 dB floor)."""
+    from training.evalgen import backscatter_series
+
+    sigma0, valid = backscatter_series(20020, 64, 9, 4.4)
+    assert (sigma0[:, :, ~valid] == 0).all()
+    day0 = dt.date(2026, 5, 1)
+    outputs = {}
+    for name, nodata in (("declared", 0.0), ("undeclared", None)):
+        folder = tmp_path / name
+        folder.mkdir()
+        sar = [
+            write_raster(folder / f"sar_{day0 + dt.timedelta(days=t):%Y%m%d}.tif", day, nodata=nodata,
+                         units=["linear", "linear"], descriptions=["VV", "VH"])
+            for t, day in enumerate(sigma0[:8])
+        ]  # fmt: skip
+        result = sarseg.run("sarseg:forecast", {"INPUTS": sar, "MODEL": 1, "OUTPUT_FOLDER": str(folder / "out")})
+        outputs[name] = [read_raster(p, dtype=np.float64) for p in result["OUTPUT_LAYERS"]]
+    for a, b in zip(outputs["declared"], outputs["undeclared"]):
+        np.testing.assert_array_equal(a, b)
+    assert np.isnan(outputs["undeclared"][1][:, ~valid]).all()
