@@ -323,7 +323,7 @@ class SplitPlan:
     strips: list[Any]
     input_scale: str
     folder: str  # where the strips are written (beside the output, removed at the end)
-    zero_fill: bool = False  # the whole raster's undeclared zeros are its fill (raster_io.declare_zero_fill)
+    fill: float | None = None  # the whole raster's undeclared fill value (raster_io.declare_fill), if any
 
 
 def plan_split(task: Task, parts: int) -> SplitPlan | None:
@@ -342,7 +342,7 @@ def plan_split(task: Task, parts: int) -> SplitPlan | None:
     info = raster_io.read_info(src)
     windows = raster_io.read_spread_windows(src)
     model_input = plan_model_input(meta, info, check_has_data(src, info, windows=windows))
-    src, info, fill = raster_io.declare_zero_fill(src, info, model_input.bands, windows)  # as the whole run does
+    src, info, fill = raster_io.declare_fill(src, info, model_input.bands, windows)  # as the whole run does
     scales = {s.scale for s in model_input.scales}
     resample, _ = resampling_plan(src, meta, input_enl(src, meta, model_input, windows))
     height, src = info.height, None
@@ -351,7 +351,7 @@ def plan_split(task: Task, parts: int) -> SplitPlan | None:
     scale = scales.pop()
     strips = strip_rows(height, meta.tile_size, meta.tile_overlap, parts, meta.size_multiple)
     out = Path(task.output)
-    return SplitPlan(strips, scale, str(out.with_name(f".{out.name}.strips")), fill is not None)
+    return SplitPlan(strips, scale, str(out.with_name(f".{out.name}.strips")), None if fill is None else fill[0])
 
 
 def strip_path(plan: SplitPlan, index: int) -> str:
@@ -384,7 +384,7 @@ def segment_strip(task: Task, plan: SplitPlan, index: int) -> Record:
         src = None
         segment_raster(
             f"{base}.vrt", f"{base}.tif", model, input_scale=plan.input_scale, tile_rows=strip.rows,
-            zero_fill=plan.zero_fill,
+            fill=False if plan.fill is None else plan.fill,
         )  # fmt: skip
         lo, hi = strip.core
         with OutputSet() as outputs:

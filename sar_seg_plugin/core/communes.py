@@ -179,9 +179,9 @@ def _measure(
     grid = Grid.of(info)
     notes: list[str] = []
     if np.issubdtype(info.dtype, np.floating):  # backscatter; in 8-bit imagery 0 is black, not fill
-        src, info, fill = raster_io.declare_zero_fill(src, info, range(1, info.band_count + 1))
+        src, info, fill = raster_io.declare_fill(src, info, range(1, info.band_count + 1))
         if fill is not None:
-            notes.append(raster_io.zero_fill_note(fill))
+            notes.append(raster_io.fill_note(fill))
     work = temporary_folder(tempfile.gettempdir())
     classes_ds = zones_ds = None
     try:

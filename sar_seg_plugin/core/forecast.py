@@ -307,10 +307,10 @@ class _InputDecoder:
             self.bands = self.model_input.bands
             self.nodata = [self.nodata[b - 1] for b in self.bands]
             self.notes = [f"'{name}': {n}" for n in self.model_input.notes + self.model_input.warnings]
-            fill = raster_io.undeclared_zero_fill(raster_io.read_spread_windows(ds), self.bands, info.nodata)
+            fill = raster_io.undeclared_fill(raster_io.read_spread_windows(ds), self.bands, info.nodata)
             if fill is not None:  # the swath's fill, read as no data (as segment does)
-                self.nodata = [0.0] * len(self.bands)
-                self.notes.append(f"'{name}': {raster_io.zero_fill_note(fill)}")
+                self.nodata = [fill[0]] * len(self.bands)
+                self.notes.append(f"'{name}': {raster_io.fill_note(fill)}")
 
     def __call__(self, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         valid = valid_mask(data, self.nodata).all(axis=0)

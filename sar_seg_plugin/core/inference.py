@@ -41,9 +41,9 @@ from .units import AUTO, DB, LINEAR, TO_DB, ModelInput, plan_model_input
 from .vectors import PolygonRequest, polygonize_classes
 
 LogFn = Callable[[str], None]
-#: Output metadata: the sampled share of input pixels that were 0 in every band with no nodata declared, and
-#: were taken as no data (absent when there were none, or the raster declares its nodata).
-ZERO_FILL_KEY = "SARSEG_INPUT_ZERO_FILL"
+#: Output metadata: the fill value of an input that declares no nodata value, taken as no data, and the sampled
+#: share of pixels that held it in every band ("value share"; absent when there was none, or nodata is declared).
+FILL_KEY = "SARSEG_INPUT_FILL"
 
 
 class _Probabilities:
@@ -105,7 +105,7 @@ def segment_raster(
     warn: LogFn | None = None,
     polygons: PolygonRequest | None = None,
     tile_rows: TileRows | None = None,
-    zero_fill: bool | None = None,
+    fill: float | bool | None = None,
 ) -> dict[str, Any]:
     """Segment ``src_path`` with ``model`` (a ``registry.LoadedModel``) into a uint8 class raster at ``dst_path``.
 
@@ -140,9 +140,10 @@ def segment_raster(
     ``tile_rows``: ``src_path`` is a strip of a taller raster (:func:`.tiling.strip_rows`), segmented with the
     tiles laid as in the whole raster, so its core rows equal the whole run's (no resampling then).
 
-    Pixels exactly 0 in every band the model reads, in a raster that declares no nodata value, are the fill
-    outside a swath: the raster is then read as if it declared 0 as nodata (:func:`.raster_io.declare_zero_fill`;
-    ``zero_fill`` True or False imposes the decision, as a strip takes the whole raster's).
+    Pixels holding the same 0 (or a dB value at most -90, such as -99) in every band the model reads, in a raster
+    that declares no nodata value, are the fill outside a swath: the raster is then read as if it declared that
+    value as nodata (:func:`.raster_io.declare_fill`; ``fill``, a value or False, imposes the decision, as a
+    strip takes the whole raster's).
     """
     started = time.perf_counter()
     meta: ModelMetadata = model.metadata
@@ -171,15 +172,15 @@ def segment_raster(
         samples = check_has_data(src, info, windows=windows)  # an all-nodata raster is refused before any output
         model_input = plan_model_input(meta, info, samples, input_scale)
         model_input.tell(log, warn)
-        # zero fill read through a copy that declares it, so that tiles, warps and checks all leave it out
-        fill = None
-        if zero_fill is None:
-            src, info, fill = raster_io.declare_zero_fill(src, info, model_input.bands, windows)
-        elif zero_fill and any(info.nodata[b - 1] is None for b in model_input.bands):
-            src = raster_io.with_nodata(src, 0.0)
+        # an undeclared fill read through a copy that declares it, so that tiles, warps and checks all leave it out
+        found = None
+        if fill is None:
+            src, info, found = raster_io.declare_fill(src, info, model_input.bands, windows)
+        elif fill is not False and any(info.nodata[b - 1] is None for b in model_input.bands):
+            src = raster_io.with_nodata(src, float(fill))
             info = dataclasses.replace(raster_io.read_info(src), path=info.path)
-        if fill is not None and log:
-            log(raster_io.zero_fill_note(fill))
+        if found is not None and log:
+            log(raster_io.fill_note(found))
         sizes = [np.uint8, np.float32, np.float32]
         bands = [1, len(meta.class_names), 1]
         check_destinations(
@@ -200,8 +201,8 @@ def segment_raster(
         windows = samples = measured = None
         checked.tell(log, warn)
         metadata = {**model_input.metadata(), **checked.metadata()}
-        if fill is not None:
-            metadata[ZERO_FILL_KEY] = f"{fill:.4f}"
+        if found is not None:
+            metadata[FILL_KEY] = f"{found[0]:g} {found[1]:.4f}"
         with OutputSet() as run_outputs:
             run = _Run(model, model_input, (dst_path, probabilities_path, confidence_path), batch_size, confidence,
                        metadata, started, progress, is_canceled, log, run_outputs, tile_rows)  # fmt: skip

@@ -294,47 +294,59 @@ def read_spread_windows(
     return out
 
 
-def undeclared_zero_fill(
-    windows: Sequence[np.ndarray], bands: Sequence[int], nodata: Sequence[float | None]
-) -> float | None:
-    """The share of sampled pixels (:func:`read_spread_windows`, every band) that are exactly 0 in every one of
-    ``bands`` (1-based) when none of them declares a nodata value, else None (nodata declared, or no such pixel).
+#: A value every band shares at a pixel, at or below this (dB), is a fill: no backscatter is that dark (noise floors
+#: are about -30 dB, the plugin's dB floor -50); tools write -99, -100 or -9999 where there is no data.
+FILL_DB_MAX = -90.0
 
-    Products fill the area outside a swath with 0, often without declaring it: 0 in every band at once is not
-    backscatter (linear power or dB), so it is that fill."""
+
+def undeclared_fill(
+    windows: Sequence[np.ndarray], bands: Sequence[int], nodata: Sequence[float | None]
+) -> tuple[float, float] | None:
+    """(value, share of the sampled pixels) of the fill of a raster that declares no nodata value for any of
+    ``bands`` (1-based), else None (nodata declared, or no fill found). ``windows``: :func:`read_spread_windows`.
+
+    Products fill the area outside a swath with 0, or, in dB, with a value such as -99 or -9999, often without
+    declaring it. A pixel where every band holds the same value, and that value is 0 or at most
+    :data:`FILL_DB_MAX`, is not backscatter (linear power or dB): the most frequent such value is the fill."""
     if any(nodata[b - 1] is not None for b in bands):
         return None
-    total = zeros = 0
+    finite, values = 0, []
     for data in windows:
         picked = data[[b - 1 for b in bands]]
-        zeros += int((picked == 0).all(axis=0).sum())
-        total += int(np.isfinite(picked).all(axis=0).sum())
-    return zeros / total if zeros and total else None
+        finite += int(np.isfinite(picked).all(axis=0).sum())
+        same = (picked == picked[:1]).all(axis=0) & ((picked[0] == 0) | (picked[0] <= FILL_DB_MAX))
+        values.append(picked[0][same])
+    found = np.concatenate(values) if values else np.empty(0)
+    if not found.size or not finite:
+        return None
+    candidates, counts = np.unique(found, return_counts=True)
+    k = int(np.argmax(counts))
+    return float(candidates[k]), int(counts[k]) / finite
 
 
-def declare_zero_fill(
+def declare_fill(
     ds: gdal.Dataset, info: RasterInfo, bands: Sequence[int], windows: Sequence[np.ndarray] | None = None
-) -> tuple[gdal.Dataset, RasterInfo, float | None]:
-    """``ds``, its info and None as they are, or, where :func:`undeclared_zero_fill` finds fill in ``bands``, a
-    copy that declares 0 as every band's nodata (:func:`with_nodata`; then 0 in any band is no data, as in
-    products that declare it), its info and the fill's share (said by
-    :func:`zero_fill_note`). ``windows``: the raster's :func:`read_spread_windows`, when already read (their fill
-    pixels are set to NaN in place)."""
+) -> tuple[gdal.Dataset, RasterInfo, tuple[float, float] | None]:
+    """``ds``, its info and None as they are, or, where :func:`undeclared_fill` finds a fill in ``bands``, a copy
+    that declares its value as every band's nodata (:func:`with_nodata`; then that value in any band is no data,
+    as in products that declare it), its info and (value, share) (said by :func:`fill_note`). ``windows``: the
+    raster's :func:`read_spread_windows`, when already read (their fill pixels are set to NaN in place)."""
     windows = read_spread_windows(ds) if windows is None else windows
-    fill = undeclared_zero_fill(windows, bands, info.nodata)
+    fill = undeclared_fill(windows, bands, info.nodata)
     if fill is None:
         return ds, info, None
     for data in windows:
-        data[:, (data[[b - 1 for b in bands]] == 0).all(axis=0)] = np.nan
-    vrt = with_nodata(ds, 0.0)
+        data[data == fill[0]] = np.nan
+    vrt = with_nodata(ds, fill[0])
     return vrt, replace(read_info(vrt), path=info.path), fill
 
 
-def zero_fill_note(fill: float) -> str:
-    """The log line of :func:`declare_zero_fill`."""
+def fill_note(fill: tuple[float, float]) -> str:
+    """The log line of :func:`declare_fill`."""
+    value, share = fill
     return (
-        f"{fill:.1%} of the sampled pixels are exactly 0 in every band read and the raster declares no nodata "
-        "value: 0 is taken as no data (the fill outside a swath), not as backscatter"
+        f"{share:.1%} of the sampled pixels hold {value:g} in every band read and the raster declares no nodata "
+        "value: that is the fill outside a swath, taken as no data, not as backscatter"
     )
 
 

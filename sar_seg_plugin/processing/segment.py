@@ -62,8 +62,8 @@ class SegmentAlgorithm(SarSegAlgorithm):
         "unless the one in VV's place is clearly the darker: VH always is, so the two are swapped, with a warning. "
         "Bands in linear power are converted to dB (floor -50 dB) when the model wants dB, and the other way. A "
         "missing polarisation, HH/HV for a VV/VH model, or a wrong band count is refused with the expected bands "
-        "in the message. Pixels at 0 in every band, with no nodata value declared, are taken as the fill outside "
-        "a swath (no data).\n"
+        "in the message. Pixels holding the same 0 (or a dB value of -90 or less, such as -99) in every band, with "
+        "no nodata value declared, are taken as the fill outside a swath (no data).\n"
         + INPUT_SCALE_HELP
         + "<b>Bundled model</b>: a model shipped with the plugin: a U-Net trained on domain-randomised synthetic "
         "Sentinel-1-like VV/VH scenes (10-40 m pixels, 1-30 looks, speckle-filtered or not). "

@@ -175,31 +175,32 @@ def test_amplitude_without_units_is_refused_and_squared_it_segments_as_power(
     assert (classes[valid] == reference_classes[valid]).mean() > 0.999  # float32 rounding of the square root
 
 
-@pytest.mark.parametrize("as_db", [False, True])
-def test_a_swath_filled_with_undeclared_zeros_is_left_out_not_called_water(sarseg, scene, tmp_path, as_db):
-    """Was: the zero fill outside the swath (no nodata declared) segmented as water in linear power, built-up in
-    dB. Now it is no data, and the rest of the map is that of the raster with 0 declared as nodata."""
+@pytest.mark.parametrize(("as_db", "fill"), [(False, 0.0), (True, 0.0), (True, -99.0)])
+def test_a_swath_filled_with_an_undeclared_value_is_left_out_not_called_water(sarseg, scene, tmp_path, as_db, fill):
+    """Was: the fill outside the swath (no nodata declared) segmented as water (0 in linear power, -99 dB) or
+    built-up (0 dB). Now it is no data, and the rest of the map is that of the raster with the fill declared."""
     data = db_of(scene["linear"]) if as_db else scene["linear"].copy()
+    data[:, (scene["linear"] == 0).all(axis=0)] = fill  # the scene's own no-data corner, filled the same way
     edge = np.zeros(data.shape[1:], bool)
     edge[:, : data.shape[2] // 4] = True  # a quarter of the columns: the area outside the swath
-    data[:, edge] = 0.0
-    data[1, 60:70, 100:110] = 0.0  # VH alone at 0: no data too once 0 is the fill, as where it is declared
+    data[:, edge] = fill
+    data[1, 60:70, 100:110] = fill  # VH alone at the fill value: no data too, as where it is declared
     grid = {k: v for k, v in scene["grid"].items() if k != "nodata"}
     units_ = ["dB", "dB"] if as_db else ["linear", "linear"]
     undeclared = write_raster(tmp_path / "undeclared.tif", data, descriptions=["VV", "VH"], units=units_, **grid)
-    declared = write_raster(tmp_path / "declared.tif", data, descriptions=["VV", "VH"], units=units_, nodata=0.0,
+    declared = write_raster(tmp_path / "declared.tif", data, descriptions=["VV", "VH"], units=units_, nodata=fill,
                             **grid)  # fmt: skip
     result, log = run_logged(sarseg, "sarseg:segment", {"INPUT": undeclared, "OUTPUT": str(tmp_path / "u.tif")})
     expected = sarseg.run("sarseg:segment", {"INPUT": declared, "OUTPUT": str(tmp_path / "d.tif")})
     classes = read_raster(result["OUTPUT"])[0]
     assert (classes[edge] == 255).all() and (classes[60:70, 100:110] == 255).all()
     np.testing.assert_array_equal(classes, read_raster(expected["OUTPUT"])[0])
-    assert "exactly 0 in every band read and the raster declares no nodata value" in log
+    assert f"hold {fill:g} in every band read and the raster declares no nodata value" in log
     ds = gdal.Open(result["OUTPUT"])
-    share = float(ds.GetMetadataItem("SARSEG_INPUT_ZERO_FILL"))
+    value, share = (float(x) for x in ds.GetMetadataItem("SARSEG_INPUT_FILL").split())
     ds = None
-    zero = (data == 0).all(axis=0)  # the edge and the scene's own no-data corner (0 in the sample scene)
-    assert zero.mean() > edge.mean() and share == pytest.approx(zero.mean(), abs=1e-4)  # the sample: the raster
+    filled = (data == fill).all(axis=0)  # the edge and the no-data corner
+    assert value == fill and filled.mean() > edge.mean() and share == pytest.approx(filled.mean(), abs=1e-4)
     assert read_raster(undeclared).tobytes() == data.astype(np.float32).tobytes()  # the input is not modified
 
 

@@ -305,9 +305,9 @@ def test_sentinel1_products_on_the_cluster_and_a_corrupt_one_reported(client, tm
     assert np.array_equal(read_raster(tmp_path / "one.tif"), read_raster(done.output), equal_nan=True)
 
 
-def test_a_split_raster_with_undeclared_zero_fill_takes_the_whole_runs_decision(sample_dir, client, model, tmp_path):
+def test_a_split_raster_with_an_undeclared_fill_takes_the_whole_runs_decision(sample_dir, client, model, tmp_path):
     """Zero fill (no nodata declared) at the top and in the bottom strip: every strip reads the raster as the whole
-    run decided from its sample of the whole raster (SplitPlan.zero_fill), not as its own sample would."""
+    run decided from its sample of the whole raster (SplitPlan.fill), not as its own sample would."""
     tall = gdal.Open(_tall_raster(sample_dir, tmp_path / "declared.tif")).ReadAsArray()
     tall[:, 900:, :120] = 0.0  # the swath's edge, in the last strip (and the top margin of 5 rows at 0)
     src = write_raster(tmp_path / "tall.tif", tall, descriptions=["VV", "VH"], units=["linear", "linear"])
@@ -316,7 +316,7 @@ def test_a_split_raster_with_undeclared_zero_fill_takes_the_whole_runs_decision(
     (task,) = batch.plan_tasks("segment", [{"input": src}], str(tmp_path / "out"),
                                batch.parse_options("segment", ["threads=1"]))  # fmt: skip
     plan = batch.plan_split(task, 3)
-    assert plan.zero_fill and any("exactly 0 in every band read" in line for line in lines)
+    assert plan.fill == 0.0 and any("hold 0 in every band read" in line for line in lines)
     (record,) = batch.run_batch([task], client, split=3)
     assert record.status == batch.DONE, record
     whole = gdal.Open(str(tmp_path / "whole.tif")).ReadAsArray()

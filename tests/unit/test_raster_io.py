@@ -419,13 +419,22 @@ def test_spread_windows_read_whole_hold_the_sample_windows_values(tmp_path, widt
     ds = None
 
 
-def test_undeclared_zero_fill_counts_pixels_zero_in_every_band_read():
+def test_undeclared_fill_is_the_value_every_band_shares_where_no_backscatter_can_be():
     a = np.full((3, 10, 10), 0.05)
     a[:, :, :3] = 0.0  # 30 % fill in every band
     a[1, 5, 5] = 0.0  # one band alone at 0: backscatter clipped by noise removal, not fill
     a[:, 9, 9] = np.nan  # no data already
     windows = [a, a[:, :5].copy()]
     zero, finite = 30 + 15, 99 + 50  # counted here by hand
-    assert raster_io.undeclared_zero_fill(windows, [1, 2], [None, None, None]) == pytest.approx(zero / finite)
-    assert raster_io.undeclared_zero_fill(windows, [1, 2], [None, 0.0, None]) is None  # declared: its own rule
-    assert raster_io.undeclared_zero_fill([np.full((2, 4, 4), 0.1)], [1, 2], [None, None]) is None
+    value, share = raster_io.undeclared_fill(windows, [1, 2], [None, None, None])
+    assert value == 0.0 and share == pytest.approx(zero / finite)
+    assert raster_io.undeclared_fill(windows, [1, 2], [None, 0.0, None]) is None  # declared: its own rule
+    assert raster_io.undeclared_fill([np.full((2, 4, 4), 0.1)], [1, 2], [None, None]) is None
+    # in dB: -99 in both bands is fill; -50 (a dB floor) in both bands and -99 in one band only are not
+    db = np.full((2, 10, 10), -12.0)
+    db[:, :2] = -99.0
+    db[:, 2:4] = -50.0
+    db[0, 4:7] = -99.0
+    value, share = raster_io.undeclared_fill([db], [1, 2], [None, None])
+    assert value == -99.0 and share == pytest.approx(0.2)
+    assert raster_io.undeclared_fill([db[:, 2:]], [1, 2], [None, None]) is None
