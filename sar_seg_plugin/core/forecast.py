@@ -264,7 +264,9 @@ class _InputDecoder:
         self.lut: np.ndarray | None = None  # class values recoded by name (see evaluation.recode_by_names)
         self.model_input: ModelInput | None = None
         self.notes: list[str] = []
-        samples = check_has_data(ds, info)
+        # backscatter: the windows read once, for the unit rule and the fill
+        windows = None if input_kind == "classes" else raster_io.read_spread_windows(ds)
+        samples = check_has_data(ds, info, windows=windows)
         if input_kind == "classes":
             if info.band_count == 1 and np.issubdtype(info.dtype, np.integer):
                 self.mode = "class map"
@@ -307,7 +309,7 @@ class _InputDecoder:
             self.bands = self.model_input.bands
             self.nodata = [self.nodata[b - 1] for b in self.bands]
             self.notes = [f"'{name}': {n}" for n in self.model_input.notes + self.model_input.warnings]
-            fill = raster_io.undeclared_fill(raster_io.read_spread_windows(ds), self.bands, info.nodata)
+            fill = raster_io.undeclared_fill(windows, self.bands, info.nodata)
             if fill is not None:  # the swath's fill, read as no data (as segment does)
                 self.nodata = [fill[0]] * len(self.bands)
                 self.notes.append(f"'{name}': {raster_io.fill_note(fill)}")

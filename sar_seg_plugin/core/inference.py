@@ -177,8 +177,7 @@ def segment_raster(
         if fill is None:
             src, info, found = raster_io.declare_fill(src, info, model_input.bands, windows)
         elif fill is not False and any(info.nodata[b - 1] is None for b in model_input.bands):
-            src = raster_io.with_nodata(src, float(fill))
-            info = dataclasses.replace(raster_io.read_info(src), path=info.path)
+            src, info = raster_io.with_nodata(src, info, float(fill))
         if found is not None and log:
             log(raster_io.fill_note(found))
         sizes = [np.uint8, np.float32, np.float32]

@@ -337,8 +337,7 @@ def declare_fill(
         return ds, info, None
     for data in windows:
         data[data == fill[0]] = np.nan
-    vrt = with_nodata(ds, fill[0])
-    return vrt, replace(read_info(vrt), path=info.path), fill
+    return (*with_nodata(ds, info, fill[0]), fill)
 
 
 def fill_note(fill: tuple[float, float]) -> str:
@@ -350,12 +349,13 @@ def fill_note(fill: tuple[float, float]) -> str:
     )
 
 
-def with_nodata(ds: gdal.Dataset, value: float) -> gdal.Dataset:
-    """A virtual copy (VRT, in memory) of ``ds`` whose bands declare ``value`` as nodata; the file is untouched."""
+def with_nodata(ds: gdal.Dataset, info: RasterInfo, value: float) -> tuple[gdal.Dataset, RasterInfo]:
+    """A virtual copy (VRT, in memory) of ``ds`` whose bands declare ``value`` as nodata, and its info (under the
+    input's path, for messages); the file is untouched."""
     vrt = gdal.Translate("", ds, format="VRT", noData=value)
     if vrt is None:
-        raise SarSegError(f"could not declare nodata on '{ds.GetDescription()}': {gdal.GetLastErrorMsg()}")
-    return vrt
+        raise SarSegError(f"could not declare nodata on '{info.path}': {gdal.GetLastErrorMsg()}")
+    return vrt, replace(read_info(vrt), path=info.path)
 
 
 def _creation_options(dtype: np.dtype, band_count: int, compress: str) -> list[str]:

@@ -351,19 +351,30 @@ def amplitude_suspicion(
 ) -> str | None:
     """Why a co- and cross-polarised pair (value samples, each with the scale it is read in) looks like amplitude
     rather than power, or None when it does not (see :data:`AMPLITUDE_CROSS_MEDIAN_DB`)."""
+    found = _amplitude_medians(co, cross, co_scale, cross_scale)
+    return None if found is None else _amplitude_message(*found, co_scale, names)
+
+
+def _amplitude_medians(
+    co: np.ndarray, cross: np.ndarray, co_scale: str, cross_scale: str
+) -> tuple[float, float] | None:
+    """The pair's medians (dB) when they look like amplitude (:data:`AMPLITUDE_CROSS_MEDIAN_DB`), else None."""
     m_co, m_cross = _median_db(co, co_scale), _median_db(cross, cross_scale)
     if m_co is None or m_cross is None:
         return None
-    gap = m_co - m_cross
     low, high = AMPLITUDE_CROSS_MEDIAN_DB
-    if not (low < m_cross < high and AMPLITUDE_GAP_DB[0] < gap < AMPLITUDE_GAP_DB[1]):
+    if not (low < m_cross < high and AMPLITUDE_GAP_DB[0] < m_co - m_cross < AMPLITUDE_GAP_DB[1]):
         return None
+    return m_co, m_cross
+
+
+def _amplitude_message(m_co: float, m_cross: float, co_scale: str, names: tuple[str, str]) -> str:
     return (
         f"{names[0]} and {names[1]} look like amplitude (the square root of power), not power: read as "
-        f"{scale_label(co_scale)}, their medians are {m_co:.1f} and {m_cross:.1f} dB, {gap:.1f} dB apart, where "
-        f"calibrated backscatter power has its {names[1]} median below about {low:g} dB and "
-        f"{names[0]} 5-10 dB above it; amplitude read as power halves both (squared, these would be "
-        f"{2 * m_co:.1f} and {2 * m_cross:.1f} dB)"
+        f"{scale_label(co_scale)}, their medians are {m_co:.1f} and {m_cross:.1f} dB, {m_co - m_cross:.1f} dB "
+        f"apart, where calibrated backscatter power has its {names[1]} median below about "
+        f"{AMPLITUDE_CROSS_MEDIAN_DB[0]:g} dB and {names[0]} 5-10 dB above it; amplitude read as power halves both "
+        f"(squared, these would be {2 * m_co:.1f} and {2 * m_cross:.1f} dB)"
     )
 
 
@@ -380,9 +391,10 @@ def check_amplitude(
     for co, cross in POLARISATION_PAIRS:
         if co in pols and cross in pols:
             i, j = pols.index(co), pols.index(cross)
-            why = amplitude_suspicion(samples[i], samples[j], scales[i].scale, scales[j].scale, (co, cross))
-            if why is None:
+            found = _amplitude_medians(samples[i], samples[j], scales[i].scale, scales[j].scale)
+            if found is None:
                 return None
+            why = _amplitude_message(*found, scales[i].scale, (co, cross))
             stated = scales[i].source != "values" or scales[j].source != "values"
             if scales[i].scale == DB and scales[j].scale == DB:
                 fix = (
@@ -394,8 +406,7 @@ def check_amplitude(
                     "Square the bands to intensity (linear power), e.g. gdal_calc.py -A input.tif --allBands=A "
                     '--calc="A*A" --type=Float32 --outfile=power.tif (or the Raster Calculator, band by band)'
                 )
-            gap = _median_db(samples[i], scales[i].scale) - _median_db(samples[j], scales[j].scale)
-            if stated or gap >= AMPLITUDE_REFUSE_GAP_DB:  # not beyond doubt: said, not refused
+            if stated or found[0] - found[1] >= AMPLITUDE_REFUSE_GAP_DB:  # not beyond doubt: said, not refused
                 return f"{why}. They are read as stated, but check them: {fix}.", False, i
             return f"{why}. {fix}; or set 'Input units' if they really are power (or dB of power).", True, i
     return None
