@@ -26,7 +26,8 @@ thresholds and classes are on the mean of the two dB values (the geometric mean 
 in both, a flood darkens both, and the speckle of the two bands is independent, so the mean halves the variance of
 the change and of the level. On pairs of the evaluation-only flood generator whose flood is shallow (-15 dB VV,
 grass through the water, 2-3 dB below the fields) this is what tells the flood from the fields. Otherwise (or with
-``polarisations="co-pol"``) the first band named VV, else HH, else band 1 is used alone.
+``polarisations="co-pol"``) the first band named VV, else HH, else band 1 is used alone (of unnamed bands, band
+2 when band 1 is clearly the darker: cross-polarised backscatter first, as some exports write it).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from .raster_io import (
 from .resampling import ground_pixel_size_m
 from .speckle import local_moments
 from .timeseries import Grid, aligned, release
-from .units import AUTO, polarisation_of
+from .units import AUTO, BandMatch, check_band_order, polarisation_of
 
 DRY, FLOODED, PERMANENT_WATER = 0, 1, 2
 NODATA = 255
@@ -320,13 +321,24 @@ def classify(
 # --- rasters ------------------------------------------------------------------------------------------------------
 
 
-def pol_bands(ds: gdal.Dataset) -> tuple[int, int | None]:
+def pol_bands(ds: gdal.Dataset, warn: LogFn | None = None) -> tuple[int, int | None]:
     """The co-polarised band (the first named VV, else HH, else 1) and its cross-polarised partner (VH with VV, HV
-    with HH; None when there is none or the bands are not named)."""
-    names = [polarisation_of(ds.GetRasterBand(b).GetDescription()) for b in range(1, ds.RasterCount + 1)]
+    with HH; None when there is none or the bands are not named). Of two or more bands named as no polarisation,
+    band 1 is taken unless band 2 is clearly the brighter (cross-polarised backscatter is 5-10 dB darker, and
+    exports often put VH first; :func:`.units.check_band_order`): then band 2, said in ``warn``."""
+    descriptions = [ds.GetRasterBand(b).GetDescription() for b in range(1, ds.RasterCount + 1)]
+    names = [polarisation_of(d) for d in descriptions]
     for co, cross in (("VV", "VH"), ("HH", "HV")):
         if co in names:
             return names.index(co) + 1, (names.index(cross) + 1 if cross in names else None)
+    if ds.RasterCount >= 2 and not any(names):
+        from .preprocess import check_has_data
+
+        samples = check_has_data(ds, read_info(ds))
+        match, note = check_band_order(("VV", "VH"), descriptions, BandMatch((1, 2), ""), samples)
+        if note and warn:
+            warn(f"{Path(ds.GetDescription()).name}: {note}")
+        return match.bands[0], None
     return 1, None
 
 
@@ -444,7 +456,7 @@ def flood_map(
             sources.append(pre_ds)
             if pre_ds.GetDescription().startswith("/vsimem/"):
                 say(f"'{Path(pre).name}' was resampled (bilinear) to the grid of '{Path(post).name}'.")
-        post_bands, pre_bands, index = _choose_bands(post_ds, pre_ds, polarisations, say)
+        post_bands, pre_bands, index = _choose_bands(post_ds, pre_ds, polarisations, say, caution)
         post_scales = _band_scales(post, post_ds, post_bands, input_scale, log, warn)
         pre_scales = _band_scales(pre, pre_ds, pre_bands, input_scale, log, warn) if pre_ds else []
         opinion_ds = None
@@ -598,15 +610,15 @@ def flood_map(
 
 
 def _choose_bands(
-    post: gdal.Dataset, pre: gdal.Dataset | None, polarisations: str, say: LogFn
+    post: gdal.Dataset, pre: gdal.Dataset | None, polarisations: str, say: LogFn, warn: LogFn
 ) -> tuple[list[int], list[int], Index]:
     """The bands of each image to threshold, and what they make (:class:`Index`), said in the log."""
 
     def name(ds: gdal.Dataset, band: int) -> str:
         return ds.GetRasterBand(band).GetDescription() or "unnamed"
 
-    post_co, post_cross = pol_bands(post)
-    pre_co, pre_cross = pol_bands(pre) if pre is not None else (None, None)
+    post_co, post_cross = pol_bands(post, warn)
+    pre_co, pre_cross = pol_bands(pre, warn) if pre is not None else (None, None)
     both = post_cross is not None and (pre is None or pre_cross is not None)
     if polarisations == "auto" and both:
         say(

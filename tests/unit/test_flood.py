@@ -179,6 +179,33 @@ def test_the_dual_polarised_level_is_the_mean_of_the_db_values(tmp_path):
     assert flood.pol_bands(ds) == (1, 2)
 
 
+def test_unnamed_bands_with_the_cross_polarised_first_use_the_brighter_as_co_pol(tmp_path):
+    """Seed 6 written as an export often writes it: VH, VV, no band names. Band 2 (7 dB brighter) is taken as the
+    co-polarised band, said in a warning, and the map is the one of the named VV band alone."""
+    pair = flood_sar_pair(6, 256, 4.4)
+    named = write_flood_pair(pair, str(tmp_path / "named"))
+    unnamed = {}
+    for when, data in (("pre", pair.pre), ("post", pair.post)):
+        unnamed[when] = write_raster(tmp_path / f"{when}_vh_vv.tif", data[::-1].astype(np.float32), nodata=0.0,
+                                     origin=(500000.0, 5000000.0), units=["linear", "linear"])  # fmt: skip
+    warnings: list[str] = []
+    flood.flood_map(unnamed["post"], str(tmp_path / "unnamed.tif"), pre=unnamed["pre"], warn=warnings.append)
+    flood.flood_map(named["post"], str(tmp_path / "vv.tif"), pre=named["pre"], polarisations="co-pol")
+    got, vv = (gdal.Open(str(tmp_path / n)).ReadAsArray() for n in ("unnamed.tif", "vv.tif"))
+    assert np.array_equal(got, vv)
+    assert sum("band 2 is taken as VV and band 1 as VH" in w for w in warnings) == 2, warnings
+    assert flood.pol_bands(gdal.Open(unnamed["post"])) == (2, None)
+    # Band 1 (VH) as the co-polarised band, as before, gives another map: the choice matters.
+    wrong = {}
+    for when, data in (("pre", pair.pre), ("post", pair.post)):
+        wrong[when] = write_raster(tmp_path / f"{when}_named_wrong.tif", data[::-1].astype(np.float32), nodata=0.0,
+                                   origin=(500000.0, 5000000.0), descriptions=["VV", "VH"],
+                                   units=["linear", "linear"])  # fmt: skip
+    flood.flood_map(wrong["post"], str(tmp_path / "vh.tif"), pre=wrong["pre"], polarisations="co-pol")
+    vh = gdal.Open(str(tmp_path / "vh.tif")).ReadAsArray()
+    assert (vh != vv).mean() > 0.01
+
+
 def test_a_flood_the_bands_cannot_tell_is_not_invented(tmp_path):
     """Seed 11: flood 2.2 dB (VV) and 1.1 dB (VH) below the fields, as bright as the darkest fields: under-mapped,
     and almost no dry land called flooded."""
