@@ -330,7 +330,7 @@ def plan_split(task: Task, parts: int) -> SplitPlan | None:
     """Strips for segmenting ``task``'s raster on ``parts`` workers, or None when it cannot be split exactly: the
     raster must be segmented on its own grid (no resampling) with one scale for all its bands."""
     from . import raster_io
-    from .inference import input_enl
+    from .inference import input_plan_inputs
     from .preprocess import check_has_data
     from .resampling import resampling_plan
     from .tiling import strip_rows
@@ -344,7 +344,7 @@ def plan_split(task: Task, parts: int) -> SplitPlan | None:
     model_input = plan_model_input(meta, info, check_has_data(src, info, windows=windows))
     src, info, fill = raster_io.declare_fill(src, info, model_input.bands, windows)  # as the whole run does
     scales = {s.scale for s in model_input.scales}
-    resample, _ = resampling_plan(src, meta, input_enl(src, meta, model_input, windows))
+    resample, _ = resampling_plan(src, meta, *input_plan_inputs(src, meta, model_input, windows))
     height, src = info.height, None
     if resample is not None or len(scales) != 1:
         return None

@@ -191,7 +191,7 @@ def segment_raster(
         # the input's ENL, percentiles and pixel size, for the resampling plan (single-look input) and the check
         measured = None if meta.input_domain is None else _measure_native(src, meta, model_input, windows)
         if resample:
-            plan, reason = resampling_plan(src, meta, None if measured is None else measured[0].enl)
+            plan, reason = resampling_plan(src, meta, *plan_inputs(None if measured is None else measured[0]))
             if log:
                 log(reason)
         elif log:
@@ -407,12 +407,21 @@ def _measure_native(
     return domain.measure_domain(sample, names, scales, native), (sample, names, scales, native)
 
 
-def input_enl(src: Any, meta: ModelMetadata, model_input: ModelInput, windows: Sequence[np.ndarray]) -> float | None:
-    """The ENL of the first backscatter band the model reads, measured on ``windows`` (the sample
-    :func:`raster_io.read_spread_windows` read of every band); None when the model reads no backscatter band or
-    the sample is too small. What the resampling plan needs to tell single-look input (:func:`resampling_plan`)."""
+def plan_inputs(stats: domain.DomainStats | None) -> tuple[float | None, int | None]:
+    """What the resampling plan needs of the input's native measurement: its ENL (single-look input) and the
+    size of the blocks its values repeat in (nearest-neighbour upsampling); None for what is unknown."""
+    if stats is None:
+        return None, None
+    return stats.enl, None if stats.ties is None else stats.ties.block
+
+
+def input_plan_inputs(
+    src: Any, meta: ModelMetadata, model_input: ModelInput, windows: Sequence[np.ndarray]
+) -> tuple[float | None, int | None]:
+    """:func:`plan_inputs` measured on ``windows`` (the sample :func:`raster_io.read_spread_windows` read of every
+    band): what the resampling plan needs (:func:`resampling_plan`)."""
     measured = _measure_native(src, meta, model_input, windows)
-    return None if measured is None else measured[0].enl
+    return plan_inputs(None if measured is None else measured[0])
 
 
 # --- Resampling to the model's pixel size ------------------------------------------------------------------------

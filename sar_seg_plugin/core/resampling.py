@@ -156,18 +156,22 @@ def _utm_wkt(ds: Any, srs: osr.SpatialReference) -> tuple[str, str]:
     return utm.ExportToWkt(), f"EPSG:{epsg} (UTM zone {zone}{'N' if lat >= 0 else 'S'})"
 
 
-def resampling_plan(ds: Any, meta: ModelMetadata, enl: float | None = None) -> tuple[ResamplePlan | None, str]:
+def resampling_plan(
+    ds: Any, meta: ModelMetadata, enl: float | None = None, block: int | None = None
+) -> tuple[ResamplePlan | None, str]:
     """Whether the raster must be warped to the model's pixel size, and a log line saying what and why.
 
     A model that records the range of pixel sizes it was trained on (its input-domain envelope) is given the
     raster as it is inside that range, averaged (multilooked in linear power) to the range's lower end when the
     raster is finer, bilinearly warped to its upper end when coarser (see :func:`_range_plan`); a single-look
     raster (``enl``, measured on the raster, under :data:`SINGLE_LOOK_ENL`) is averaged 2 x 2 where the range
-    allows. Other models get their ``pixel_size_m`` (bilinear) unless the raster is within 10 % of it.
+    allows, and one whose values repeat in ``block`` x ``block`` blocks (nearest-neighbour upsampling,
+    :func:`.domain.measure_ties`) is averaged back over them where the range allows. Other models get their
+    ``pixel_size_m`` (bilinear) unless the raster is within 10 % of it.
     """
     trained = domain.trained_pixel_sizes(meta.input_domain)
     if trained is not None:
-        return _range_plan(ds, trained, enl)
+        return _range_plan(ds, trained, enl, block)
     if meta.pixel_size_m is None:
         return None, "No resampling: the model does not state a pixel size"
     size = raster_pixel_size_m(ds)
@@ -207,7 +211,9 @@ def resampling_plan(ds: Any, meta: ModelMetadata, enl: float | None = None) -> t
     )
 
 
-def _range_plan(ds: Any, trained: tuple[float, float], enl: float | None = None) -> tuple[ResamplePlan | None, str]:
+def _range_plan(
+    ds: Any, trained: tuple[float, float], enl: float | None = None, block: int | None = None
+) -> tuple[ResamplePlan | None, str]:
     """The resampling of a model trained on pixel sizes ``trained`` (low, high metres).
 
     Inside the range (10 % tolerance at its ends), a projected raster is segmented on its own grid. Outside it,
@@ -216,7 +222,9 @@ def _range_plan(ds: Any, trained: tuple[float, float], enl: float | None = None)
     (detail is not restored; the input-domain check warns). A geographic raster is warped to the local UTM zone
     at its own pixel size clamped into the range, averaged when that is coarser than the raster. A single-look
     raster (``enl`` under :data:`SINGLE_LOOK_ENL`) inside the range whose doubled pixel size still is, is
-    averaged 2 x 2 (to twice its pixel size: about 4 looks).
+    averaged 2 x 2 (to twice its pixel size: about 4 looks). A raster inside the range whose values repeat in
+    ``block`` x ``block`` blocks (upsampled by nearest neighbour) is averaged over them, to the pixel size it was
+    made at, where that is inside the range.
     """
     size = raster_pixel_size_m(ds)
     if size is None:
@@ -232,9 +240,12 @@ def _range_plan(ds: Any, trained: tuple[float, float], enl: float | None = None)
     single_look = enl is not None and enl < SINGLE_LOOK_ENL
     # a geographic raster is warped anyway: what counts is its pixel size in metres, not each axis's
     at_least_lo = lo * (1.0 - tol) <= native if geographic else inside
-    multilook = single_look and at_least_lo and 2.0 * max(sx, sy) <= hi * (1.0 + tol)
+    blocks = bool(block) and inside and not geographic and block * max(sx, sy) <= hi * (1.0 + tol)
+    multilook = single_look and at_least_lo and 2.0 * max(sx, sy) <= hi * (1.0 + tol) and not blocks
     if multilook:
         target = 2.0 * native
+    if blocks:
+        target = block * native
     method = "average" if target > max(sx, sy) else "bilinear"
     how = "averaging in linear power (multilooking)" if method == "average" else "bilinear interpolation, linear power"
     back = "results are warped back to the raster's grid"
@@ -253,6 +264,19 @@ def _range_plan(ds: Any, trained: tuple[float, float], enl: float | None = None)
                 f"Resampling: the raster's CRS is geographic (degrees, about {described} pixels at its centre); "
                 f"warping to {target:.3g} m pixels in {label} ({fits} the model was trained on; {how}), {back}"
                 + (f". It{looks[2:]}, and the model reads single-look speckle worst. {keep}" if multilook else ""),
+                target,
+                method,
+            )
+        )
+    if blocks:
+        return _with_reason(
+            ResamplePlan(
+                srs.ExportToWkt(),
+                target / _metres_per_unit(ds, srs),
+                f"Resampling: the raster's values repeat in {block} x {block} blocks of its {described} pixels: it "
+                f"was resampled by nearest neighbour from {target:.3g} m pixels, and its pixel size is not its "
+                f"detail. Averaging the blocks back to {target:.3g} m pixels (inside the {trained_text} the model "
+                f"was trained on) for the model, {back}. {keep}",
                 target,
                 method,
             )

@@ -113,3 +113,44 @@ def test_single_look_input_is_averaged_first_and_then_inside(sarseg, inputs, tmp
     for md in metadata.values():
         assert md["SARSEG_INPUT_DOMAIN"] == "inside"
         assert 2.0 < float(md["SARSEG_INPUT_ENL"]) < 5.0  # about four single looks averaged
+
+
+@pytest.fixture(scope="module")
+def altered(sample_dir, tmp_path_factory):
+    """The sample scene through a 5 x 5 median filter, and averaged to 20 m then upsampled to 10 m by nearest
+    neighbour (as a reprojection with '-r near' onto a 10 m grid does)."""
+    from sar_seg_plugin.core.speckle import apply_filter
+
+    folder = tmp_path_factory.mktemp("altered_inputs")
+    median = str(folder / "median.tif")
+    gdal.Translate(median, str(sample_dir / SAR))
+    ds = gdal.Open(median, gdal.GA_Update)
+    for b in (1, 2):
+        band = ds.GetRasterBand(b)
+        data = band.ReadAsArray()
+        band.WriteArray(np.nan_to_num(apply_filter("median", data, data > 0, window=5)))
+    ds = band = None
+    coarse, nearest = str(folder / "coarse.tif"), str(folder / "nearest.tif")
+    gdal.Warp(coarse, str(sample_dir / SAR), xRes=20, yRes=20, resampleAlg="average")
+    gdal.Warp(nearest, coarse, xRes=10, yRes=10, resampleAlg="near")
+    return {"median": median, "coarse": coarse, "nearest": nearest}
+
+
+def test_median_filtered_input_is_warned_of(sarseg, altered, tmp_path, feedback):
+    metadata = segment(sarseg, feedback, altered["median"], tmp_path / "median")
+    warned = [w for w in domain_warnings(feedback) if "looks median-filtered" in w]
+    assert len(warned) == 1 and "Refined Lee (sarseg:speckle_filter)" in warned[0], domain_warnings(feedback)
+    share = float(warned[0].split("%", 1)[0])
+    assert 12 <= share <= 25  # a 5 x 5 median: about a sixth of neighbour pairs share a value
+    for md in metadata.values():
+        assert md["SARSEG_INPUT_DOMAIN"] == "outside" and warned[0] in md["SARSEG_DOMAIN_WARNINGS"]
+
+
+def test_nearest_upsampled_input_is_segmented_at_the_pixel_size_it_was_made_at(sarseg, altered, tmp_path, feedback):
+    segment(sarseg, feedback, altered["coarse"], tmp_path / "coarse")
+    metadata = segment(sarseg, feedback, altered["nearest"], tmp_path / "nearest")
+    assert any(line.startswith("Resampling: the raster's values repeat in 2 x 2 blocks") for line in feedback.lines)
+    assert metadata["OUTPUT"]["SARSEG_INPUT_DOMAIN"] == "inside"
+    got = gdal.Open(str(tmp_path / "nearest" / "classes.tif")).ReadAsArray()
+    expected = gdal.Open(str(tmp_path / "coarse" / "classes.tif")).ReadAsArray()
+    assert got.shape == (160, 160) and np.array_equal(got[::2, ::2], expected)

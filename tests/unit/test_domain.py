@@ -482,3 +482,133 @@ def test_model_without_envelope_is_not_checked(sample_dir, tmp_path):
     note = "the model records no input envelope"
     assert result["input_domain"] == {"status": "unchecked", "stats": None, "warnings": [], "note": note}
     assert metadata_of(classes)["SARSEG_INPUT_DOMAIN"] == "unchecked"
+
+
+# --- Median-filtered and nearest-neighbour upsampled input ---------------------------------------------------------
+
+
+def test_ties_are_the_share_of_equal_neighbour_pairs_counted_by_hand():
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 6, (9, 11)).astype(np.float32)  # few values: many ties
+    a[0, 0] = np.nan
+    a[4, 5] = 0.0  # exact zeros are not data
+    ok = np.ones(a.shape, bool)
+    ok[8, :] = False
+    same = pairs = 0
+    for r in range(9):
+        for c in range(11):
+            for r2, c2 in ((r, c + 1), (r + 1, c)):
+                if r2 < 9 and c2 < 11:
+                    x, y = a[r, c], a[r2, c2]
+                    if ok[r, c] and ok[r2, c2] and np.isfinite(x) and np.isfinite(y) and x != 0 and y != 0:
+                        pairs += 1
+                        same += int(x == y)
+    values = [v for v, k in zip(a.ravel(), ok.ravel()) if k and np.isfinite(v) and v != 0]
+    ties = domain.measure_ties([a], [ok], pixel_size_m=10.0)
+    assert ties.pairs == pairs and ties.share == pytest.approx(same / pairs)
+    assert ties.distinct == pytest.approx(len(set(values)) / len(values))
+    assert ties.pixel_size_m == 10.0
+    assert domain.measure_ties([np.full((5, 5), np.nan)]) is None
+
+
+def _quantised(scene: np.ndarray, how: str) -> np.ndarray:
+    if how == "uint16 amplitude":  # a product's DN, calibrated with one constant
+        return (np.round(np.sqrt(scene) * 300.0) / 300.0) ** 2
+    if how == "0.5 dB steps":
+        return np.round(10 * np.log10(scene) / 0.5) * 0.5
+    return scene.astype(np.float16).astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_median_filter_is_told_from_other_filters_and_from_quantised_values(seed):
+    scene = parcel_scene(4.4, size=256, seed=seed).astype(np.float32)
+    ok = np.ones(scene.shape, bool)
+    for window in (3, 5, 7, 9):
+        ties = domain.measure_ties([speckle.apply_filter("median", scene, ok, window=window)])
+        assert ties.median_filtered and ties.block is None, (window, ties)
+    for name in ("lee", "refined_lee", "lee_sigma", "frost", "gamma_map", "kuan", "boxcar"):
+        assert not domain.measure_ties([speckle.apply_filter(name, scene, ok, window=7, looks=4.4)]).median_filtered
+    assert domain.measure_ties([scene]).share == 0.0
+    for how in ("uint16 amplitude", "0.5 dB steps", "float16"):
+        ties = domain.measure_ties([_quantised(scene, how)])
+        assert ties.share > 0 and not ties.median_filtered, (how, ties)
+
+
+@pytest.mark.parametrize(("k", "phase"), [(2, 0), (2, 1), (3, 0), (3, 2), (4, 3)])
+def test_values_repeated_in_blocks_are_found_at_any_phase(k, phase):
+    coarse = parcel_scene(4.4, size=64, seed=k).astype(np.float32)
+    upsampled = np.kron(coarse, np.ones((k, k), np.float32))[phase : phase + 150, phase : phase + 170]
+    ties = domain.measure_ties([upsampled, upsampled[:90, :80]], pixel_size_m=10.0)
+    assert ties.block == k and not ties.median_filtered
+    assert domain.measure_ties([np.full((40, 40), 0.05, np.float32)]).block is None  # a constant is no block
+    assert domain.measure_ties([coarse]).block is None
+
+
+def test_median_and_block_messages_say_what_was_measured_and_what_to_do():
+    median = DomainStats(4.4, {"VV": (-20.0, -11.0, -3.0)}, 10.0, domain.Ties(0.17, 0.35, 1000))
+    (message,) = check_domain(median, {})
+    assert message.startswith("17% of neighbouring VV pixels hold the very same value, among 35% distinct values")
+    assert "median-filtered" in message and "Refined Lee (sarseg:speckle_filter)" in message
+    blocks = replace(median, pixel_size_m=20.0, ties=domain.Ties(0.5, 0.25, 1000, 2, 10.0))
+    (message,) = check_domain(blocks, {})
+    assert message.startswith("The VV values repeat in 2x2 blocks") and "(20 m, not 10 m)" in message
+    assert "gdalwarp -r average" in message
+    assert check_domain(replace(median, ties=domain.Ties(0.05, 0.35, 1000)), {}) == []
+    assert check_domain(replace(median, ties=None), {}) == []
+
+
+def median_copy(src: str, dst: Path, window: int) -> str:
+    """``src`` with every band through the plugin's median filter (nodata 0 kept)."""
+    gdal.Translate(str(dst), src)
+    ds = gdal.Open(str(dst), gdal.GA_Update)
+    for b in range(ds.RasterCount):
+        band = ds.GetRasterBand(b + 1)
+        data = band.ReadAsArray()
+        band.WriteArray(np.nan_to_num(speckle.apply_filter("median", data, data > 0, window=window)))
+    ds = band = None
+    return str(dst)
+
+
+def test_median_filtered_input_warns_and_is_still_segmented(envelope_model, sample_dir, tmp_path):
+    filtered = median_copy(str(sample_dir / "sar_20260301.tif"), tmp_path / "median.tif", 5)
+    result, _, warns, classes, _ = run(envelope_model, filtered, tmp_path)
+    median = [w for w in warns if "median-filtered" in w]
+    assert len(median) == 1, warns
+    ties = result["input_domain"]["stats"]["ties"]
+    assert ties["share"] > domain.MEDIAN_TIE_SHARE and ties["block"] is None
+    assert median[0].startswith(f"{ties['share']:.0%} of neighbouring VV pixels")
+    assert metadata_of(classes)["SARSEG_INPUT_DOMAIN"] == "outside"
+    assert median[0] in metadata_of(classes)["SARSEG_DOMAIN_WARNINGS"]
+    assert read_raster(classes).shape == (1, 160, 160)
+
+
+@pytest.fixture(scope="module")
+def upsampled_sar(sample_dir, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """The sample scene averaged to 20 m pixels, and that 20 m raster upsampled to 10 m by nearest neighbour."""
+    out = tmp_path_factory.mktemp("upsampled")
+    coarse, fine = str(out / "coarse_20m.tif"), str(out / "nearest_10m.tif")
+    gdal.Warp(coarse, str(sample_dir / "sar_20260301.tif"), xRes=20, yRes=20, resampleAlg="average")
+    gdal.Warp(fine, coarse, xRes=10, yRes=10, resampleAlg="near")
+    return coarse, fine
+
+
+def test_nearest_upsampled_input_is_averaged_back_to_the_pixels_it_was_made_at(envelope_model, upsampled_sar, tmp_path):
+    coarse, fine = upsampled_sar
+    (tmp_path / "coarse").mkdir()
+    (tmp_path / "fine").mkdir()
+    _, _, _, native, _ = run(envelope_model, coarse, tmp_path / "coarse")
+    result, logs, warns, classes, _ = run(envelope_model, fine, tmp_path / "fine")
+    assert any(line.startswith("Resampling: the raster's values repeat in 2 x 2 blocks") for line in logs), logs
+    assert result["resampled"]["model_pixel_size_m"] == 20.0 and result["resampled"]["method"] == "average"
+    assert not any("blocks" in w for w in warns), warns
+    # averaging the 2 x 2 copies gives the 20 m pixels back: the same classes as the 20 m raster, on a 10 m grid
+    got, expected = read_raster(classes)[0], read_raster(native)[0]
+    assert got.shape == (160, 160) and np.array_equal(got[::2, ::2], expected)
+
+
+def test_nearest_upsampled_input_on_its_own_grid_warns(envelope_model, upsampled_sar, tmp_path):
+    result, _, warns, classes, _ = run(envelope_model, upsampled_sar[1], tmp_path, resample=False)
+    blocks = [w for w in warns if "blocks" in w]
+    assert len(blocks) == 1 and "(20 m, not 10 m)" in blocks[0], warns
+    assert result["input_domain"]["stats"]["ties"]["block"] == 2
+    assert blocks[0] in metadata_of(classes)["SARSEG_DOMAIN_WARNINGS"]
