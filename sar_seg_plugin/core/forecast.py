@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +25,10 @@ from .class_rasters import CLASS_NODATA, argmax_and_max, class_writer
 from .errors import CancelledError, SarSegError
 from .evaluation import raster_class_names, recode_by_names
 from .forecast_methods import (
+    BEST,
+    CHOICE_MARGIN_ACCURACY,
+    CHOICE_MARGIN_RMSE,
+    CHOICES,
     HIGH_CONFIDENCE,
     METHODS,
     MODEL,
@@ -34,6 +38,7 @@ from .forecast_methods import (
     ScoreBoard,
     ScoreRow,
     baseline,
+    best_method,
 )
 from .outputs import OutputSet, check_destinations
 from .preprocess import check_has_data
@@ -161,6 +166,7 @@ class ForecastResult:
     seconds: float = 0.0
     method: str = MODEL
     hindcast: Hindcast | None = None
+    chosen_by: str = ""  # "hindcast" when the method was chosen on the hindcast (:data:`BEST`)
 
     def areas(self) -> list[dict[str, Any]]:
         """Class areas per step (t0 included): step, label, date, class, pixels, area_km2, fraction."""
@@ -617,12 +623,19 @@ def forecast_rasters(
     their scale).
     """
     started = time.perf_counter()
-    if method not in METHODS:
-        raise SarSegError(f"unknown forecast method '{method}': expected one of {', '.join(METHODS)}")
+    if method not in CHOICES:
+        raise SarSegError(f"unknown forecast method '{method}': expected one of {', '.join(CHOICES)}")
     meta: ModelMetadata = model.metadata
-    plan = _plan(items, meta, folder, prefix, reference_path, probabilities, confidence, change_path, hindcast, log)
+    choose = method == BEST
+    plan = _plan(
+        items, meta, folder, prefix, reference_path, probabilities, confidence, change_path, hindcast or choose, log
+    )
     everything, needed, grid, horizons, t0 = plan.everything, plan.needed, plan.grid, plan.horizons, plan.t0
-    forecaster = model if method == MODEL else BaselineForecaster(method, model)
+    if choose and not plan.origins:
+        plan.notes.append(
+            f"Method '{BEST}': the series is too short for a hindcast to choose on, so the model's forecast is written."
+        )
+        method, choose = MODEL, False
     own_outputs = outputs is None
     run_outputs = OutputSet() if own_outputs else outputs
     sources: dict[int, gdal.Dataset] = {}
@@ -636,7 +649,7 @@ def forecast_rasters(
                     log(note)
         area = pixel_area_km2(sources[needed[0]])
         halo = max(
-            int(model.halo) if (method == MODEL or plan.origins) else 0,
+            int(model.halo) if (method in (MODEL, BEST) or plan.origins) else 0,
             TREND_RADIUS if (method == TREND or plan.origins) else 0,
         )
         s = int(model.state_stride)
@@ -644,7 +657,8 @@ def forecast_rasters(
             what = (
                 f"Forecaster '{model.name}' ({model.architecture or 'unknown architecture'}, {model.input_kind} "
                 f"input) on {model.device_used.upper()}"
-                if method == MODEL
+                + (f", or a baseline if one did better on the hindcast ('{BEST}')" if choose else "")
+                if method in (MODEL, BEST)
                 else f"The {method} baseline (forecaster '{model.name}' sets the dates and classes)"
             )
             log(
@@ -656,20 +670,13 @@ def forecast_rasters(
         result = ForecastResult(
             run, [i.date for i in plan.ordered], [], meta.class_names, area, change_path, plan.notes
         )
-        result.method = method
         board = ScoreBoard(METHODS, horizons, len(meta.class_names), "classes" if plan.classes_out else "continuous")
-        common = {
-            "INPUT_DATES": json.dumps([d.isoformat() for d in result.dates]),
-            "FORECASTER": model.name,
-            "METHOD": method,
-        }
-        with ExitStack() as stack:
-            if own_outputs:
-                stack.enter_context(run_outputs)  # exits last: moves every finished file into place
-            writers = _StepWriters(stack, plan, result, run_outputs, common, probabilities, change_path)
-            blocks = iter_blocks(grid.width, grid.height, block_size, halo)
+        blocks = iter_blocks(grid.width, grid.height, block_size, halo)
+        window = list(range(plan.first, len(everything)))
+
+        def blocks_read(share: tuple[float, float]) -> Iterator[tuple[Any, dict, dict]]:
+            """Each block with the maps and validity of every date read; progress over ``share`` (from, to) %."""
             row = -1
-            window = list(range(plan.first, len(everything)))
             for k, block in enumerate(blocks):
                 if is_canceled and is_canceled():
                     raise CancelledError("Cancelled by the user.")
@@ -680,24 +687,49 @@ def forecast_rasters(
                 maps, valids = {}, {}
                 for i in needed:
                     maps[i], valids[i] = decoders[i](read_window(sources[i], block.read, decoders[i].bands))
+                yield block, maps, valids
+                if progress:
+                    progress(share[0] + (share[1] - share[0]) * (k + 1) / len(blocks))
+
+        def score(block: Any, maps: dict, valids: dict) -> None:
+            for origin in plan.origins:
+                _score_origin(origin, everything, model, maps, valids, block.inner, board, plan.classes_out, s)
+
+        if choose:  # a first pass scores the hindcast, which says which method writes the maps
+            for block, maps, valids in blocks_read((0.0, 50.0)):
+                score(block, maps, valids)
+            method, errors = best_method(board.rows())
+            if log:
+                log(_choice_note(method, errors, plan, everything, plan.classes_out))
+        forecaster = model if method == MODEL else BaselineForecaster(method, model)
+        result.method, result.chosen_by = method, "hindcast" if choose else ""
+        common = {
+            "INPUT_DATES": json.dumps([d.isoformat() for d in result.dates]),
+            "FORECASTER": model.name,
+            "METHOD": method,
+            **({"METHOD_CHOSEN_BY": "hindcast"} if choose else {}),
+        }
+        with ExitStack() as stack:
+            if own_outputs:
+                stack.enter_context(run_outputs)  # exits last: moves every finished file into place
+            writers = _StepWriters(stack, plan, result, run_outputs, common, probabilities, change_path)
+            for block, maps, valids in blocks_read((50.0, 100.0) if choose else (0.0, 100.0)):
                 inner = block.inner
                 seq, ok = _sequence(maps, valids, window)
                 out = _run(forecaster, seq, len(horizons), s)[0]  # (K, C, h, w)
                 last = maps[window[-1]][(slice(None), *inner)]
                 step_maps = [last] + [out[i][(slice(None), *inner)] for i in range(len(horizons))]
                 writers.write(block.core, result.steps, step_maps, ok[inner])
-                for origin in plan.origins:
-                    _score_origin(origin, everything, model, maps, valids, inner, board, plan.classes_out, s)
+                if not choose:
+                    score(block, maps, valids)
                 if block.core.x + block.core.width >= grid.width:  # end of a row of blocks
                     writers.release_cache()
-                if progress:
-                    progress(100.0 * (k + 1) / len(blocks))
             if plan.origins:
                 observed = sorted({everything[i].date for o in plan.origins for _, i in o.targets})
                 result.hindcast = Hindcast(
                     [everything[o.index].date for o in plan.origins], observed, board.rows(), board.kind
                 )
-                if result.hindcast.verdict():
+                if result.hindcast.verdict() and method == MODEL:
                     result.notes.append(result.hindcast.verdict())
             _describe_outputs(result, writers.maps, meta, run, area, plan.classes_out)
     except (SarSegError, CancelledError) as err:
@@ -709,6 +741,28 @@ def forecast_rasters(
     result.seconds = time.perf_counter() - started
     _log_result(result, grid, log)
     return result
+
+
+def _choice_note(
+    method: str, errors: dict[str, float], plan: _Plan, everything: Sequence[DatedRaster], classes: bool
+) -> str:
+    """The log line of the method chosen on the hindcast, with each method's mean score over the horizons."""
+    observed = sorted({everything[i].date for o in plan.origins for _, i in o.targets})
+    if classes:
+        scores = ", ".join(f"{m} {1.0 - errors[m]:.3f}" for m in METHODS if m in errors)
+        what, margin = "accuracy", f"by more than {CHOICE_MARGIN_ACCURACY:g} of accuracy"
+    else:
+        scores = ", ".join(f"{m} {errors[m]:.3f}" for m in METHODS if m in errors)
+        what, margin = "RMSE", f"by more than {CHOICE_MARGIN_RMSE:.0%} of the model's RMSE"
+    if method == MODEL:
+        written = f"the model's forecast (no baseline did clearly better, {margin})"
+    else:
+        written = f"the {method} forecast: it did clearly better than the model on this area ({margin})"
+    return (
+        f"Method '{BEST}': mean {what} over t+1..t+{max(plan.horizons)} on this area, from {len(plan.origins)} "
+        f"earlier date(s) checked against the last {len(observed)} day(s): {scores or 'none'}. Written: {written}. "
+        "A few days of hindcast are a hint, not a proof."
+    )
 
 
 def _beside(path: str, what: str) -> str:
@@ -778,6 +832,7 @@ def _describe_outputs(
             "date": step.date.isoformat(),
             "colors": dict(zip(meta.class_names, meta.class_colors)),
             "method": result.method,
+            "method_chosen_by": result.chosen_by,
             "changed_confident": step.changed_confident_share,
             "high_confidence": HIGH_CONFIDENCE,
             "hindcast": hindcast,

@@ -30,6 +30,14 @@ from .evaluation import confusion_matrix, metrics_from_matrix
 
 MODEL, PERSISTENCE, TREND = "model", "persistence", "trend"
 METHODS: tuple[str, ...] = (MODEL, PERSISTENCE, TREND)
+#: The method chosen on the user's own series: the one of :data:`METHODS` whose hindcast scored best.
+BEST = "best on the hindcast"
+#: How much better a baseline must have done than the model on the hindcast (mean over the horizons) for
+#: :data:`BEST` to write it instead: class accuracy higher by this much, or RMSE lower by this share.
+CHOICE_MARGIN_ACCURACY = 0.02
+CHOICE_MARGIN_RMSE = 0.1
+#: What ``sarseg:forecast`` offers: the scored methods, and the best of them on the hindcast.
+CHOICES: tuple[str, ...] = (*METHODS, BEST)
 BASELINES: tuple[str, ...] = (PERSISTENCE, TREND)
 #: Probability above which a forecast class counts as confident (the dock's "changes with high confidence").
 HIGH_CONFIDENCE = 0.8
@@ -222,3 +230,32 @@ class ScoreBoard:
                         row.skill = skill(row.rmse, ref.rmse)
                 out.append(row)
         return out
+
+
+def best_method(rows: list[ScoreRow]) -> tuple[str, dict[str, float]]:
+    """The method to write, from the hindcast ``rows`` (:meth:`ScoreBoard.rows`), and each method's mean error
+    over the horizons (1 - accuracy for class forecasts, RMSE for values).
+
+    The model, unless a baseline's mean error is clearly below the model's: by more than
+    :data:`CHOICE_MARGIN_ACCURACY` of accuracy, or :data:`CHOICE_MARGIN_RMSE` of the model's RMSE. A hindcast of
+    a few days is noisy, and choosing on small differences picked the worse method about as often as the better
+    one; a model that does clearly worse than doing nothing on the user's own last dates is not written. The
+    baseline is persistence unless the trend is clearly better than it, by the same margin."""
+    errors: dict[str, float] = {}
+    for method in METHODS:
+        cells = [r for r in rows if r.method == method and r.pixels]
+        values = [1.0 - r.accuracy if math.isnan(r.rmse) else r.rmse for r in cells]
+        values = [v for v in values if not math.isnan(v)]
+        if values:
+            errors[method] = float(np.mean(values))
+    continuous = any(not math.isnan(r.rmse) for r in rows)
+
+    def clearly_below(a: str, b: str) -> bool:  # a's error clearly below b's
+        if a not in errors or b not in errors:
+            return False
+        if continuous:
+            return errors[a] < errors[b] * (1.0 - CHOICE_MARGIN_RMSE)
+        return errors[a] < errors[b] - CHOICE_MARGIN_ACCURACY
+
+    baseline_best = TREND if clearly_below(TREND, PERSISTENCE) else PERSISTENCE
+    return (baseline_best if clearly_below(baseline_best, MODEL) else MODEL), errors

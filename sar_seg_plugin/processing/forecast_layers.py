@@ -112,6 +112,7 @@ class ForecastRun:
     area_unit: str = "km²"
     colours: dict[str, str] = field(default_factory=dict)
     method: str = "model"
+    chosen_by: str = ""  # "hindcast" when the method was chosen on the hindcast
     hindcast: dict[str, Any] | None = None
     high_confidence: float = 0.8
 
@@ -146,6 +147,7 @@ def forecast_runs(project: QgsProject) -> list[ForecastRun]:
                     )
                 )
                 run.method = str(info.get("method", run.method))
+                run.chosen_by = str(info.get("method_chosen_by") or run.chosen_by)
                 run.high_confidence = float(info.get("high_confidence", run.high_confidence))
                 if isinstance(info.get("hindcast"), dict) and run.hindcast is None:
                     run.hindcast = info["hindcast"]
@@ -182,4 +184,6 @@ def hindcast_text(run: ForecastRun) -> str:
         text += f" (not better than persistence at {', '.join(losing)})"
     if run.method != "model":
         text += f"; maps from the {run.method} baseline"
+    if run.chosen_by == "hindcast":
+        text += " (the best method on this hindcast)"
     return text

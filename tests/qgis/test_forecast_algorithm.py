@@ -212,6 +212,30 @@ def test_hindcast_table_baseline_method_and_confidence(sarseg, tmp_path):
         assert (conf[valid] == 1.0).all() and np.isnan(conf[~valid]).all()  # a one-hot map repeated: certain
 
 
+def test_best_on_the_hindcast_through_processing(sarseg, tmp_path, feedback):
+    """METHOD 3 ('best on the hindcast'): the log gives each method's mean skill and the one written; the maps
+    carry it (METHOD, METHOD_CHOSEN_BY) and equal a run with that method."""
+    from osgeo import gdal
+
+    series = synthetic.generate_series(size=64, days=8, seed=20013, n_communes=4)
+    files = [
+        write_raster(tmp_path / f"labels_{series.dates[t]:%Y%m%d}.tif", day, nodata=255)
+        for t, day in enumerate(series.labels)
+    ]
+    best = sarseg.run(
+        "sarseg:forecast", {"INPUTS": files, "METHOD": 3, "OUTPUT_FOLDER": str(tmp_path / "best")}, feedback=feedback
+    )
+    note = next(line for line in feedback.lines if line.startswith("Method 'best on the hindcast'"))
+    chosen = gdal.Open(best["OUTPUT_LAYERS"][1]).GetMetadataItem("METHOD")
+    assert gdal.Open(best["OUTPUT_LAYERS"][1]).GetMetadataItem("METHOD_CHOSEN_BY") == "hindcast"
+    written = "the model's forecast" if chosen == "model" else f"the {chosen} forecast"
+    assert f"Written: {written}" in note, note
+    index = ("model", "persistence", "trend").index(chosen)
+    alone = sarseg.run("sarseg:forecast", {"INPUTS": files, "METHOD": index, "OUTPUT_FOLDER": str(tmp_path / "alone")})
+    for a, b in zip(best["OUTPUT_LAYERS"], alone["OUTPUT_LAYERS"]):
+        assert np.array_equal(read_raster(a), read_raster(b))
+
+
 def test_backscatter_forecaster_end_to_end(sarseg, tmp_path):
     """VV/VH in linear power (unit "linear") for 8 days of a scene from the evaluation-only generator (its own
     layout and radiometry; land cover unchanged, speckle drawn anew each day) -> dB forecasts of the next 3 days by
@@ -277,3 +301,19 @@ def test_backscatter_forecast_reads_undeclared_zero_fill_as_no_data(sarseg, tmp_
     for a, b in zip(outputs["declared"], outputs["undeclared"]):
         np.testing.assert_array_equal(a, b)
     assert np.isnan(outputs["undeclared"][1][:, ~valid]).all()
+
+
+def test_the_dock_line_says_when_the_maps_come_from_the_method_chosen_on_the_hindcast():
+    from sar_seg_plugin.processing.forecast_layers import ForecastRun, hindcast_text
+
+    hindcast = {
+        "observed": ["2026-03-06", "2026-03-07", "2026-03-08"],
+        "rows": [{"method": "model", "horizon": h, "pixels": 10, "skill": s} for h, s in ((1, -0.2), (2, 0.1))],
+    }
+    chosen = ForecastRun("run", method="persistence", chosen_by="hindcast", hindcast=hindcast)
+    assert hindcast_text(chosen) == (
+        "On this area, over the last 3 day(s): model -0.20 at t+1, +0.10 at t+2 vs persistence (not better than "
+        "persistence at t+1); maps from the persistence baseline (the best method on this hindcast)"
+    )
+    asked = ForecastRun("run", method="persistence", hindcast=hindcast)
+    assert hindcast_text(asked).endswith("maps from the persistence baseline")

@@ -363,3 +363,44 @@ def test_class_maps_that_name_their_classes_in_another_order_are_recoded_by_name
     for sa, sb in zip(a.steps, b.steps):
         assert (read_raster(sa.path) == read_raster(sb.path)).all()
     assert any("recoded by name, 0 -> 4 (bare soil), 1 -> 3 (built-up)" in line for line in lines)
+
+
+def test_best_on_the_hindcast_writes_the_method_that_scored_best(forecaster, tmp_path):
+    """The model is written unless a baseline's mean hindcast accuracy is 0.02 above it (recomputed here from the
+    hindcast's rows); the maps are those of a run with that method; a model that always says water is not written."""
+    from osgeo import gdal
+
+    from sar_seg_plugin.core.forecast_methods import BEST
+
+    _, items = hindcast_series(tmp_path)
+    for name, model in (("water", AlwaysWater(forecaster.metadata)), ("real", forecaster)):
+        out = tmp_path / name
+        out.mkdir()
+        lines: list[str] = []
+        result = forecast_rasters(items, model, str(out), method=BEST, log=lines.append)
+        accuracy = {
+            m: np.mean([result.hindcast.row(m, k).accuracy for k in (1, 2, 3)])
+            for m in ("model", "persistence", "trend")
+        }
+        baseline = "trend" if accuracy["trend"] > accuracy["persistence"] + 0.02 else "persistence"
+        expected = baseline if accuracy[baseline] > accuracy["model"] + 0.02 else "model"
+        assert expected == ("persistence" if name == "water" else "model")  # always water: clearly worse
+        assert result.method == expected and result.chosen_by == "hindcast"
+        note = next(line for line in lines if line.startswith(f"Method '{BEST}'"))
+        assert f"model {accuracy['model']:.3f}, persistence {accuracy['persistence']:.3f}" in note
+        assert not any("does NOT beat" in n for n in result.notes) or expected == "model"
+        alone = tmp_path / f"{name}_alone"
+        alone.mkdir()
+        same = forecast_rasters(items, model, str(alone), method=expected, hindcast=False)
+        for a, b in zip(result.steps, same.steps):
+            assert np.array_equal(read_raster(a.path), read_raster(b.path))
+        ds = gdal.Open(result.steps[1].path)
+        assert ds.GetMetadataItem("METHOD") == expected and ds.GetMetadataItem("METHOD_CHOSEN_BY") == "hindcast"
+        info = json.loads(ds.GetMetadataItem(FORECAST_KEY))
+        assert info["method"] == expected and info["method_chosen_by"] == "hindcast"
+    # four dates: no hindcast to choose on, the model is used and the log says so
+    short = tmp_path / "short"
+    short.mkdir()
+    result = forecast_rasters(items[-4:], forecaster, str(short), method=BEST)
+    assert result.method == "model" and result.chosen_by == "" and result.hindcast is None
+    assert any("too short for a hindcast" in n for n in result.notes)

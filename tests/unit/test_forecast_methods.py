@@ -156,3 +156,36 @@ def test_a_perfect_persistence_leaves_no_finite_skill():
     rows = {r.method: r for r in board.rows()}
     assert rows["model"].skill == -math.inf and rows["model"].as_dict()["skill"] is None
     assert rows["trend"].skill == 0.0
+
+
+def test_the_method_written_is_the_model_unless_a_baseline_did_clearly_better():
+    from sar_seg_plugin.core.forecast_methods import CHOICE_MARGIN_ACCURACY, ScoreRow, best_method
+
+    def rows(model: list[float], persistence: list[float], trend: list[float]) -> list[ScoreRow]:
+        out = []
+        for method, accuracies in (("model", model), ("persistence", persistence), ("trend", trend)):
+            out += [ScoreRow(method, h, 1, 10, accuracy=a) for h, a in zip((1, 2, 3), accuracies)]
+        return out
+
+    best, errors = best_method(rows([0.90, 0.85, 0.80], [0.95, 0.91, 0.86], [0.50, 0.50, 0.50]))
+    assert (
+        best == "persistence"
+        and errors["model"] == pytest.approx(0.15)
+        and errors["persistence"] == pytest.approx(0.28 / 3)
+    )
+    # a baseline better by less than the margin (accuracy 0.015 higher): the model
+    assert best_method(rows([0.90, 0.85, 0.80], [0.915, 0.865, 0.815], [0.5] * 3))[0] == "model"
+    assert CHOICE_MARGIN_ACCURACY == 0.02
+    # the trend is written only when clearly better than persistence too
+    assert best_method(rows([0.80] * 3, [0.90] * 3, [0.91] * 3))[0] == "persistence"
+    assert best_method(rows([0.80] * 3, [0.90] * 3, [0.95] * 3))[0] == "trend"
+    # horizons without pixels do not count; no score at all: the model
+    assert best_method([ScoreRow("persistence", 1, 0, 0, accuracy=1.0), ScoreRow("model", 1, 0, 0)])[0] == "model"
+
+    # values: RMSE, a baseline written when its RMSE is at least 10 % below the model's
+    def values(model: float, persistence: float) -> list[ScoreRow]:
+        return [ScoreRow("model", 1, 1, 10, rmse=model), ScoreRow("persistence", 1, 1, 10, rmse=persistence),
+                ScoreRow("trend", 1, 1, 10, rmse=9.0)]  # fmt: skip
+
+    assert best_method(values(2.0, 1.7))[0] == "persistence"
+    assert best_method(values(2.0, 1.9))[0] == "model"
