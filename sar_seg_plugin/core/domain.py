@@ -593,8 +593,9 @@ def check_domain(stats: DomainStats, envelope: Mapping[str, Any]) -> list[str]:
         messages.append(
             f"The {first} values repeat in {k}x{k} blocks: the raster was resampled by nearest neighbour from "
             f"pixels {k} times as large{size}, so its pixels hold less detail than their size says, and speckle "
-            "and texture look coarser than the model knows. Segment the raster on its own grid, or resample it by "
-            "averaging (gdalwarp -r average) rather than nearest neighbour"
+            "and texture look coarser than the model knows. Leave 'Resample to the model's pixel size' on (it "
+            "averages the blocks back where the model's pixel sizes allow), or give the raster at the pixel size "
+            "it was made at (gdalwarp -r average, not -r near)"
         )
     if stats.ties is not None and stats.ties.median_filtered:
         messages.append(

@@ -611,7 +611,9 @@ def forecast_rasters(
     each horizon (``..._confidence.tif``: the probability of the forecast class) beside them, and optionally a
     change raster (t0 -> last horizon, :func:`change_codes`). Continuous forecasters write values (the model's
     bands) instead of classes. ``method`` "persistence" or "trend" writes that baseline's forecast instead of the
-    model's (:mod:`.forecast_methods`; the model's metadata still sets dates, horizons and classes).
+    model's (:mod:`.forecast_methods`; the model's metadata still sets dates, horizons and classes);
+    :data:`~.forecast_methods.BEST` scores the hindcast first and writes the model's forecast unless a baseline did
+    clearly better on it (:func:`~.forecast_methods.best_method`; the model's when the series is too short).
 
     ``hindcast``: when the series holds dates before the last ``sequence_length`` ones, the most recent past
     forecasts are replayed (:func:`plan_hindcast`) with the model and both baselines, and scored against the dates
@@ -729,7 +731,7 @@ def forecast_rasters(
                 result.hindcast = Hindcast(
                     [everything[o.index].date for o in plan.origins], observed, board.rows(), board.kind
                 )
-                if result.hindcast.verdict() and method == MODEL:
+                if result.hindcast.verdict() and not (choose and method != MODEL):  # else the choice says it
                     result.notes.append(result.hindcast.verdict())
             _describe_outputs(result, writers.maps, meta, run, area, plan.classes_out)
     except (SarSegError, CancelledError) as err:

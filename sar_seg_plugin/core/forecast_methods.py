@@ -30,7 +30,8 @@ from .evaluation import confusion_matrix, metrics_from_matrix
 
 MODEL, PERSISTENCE, TREND = "model", "persistence", "trend"
 METHODS: tuple[str, ...] = (MODEL, PERSISTENCE, TREND)
-#: The method chosen on the user's own series: the one of :data:`METHODS` whose hindcast scored best.
+#: The method chosen on the user's own series: the model, unless a baseline did clearly better on the hindcast
+#: (:func:`best_method`).
 BEST = "best on the hindcast"
 #: How much better a baseline must have done than the model on the hindcast (mean over the horizons) for
 #: :data:`BEST` to write it instead: class accuracy higher by this much, or RMSE lower by this share.

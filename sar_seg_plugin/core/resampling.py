@@ -222,9 +222,9 @@ def _range_plan(
     (detail is not restored; the input-domain check warns). A geographic raster is warped to the local UTM zone
     at its own pixel size clamped into the range, averaged when that is coarser than the raster. A single-look
     raster (``enl`` under :data:`SINGLE_LOOK_ENL`) inside the range whose doubled pixel size still is, is
-    averaged 2 x 2 (to twice its pixel size: about 4 looks). A raster inside the range whose values repeat in
-    ``block`` x ``block`` blocks (upsampled by nearest neighbour) is averaged over them, to the pixel size it was
-    made at, where that is inside the range.
+    averaged 2 x 2 (to twice its pixel size: about 4 looks). A projected raster whose values repeat in ``block`` x
+    ``block`` blocks (upsampled by nearest neighbour) is averaged over them, to the pixel size it was made at,
+    where that is inside the range (whether its own pixel size is or not).
     """
     size = raster_pixel_size_m(ds)
     if size is None:
@@ -240,7 +240,8 @@ def _range_plan(
     single_look = enl is not None and enl < SINGLE_LOOK_ENL
     # a geographic raster is warped anyway: what counts is its pixel size in metres, not each axis's
     at_least_lo = lo * (1.0 - tol) <= native if geographic else inside
-    blocks = bool(block) and inside and not geographic and block * max(sx, sy) <= hi * (1.0 + tol)
+    made = [block * v for v in (sx, sy)] if block else []  # the pixel size the blocks were made at
+    blocks = bool(made) and not geographic and all(lo * (1.0 - tol) <= v <= hi * (1.0 + tol) for v in made)
     multilook = single_look and at_least_lo and 2.0 * max(sx, sy) <= hi * (1.0 + tol) and not blocks
     if multilook:
         target = 2.0 * native
@@ -275,8 +276,8 @@ def _range_plan(
                 target / _metres_per_unit(ds, srs),
                 f"Resampling: the raster's values repeat in {block} x {block} blocks of its {described} pixels: it "
                 f"was resampled by nearest neighbour from {target:.3g} m pixels, and its pixel size is not its "
-                f"detail. Averaging the blocks back to {target:.3g} m pixels (inside the {trained_text} the model "
-                f"was trained on) for the model, {back}. {keep}",
+                f"detail. Averaging the blocks back to {target:.3g} m pixels (in the {trained_text} the model was "
+                f"trained on) for the model, {back}. {keep}",
                 target,
                 method,
             )

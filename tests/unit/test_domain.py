@@ -612,3 +612,20 @@ def test_nearest_upsampled_input_on_its_own_grid_warns(envelope_model, upsampled
     assert len(blocks) == 1 and "(20 m, not 10 m)" in blocks[0], warns
     assert result["input_domain"]["stats"]["ties"]["block"] == 2
     assert blocks[0] in metadata_of(classes)["SARSEG_DOMAIN_WARNINGS"]
+
+
+def test_blocks_are_averaged_back_when_the_raster_is_finer_than_the_trained_range(
+    envelope_model, upsampled_sar, tmp_path
+):
+    """20 m pixels upsampled to 5 m (outside the 10-40 m range): averaged 4 x 4 back to 20 m, not 2 x 2 to 10 m."""
+    coarse, _ = upsampled_sar
+    fine = str(tmp_path / "nearest_5m.tif")
+    gdal.Warp(fine, coarse, xRes=5, yRes=5, resampleAlg="near")
+    (tmp_path / "coarse").mkdir()
+    (tmp_path / "fine").mkdir()
+    _, _, _, native, _ = run(envelope_model, coarse, tmp_path / "coarse")
+    result, logs, warns, classes, _ = run(envelope_model, fine, tmp_path / "fine")
+    assert any(line.startswith("Resampling: the raster's values repeat in 4 x 4 blocks") for line in logs), logs
+    assert result["resampled"]["model_pixel_size_m"] == 20.0 and not any("blocks" in w for w in warns), warns
+    got, expected = read_raster(classes)[0], read_raster(native)[0]
+    assert got.shape == (320, 320) and np.array_equal(got[::4, ::4], expected)
