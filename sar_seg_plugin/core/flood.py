@@ -26,8 +26,9 @@ thresholds and classes are on the mean of the two dB values (the geometric mean 
 in both, a flood darkens both, and the speckle of the two bands is independent, so the mean halves the variance of
 the change and of the level. On pairs of the evaluation-only flood generator whose flood is shallow (-15 dB VV,
 grass through the water, 2-3 dB below the fields) this is what tells the flood from the fields. Otherwise (or with
-``polarisations="co-pol"``) the first band named VV, else HH, else band 1 is used alone (of unnamed bands, band
-2 when band 1 is clearly the darker: cross-polarised backscatter first, as some exports write it).
+``polarisations="co-pol"``) the first band named VV, else HH, else band 1 is used alone. Unnamed bands are taken
+by brightness: band 2 is the co-polarised band when band 1 is clearly the darker (cross-polarised backscatter
+first, as some exports write it), and the darker band is its cross-polarised partner when 4 dB or more below it.
 """
 
 from __future__ import annotations
@@ -58,8 +59,11 @@ from .raster_io import (
 from .resampling import ground_pixel_size_m
 from .speckle import local_moments
 from .timeseries import Grid, aligned, release
-from .units import AUTO, BandMatch, check_band_order, polarisation_of
+from .units import AUTO, BandMatch, check_band_order, pair_medians_db, polarisation_of
 
+#: dB by which the darker of two unnamed bands must be below the other to be taken as its cross-polarised partner:
+#: calibrated VV/VH pairs are 5-10 dB apart; two dates of one band rarely are, even across a flood.
+PAIR_GAP_DB = 4.0
 DRY, FLOODED, PERMANENT_WATER = 0, 1, 2
 NODATA = 255
 CLASS_NAMES = ("dry", "flooded", "permanent water")
@@ -321,11 +325,13 @@ def classify(
 # --- rasters ------------------------------------------------------------------------------------------------------
 
 
-def pol_bands(ds: gdal.Dataset, warn: LogFn | None = None) -> tuple[int, int | None]:
+def pol_bands(ds: gdal.Dataset, warn: LogFn | None = None, say: LogFn | None = None) -> tuple[int, int | None]:
     """The co-polarised band (the first named VV, else HH, else 1) and its cross-polarised partner (VH with VV, HV
-    with HH; None when there is none or the bands are not named). Of two or more bands named as no polarisation,
-    band 1 is taken unless band 2 is clearly the brighter (cross-polarised backscatter is 5-10 dB darker, and
-    exports often put VH first; :func:`.units.check_band_order`): then band 2, said in ``warn``."""
+    with HH; None when there is none). Of two or more bands named as no polarisation, bands 1 and 2 are taken by
+    brightness (cross-polarised backscatter is 5-10 dB darker): band 2 is the co-polarised one when band 1 is
+    clearly the darker (exports often put VH first; :func:`.units.check_band_order`, said in ``warn``), and the
+    darker of the two is its partner when it is darker by :data:`PAIR_GAP_DB` or more (said in ``say``); else the
+    co-polarised band alone."""
     descriptions = [ds.GetRasterBand(b).GetDescription() for b in range(1, ds.RasterCount + 1)]
     names = [polarisation_of(d) for d in descriptions]
     for co, cross in (("VV", "VH"), ("HH", "HV")):
@@ -338,7 +344,17 @@ def pol_bands(ds: gdal.Dataset, warn: LogFn | None = None) -> tuple[int, int | N
         match, note = check_band_order(("VV", "VH"), descriptions, BandMatch((1, 2), ""), samples)
         if note and warn:
             warn(f"{Path(ds.GetDescription()).name}: {note}")
-        return match.bands[0], None
+        co, cross = match.bands
+        medians = pair_medians_db(samples[co - 1], samples[cross - 1])
+        if medians is not None and medians[0] - medians[1] >= PAIR_GAP_DB:  # clearly a co-/cross-pol pair
+            if say and not note:
+                say(
+                    f"{Path(ds.GetDescription()).name}: unnamed bands taken as VV (band {co}) and VH (band {cross}):"
+                    f" band {cross} is {medians[0] - medians[1]:.1f} dB darker (medians {medians[0]:.1f} and "
+                    f"{medians[1]:.1f} dB), as cross-polarised backscatter is. Name the bands (VV, VH) to be sure."
+                )
+            return co, cross
+        return co, None
     return 1, None
 
 
@@ -617,8 +633,8 @@ def _choose_bands(
     def name(ds: gdal.Dataset, band: int) -> str:
         return ds.GetRasterBand(band).GetDescription() or "unnamed"
 
-    post_co, post_cross = pol_bands(post, warn)
-    pre_co, pre_cross = pol_bands(pre, warn) if pre is not None else (None, None)
+    post_co, post_cross = pol_bands(post, warn, say)
+    pre_co, pre_cross = pol_bands(pre, warn, say) if pre is not None else (None, None)
     both = post_cross is not None and (pre is None or pre_cross is not None)
     if polarisations == "auto" and both:
         say(
@@ -628,7 +644,7 @@ def _choose_bands(
             "dark in both, and the two speckles are independent (half the variance in the mean)."
         )  # fmt: skip
         return [post_co, post_cross], ([pre_co, pre_cross] if pre is not None else []), DUAL_POL
-    why = "" if polarisations == "co-pol" else " (no cross-polarised band named VH or HV in both images)"
+    why = "" if polarisations == "co-pol" else " (no cross-polarised band in both images)"
     say(
         f"Post-event image: band {post_co} ({name(post, post_co)})"
         + (f"; pre-event image: band {pre_co} ({name(pre, pre_co)})" if pre is not None else "")

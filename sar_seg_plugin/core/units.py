@@ -521,6 +521,17 @@ def match_bands(
 SWAPPED_GAP_DB = 2.0
 
 
+def pair_medians_db(a: np.ndarray, b: np.ndarray) -> tuple[float, float] | None:
+    """The scene medians in dB of two backscatter bands (value samples) read in one scale, or None when their
+    values do not say one scale for both (the unit rule judges them) or the samples are too small."""
+    a, b = _thin(a), _thin(b)
+    scale_a, scale_b = scale_from_values(a).scale, scale_from_values(b).scale
+    if scale_a is None or scale_a != scale_b:
+        return None
+    m_a, m_b = _median_db(a, scale_a), _median_db(b, scale_b)
+    return None if m_a is None or m_b is None else (m_a, m_b)
+
+
 def check_band_order(
     expected: Sequence[str], descriptions: Sequence[str], match: BandMatch, samples: Sequence[np.ndarray]
 ) -> tuple[BandMatch, str | None]:
@@ -536,13 +547,10 @@ def check_band_order(
             continue
         i, j = pols.index(co), pols.index(cross)
         band_co, band_cross = match.bands[i], match.bands[j]
-        a, b = _thin(samples[band_co - 1]), _thin(samples[band_cross - 1])
-        scale_a, scale_b = scale_from_values(a).scale, scale_from_values(b).scale
-        if scale_a is None or scale_a != scale_b:
+        medians = pair_medians_db(samples[band_co - 1], samples[band_cross - 1])
+        if medians is None or medians[0] - medians[1] > -SWAPPED_GAP_DB:
             return match, None
-        m_co, m_cross = _median_db(a, scale_a), _median_db(b, scale_b)
-        if m_co is None or m_cross is None or m_co - m_cross > -SWAPPED_GAP_DB:
-            return match, None
+        m_co, m_cross = medians
         measured = (
             f"band {band_co} is {m_cross - m_co:.1f} dB darker than band {band_cross} (medians {m_co:.1f} and "
             f"{m_cross:.1f} dB), while cross-polarised backscatter ({cross}) is the darker of the two, by 5-10 dB"

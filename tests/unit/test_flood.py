@@ -181,7 +181,8 @@ def test_the_dual_polarised_level_is_the_mean_of_the_db_values(tmp_path):
 
 def test_unnamed_bands_with_the_cross_polarised_first_use_the_brighter_as_co_pol(tmp_path):
     """Seed 6 written as an export often writes it: VH, VV, no band names. Band 2 (7 dB brighter) is taken as the
-    co-polarised band, said in a warning, and the map is the one of the named VV band alone."""
+    co-polarised band, said in a warning, band 1 as its cross-polarised partner, and the map is the one of the
+    named VV and VH bands."""
     pair = flood_sar_pair(6, 256, 4.4)
     named = write_flood_pair(pair, str(tmp_path / "named"))
     unnamed = {}
@@ -190,11 +191,12 @@ def test_unnamed_bands_with_the_cross_polarised_first_use_the_brighter_as_co_pol
                                      origin=(500000.0, 5000000.0), units=["linear", "linear"])  # fmt: skip
     warnings: list[str] = []
     flood.flood_map(unnamed["post"], str(tmp_path / "unnamed.tif"), pre=unnamed["pre"], warn=warnings.append)
+    flood.flood_map(named["post"], str(tmp_path / "both.tif"), pre=named["pre"])
     flood.flood_map(named["post"], str(tmp_path / "vv.tif"), pre=named["pre"], polarisations="co-pol")
-    got, vv = (gdal.Open(str(tmp_path / n)).ReadAsArray() for n in ("unnamed.tif", "vv.tif"))
-    assert np.array_equal(got, vv)
+    got, both, vv = (gdal.Open(str(tmp_path / n)).ReadAsArray() for n in ("unnamed.tif", "both.tif", "vv.tif"))
+    assert np.array_equal(got, both)
     assert sum("band 2 is taken as VV and band 1 as VH" in w for w in warnings) == 2, warnings
-    assert flood.pol_bands(gdal.Open(unnamed["post"])) == (2, None)
+    assert flood.pol_bands(gdal.Open(unnamed["post"])) == (2, 1)
     # Band 1 (VH) as the co-polarised band, as before, gives another map: the choice matters.
     wrong = {}
     for when, data in (("pre", pair.pre), ("post", pair.post)):
@@ -204,6 +206,33 @@ def test_unnamed_bands_with_the_cross_polarised_first_use_the_brighter_as_co_pol
     flood.flood_map(wrong["post"], str(tmp_path / "vh.tif"), pre=wrong["pre"], polarisations="co-pol")
     vh = gdal.Open(str(tmp_path / "vh.tif")).ReadAsArray()
     assert (vh != vv).mean() > 0.01
+
+
+def test_unnamed_bands_in_order_are_taken_as_a_pair_by_brightness(tmp_path):
+    """Seed 6 (a shallow flood) as VV, VH without names: band 2 is 7 dB darker, so the pair is used as if named
+    (the log says so), which finds the shallow flood VV alone misses. Two unnamed dates of VV are not a pair."""
+    pair = flood_sar_pair(6, 256, 4.4)
+    named = write_flood_pair(pair, str(tmp_path / "named"))
+    unnamed = {
+        when: write_raster(
+            tmp_path / f"{when}.tif",
+            data.astype(np.float32),
+            nodata=0.0,
+            origin=(500000.0, 5000000.0),
+            units=["linear", "linear"],
+        )  # fmt: skip
+        for when, data in (("pre", pair.pre), ("post", pair.post))
+    }
+    lines: list[str] = []
+    flood.flood_map(unnamed["post"], str(tmp_path / "unnamed.tif"), pre=unnamed["pre"], log=lines.append)
+    flood.flood_map(named["post"], str(tmp_path / "both.tif"), pre=named["pre"])
+    got, both = (gdal.Open(str(tmp_path / n)).ReadAsArray() for n in ("unnamed.tif", "both.tif"))
+    assert np.array_equal(got, both)
+    assert sum("unnamed bands taken as VV (band 1) and VH (band 2)" in x for x in lines) == 2, lines
+    assert gdal.Open(str(tmp_path / "unnamed.tif")).GetMetadataItem("SARSEG_FLOOD_BANDS") == "co+cross"
+    dates = write_raster(tmp_path / "two_dates.tif", np.stack([pair.pre[0], pair.post[0]]).astype(np.float32),
+                         nodata=0.0, units=["linear", "linear"])  # fmt: skip
+    assert flood.pol_bands(gdal.Open(dates)) == (1, None)
 
 
 def test_a_flood_the_bands_cannot_tell_is_not_invented(tmp_path):
