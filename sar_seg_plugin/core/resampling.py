@@ -269,30 +269,23 @@ def _range_plan(
                 method,
             )
         )
+
+    def in_own_crs(reason: str) -> tuple[ResamplePlan, str]:
+        """A plan to ``target`` m pixels in the raster's own CRS."""
+        return _with_reason(ResamplePlan(srs.ExportToWkt(), target / _metres_per_unit(ds, srs), reason, target, method))
+
     if blocks:
-        return _with_reason(
-            ResamplePlan(
-                srs.ExportToWkt(),
-                target / _metres_per_unit(ds, srs),
-                f"Resampling: the raster's values repeat in {block} x {block} blocks of its {described} pixels: it "
-                f"was resampled by nearest neighbour from {target:.3g} m pixels, and its pixel size is not its "
-                f"detail. Averaging the blocks back to {target:.3g} m pixels (in the {trained_text} the model was "
-                f"trained on) for the model, {back}. {keep}",
-                target,
-                method,
-            )
+        return in_own_crs(
+            f"Resampling: the raster's values repeat in {block} x {block} blocks of its {described} pixels: it "
+            f"was resampled by nearest neighbour from {target:.3g} m pixels, and its pixel size is not its "
+            f"detail. Averaging the blocks back to {target:.3g} m pixels (in the {trained_text} the model was "
+            f"trained on) for the model, {back}. {keep}"
         )
     if multilook:
-        return _with_reason(
-            ResamplePlan(
-                srs.ExportToWkt(),
-                target / _metres_per_unit(ds, srs),
-                f"Resampling: the raster's pixel size ({described}) is inside the {trained_text} the model was "
-                f"trained on, but {looks}, and the model reads single-look speckle worst: warping to "
-                f"{target:.3g} m pixels ({how}), {back}. {keep}",
-                target,
-                method,
-            )
+        return in_own_crs(
+            f"Resampling: the raster's pixel size ({described}) is inside the {trained_text} the model was "
+            f"trained on, but {looks}, and the model reads single-look speckle worst: warping to "
+            f"{target:.3g} m pixels ({how}), {back}. {keep}"
         )
     if inside:
         beyond = f"; {looks}, but twice its pixel size would be beyond that range" if single_look else ""
@@ -301,15 +294,9 @@ def _range_plan(
             f"trained on{beyond}"
         )
     side = "finer than" if native < lo else "coarser than" if native > hi else "partly outside"
-    return _with_reason(
-        ResamplePlan(
-            srs.ExportToWkt(),
-            target / _metres_per_unit(ds, srs),
-            f"Resampling: the raster's pixel size ({described}) is {side} the {trained_text} the model was "
-            f"trained on; warping to {target:.3g} m pixels ({how}), {back}",
-            target,
-            method,
-        )
+    return in_own_crs(
+        f"Resampling: the raster's pixel size ({described}) is {side} the {trained_text} the model was "
+        f"trained on; warping to {target:.3g} m pixels ({how}), {back}"
     )
 
 
