@@ -184,6 +184,8 @@ def hindcast_text(run: ForecastRun) -> str:
         text += f" (not better than persistence at {', '.join(losing)})"
     if run.method != "model":
         text += f"; maps from the {run.method} baseline"
-    if run.chosen_by == "hindcast":
-        text += " (the best method on this hindcast)"
+        if run.chosen_by == "hindcast":
+            text += ", chosen as it did clearly better than the model here"
+    elif run.chosen_by == "hindcast":
+        text += "; the model's maps, as no baseline did clearly better here"
     return text

@@ -313,7 +313,10 @@ def test_the_dock_line_says_when_the_maps_come_from_the_method_chosen_on_the_hin
     chosen = ForecastRun("run", method="persistence", chosen_by="hindcast", hindcast=hindcast)
     assert hindcast_text(chosen) == (
         "On this area, over the last 3 day(s): model -0.20 at t+1, +0.10 at t+2 vs persistence (not better than "
-        "persistence at t+1); maps from the persistence baseline (the best method on this hindcast)"
+        "persistence at t+1); maps from the persistence baseline, chosen as it did clearly better than the model here"
     )
     asked = ForecastRun("run", method="persistence", hindcast=hindcast)
     assert hindcast_text(asked).endswith("maps from the persistence baseline")
+    kept = ForecastRun("run", chosen_by="hindcast", hindcast=hindcast)
+    assert hindcast_text(kept).endswith("(not better than persistence at t+1); the model's maps, as no baseline did "
+                                        "clearly better here")  # fmt: skip
