@@ -72,11 +72,13 @@ def training_family_scene(seed: int, size: int, domain: Any) -> evalgen.EvalScen
 
 
 def _filter_and_offset(linear: np.ndarray, valid: np.ndarray, domain: Any) -> np.ndarray:
-    """The domain's speckle filter (the plugin's, 7 x 7, on linear power) and calibration offset."""
+    """The domain's speckle filter (the plugin's, in its window, on linear power) and calibration offset."""
     from sar_seg_plugin.core.speckle import apply_filter
 
     if domain.filter:
-        linear = np.stack([apply_filter(domain.filter, b, valid, window=7, looks=domain.enl) for b in linear])
+        linear = np.stack(
+            [apply_filter(domain.filter, b, valid, window=domain.filter_window, looks=domain.enl) for b in linear]
+        )
         linear = np.nan_to_num(linear.astype(np.float32), nan=0.0)
     if domain.offset_db:
         linear = linear * np.float32(10.0 ** (domain.offset_db / 10.0))

@@ -35,6 +35,20 @@ def test_training_family_scene_has_the_domain_enl(name: str) -> None:
     assert _interior_enl(scene) == pytest.approx(expected, rel=0.35)
 
 
+@pytest.mark.parametrize("window", [3, 7])
+def test_training_family_filter_runs_in_the_domains_window(window: int) -> None:
+    import dataclasses
+
+    from sar_seg_plugin.core.speckle import apply_filter
+
+    plain = training_family_scene(770_016, 96, evalgen.domain_by_name("ENL 4.4"))
+    domain = dataclasses.replace(evalgen.domain_by_name("ENL 4.4 + Median"), filter_window=window)
+    filtered = training_family_scene(770_016, 96, domain)
+    for b in range(2):
+        expected = np.nan_to_num(apply_filter("median", plain.sigma0[b], plain.valid, window=window), nan=0.0)
+        np.testing.assert_allclose(filtered.sigma0[b][plain.valid], expected[plain.valid], rtol=1e-6)
+
+
 def test_training_family_20_m_is_multilooked_and_offsets_shift_the_values() -> None:
     base = training_family_scene(770_016, 128, evalgen.domain_by_name("ENL 4.4"))
     coarse = training_family_scene(770_016, 128, evalgen.domain_by_name("20 m pixels"))
