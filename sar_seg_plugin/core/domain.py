@@ -362,9 +362,11 @@ def measure_averaged(
     averaged_to_m: float,
     *,
     enl_window: int = ENL_WINDOW,
+    native_ties: Ties | None = None,
 ) -> DomainStats:
     """The :class:`DomainStats` of a raster of ``pixel_size_m`` pixels once averaged in linear power to
-    ``averaged_to_m`` (what the model sees after multilooking), from a sample of its native pixels.
+    ``averaged_to_m`` (what the model sees after multilooking), from a sample of its native pixels
+    (``native_ties``: their :func:`measure_ties`, when already measured).
 
     The sample is averaged over blocks of the whole number of pixels nearest to the size ratio and measured;
     the ENL is then scaled by the square of what that whole number leaves of the ratio (speckle taken as
@@ -374,8 +376,9 @@ def measure_averaged(
     factor = max(1, int(round(ratio)))
     averaged = block_average(windows, scales, factor)
     stats = measure_domain(averaged, band_names, [LINEAR] * len(band_names), averaged_to_m, enl_window=enl_window)
-    # Averaging hides ties: those of the native pixels count, unless the averaging undoes repeated blocks.
-    ties = measure_ties([a[0] for a in _as_windows(windows)], pixel_size_m=pixel_size_m)
+    # Averaging hides ties: those of the native pixels count (``native_ties`` when already measured), unless the
+    # averaging undoes repeated blocks.
+    ties = native_ties or measure_ties([a[0] for a in _as_windows(windows)], pixel_size_m=pixel_size_m)
     if ties is None or not ties.block or factor % ties.block:
         stats = replace(stats, ties=ties)
     if stats.enl is not None and ratio > factor:

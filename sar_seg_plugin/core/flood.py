@@ -47,6 +47,7 @@ from .errors import CancelledError, SarSegError
 from .outputs import OutputSet, check_destinations
 from .raster_io import (
     GeoTiffWriter,
+    RasterInfo,
     Window,
     check_not_same_file,
     iter_blocks,
@@ -325,22 +326,28 @@ def classify(
 # --- rasters ------------------------------------------------------------------------------------------------------
 
 
-def pol_bands(ds: gdal.Dataset, warn: LogFn | None = None, say: LogFn | None = None) -> tuple[int, int | None]:
+def pol_bands(
+    ds: gdal.Dataset,
+    warn: LogFn | None = None,
+    say: LogFn | None = None,
+    samples: Sequence[np.ndarray] | None = None,
+) -> tuple[int, int | None]:
     """The co-polarised band (the first named VV, else HH, else 1) and its cross-polarised partner (VH with VV, HV
     with HH; None when there is none). Of two or more bands named as no polarisation, bands 1 and 2 are taken by
     brightness (cross-polarised backscatter is 5-10 dB darker): band 2 is the co-polarised one when band 1 is
     clearly the darker (exports often put VH first; :func:`.units.check_band_order`, said in ``warn``), and the
     darker of the two is its partner when it is darker by :data:`PAIR_GAP_DB` or more (said in ``say``); else the
-    co-polarised band alone."""
+    co-polarised band alone. ``samples``: the image's value sample per band, when already read."""
     descriptions = [ds.GetRasterBand(b).GetDescription() for b in range(1, ds.RasterCount + 1)]
     names = [polarisation_of(d) for d in descriptions]
     for co, cross in (("VV", "VH"), ("HH", "HV")):
         if co in names:
             return names.index(co) + 1, (names.index(cross) + 1 if cross in names else None)
     if ds.RasterCount >= 2 and not any(names):
-        from .preprocess import check_has_data
+        if samples is None:
+            from .preprocess import check_has_data
 
-        samples = check_has_data(ds, read_info(ds))
+            samples = check_has_data(ds, read_info(ds))
         match, note = check_band_order(("VV", "VH"), descriptions, BandMatch((1, 2), ""), samples)
         if note and warn:
             warn(f"{Path(ds.GetDescription()).name}: {note}")
@@ -407,14 +414,22 @@ def _linear(
         return np.sqrt(np.where(valid, powers[0] * powers[1], 0.0)), valid
 
 
-def _band_scales(
-    path: str, ds: gdal.Dataset, bands: Sequence[int], choice: str, log: LogFn | None, warn: LogFn | None
-) -> list[str]:
-    """The scale (linear, dB) of each of ``bands``, the image's bands read once and said in the log once."""
-    from .preprocess import check_has_data, read_scales
+def _samples(path: str, ds: gdal.Dataset) -> tuple[RasterInfo, list[np.ndarray]]:
+    """The image's own info (units, names) and a value sample of every band of ``ds`` (it, or its aligned copy):
+    read once, for the band choice and the scales."""
+    from .preprocess import check_has_data
 
     info = read_info(open_raster(path))
-    samples = check_has_data(ds, info)
+    return info, check_has_data(ds, info)
+
+
+def _band_scales(
+    info: RasterInfo, samples: list[np.ndarray], bands: Sequence[int], choice: str, log: LogFn | None,
+    warn: LogFn | None,
+) -> list[str]:  # fmt: skip
+    """The scale (linear, dB) of each of ``bands``, said in the log once."""
+    from .preprocess import read_scales
+
     scales = read_scales(info, samples, choice, log, warn)
     return [scales[band - 1].scale for band in bands]
 
@@ -472,9 +487,13 @@ def flood_map(
             sources.append(pre_ds)
             if pre_ds.GetDescription().startswith("/vsimem/"):
                 say(f"'{Path(pre).name}' was resampled (bilinear) to the grid of '{Path(post).name}'.")
-        post_bands, pre_bands, index = _choose_bands(post_ds, pre_ds, polarisations, say, caution)
-        post_scales = _band_scales(post, post_ds, post_bands, input_scale, log, warn)
-        pre_scales = _band_scales(pre, pre_ds, pre_bands, input_scale, log, warn) if pre_ds else []
+        post_read = _samples(post, post_ds)
+        pre_read = _samples(pre, pre_ds) if pre_ds else None
+        post_bands, pre_bands, index = _choose_bands(
+            post_ds, pre_ds, polarisations, say, caution, post_read[1], pre_read[1] if pre_read else None
+        )
+        post_scales = _band_scales(*post_read, post_bands, input_scale, log, warn)
+        pre_scales = _band_scales(*pre_read, pre_bands, input_scale, log, warn) if pre_read else []
         opinion_ds = None
         if opinion is not None and pre is not None:
             opinion_ds = aligned(opinion, grid, "nearest", "post-event image")
@@ -626,15 +645,22 @@ def flood_map(
 
 
 def _choose_bands(
-    post: gdal.Dataset, pre: gdal.Dataset | None, polarisations: str, say: LogFn, warn: LogFn
+    post: gdal.Dataset,
+    pre: gdal.Dataset | None,
+    polarisations: str,
+    say: LogFn,
+    warn: LogFn,
+    post_samples: list[np.ndarray],
+    pre_samples: list[np.ndarray] | None,
 ) -> tuple[list[int], list[int], Index]:
-    """The bands of each image to threshold, and what they make (:class:`Index`), said in the log."""
+    """The bands of each image to threshold, and what they make (:class:`Index`), said in the log (from each
+    image's value sample)."""
 
     def name(ds: gdal.Dataset, band: int) -> str:
         return ds.GetRasterBand(band).GetDescription() or "unnamed"
 
-    post_co, post_cross = pol_bands(post, warn, say)
-    pre_co, pre_cross = pol_bands(pre, warn, say) if pre is not None else (None, None)
+    post_co, post_cross = pol_bands(post, warn, say, post_samples)
+    pre_co, pre_cross = pol_bands(pre, warn, say, pre_samples) if pre is not None else (None, None)
     both = post_cross is not None and (pre is None or pre_cross is not None)
     if polarisations == "auto" and both:
         say(

@@ -676,8 +676,8 @@ def forecast_rasters(
         blocks = iter_blocks(grid.width, grid.height, block_size, halo)
         window = list(range(plan.first, len(everything)))
 
-        def blocks_read(share: tuple[float, float]) -> Iterator[tuple[Any, dict, dict]]:
-            """Each block with the maps and validity of every date read; progress over ``share`` (from, to) %."""
+        def blocks_read(share: tuple[float, float], dates: Sequence[int]) -> Iterator[tuple[Any, dict, dict]]:
+            """Each block with the maps and validity of ``dates`` (indices) read; progress over ``share`` %."""
             row = -1
             for k, block in enumerate(blocks):
                 if is_canceled and is_canceled():
@@ -687,7 +687,7 @@ def forecast_rasters(
                     for src in sources.values():
                         src.FlushCache()
                 maps, valids = {}, {}
-                for i in needed:
+                for i in dates:
                     maps[i], valids[i] = decoders[i](read_window(sources[i], block.read, decoders[i].bands))
                 yield block, maps, valids
                 if progress:
@@ -698,7 +698,7 @@ def forecast_rasters(
                 _score_origin(origin, everything, model, maps, valids, block.inner, board, plan.classes_out, s)
 
         if choose:  # a first pass scores the hindcast, which says which method writes the maps
-            for block, maps, valids in blocks_read((0.0, 50.0)):
+            for block, maps, valids in blocks_read((0.0, 50.0), needed):
                 score(block, maps, valids)
             method, errors = best_method(board.rows())
             if log:
@@ -715,7 +715,9 @@ def forecast_rasters(
             if own_outputs:
                 stack.enter_context(run_outputs)  # exits last: moves every finished file into place
             writers = _StepWriters(stack, plan, result, run_outputs, common, probabilities, change_path)
-            for block, maps, valids in blocks_read((50.0, 100.0) if choose else (0.0, 100.0)):
+            # the hindcast scored first needs only the forecast's own dates now
+            dates = window if choose else needed
+            for block, maps, valids in blocks_read((50.0, 100.0) if choose else (0.0, 100.0), dates):
                 inner = block.inner
                 seq, ok = _sequence(maps, valids, window)
                 out = _run(forecaster, seq, len(horizons), s)[0]  # (K, C, h, w)

@@ -379,7 +379,7 @@ def check_input_domain(
         note = f"too few whole {domain.ENL_WINDOW}x{domain.ENL_WINDOW} cells of data to measure the ENL"
     if plan is not None and plan.method == "average" and native is not None:
         native_enl = stats.enl
-        stats = domain.measure_averaged(sample, names, scales, native, plan.pixel_size_m)
+        stats = domain.measure_averaged(sample, names, scales, native, plan.pixel_size_m, native_ties=stats.ties)
         note = f"checked as averaged to {plan.pixel_size_m:.3g} m pixels" + (
             f"; ENL about {native_enl:.2g} at the raster's {native:.3g} m" if native_enl is not None else ""
         )
