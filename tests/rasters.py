@@ -36,13 +36,16 @@ def write_raster(
     descriptions: list[str] | None = None,
     units: list[str] | None = None,
     dtype=None,
+    scale: float | None = None,
+    offset: float | None = None,
 ) -> str:
     """Write a (bands, rows, cols) or (rows, cols) array as a GeoTIFF with plain GDAL; return the path as a str.
 
     ``dtype`` is the file's data type; by default uint8 arrays are written as Byte and anything else as
     Float32. ``geotransform`` wins over ``origin`` (top-left corner) and ``pixel`` (square pixel size).
     ``epsg=None`` writes no coordinate reference system. ``nodata``, ``descriptions`` and ``units`` apply
-    to every band (one description / unit per band).
+    to every band (one description / unit per band); so do ``scale`` and ``offset`` (declared, not applied: the
+    array holds the stored values).
     """
     array = np.asarray(array)
     if dtype is None:
@@ -66,6 +69,10 @@ def write_raster(
             band.SetDescription(descriptions[b])
         if units:
             band.SetUnitType(units[b])
+        if scale is not None:
+            band.SetScale(scale)
+        if offset is not None:
+            band.SetOffset(offset)
         band.WriteArray(array[b])
     ds.FlushCache()
     ds = None

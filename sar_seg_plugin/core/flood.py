@@ -54,6 +54,8 @@ from .raster_io import (
     open_raster,
     read_info,
     read_window,
+    scaling_note,
+    source_path,
     spread_windows,
     valid_mask,
 )
@@ -350,13 +352,13 @@ def pol_bands(
             samples = check_has_data(ds, read_info(ds))
         match, note = check_band_order(("VV", "VH"), descriptions, BandMatch((1, 2), ""), samples)
         if note and warn:
-            warn(f"{Path(ds.GetDescription()).name}: {note}")
+            warn(f"{Path(source_path(ds)).name}: {note}")
         co, cross = match.bands
         medians = pair_medians_db(samples[co - 1], samples[cross - 1])
         if medians is not None and medians[0] - medians[1] >= PAIR_GAP_DB:  # clearly a co-/cross-pol pair
             if say and not note:
                 say(
-                    f"{Path(ds.GetDescription()).name}: unnamed bands taken as VV (band {co}) and VH (band {cross}):"
+                    f"{Path(source_path(ds)).name}: unnamed bands taken as VV (band {co}) and VH (band {cross}):"
                     f" band {cross} is {medians[0] - medians[1]:.1f} dB darker (medians {medians[0]:.1f} and "
                     f"{medians[1]:.1f} dB), as cross-polarised backscatter is. Name the bands (VV, VH) to be sure."
                 )
@@ -489,6 +491,10 @@ def flood_map(
                 say(f"'{Path(pre).name}' was resampled (bilinear) to the grid of '{Path(post).name}'.")
         post_read = _samples(post, post_ds)
         pre_read = _samples(pre, pre_ds) if pre_ds else None
+        for path, read in ((post, post_read), (pre, pre_read)):
+            note = scaling_note(read[0]) if read else None
+            if note:
+                say(f"'{Path(path).name}': {note}")
         post_bands, pre_bands, index = _choose_bands(
             post_ds, pre_ds, polarisations, say, caution, post_read[1], pre_read[1] if pre_read else None
         )

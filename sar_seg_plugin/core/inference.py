@@ -168,6 +168,8 @@ def segment_raster(
     src = raster_io.open_raster(src_path)
     try:
         info = raster_io.read_info(src)
+        if log and info.scaling:
+            log(raster_io.scaling_note(info))
         windows = raster_io.read_spread_windows(src)  # a bounded sample spread over the raster, every band
         samples = check_has_data(src, info, windows=windows)  # an all-nodata raster is refused before any output
         model_input = plan_model_input(meta, info, samples, input_scale)

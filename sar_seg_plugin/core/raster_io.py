@@ -92,6 +92,7 @@ class RasterInfo:
     dtype: np.dtype
     metadata: dict[str, str] = field(default_factory=dict)
     georeferenced: bool = True  # False for e.g. radar-geometry images: outputs then get no geotransform either
+    scaling: list[tuple[float, float]] = field(default_factory=list)  # declared (scale, offset) applied, if any
 
     def band_label(self, band: int) -> str:
         """A readable label for a 1-based band: its description or 'band N'."""
@@ -141,7 +142,75 @@ def open_raster(path: str | os.PathLike) -> gdal.Dataset:
         )
     if ds.RasterCount == 0:
         raise SarSegError(f"'{path}' has no raster bands. Give a raster with at least one band.")
+    if declared_scaling(ds):
+        ds = unscaled(ds, path)
     return ds
+
+
+# Where a virtual copy made by :func:`unscaled` keeps what it was made from (a domain of its own, so that the
+# items never reach an output's metadata).
+READ_DOMAIN = "SARSEG_READ"
+
+
+def declared_scaling(ds: gdal.Dataset) -> list[tuple[float, float]] | None:
+    """Each band's declared (scale, offset) when any band declares one other than (1, 0), else None.
+
+    Archives store backscatter as scaled integers (dB x 100 in Int16, or UInt16 with an offset) and declare the
+    scale and offset on the band; QGIS shows ``stored value x scale + offset``, GDAL's plain reads return the
+    stored value.
+    """
+    pairs = []
+    for i in range(ds.RasterCount):
+        band = ds.GetRasterBand(i + 1)
+        scale, offset = band.GetScale(), band.GetOffset()
+        pairs.append((1.0 if scale is None else float(scale), 0.0 if offset is None else float(offset)))
+    return pairs if any(pair != (1.0, 0.0) for pair in pairs) else None
+
+
+def unscaled(ds: gdal.Dataset, path: str) -> gdal.Dataset:
+    """A virtual copy (VRT, in memory) of ``ds`` that reads ``stored value x scale + offset`` in floating point,
+    the values QGIS shows; the stored nodata value reads as NaN (declared as the copy's nodata), names, units and
+    metadata are kept, and :func:`read_info` gives the file's path and the scales (:func:`scaling_note`)."""
+    pairs = declared_scaling(ds) or []
+    wide = gdal_array.GDALTypeCodeToNumericTypeCode(ds.GetRasterBand(1).DataType)
+    out_type = gdal.GDT_Float64 if np.dtype(wide).itemsize >= 4 and wide != np.float32 else gdal.GDT_Float32
+    declares = any(ds.GetRasterBand(i + 1).GetNoDataValue() is not None for i in range(ds.RasterCount))
+    options = {"noData": "nan"} if declares else {}
+    try:
+        vrt = gdal.Translate("", ds, format="VRT", unscale=True, outputType=out_type, **options)
+    except RuntimeError:
+        vrt = None
+    if vrt is None:
+        raise SarSegError(f"Applying the band scale and offset of '{path}' failed: {gdal.GetLastErrorMsg()}")
+    for i in range(ds.RasterCount):
+        src_band, band = ds.GetRasterBand(i + 1), vrt.GetRasterBand(i + 1)
+        band.SetUnitType(src_band.GetUnitType() or "")
+        names = category_names(src_band)
+        if names:
+            band.SetCategoryNames(names)
+    vrt.SetMetadataItem("SOURCE", path, READ_DOMAIN)
+    vrt.SetMetadataItem("SCALING", ";".join(f"{s!r},{o!r}" for s, o in pairs), READ_DOMAIN)
+    return vrt
+
+
+def source_path(ds: gdal.Dataset) -> str:
+    """The file a dataset reads: its description, or the file behind a copy made by :func:`unscaled`."""
+    return ds.GetMetadataItem("SOURCE", READ_DOMAIN) or ds.GetDescription()
+
+
+def scaling_note(info: RasterInfo) -> str | None:
+    """A log line saying which declared scales and offsets the values were read with, or None."""
+    if not info.scaling:
+        return None
+    parts = [
+        f"{info.band_label(i + 1)} = stored x {scale:g} {'+' if offset >= 0 else '-'} {abs(offset):g}"
+        for i, (scale, offset) in enumerate(info.scaling)
+        if (scale, offset) != (1.0, 0.0)
+    ]
+    return (
+        f"The raster stores scaled values and declares their scale and offset: read as QGIS shows them "
+        f"({'; '.join(parts)})"
+    )
 
 
 def check_not_same_file(inputs: Sequence[str | os.PathLike | None], output: str | os.PathLike) -> None:
@@ -177,8 +246,9 @@ def read_info(ds: gdal.Dataset) -> RasterInfo:
     bands = [ds.GetRasterBand(i + 1) for i in range(ds.RasterCount)]
     geotransform = geotransform_of(ds)
     dtype = np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(bands[0].DataType))
+    scaling = ds.GetMetadataItem("SCALING", READ_DOMAIN)
     return RasterInfo(
-        path=ds.GetDescription(),
+        path=source_path(ds),
         width=ds.RasterXSize,
         height=ds.RasterYSize,
         band_count=ds.RasterCount,
@@ -190,6 +260,7 @@ def read_info(ds: gdal.Dataset) -> RasterInfo:
         dtype=dtype,
         metadata=ds.GetMetadata() or {},
         georeferenced=geotransform is not None,
+        scaling=[tuple(float(v) for v in pair.split(",")) for pair in scaling.split(";")] if scaling else [],
     )
 
 
@@ -202,7 +273,7 @@ def read_window(
     for i, b in enumerate(band_list):
         arr = ds.GetRasterBand(b).ReadAsArray(window.x, window.y, window.width, window.height)
         if arr is None:
-            raise SarSegError(f"Reading band {b} of '{ds.GetDescription()}' failed: {gdal.GetLastErrorMsg()}")
+            raise SarSegError(f"Reading band {b} of '{source_path(ds)}' failed: {gdal.GetLastErrorMsg()}")
         out[i] = arr
     return out
 
@@ -233,7 +304,7 @@ def sample_band(ds: gdal.Dataset, band: int, max_pixels: int = 1_000_000) -> np.
     for i, r in enumerate(rows):
         line = rb.ReadAsArray(0, int(r), w, 1, buf_xsize=bw, buf_ysize=1)
         if line is None:
-            raise SarSegError(f"Reading band {band} of '{ds.GetDescription()}' failed: {gdal.GetLastErrorMsg()}")
+            raise SarSegError(f"Reading band {band} of '{source_path(ds)}' failed: {gdal.GetLastErrorMsg()}")
         arr[i] = line[0]
         if i + 1 < bh and rows[i + 1] // block_rows != r // block_rows:
             ds.FlushCache()  # the dataset, not the band: pixel-interleaved files cache every band's blocks
@@ -355,7 +426,7 @@ def with_nodata(ds: gdal.Dataset, info: RasterInfo, value: float) -> tuple[gdal.
     vrt = gdal.Translate("", ds, format="VRT", noData=value)
     if vrt is None:
         raise SarSegError(f"could not declare nodata on '{info.path}': {gdal.GetLastErrorMsg()}")
-    return vrt, replace(read_info(vrt), path=info.path)
+    return vrt, replace(read_info(vrt), path=info.path, scaling=info.scaling)
 
 
 def _creation_options(dtype: np.dtype, band_count: int, compress: str) -> list[str]:

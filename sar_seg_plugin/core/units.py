@@ -164,8 +164,9 @@ def _integer_message(label: str, dtype: np.dtype, sample: np.ndarray, evidence: 
     if med < DB_MEDIAN_RANGE[0]:
         likely = (
             f"dB scaled by an integer factor (a median of {med:g} would be {med / 100:.1f} dB at a scale of 100, "
-            f"{med / 10:.1f} dB at 10). Divide by the factor in the Raster Calculator, save as Float32 and set the "
-            "band unit to dB"
+            f"{med / 10:.1f} dB at 10). Declare the scale on the file, which QGIS and SAR Seg then apply (e.g. "
+            "gdal_edit.py -scale 0.01 -units dB FILE), or divide by the factor in the Raster Calculator, save as "
+            "Float32 and set the band unit to dB"
         )
     else:
         likely = (

@@ -133,6 +133,50 @@ def test_scaled_db_integers_are_refused(sarseg, scene, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".aux.xml")) == ["int16.tif"]
 
 
+def scaled_and_float(scene, tmp_path, scale: float, offset: float, dtype, nodata: int) -> tuple[str, str]:
+    """The scene in dB stored as integers that declare ``scale`` and ``offset``, and the same values in Float32."""
+    valid = scene["linear"] > 0
+    stored = np.where(valid, np.round((db_of(scene["linear"]) - offset) / scale), nodata).astype(dtype)
+    common = {"descriptions": ["VV", "VH"], "units": ["dB", "dB"], **scene["grid"]}
+    common.pop("nodata")
+    scaled = write_raster(tmp_path / "scaled.tif", stored, dtype=dtype, nodata=nodata, scale=scale, offset=offset,
+                          **common)  # fmt: skip
+    values = np.where(valid, stored.astype(np.float64) * scale + offset, np.nan).astype(np.float32)
+    return scaled, write_raster(tmp_path / "float.tif", values, nodata=float("nan"), **common)
+
+
+def test_scaled_db_integers_that_declare_their_scale_are_read_as_qgis_shows_them(
+    sarseg, scene, reference_classes, tmp_path
+):
+    """Was: refused as integers, though QGIS showed the dB values (Int16 dB x 100, scale 0.01)."""
+    scaled, floats = scaled_and_float(scene, tmp_path, 0.01, 0.0, np.int16, -32768)
+    got, log = run_logged(sarseg, "sarseg:segment", {"INPUT": scaled, "OUTPUT": str(tmp_path / "s.tif")})
+    want = sarseg.run("sarseg:segment", {"INPUT": floats, "OUTPUT": str(tmp_path / "f.tif")})
+    classes = read_raster(got["OUTPUT"])[0]
+    np.testing.assert_array_equal(classes, read_raster(want["OUTPUT"])[0])
+    valid = reference_classes != 255
+    assert (classes[valid] == reference_classes[valid]).mean() > 0.99  # 0.01 dB steps against the linear scene
+    assert "stores scaled values and declares their scale and offset" in log
+    assert "VV = stored x 0.01 + 0; VH = stored x 0.01 + 0" in log
+
+
+def test_flood_map_and_speckle_filter_apply_a_declared_offset(sarseg, scene, tmp_path):
+    """UInt16 (dB + 50) x 1000 with nodata 0: the same flood map and filtered values as the Float32 dB raster."""
+    scaled, floats = scaled_and_float(scene, tmp_path, 0.001, -50.0, np.uint16, 0)
+    got, log = run_logged(sarseg, "sarseg:flood_map", {"POST": scaled, "OUTPUT": str(tmp_path / "s.tif")})
+    want = sarseg.run("sarseg:flood_map", {"POST": floats, "OUTPUT": str(tmp_path / "f.tif")})
+    water = read_raster(got["OUTPUT"])[0]
+    np.testing.assert_array_equal(water, read_raster(want["OUTPUT"])[0])
+    assert (water == 1).mean() > 0.05 and (water == 255).sum() == (scene["linear"][0] <= 0).sum()
+    assert "VV = stored x 0.001 - 50" in log
+    got = sarseg.run("sarseg:speckle_filter", {"INPUT": scaled, "OUTPUT": str(tmp_path / "fs.tif")})
+    want = sarseg.run("sarseg:speckle_filter", {"INPUT": floats, "OUTPUT": str(tmp_path / "ff.tif")})
+    filtered, expected = read_raster(got["OUTPUT"], np.float64), read_raster(want["OUTPUT"], np.float64)
+    ok = np.isfinite(expected) & (scene["linear"] > 0)
+    assert ok.mean() > 0.9
+    np.testing.assert_allclose(filtered[ok], expected[ok], rtol=1e-5, atol=1e-5)
+
+
 def test_digital_numbers_are_refused(sarseg, scene, tmp_path):
     dn = np.round(np.sqrt(scene["linear"]) * 1000)
     src = write_raster(tmp_path / "dn.tif", dn, dtype=np.uint16, epsg=32631, geotransform=scene["grid"]["geotransform"],

@@ -438,3 +438,57 @@ def test_undeclared_fill_is_the_value_every_band_shares_where_no_backscatter_can
     value, share = raster_io.undeclared_fill([db], [1, 2], [None, None])
     assert value == -99.0 and share == pytest.approx(0.2)
     assert raster_io.undeclared_fill([db[:, 2:]], [1, 2], [None, None]) is None
+
+
+# --- declared band scale and offset -------------------------------------------------------------------------------
+
+
+def test_declared_scale_and_offset_are_applied_as_qgis_shows_them(tmp_path):
+    """Int16 dB x 100 (scale 0.01, nodata -32768): read as stored x 0.01, in float, nodata as NaN."""
+    rng = np.random.default_rng(3)
+    stored = rng.integers(-2500, 0, (2, 40, 50)).astype(np.int16)
+    stored[:, 0, :7] = -32768
+    path = write_tif(tmp_path / "scaled.tif", stored, nodata=-32768, descriptions=["VV", "VH"], units=["dB", "dB"],
+                     dtype=np.int16, scale=0.01)  # fmt: skip
+    ds = raster_io.open_raster(path)
+    info = raster_io.read_info(ds)
+    assert info.path == path and info.dtype == np.float32
+    assert info.descriptions == ["VV", "VH"] and info.units == ["dB", "dB"]
+    assert info.scaling == [(0.01, 0.0), (0.01, 0.0)]
+    data = raster_io.read_window(ds, Window(0, 0, 50, 40))
+    valid = raster_io.valid_mask(data, info.nodata)
+    expected = stored.astype(np.float64) * 0.01
+    assert not valid[:, 0, :7].any() and valid.sum() == stored.size - 14
+    np.testing.assert_allclose(data[valid], expected[stored != -32768], rtol=1e-6)
+    sample = raster_io.sample_band(ds, 2)
+    np.testing.assert_allclose(np.sort(sample), np.sort(expected[1][stored[1] != -32768]), rtol=1e-6)
+    note = raster_io.scaling_note(info)
+    assert "VV = stored x 0.01 + 0" in note and "VH = stored x 0.01 + 0" in note
+
+
+def test_an_offset_value_equal_to_the_stored_nodata_stays_valid(tmp_path):
+    """UInt16 (dB + 50) x 1000, nodata 0: a pixel of exactly 0 dB (stored 50000) is data, a stored 0 is not."""
+    stored = np.array([[[0, 50000, 38250, 65535]]], dtype=np.uint16)
+    path = write_tif(tmp_path / "offset.tif", stored, nodata=0, dtype=np.uint16, scale=0.001, offset=-50.0)
+    ds = raster_io.open_raster(path)
+    info = raster_io.read_info(ds)
+    data = raster_io.read_window(ds, Window(0, 0, 4, 1))
+    assert raster_io.valid_mask(data, info.nodata)[0, 0].tolist() == [False, True, True, True]
+    np.testing.assert_allclose(data[0, 0, 1:], [0.0, -11.75, 15.535], atol=1e-5)
+    assert "band 1 = stored x 0.001 - 50" in raster_io.scaling_note(info)
+
+
+def test_wide_integers_are_unscaled_in_double_precision(tmp_path):
+    stored = np.array([[[123456789, -5]]], dtype=np.int32)
+    ds = raster_io.open_raster(write_tif(tmp_path / "wide.tif", stored, dtype=np.int32, scale=1e-6))
+    assert raster_io.read_info(ds).dtype == np.float64
+    np.testing.assert_allclose(raster_io.read_window(ds, Window(0, 0, 2, 1), dtype=np.float64)[0, 0],
+                               [123.456789, -5e-6], rtol=1e-12)  # fmt: skip
+
+
+def test_a_raster_without_scale_is_read_as_it_is(tmp_path):
+    path = write_tif(tmp_path / "plain.tif", np.ones((1, 3, 3), np.float32), scale=1.0, offset=0.0)
+    ds = raster_io.open_raster(path)
+    assert ds.GetDescription() == path and raster_io.declared_scaling(ds) is None
+    info = raster_io.read_info(ds)
+    assert info.scaling == [] and raster_io.scaling_note(info) is None
