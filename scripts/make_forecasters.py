@@ -14,7 +14,11 @@
    flood generator ``training.evalflood`` (code of its own, never used for training);
 4. the section between the ``forecasters`` markers of ``sar_seg_plugin/models/MODEL_CARD.md``.
 
-Usage: ``.venv/bin/python scripts/make_forecasters.py [--models-dir DIR] [--quick]``. A few minutes on 2 cores.
+``--score-only`` skips 1 and 2: the forecasters already in ``--models-dir`` are scored as they are (their training
+facts read from their metadata), and ``--previous DIR`` names older step graphs to score beside them.
+
+Usage: ``.venv/bin/python scripts/make_forecasters.py [--models-dir DIR] [--quick] [--score-only [--previous DIR]]``.
+About ten minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -76,8 +80,8 @@ class Budget:
     lr: float = 1e-2
     noisy_fraction: float = 0.05
     gap_fraction: float = 0.15
-    held_out_seeds: int = 8  # per kind
-    eval_flood_seeds: int = 12
+    held_out_seeds: int = 24  # per kind (8 were too few to tell a skill of a few hundredths from zero)
+    eval_flood_seeds: int = 24
     eval_flood_size: int = 96
     eval_flood_days: int = 15
     db_seeds: int = 32
@@ -118,14 +122,35 @@ def train_and_export(windows: Any, out: Path, input_kind: str, budget: Budget, s
     losses = fc.train_forecaster(model, windows, steps=steps, batch_size=budget.batch, lr=budget.lr, seed=0,
                                  crop=budget.crop, log_every=max(1, steps // 5))  # fmt: skip
     seconds = time.perf_counter() - tic
-    info = {"data": note, "steps": steps, "final_loss": float(np.mean(losses[-max(1, steps // 10) :]))}
+    params = sum(p.numel() for p in model.parameters())
+    info = {"data": note, "steps": steps, "final_loss": float(np.mean(losses[-max(1, steps // 10) :])),
+            "params": params, "windows": len(windows), "seconds": round(seconds, 1),
+            "date": datetime.date.today().isoformat()}  # fmt: skip
     enc, dec = fc.export_step_onnx(model, out, budget.sequence_length, pixel_size_m=10.0, training_info=info)
     for path in (enc, dec):
         path.chmod(0o644)
-    params = sum(p.numel() for p in model.parameters())
     log(f"{out.name}: {params:,} parameters, {len(windows)} windows, {steps} steps in {seconds:.0f} s")
-    return {"encoder": enc, "decoder": dec, "params": params, "seconds": seconds, "windows": len(windows),
-            "config": model.config()}  # fmt: skip
+    return {"encoder": enc, "decoder": dec, **info}
+
+
+TRAINING_FACTS = ("data", "steps", "params", "windows", "seconds", "date")
+
+
+def read_entry(base: Path, steps: int | None = None) -> dict:
+    """A forecaster already exported at ``base`` (its step graphs) and the facts its training recorded in their
+    metadata; with ``steps``, refused unless it was trained for that many steps (the card describes the budget)."""
+    from training import forecasting as fc
+
+    enc, dec = fc.step_paths(base)
+    if not (enc.is_file() and dec.is_file()):
+        raise SystemExit(f"no forecaster at {enc} and {dec}: build one first (make forecasters)")
+    info = json.loads(fc.StepSessions(enc, dec).metadata.get(fc.METADATA_PREFIX + "training", "{}"))
+    missing = [k for k in TRAINING_FACTS if k not in info]
+    if missing:
+        raise SystemExit(f"{enc.name} does not record its training ({', '.join(missing)}): rebuild it")
+    if steps is not None and info["steps"] != steps:
+        raise SystemExit(f"{enc.name} was trained for {info['steps']} steps, this budget says {steps}: rebuild it")
+    return {"encoder": enc, "decoder": dec, **{k: info[k] for k in TRAINING_FACTS}}
 
 
 def predict(entry: dict, windows: Any, batch: int = 16) -> np.ndarray:
@@ -166,16 +191,37 @@ def evaluate_classes(entry: dict, budget: Budget) -> dict[str, list[dict]]:
     generator = fc.make_windows(held, size=budget.size, days=budget.days, sequence_length=budget.sequence_length,
                                 n_communes=4)  # fmt: skip
     out["training.synthetic series"] = scored(entry, generator)
-    flood, phases = evalflood.make_eval_flood_windows(
-        seeds(EVAL_FLOOD_SEED, budget.eval_flood_seeds), size=budget.eval_flood_size, days=budget.eval_flood_days,
-        sequence_length=budget.sequence_length,
-    )  # fmt: skip
+    flood_args = eval_flood_args(budget)
+    flood, phases = evalflood.make_eval_flood_windows(**flood_args)
+    _, seen = evalflood.make_eval_flood_windows(**flood_args, period="input")
     out["evaluation-only floods"] = scored(entry, flood)
     for phase in ("rising", "receding"):
         index = np.flatnonzero(np.asarray(phases) == phase)
         if index.size:
             out[f"evaluation-only floods, {phase}"] = scored(entry, flood.subset(index))
+    for phase in ("rising", "receding"):
+        index = np.flatnonzero(np.asarray(seen) == phase)
+        if index.size:
+            out[f"evaluation-only floods, {phase} in the input dates"] = scored(entry, flood.subset(index))
     return out
+
+
+def eval_flood_args(budget: Budget) -> dict[str, Any]:
+    """The evaluation-only flood series the card scores (``evalflood.make_eval_flood_windows`` arguments)."""
+    return {"seeds": seeds(EVAL_FLOOD_SEED, budget.eval_flood_seeds), "size": budget.eval_flood_size,
+            "days": budget.eval_flood_days, "sequence_length": budget.sequence_length}  # fmt: skip
+
+
+def turning_share(budget: Budget) -> float:
+    """Of the evaluation-only flood windows rising over their input dates, the share receding over their forecast
+    days (the flood turned)."""
+    from training import evalflood
+
+    flood_args = eval_flood_args(budget)
+    _, after = evalflood.make_eval_flood_windows(**flood_args)
+    _, before = evalflood.make_eval_flood_windows(**flood_args, period="input")
+    rising = np.asarray(before) == "rising"
+    return float((np.asarray(after)[rising] == "receding").mean()) if rising.any() else float("nan")
 
 
 def evaluate_db(entry: dict, budget: Budget) -> dict[str, list[dict]]:
@@ -279,8 +325,15 @@ def card_section(r: dict) -> str:
         CARD_BEGIN,
         "## Forecasters",
         "",
-        f"Produced by `make forecasters` (`scripts/make_forecasters.py`, also run by `make models`) on {r['date']} in "
-        f"{r['minutes']:.1f} min on {THREADS} CPU threads. Both are ConvLSTMs ({b.layers} layer"
+        (
+            f"Trained by `make forecasters` (`scripts/make_forecasters.py`, also run by `make models`) on {c['date']}; "
+            f"the tables below scored on {r['date']} by `scripts/make_forecasters.py --score-only` (the same "
+            f"forecasters, more held-out series) in {r['minutes']:.1f} min on {THREADS} CPU threads."
+            if r["score_only"]
+            else f"Produced by `make forecasters` (`scripts/make_forecasters.py`, also run by `make models`) on "
+            f"{r['date']} in {r['minutes']:.1f} min on {THREADS} CPU threads."
+        ),
+        f"Both are ConvLSTMs ({b.layers} layer"
         f"{'s' if b.layers > 1 else ''}, hidden {b.hidden}, kernel 3, trained on random {b.crop} px crops): "
         f"{b.sequence_length} input dates -> t+1, t+2, t+3, exported as two step graphs (the encoder step once per "
         "input date, the decoder step once per horizon; the time loop runs outside ONNX).",
@@ -308,13 +361,16 @@ def card_section(r: dict) -> str:
         f"{b.eval_flood_seeds} series of `training.evalflood` (seeds {EVAL_FLOOD_SEED}..), a flood generator written "
         "only for evaluation with code of its own (a terrain of random hills and valleys, a river carved into it, "
         "a water level driven by rain pulses through two linear reservoirs), never used for training; its windows are "
-        "also split by whether the flood rises or recedes over the forecast days. Every window, exported graphs run "
+        "also split by whether the flood rises or recedes over the forecast days (what then happened, which no "
+        "forecaster is told: of the windows whose flood rose over the input dates, "
+        f"{r['turning']:.0%} receded over the forecast days: the water level turned) and by whether it rose or receded "
+        "over the input dates (what a user sees when the forecast is made). Every window, exported graphs run "
         "with onnxruntime. Persistence = the last input map repeated; trend = the share of each class in the pixel's "
         "5 x 5 px neighbourhood fitted by a least-squares line over the input dates and extended, the pixel keeping "
         "its class where nothing around it changes (`sar_seg_plugin.core.forecast_methods`: the same code scores "
         "the hindcast of `sarseg:forecast`). Accuracy over valid pixels; skill = 1 - (1 - accuracy) / (1 - accuracy "
         "of persistence); -inf where persistence is exact and the model is not. *Previous model*: the skill of the "
-        f"class forecaster this build replaced ({r['previous_note']}), on the same windows.",
+        f"class forecaster before this one ({r['previous_note']}), on the same windows.",
         "",
         *class_table(r["classes"], r["previous"]),
         "",
@@ -350,7 +406,77 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--models-dir", type=Path, default=MODELS_DIR, help="where the step graphs (forecast/) and card go")
     p.add_argument("--quick", action="store_true", help="tiny budget: check the pipeline, do not ship the result")
     p.add_argument("--results", type=Path, default=None, help="also write the figures to this JSON file")
+    p.add_argument(
+        "--score-only",
+        action="store_true",
+        help="score the forecasters already in --models-dir as they are (no training) and rewrite the card",
+    )
+    p.add_argument("--previous", type=Path, default=None,
+                   help="a folder with older class-forecaster step graphs to score beside (default when training: "
+                        "the ones the build replaces)")  # fmt: skip
     return p.parse_args(argv)
+
+
+def copy_previous(forecast_dir: Path, into: Path) -> dict | None:
+    """A copy in ``into`` of the class forecaster in ``forecast_dir`` (the one a build replaces), or None."""
+    from training import forecasting as fc
+
+    old_enc, old_dec = fc.step_paths(forecast_dir / CLASSES_FILE)
+    if not (old_enc.is_file() and old_dec.is_file()):
+        return None
+    entry = {"encoder": into / old_enc.name, "decoder": into / old_dec.name}
+    shutil.copy2(old_enc, entry["encoder"])
+    shutil.copy2(old_dec, entry["decoder"])
+    return entry
+
+
+def previous_entry(folder: Path) -> dict:
+    """Older class-forecaster step graphs in ``folder`` (``--previous``), to score beside the current ones."""
+    from training import forecasting as fc
+
+    enc, dec = fc.step_paths(folder / CLASSES_FILE)
+    if not (enc.is_file() and dec.is_file()):
+        raise SystemExit(f"--previous: no {enc.name} and {dec.name} in {folder}")
+    return {"encoder": enc, "decoder": dec}
+
+
+def training_note(entry: dict) -> str:
+    from training import forecasting as fc
+
+    meta = fc.StepSessions(entry["encoder"], entry["decoder"]).metadata
+    return json.loads(meta.get(fc.METADATA_PREFIX + "training", "{}")).get("data", "no training note")
+
+
+def train_both(forecast_dir: Path, budget: Budget) -> tuple[dict, dict]:
+    """Train and export the class and backscatter forecasters into ``forecast_dir``."""
+    from training import forecast_family
+    from training import forecasting as fc
+
+    for name in (CLASSES_FILE, DB_FILE):
+        for path in fc.step_paths(forecast_dir / name):
+            path.unlink(missing_ok=True)
+    common = {"size": budget.size, "days": budget.days, "sequence_length": budget.sequence_length}
+    family, _ = forecast_family.make_family_windows(
+        seeds(TRAIN_SEED, budget.family_seeds), forecast_family.FAMILY_KINDS, noisy_fraction=budget.noisy_fraction,
+        gap_fraction=budget.gap_fraction, **common,
+    )  # fmt: skip
+    generator = fc.make_windows(seeds(TRAIN_SEED, budget.generator_seeds), n_communes=4, **common)
+    log(f"class data: {len(family)} family windows, {len(generator)} generator windows")
+    classes_model = train_and_export(concat([family, generator]), forecast_dir / CLASSES_FILE, "classes", budget,
+                                     budget.steps, class_note(budget))  # fmt: skip
+    db_windows = fc.make_windows(seeds(TRAIN_SEED, budget.db_seeds), input_kind="continuous", n_communes=4, **common)
+    db_note = f"training.synthetic series (ENL 4.4), seeds {TRAIN_SEED}..; held out {HELD_OUT_SEED}.."
+    db_model = train_and_export(db_windows, forecast_dir / DB_FILE, "continuous", budget, budget.db_steps, db_note)
+    return classes_model, db_model
+
+
+def class_note(budget: Budget) -> str:
+    from training import forecast_family
+
+    return (
+        f"training.forecast_family ({', '.join(forecast_family.FAMILY_KINDS)}; {budget.family_seeds} series each, "
+        f"seeds {TRAIN_SEED}..) + training.synthetic series; held out: seeds {HELD_OUT_SEED}.. and training.evalflood"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -359,63 +485,42 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(THREADS)
     from training import forecast_family
-    from training import forecasting as fc
 
     budget = QUICK if args.quick else Budget()
+    if set(seeds(TRAIN_SEED, budget.family_seeds)) & set(seeds(HELD_OUT_SEED, budget.held_out_seeds)):
+        raise SystemExit("training and held-out seeds overlap")
     start = time.perf_counter()
     forecast_dir = args.models_dir / FORECAST_DIR.relative_to(MODELS_DIR)
     forecast_dir.mkdir(parents=True, exist_ok=True)
     kept = tempfile.TemporaryDirectory()
-    previous = None
-    old_enc, old_dec = fc.step_paths(forecast_dir / CLASSES_FILE)
-    if old_enc.is_file() and old_dec.is_file():  # the class forecaster this build replaces, scored beside it
-        previous = {"encoder": Path(kept.name) / old_enc.name, "decoder": Path(kept.name) / old_dec.name}
-        shutil.copy2(old_enc, previous["encoder"])
-        shutil.copy2(old_dec, previous["decoder"])
-        previous_note = json.loads(
-            fc.StepSessions(old_enc, old_dec).metadata.get(fc.METADATA_PREFIX + "training", "{}")
-        ).get("data", "no training note")
-    for name in (CLASSES_FILE, DB_FILE):
-        for path in fc.step_paths(forecast_dir / name):
-            path.unlink(missing_ok=True)
-    train = seeds(TRAIN_SEED, budget.family_seeds)
-    if set(train) & set(seeds(HELD_OUT_SEED, budget.held_out_seeds)):
-        raise SystemExit("training and held-out seeds overlap")
-    common = {"size": budget.size, "days": budget.days, "sequence_length": budget.sequence_length}
-
-    family, _ = forecast_family.make_family_windows(
-        train, forecast_family.FAMILY_KINDS, noisy_fraction=budget.noisy_fraction, gap_fraction=budget.gap_fraction,
-        **common,
-    )  # fmt: skip
-    generator = fc.make_windows(seeds(TRAIN_SEED, budget.generator_seeds), n_communes=4, **common)
-    log(f"class data: {len(family)} family windows, {len(generator)} generator windows")
-    note = (
-        f"training.forecast_family ({', '.join(forecast_family.FAMILY_KINDS)}; {budget.family_seeds} series each, "
-        f"seeds {TRAIN_SEED}..) + training.synthetic series; held out: seeds {HELD_OUT_SEED}.. and training.evalflood"
-    )
-    classes_model = train_and_export(concat([family, generator]), forecast_dir / CLASSES_FILE, "classes", budget,
-                                     budget.steps, note)  # fmt: skip
-    db_windows = fc.make_windows(seeds(TRAIN_SEED, budget.db_seeds), input_kind="continuous", n_communes=4, **common)
-    db_note = f"training.synthetic series (ENL 4.4), seeds {TRAIN_SEED}..; held out {HELD_OUT_SEED}.."
-    db_model = train_and_export(db_windows, forecast_dir / DB_FILE, "continuous", budget, budget.db_steps, db_note)
-
+    if args.score_only:
+        classes_model = read_entry(forecast_dir / CLASSES_FILE, budget.steps)
+        db_model = read_entry(forecast_dir / DB_FILE, budget.db_steps)
+        if classes_model["data"] != class_note(budget):
+            raise SystemExit(f"the class forecaster was trained on other data ({classes_model['data']}): rebuild it")
+        previous = previous_entry(args.previous) if args.previous else None
+    else:
+        previous = previous_entry(args.previous) if args.previous else copy_previous(forecast_dir, Path(kept.name))
+        classes_model, db_model = train_both(forecast_dir, budget)
     classes = evaluate_classes(classes_model, budget)
     db = evaluate_db(db_model, budget)
     previous_classes = evaluate_classes(previous, budget) if previous else None
-    kept.cleanup()
     results = {
         "budget": budget,
         "date": datetime.date.today().isoformat(),
+        "score_only": args.score_only,
         "kinds": list(forecast_family.FAMILY_KINDS),
         "classes_model": classes_model,
         "db_model": db_model,
         "classes": classes,
         "db": db,
         "checks": checks(classes, db),
+        "turning": turning_share(budget),
         "previous": previous_classes,
-        "previous_note": previous_note if previous else "none",
+        "previous_note": training_note(previous) if previous else "none",
         "minutes": (time.perf_counter() - start) / 60,
     }
+    kept.cleanup()
     card = args.models_dir / MODEL_CARD
     update_section(card, CARD_BEGIN, CARD_END, card_section(results))
     log(f"updated {card} in {results['minutes']:.1f} min")

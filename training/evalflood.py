@@ -335,14 +335,26 @@ def generate_eval_flood(seed: int, size: int = 96, days: int = 15) -> EvalFloodS
     )
 
 
+WINDOW_PERIODS: tuple[str, ...] = ("forecast", "input")
+
+
 def make_eval_flood_windows(
-    seeds: Sequence[int], size: int = 96, days: int = 15, sequence_length: int = 4, horizons: int = 3
+    seeds: Sequence[int],
+    size: int = 96,
+    days: int = 15,
+    sequence_length: int = 4,
+    horizons: int = 3,
+    period: str = "forecast",
 ) -> tuple[forecasting.Windows, np.ndarray]:
     """Every (T input dates -> next K dates) window of one evaluation series per seed, and each window's phase.
 
-    The phase is that of the forecast period: the sign of the flooded-area change from the last input date to the
-    last forecast date ("steady" under 0.2 % of the valid pixels).
+    ``period`` "forecast": the phase of the forecast period, the sign of the flooded-area change from the last input
+    date to the last forecast date (what happened: a forecaster cannot know it); "input": that of the input dates,
+    from the first to the last (what a user sees when the forecast is made). "steady" under 0.2 % of the valid
+    pixels.
     """
+    if period not in WINDOW_PERIODS:
+        raise ValueError(f"period must be one of {', '.join(WINDOW_PERIODS)}, got {period!r}")
     seq, k = int(sequence_length), int(horizons)
     if seq < 1 or k < 1:
         raise ValueError(f"sequence_length and horizons must be >= 1, got {seq} and {k}")
@@ -362,7 +374,8 @@ def make_eval_flood_windows(
             end = start + seq
             inputs[i] = maps[start:end]
             targets[i] = series.labels[end : end + k]
-            phases.append(_phase(float(flooded[end + k - 1] - flooded[end - 1]), _WINDOW_TOLERANCE))
+            first, last = (end - 1, end + k - 1) if period == "forecast" else (start, end - 1)
+            phases.append(_phase(float(flooded[last] - flooded[first]), _WINDOW_TOLERANCE))
             i += 1
     windows = forecasting.Windows(inputs, targets, targets != LABEL_NODATA, "classes")
     return windows, np.array(phases, dtype=str)

@@ -230,3 +230,38 @@ def test_segmentation_miou_on_a_held_out_scene_matches_the_card(tmp_path: Path) 
     assert miou == pytest.approx(np.mean(tp[union > 0] / union[union > 0]))
     stated = _card_miou()
     assert abs(miou - stated) <= 0.05, f"held-out scene mIoU {miou:.3f}, model card {stated:.3f}"
+
+
+def _make_forecasters_module() -> ModuleType:
+    """``scripts/make_forecasters.py`` (its budget and seeds; importing it runs nothing)."""
+    spec = importlib.util.spec_from_file_location("make_forecasters", ROOT / "scripts" / "make_forecasters.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_forecaster_card_figures_reproduce() -> None:
+    """The card's forecaster section is generated: its training facts are the step graphs' own, and scoring the
+    bundled class forecaster again on the evaluation-only floods it names gives the card's accuracies, recounted
+    here with numpy."""
+    from training import evalflood
+    from training import forecasting as fc
+
+    mf = _make_forecasters_module()
+    budget = mf.Budget()
+    entry = mf.read_entry(FORECAST_DIR / mf.CLASSES_FILE, budget.steps)
+    section = CARD.read_text(encoding="utf-8").split(mf.CARD_BEGIN)[1]
+    assert f"| {entry['params']:,} | {entry['windows']} windows, {budget.steps} steps" in section
+    windows, _ = evalflood.make_eval_flood_windows(**mf.eval_flood_args(budget))
+    pred = mf.predict(entry, windows).argmax(axis=2)
+    last = windows.inputs[:, -1].argmax(axis=1)  # persistence
+    block = section.split("| evaluation-only floods | t+1 |")[1].split("\n")[:3]
+    stated = [tuple(float(v) for v in re.findall(r"\| ([0-9.]+)", "|" + line)[:2]) for line in block]
+    assert len(stated) == 3 and all(len(pair) == 2 for pair in stated), block
+    for h in range(3):
+        ok = windows.valid[:, h]
+        got = tuple(float((p[ok] == windows.targets[:, h][ok]).mean()) for p in (pred[:, h], last))
+        np.testing.assert_allclose(got, stated[h], atol=0.0005)
+    assert fc.step_paths(FORECAST_DIR / mf.CLASSES_FILE)[0] == entry["encoder"]

@@ -105,5 +105,12 @@ def test_windows_count_targets_and_phases():
         np.testing.assert_array_equal(windows.targets[i], s.labels[end : end + k])
         change = s.flooded[end + k - 1] - s.flooded[end - 1]
         assert phases[i] == ("rising" if change > 0.002 else "receding" if change < -0.002 else "steady")
+    _, seen = make_eval_flood_windows([0, 1, 2], size=48, days=DAYS, sequence_length=t, horizons=k, period="input")
+    for start in range(per):
+        change = s.flooded[start + t - 1] - s.flooded[start]  # first to last input date of window per + start
+        assert seen[per + start] == ("rising" if change > 0.002 else "receding" if change < -0.002 else "steady")
+    assert (seen != phases).any()  # a flood that turns: rising in its inputs, receding over its forecast days
     with pytest.raises(ValueError):
         make_eval_flood_windows([0], days=6, sequence_length=4, horizons=3)
+    with pytest.raises(ValueError, match="period"):
+        make_eval_flood_windows([0], days=DAYS, period="future")
