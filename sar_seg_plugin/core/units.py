@@ -2,8 +2,10 @@
 
 Unit metadata decides when it is present and the values agree with it; when it is absent the values decide; when
 the two disagree the values win and the log says so; when neither can tell, or the values cannot be calibrated
-backscatter at all (digital numbers, scaled integers, normalised values), the run stops with a message that says
-what to do. A user's explicit choice ("Input units") always wins, with a warning when the values disagree.
+backscatter at all (digital numbers, integers scaled without a declared scale, normalised values), the run stops
+with a message that says what to do. A declared band scale and offset are applied before
+(``raster_io.open_raster``). A user's explicit choice ("Input units") always wins, with a warning when the values
+disagree.
 
 Bands named as polarisations (VV, VH, HH, HV, in the band description) are matched to what a model expects by
 name; unnamed bands are taken in order, and the log says so. No qgis import.

@@ -56,10 +56,13 @@ T = TypeVar("T")
 #: The "Input units" parameter: its options in the order of :data:`units.SCALE_CHOICES`, and its help text.
 INPUT_SCALE = "INPUT_SCALE"
 INPUT_SCALE_HELP = (
-    "<b>Input units</b> (advanced): auto-detect reads each band's unit ('dB' or 'linear') when its values agree, "
+    "<b>Input units</b> (advanced): a band scale and offset declared in the file (e.g. dB x 100 stored as Int16 "
+    "with scale 0.01) are applied first, as QGIS shows the values. Auto-detect reads each band's unit ('dB' or "
+    "'linear') when its values agree, "
     "else decides by the values (negative values in the range of backscatter mean dB, small positive values linear "
     "power), and says in the log which and why; a band whose unit contradicts its values is read as its values "
-    "say, with a warning; rasters that are neither (digital numbers, scaled integers, normalised values) are "
+    "say, with a warning; rasters that are neither (digital numbers, integers scaled without a declared scale, "
+    "normalised values) are "
     "refused with what to do, and so is a VV/VH (HH/HV) pair that looks like amplitude (the square root of power: "
     "both bands too bright and too close together). Choose linear power or dB to override the detection.\n"
 )
