@@ -89,6 +89,14 @@ class Budget:
     db_held_out_seeds: int = 8
 
 
+SCORING_FIELDS = ("held_out_seeds", "eval_flood_seeds", "eval_flood_size", "eval_flood_days", "db_held_out_seeds")
+
+
+def recipe(budget: Budget) -> dict[str, Any]:
+    """The fields of ``budget`` that make the forecasters (all but how many held-out series score them)."""
+    return {k: v for k, v in dataclasses.asdict(budget).items() if k not in SCORING_FIELDS}
+
+
 QUICK = Budget(family_seeds=2, generator_seeds=2, steps=20, held_out_seeds=1, eval_flood_seeds=1, db_seeds=2,
                db_steps=10, db_held_out_seeds=1)  # fmt: skip
 
@@ -125,7 +133,7 @@ def train_and_export(windows: Any, out: Path, input_kind: str, budget: Budget, s
     params = sum(p.numel() for p in model.parameters())
     info = {"data": note, "steps": steps, "final_loss": float(np.mean(losses[-max(1, steps // 10) :])),
             "params": params, "windows": len(windows), "seconds": round(seconds, 1),
-            "date": datetime.date.today().isoformat()}  # fmt: skip
+            "date": datetime.date.today().isoformat(), "recipe": recipe(budget)}  # fmt: skip
     enc, dec = fc.export_step_onnx(model, out, budget.sequence_length, pixel_size_m=10.0, training_info=info)
     for path in (enc, dec):
         path.chmod(0o644)
@@ -133,12 +141,12 @@ def train_and_export(windows: Any, out: Path, input_kind: str, budget: Budget, s
     return {"encoder": enc, "decoder": dec, **info}
 
 
-TRAINING_FACTS = ("data", "steps", "params", "windows", "seconds", "date")
+TRAINING_FACTS = ("data", "steps", "params", "windows", "seconds", "date", "recipe")
 
 
-def read_entry(base: Path, steps: int | None = None) -> dict:
+def read_entry(base: Path, budget: Budget | None = None) -> dict:
     """A forecaster already exported at ``base`` (its step graphs) and the facts its training recorded in their
-    metadata; with ``steps``, refused unless it was trained for that many steps (the card describes the budget)."""
+    metadata; with ``budget``, refused unless it was made by that budget's recipe (the card describes it)."""
     from training import forecasting as fc
 
     enc, dec = fc.step_paths(base)
@@ -148,8 +156,11 @@ def read_entry(base: Path, steps: int | None = None) -> dict:
     missing = [k for k in TRAINING_FACTS if k not in info]
     if missing:
         raise SystemExit(f"{enc.name} does not record its training ({', '.join(missing)}): rebuild it")
-    if steps is not None and info["steps"] != steps:
-        raise SystemExit(f"{enc.name} was trained for {info['steps']} steps, this budget says {steps}: rebuild it")
+    if budget is not None:
+        wanted = recipe(budget)
+        differ = [f"{k} {info['recipe'].get(k)} (now {v})" for k, v in wanted.items() if info["recipe"].get(k) != v]
+        if differ:
+            raise SystemExit(f"{enc.name} was made with another recipe: {', '.join(differ)}; rebuild it")
     return {"encoder": enc, "decoder": dec, **{k: info[k] for k in TRAINING_FACTS}}
 
 
@@ -494,8 +505,8 @@ def main(argv: list[str] | None = None) -> int:
     forecast_dir.mkdir(parents=True, exist_ok=True)
     kept = tempfile.TemporaryDirectory()
     if args.score_only:
-        classes_model = read_entry(forecast_dir / CLASSES_FILE, budget.steps)
-        db_model = read_entry(forecast_dir / DB_FILE, budget.db_steps)
+        classes_model = read_entry(forecast_dir / CLASSES_FILE, budget)
+        db_model = read_entry(forecast_dir / DB_FILE, budget)
         if classes_model["data"] != class_note(budget):
             raise SystemExit(f"the class forecaster was trained on other data ({classes_model['data']}): rebuild it")
         previous = previous_entry(args.previous) if args.previous else None

@@ -251,7 +251,7 @@ def test_forecaster_card_figures_reproduce() -> None:
 
     mf = _make_forecasters_module()
     budget = mf.Budget()
-    entry = mf.read_entry(FORECAST_DIR / mf.CLASSES_FILE, budget.steps)
+    entry = mf.read_entry(FORECAST_DIR / mf.CLASSES_FILE, budget)  # made by the budget the card describes
     section = CARD.read_text(encoding="utf-8").split(mf.CARD_BEGIN)[1]
     assert f"| {entry['params']:,} | {entry['windows']} windows, {budget.steps} steps" in section
     windows, _ = evalflood.make_eval_flood_windows(**mf.eval_flood_args(budget))
