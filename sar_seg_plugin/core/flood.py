@@ -54,7 +54,6 @@ from .raster_io import (
     open_raster,
     read_info,
     read_window,
-    scaling_note,
     source_path,
     spread_windows,
     valid_mask,
@@ -491,10 +490,6 @@ def flood_map(
                 say(f"'{Path(pre).name}' was resampled (bilinear) to the grid of '{Path(post).name}'.")
         post_read = _samples(post, post_ds)
         pre_read = _samples(pre, pre_ds) if pre_ds else None
-        for path, read in ((post, post_read), (pre, pre_read)):
-            note = scaling_note(read[0]) if read else None
-            if note:
-                say(f"'{Path(path).name}': {note}")
         post_bands, pre_bands, index = _choose_bands(
             post_ds, pre_ds, polarisations, say, caution, post_read[1], pre_read[1] if pre_read else None
         )

@@ -29,6 +29,7 @@ from .raster_io import (
     read_window,
     sample_band,
     sample_windows,
+    scaling_note,
     spread_windows,
     valid_mask,
 )
@@ -279,7 +280,11 @@ def read_scales(
     log: Callable[[str], None] | None,
     warn: Callable[[str], None] | None,
 ) -> list[units.BandScale]:
-    """Every band's scale by the rule of :mod:`.units`, each decision said in ``log`` (``warn`` for disagreements)."""
+    """Every band's scale by the rule of :mod:`.units`, each decision said in ``log`` (``warn`` for disagreements),
+    after the declared scale and offset the values were read with, if any."""
+    note = scaling_note(info)
+    if note and log:
+        log(note)
     scales = units.resolve_scales(info, samples, choice)
     units.tell_scales(scales, log, warn)
     return scales

@@ -208,7 +208,7 @@ def scaling_note(info: RasterInfo) -> str | None:
         if (scale, offset) != (1.0, 0.0)
     ]
     return (
-        f"The raster stores scaled values and declares their scale and offset: read as QGIS shows them "
+        f"'{Path(info.path).name}' stores scaled values and declares their scale and offset: read as QGIS shows them "
         f"({'; '.join(parts)})"
     )
 
