@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import functools
 import json
 import math
 import os
@@ -185,7 +186,7 @@ def scored(entry: dict, windows: Any) -> list[dict]:
 def evaluate_classes(entry: dict, budget: Budget) -> dict[str, list[dict]]:
     """Scores of the class forecaster per data set: every family kind (clean), noisy inputs, missing days, the
     training generator's own series, and the evaluation-only floods (all windows, rising, receding)."""
-    from training import evalflood, forecast_family
+    from training import forecast_family
     from training import forecasting as fc
 
     out: dict[str, list[dict]] = {}
@@ -202,9 +203,7 @@ def evaluate_classes(entry: dict, budget: Budget) -> dict[str, list[dict]]:
     generator = fc.make_windows(held, size=budget.size, days=budget.days, sequence_length=budget.sequence_length,
                                 n_communes=4)  # fmt: skip
     out["training.synthetic series"] = scored(entry, generator)
-    flood_args = eval_flood_args(budget)
-    flood, phases = evalflood.make_eval_flood_windows(**flood_args)
-    _, seen = evalflood.make_eval_flood_windows(**flood_args, period="input")
+    flood, phases, seen = eval_floods(budget)
     out["evaluation-only floods"] = scored(entry, flood)
     for phase in ("rising", "receding"):
         index = np.flatnonzero(np.asarray(phases) == phase)
@@ -223,16 +222,23 @@ def eval_flood_args(budget: Budget) -> dict[str, Any]:
             "days": budget.eval_flood_days, "sequence_length": budget.sequence_length}  # fmt: skip
 
 
+@functools.lru_cache(maxsize=2)
+def eval_floods(budget: Budget) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The evaluation-only flood windows the card scores and each window's phase over its forecast days and over
+    its input dates; made once per budget (every forecaster scored, and :func:`turning_share`, use them)."""
+    from training import evalflood
+
+    flood, after = evalflood.make_eval_flood_windows(**eval_flood_args(budget))
+    _, before = evalflood.make_eval_flood_windows(**eval_flood_args(budget), period="input")
+    return flood, np.asarray(after), np.asarray(before)
+
+
 def turning_share(budget: Budget) -> float:
     """Of the evaluation-only flood windows rising over their input dates, the share receding over their forecast
     days (the flood turned)."""
-    from training import evalflood
-
-    flood_args = eval_flood_args(budget)
-    _, after = evalflood.make_eval_flood_windows(**flood_args)
-    _, before = evalflood.make_eval_flood_windows(**flood_args, period="input")
-    rising = np.asarray(before) == "rising"
-    return float((np.asarray(after)[rising] == "receding").mean()) if rising.any() else float("nan")
+    _, after, before = eval_floods(budget)
+    rising = before == "rising"
+    return float((after[rising] == "receding").mean()) if rising.any() else float("nan")
 
 
 def evaluate_db(entry: dict, budget: Budget) -> dict[str, list[dict]]:

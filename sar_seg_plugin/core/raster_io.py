@@ -142,8 +142,9 @@ def open_raster(path: str | os.PathLike) -> gdal.Dataset:
         )
     if ds.RasterCount == 0:
         raise SarSegError(f"'{path}' has no raster bands. Give a raster with at least one band.")
-    if declared_scaling(ds):
-        ds = unscaled(ds, path)
+    pairs = declared_scaling(ds)
+    if pairs:
+        ds = unscaled(ds, path, pairs)
     return ds
 
 
@@ -167,11 +168,11 @@ def declared_scaling(ds: gdal.Dataset) -> list[tuple[float, float]] | None:
     return pairs if any(pair != (1.0, 0.0) for pair in pairs) else None
 
 
-def unscaled(ds: gdal.Dataset, path: str) -> gdal.Dataset:
+def unscaled(ds: gdal.Dataset, path: str, pairs: Sequence[tuple[float, float]]) -> gdal.Dataset:
     """A virtual copy (VRT, in memory) of ``ds`` that reads ``stored value x scale + offset`` in floating point,
-    the values QGIS shows; the stored nodata value reads as NaN (declared as the copy's nodata), names, units and
-    metadata are kept, and :func:`read_info` gives the file's path and the scales (:func:`scaling_note`)."""
-    pairs = declared_scaling(ds) or []
+    the values QGIS shows (``pairs``: each band's (scale, offset), :func:`declared_scaling`); the stored nodata value
+    reads as NaN (declared as the copy's nodata), names, units and metadata are kept, and :func:`read_info` gives
+    the file's path and the scales (:func:`scaling_note`)."""
     wide = gdal_array.GDALTypeCodeToNumericTypeCode(ds.GetRasterBand(1).DataType)
     out_type = gdal.GDT_Float64 if np.dtype(wide).itemsize >= 4 and wide != np.float32 else gdal.GDT_Float32
     declares = any(ds.GetRasterBand(i + 1).GetNoDataValue() is not None for i in range(ds.RasterCount))

@@ -247,7 +247,6 @@ def test_forecaster_card_figures_reproduce() -> None:
     bundled class forecaster again on the evaluation-only floods it names gives the card's accuracies, recounted
     here with numpy."""
     from training import evalflood
-    from training import forecasting as fc
 
     mf = _make_forecasters_module()
     budget = mf.Budget()
@@ -264,4 +263,3 @@ def test_forecaster_card_figures_reproduce() -> None:
         ok = windows.valid[:, h]
         got = tuple(float((p[ok] == windows.targets[:, h][ok]).mean()) for p in (pred[:, h], last))
         np.testing.assert_allclose(got, stated[h], atol=0.0005)
-    assert fc.step_paths(FORECAST_DIR / mf.CLASSES_FILE)[0] == entry["encoder"]
