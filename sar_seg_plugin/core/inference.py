@@ -403,8 +403,12 @@ def _measure_native(
     if not sar or len(model_input.scales) != len(sar):
         return None
     size = raster_pixel_size_m(src)
-    sample = [w[[model_input.bands[i] - 1 for i in sar]] for w in windows]
     names, scales = [meta.input_bands[i] for i in sar], [s.scale for s in model_input.scales]
+    # gamma0 or beta0 measured as the sigma0 the model is given, against the envelope of the sigma0 it was trained on
+    sample = [
+        np.stack([model_input.to_sigma0(w[model_input.bands[i] - 1], scale) for i, scale in zip(sar, scales)])
+        for w in windows
+    ]
     native = None if size is None else math.sqrt(size[0] * size[1])
     return domain.measure_domain(sample, names, scales, native), (sample, names, scales, native)
 
@@ -444,6 +448,8 @@ def _segment_resampled(src: Any, plan: ResamplePlan, run: _Run) -> dict[str, Any
         scales=model_input.scales,
         notes=[],
         warnings=[],
+        radiometry=model_input.radiometry,
+        units=model_input.units,
     )
     class_count = len(meta.class_names)
     tmp_dir = None

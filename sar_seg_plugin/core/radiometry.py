@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -121,3 +124,187 @@ def check_stats_fit(stats: NormalizationStats, band_names: Sequence[str]) -> Non
             f"({', '.join(b.name for b in stats.bands)}) but the raster has {len(band_names)} "
             f"({', '.join(band_names)}). Use statistics computed on a raster with the same bands."
         )
+
+
+# --- sigma0, gamma0 and beta0 ------------------------------------------------------------------------
+
+SIGMA0, GAMMA0, BETA0 = "sigma0", "gamma0", "beta0"
+RADIOMETRIES = (SIGMA0, GAMMA0, BETA0)
+#: Dataset metadata items that state the radiometry (``RADIOMETRY`` is written by ``sarseg:import_sentinel1``) and
+#: the incidence angle in degrees (``INCIDENCE_ANGLE`` likewise; ``incidence_near`` / ``incidence_far`` are the
+#: names of ESA SNAP's abstracted metadata).
+RADIOMETRY_KEYS = ("RADIOMETRY", "CALIBRATION", "BACKSCATTER")
+INCIDENCE_KEYS = (
+    "INCIDENCE_ANGLE",
+    "INCIDENCE_ANGLE_DEG",
+    "INCIDENCE_ANGLE_MID",
+    "MEAN_INCIDENCE_ANGLE",
+    "INCIDENCE_MID",
+    "INCIDENCE",
+)
+INCIDENCE_PAIR = ("INCIDENCE_NEAR", "INCIDENCE_FAR")
+#: Incidence angles a backscatter product can have; a value outside is not taken as one.
+INCIDENCE_RANGE_DEG = (10.0, 70.0)
+#: Sentinel-1 IW spans about 29-46 degrees of incidence: its middle, taken when the raster does not say.
+ASSUMED_INCIDENCE_DEG = 37.5
+IW_INCIDENCE_DEG = (29.1, 46.0)
+RADIOMETRY_METADATA_KEY = "SARSEG_INPUT_RADIOMETRY"
+
+_RADIOMETRY_WORD = re.compile(r"(sigma|gamma|beta)[ _.-]?(0|nought|naught|zero)(?![0-9])")
+_GREEK = {"σ": "sigma", "γ": "gamma", "β": "beta", "°": "0", "⁰": "0"}
+
+
+def radiometry_word(text: str) -> str | None:
+    """The radiometry a name states: "Gamma0_VV_db" -> gamma0, "Beta0_VH" -> beta0, "Sigma0_VV" / "sigma nought"
+    -> sigma0; None when it names none ("VV", "Gamma-MAP filtered VV")."""
+    low = (text or "").lower()
+    for greek, latin in _GREEK.items():
+        low = low.replace(greek, latin)
+    found = {m.group(1) + "0" for m in _RADIOMETRY_WORD.finditer(low)}
+    return found.pop() if len(found) == 1 else None
+
+
+def _item(metadata: Mapping[str, str], keys: Sequence[str]) -> tuple[str, str] | None:
+    """The first of ``keys`` (any case) present in ``metadata``, as (key as written, value)."""
+    lowered = {k.lower(): k for k in metadata}
+    for key in keys:
+        if key.lower() in lowered:
+            written = lowered[key.lower()]
+            return written, str(metadata[written])
+    return None
+
+
+def _angle(value: str) -> float | None:
+    try:
+        angle = float(str(value).strip().split()[0])
+    except (ValueError, IndexError):
+        return None
+    low, high = INCIDENCE_RANGE_DEG
+    return angle if math.isfinite(angle) and low <= angle <= high else None
+
+
+def incidence_from_metadata(metadata: Mapping[str, str]) -> tuple[float, str] | None:
+    """The incidence angle (degrees) the dataset metadata states and the item(s) it was read from, else None."""
+    item = _item(metadata, INCIDENCE_KEYS)
+    if item is not None and _angle(item[1]) is not None:
+        return _angle(item[1]), f"its metadata item {item[0]}={item[1]}"
+    near, far = _item(metadata, INCIDENCE_PAIR[:1]), _item(metadata, INCIDENCE_PAIR[1:])
+    if near and far and _angle(near[1]) is not None and _angle(far[1]) is not None:
+        return (
+            _angle(near[1]) + _angle(far[1])
+        ) / 2.0, f"the mean of its metadata items {near[0]}={near[1]} and {far[0]}={far[1]}"
+    return None
+
+
+def sigma0_gain(radiometry: str, incidence_deg: float) -> float:
+    """sigma0 / ``radiometry`` at ``incidence_deg``: cos for gamma0, sin for beta0, 1 for sigma0."""
+    angle = math.radians(incidence_deg)
+    return {SIGMA0: 1.0, GAMMA0: math.cos(angle), BETA0: math.sin(angle)}[radiometry]
+
+
+@dataclass(frozen=True)
+class RadiometryPlan:
+    """Which backscatter coefficient a raster holds and how it is brought to sigma0, the coefficient the models were
+    trained on: gamma0 = sigma0 / cos(incidence), beta0 = sigma0 / sin(incidence) (ellipsoid incidence; the
+    terrain-flattened gamma0 of ESA SNAP or ASF is converted the same way, which leaves its terrain correction in).
+
+    ``source``: what said so (empty when nothing did and sigma0 is assumed); ``incidence_deg`` and
+    ``incidence_source``: the angle used and where it came from (metadata, or assumed)."""
+
+    radiometry: str = SIGMA0
+    source: str = ""
+    incidence_deg: float | None = None
+    incidence_source: str = ""
+
+    @property
+    def converts(self) -> bool:
+        return self.radiometry != SIGMA0
+
+    @property
+    def assumed_angle(self) -> bool:
+        return self.converts and self.incidence_source.startswith("assumed")
+
+    @property
+    def gain(self) -> float:
+        """The factor that brings the raster's linear power to sigma0 (1 for sigma0)."""
+        if not self.converts or self.incidence_deg is None:
+            return 1.0
+        return sigma0_gain(self.radiometry, self.incidence_deg)
+
+    @property
+    def offset_db(self) -> float:
+        """The same in dB: what is added to a dB value to make it sigma0."""
+        return 10.0 * math.log10(self.gain)
+
+    def note(self) -> str:
+        """The log line: what the raster holds, and what is done about it."""
+        if not self.converts:
+            return f"The raster holds sigma0 ({self.source}), the coefficient the model was trained on"
+        factor = "cos" if self.radiometry == GAMMA0 else "sin"
+        spread = ""
+        if self.assumed_angle:
+            ends = sorted(10.0 * math.log10(sigma0_gain(self.radiometry, a)) for a in IW_INCIDENCE_DEG)
+            spread = (
+                f". Across a Sentinel-1 IW swath ({IW_INCIDENCE_DEG[0]:g}-{IW_INCIDENCE_DEG[1]:g} deg) the right "
+                f"correction is {ends[1]:+.1f} to {ends[0]:+.1f} dB; give the raster an {INCIDENCE_KEYS[0]} "
+                "metadata item (degrees) to use its own angle, or import it as sigma0"
+            )
+        return (
+            f"The raster holds {self.radiometry} ({self.source}), the model was trained on sigma0: converted as "
+            f"sigma0 = {self.radiometry} x {factor}(incidence) with an incidence of {self.incidence_deg:.3g} deg "
+            f"({self.incidence_source}), {self.offset_db:+.2f} dB on every pixel{spread}"
+        )
+
+    def metadata(self) -> dict[str, str]:
+        """Output metadata recording it (nothing for sigma0 that nothing stated)."""
+        if not self.source:
+            return {}
+        if not self.converts:
+            return {RADIOMETRY_METADATA_KEY: SIGMA0}
+        return {
+            RADIOMETRY_METADATA_KEY: (
+                f"{self.radiometry} converted to sigma0 at {self.incidence_deg:.3g} deg incidence "
+                f"({self.incidence_source}): {self.offset_db:+.2f} dB"
+            )
+        }
+
+
+def plan_radiometry(metadata: Mapping[str, str], descriptions: Sequence[str], path: str = "") -> RadiometryPlan:
+    """What a raster holds, from (first that says) its bands' descriptions, its dataset metadata
+    (:data:`RADIOMETRY_KEYS`) or its file name; sigma0 when none does. Bands naming different coefficients are
+    refused (SarSegError). The incidence angle of a conversion comes from the metadata
+    (:func:`incidence_from_metadata`), else :data:`ASSUMED_INCIDENCE_DEG` is taken."""
+    named = {d: radiometry_word(d) for d in descriptions if radiometry_word(d)}
+    found: str | None = None
+    source = ""
+    if named:
+        kinds = sorted(set(named.values()))
+        if len(kinds) > 1:
+            raise SarSegError(
+                "The bands name different backscatter coefficients ("
+                + ", ".join(f"'{d}': {k}" for d, k in named.items())
+                + "). Give bands of one coefficient, sigma0 preferably (ESA SNAP 'Calibrate' to sigma0, or "
+                "'Import Sentinel-1' with radiometry sigma0)."
+            )
+        found = kinds[0]
+        source = "its band description" + ("s " if len(named) > 1 else " ") + ", ".join(f"'{d}'" for d in named)
+    if found is None:
+        item = _item(metadata, RADIOMETRY_KEYS)
+        if item is not None and (radiometry_word(item[1]) or item[1].strip().lower() in RADIOMETRIES):
+            found = radiometry_word(item[1]) or item[1].strip().lower()
+            source = f"its metadata item {item[0]}={item[1]}"
+    if found is None and path:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        if radiometry_word(stem):
+            found = radiometry_word(stem)
+            source = f"its file name '{os.path.basename(path)}'"
+    if found is None:
+        return RadiometryPlan()
+    if found == SIGMA0:
+        return RadiometryPlan(SIGMA0, source)
+    stated = incidence_from_metadata(metadata)
+    if stated is not None:
+        return RadiometryPlan(found, source, stated[0], stated[1])
+    return RadiometryPlan(
+        found, source, ASSUMED_INCIDENCE_DEG, "assumed: the middle of a Sentinel-1 IW swath; the raster does not say"
+    )

@@ -541,6 +541,7 @@ def import_product(
         + f"; geocoded to EPSG:{epsg} at {pixel_size:g} m (ellipsoid, from the product's geolocation grid)"
     )
     spacing = _pixel_spacing(product, pols[0])
+    incidence = incidence_angle(_read_text(product.measurements[pols[0]].annotation), x0, w)
     border_px = int(round(BORDER_WIDTH_M / spacing)) if border and spacing else 0
 
     # Room for the radar-geometry temporary and the output (both uncompressed at worst), before any work: a whole
@@ -665,6 +666,8 @@ def import_product(
                 "ACQUISITION_STOP": product.stop.isoformat() if product.stop else "",
                 "ACQUISITION_DATE": product.start.date().isoformat(),
                 "RADIOMETRY": radiometry,
+                # at the middle of the imported columns: what brings gamma0 / beta0 back to sigma0 for the models
+                "INCIDENCE_ANGLE": "" if incidence is None else f"{incidence:.2f}",
                 "THERMAL_NOISE_REMOVED": "yes" if remove_noise else "no",
                 "GEOCODING": "ellipsoid, from the annotation's geolocation grid (no terrain correction)",
             }
@@ -690,3 +693,20 @@ def _pixel_spacing(product: Product, pol: str) -> float | None:
     text = _read_text(product.measurements[pol].annotation)
     match = re.search(r"<rangePixelSpacing>([0-9.eE+-]+)</rangePixelSpacing>", text)
     return float(match.group(1)) if match else None
+
+
+def incidence_angle(annotation_xml: str, x0: float, width: float) -> float | None:
+    """The ellipsoid incidence angle (degrees) at the middle of radar columns ``x0`` .. ``x0 + width``, from the
+    annotation's geolocation grid (its lines averaged, interpolated between its columns); None without a grid."""
+    pixels, angles = [], []
+    for point in re.finditer(r"<geolocationGridPoint>(.*?)</geolocationGridPoint>", annotation_xml, re.S):
+        pixel = re.search(r"<pixel>([0-9.eE+-]+)</pixel>", point.group(1))
+        angle = re.search(r"<incidenceAngle>([0-9.eE+-]+)</incidenceAngle>", point.group(1))
+        if pixel and angle:
+            pixels.append(float(pixel.group(1)))
+            angles.append(float(angle.group(1)))
+    if not pixels:
+        return None
+    columns, where = np.unique(np.asarray(pixels), return_inverse=True)
+    per_column = np.bincount(where, weights=np.asarray(angles)) / np.bincount(where)  # mean over the grid's lines
+    return float(np.interp(x0 + width / 2.0, columns, per_column))

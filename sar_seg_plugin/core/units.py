@@ -22,7 +22,7 @@ import numpy as np
 
 from ..models.metadata import ModelMetadata
 from .errors import SarSegError
-from .radiometry import DB, DEFAULT_FLOOR_DB, LINEAR, from_db, to_db
+from .radiometry import DB, DEFAULT_FLOOR_DB, LINEAR, RadiometryPlan, from_db, plan_radiometry, to_db
 from .raster_io import RasterInfo
 
 AUTO = "auto"
@@ -591,13 +591,32 @@ class ModelInput:
     scales: list[BandScale]
     notes: list[str]
     warnings: list[str]
+    #: gamma0 or beta0 brought to sigma0 (:func:`.radiometry.plan_radiometry`); ``units``: the unit of each model
+    #: band after conversion, where the backscatter bands get the plan's gain (a dB offset, or a factor).
+    radiometry: RadiometryPlan = RadiometryPlan()
+    units: tuple[str, ...] = ()
 
     def apply(self, data: np.ndarray) -> np.ndarray:
         """Convert, in place, a float32 (model bands, h, w) block read from :attr:`bands` to the model's units."""
         for b, conversion in enumerate(self.conversions):
             if conversion:
                 data[b] = convert_scale(data[b], *((LINEAR, DB) if conversion == TO_DB else (DB, LINEAR)))
+        if self.radiometry.converts:
+            for b, unit in enumerate(self.units):
+                if unit == DB:
+                    data[b] += np.float32(self.radiometry.offset_db)
+                elif unit == LINEAR:
+                    data[b] *= np.float32(self.radiometry.gain)
         return data
+
+    def to_sigma0(self, values: np.ndarray, scale: str) -> np.ndarray:
+        """A copy of one backscatter band's ``values`` in ``scale`` (dB or linear) brought to sigma0 (the same
+        values when the raster holds sigma0)."""
+        if not self.radiometry.converts:
+            return values
+        if scale == DB:
+            return values + np.float32(self.radiometry.offset_db)
+        return values * np.float32(self.radiometry.gain)
 
     @property
     def reordered(self) -> bool:
@@ -605,7 +624,7 @@ class ModelInput:
         return list(self.bands) != list(range(1, len(self.bands) + 1))
 
     def metadata(self) -> dict[str, str]:
-        return scales_metadata(self.scales)
+        return {**scales_metadata(self.scales), **self.radiometry.metadata()}
 
     def tell(self, log: LogFn | None, warn: LogFn | None) -> None:
         """Say how the bands were matched and read (:func:`tell`)."""
@@ -668,4 +687,10 @@ def plan_model_input(
         notes.append(f"Converting linear power to dB (floor {DEFAULT_FLOOR_DB:g} dB) as the model expects dB")
     if TO_LINEAR in conversions:
         notes.append("Converting dB to linear power as the model expects linear power")
-    return ModelInput(match.bands, tuple(conversions), scales, notes, warnings)
+    radiometry = RadiometryPlan()
+    if any(sar):
+        sar_bands = [band for band, is_sar in zip(match.bands, sar) if is_sar]
+        radiometry = plan_radiometry(info.metadata, [info.descriptions[b - 1] for b in sar_bands], info.path)
+        if radiometry.source:
+            (warnings if radiometry.assumed_angle else notes).append(radiometry.note())
+    return ModelInput(match.bands, tuple(conversions), scales, notes, warnings, radiometry, tuple(meta.input_units))

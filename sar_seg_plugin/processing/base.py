@@ -66,6 +66,12 @@ INPUT_SCALE_HELP = (
     "refused with what to do, and so is a VV/VH (HH/HV) pair that looks like amplitude (the square root of power: "
     "both bands too bright and too close together). Choose linear power or dB to override the detection.\n"
 )
+#: For the tools that give backscatter to a model.
+RADIOMETRY_HELP = (
+    "<b>gamma0 and beta0</b>: bands or metadata that say so (e.g. ESA SNAP's Gamma0_VV, or 'Import Sentinel-1' "
+    "with radiometry gamma0) are converted to the sigma0 the models were trained on, with the incidence angle from "
+    "the metadata (INCIDENCE_ANGLE) or an assumed 37.5 deg (the middle of a Sentinel-1 IW swath), as the log says.\n"
+)
 
 
 class SarSegAlgorithm(QgsProcessingAlgorithm):

@@ -38,7 +38,7 @@ from ..core.clustering import K_MAX, K_MIN
 from ..core.inference import segment_raster
 from ..core.outputs import OutputSet
 from ..models.registry import DEVICES, bundled_models, default_segmentation_model, load_model
-from .base import INPUT_SCALE_HELP, SarSegAlgorithm, layer_path
+from .base import INPUT_SCALE_HELP, RADIOMETRY_HELP, SarSegAlgorithm, layer_path
 from .styling import ClusterStyle, style_on_load
 
 DEFAULT_ENCODER = "sarseg_encoder_vvvh"
@@ -93,6 +93,7 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
         "<b>Raster</b>: e.g. Sentinel-1 VV/VH backscatter (linear power or dB). Bands named VV, VH, HH or HV are "
         "summarised in dB; an unnamed 2-band raster is taken as VV, VH.\n"
         + INPUT_SCALE_HELP
+        + RADIOMETRY_HELP
         + "<b>Class raster</b> (optional): land-cover classes, e.g. the output of 'Segment raster', aligned to the "
         "raster by nearest neighbour. When empty and land-cover fractions are wanted, the raster is segmented "
         "with the bundled model (or the <b>Segmentation model file</b>).\n"

@@ -22,7 +22,7 @@ from ..core.inference import segment_raster
 from ..core.resampling import SINGLE_LOOK_ENL
 from ..core.vectors import PolygonRequest
 from ..models.registry import DEVICES, bundled_models, default_segmentation_model, load_model
-from .base import INPUT_SCALE_HELP, SarSegAlgorithm
+from .base import INPUT_SCALE_HELP, RADIOMETRY_HELP, SarSegAlgorithm
 from .styling import ClassPaletteStyle, GrayStretchStyle, style_on_load
 
 
@@ -65,6 +65,7 @@ class SegmentAlgorithm(SarSegAlgorithm):
         "in the message. Pixels holding the same 0 (or a dB value of -90 or less, such as -99) in every band, with "
         "no nodata value declared, are taken as the fill outside a swath (no data).\n"
         + INPUT_SCALE_HELP
+        + RADIOMETRY_HELP
         + "<b>Bundled model</b>: a model shipped with the plugin: a U-Net trained on domain-randomised synthetic "
         "Sentinel-1-like VV/VH scenes (10-40 m pixels, 1-30 looks, speckle-filtered or not). "
         "sarseg_unet_vvvh_int8 is its int8 copy: about 1.5x faster on a CPU, the same mIoU, the same class for "

@@ -178,6 +178,48 @@ def test_flood_map_and_speckle_filter_apply_a_declared_offset(sarseg, scene, tmp
     np.testing.assert_allclose(filtered[ok], expected[ok], rtol=1e-5, atol=1e-5)
 
 
+def with_metadata(path: str, items: dict) -> str:
+    ds = gdal.Open(path, gdal.GA_Update)
+    ds.SetMetadata(items)
+    ds = None
+    return path
+
+
+def test_gamma0_and_beta0_are_brought_back_to_the_sigma0_the_model_was_trained_on(
+    sarseg, scene, reference_classes, tmp_path
+):
+    """Was: read as sigma0, 0.6-1.6 dB (gamma0) or 1.4-3 dB (beta0) too bright for the model."""
+    linear, valid = scene["linear"], reference_classes != 255
+    common = {**scene["grid"], "units": ["linear", "linear"]}
+    # ESA SNAP names: Gamma0_VV, Gamma0_VH; the incidence in the metadata
+    gamma = with_metadata(
+        write_raster(tmp_path / "g.tif", linear / np.cos(np.radians(34.0)), descriptions=["Gamma0_VV", "Gamma0_VH"],
+                     **common), {"INCIDENCE_ANGLE": "34"})  # fmt: skip
+    got, log = run_logged(sarseg, "sarseg:segment", {"INPUT": gamma, "OUTPUT": str(tmp_path / "g_classes.tif")})
+    classes = read_raster(got["OUTPUT"])[0]
+    assert (classes[valid] == reference_classes[valid]).mean() > 0.999  # float32 rounding aside, the same map
+    assert "The raster holds gamma0 (its band descriptions 'Gamma0_VV', 'Gamma0_VH')" in log
+    assert f"{10 * np.log10(np.cos(np.radians(34.0))):+.2f} dB on every pixel" in log  # -0.82
+    ds = gdal.Open(got["OUTPUT"])
+    assert ds.GetMetadataItem("SARSEG_INPUT_RADIOMETRY").startswith("gamma0 converted to sigma0 at 34 deg")
+    ds = None
+    # sarseg:import_sentinel1's metadata, no angle: the middle of an IW swath is assumed, with a warning
+    beta_values = linear / np.sin(np.radians(37.5))
+    beta = with_metadata(
+        write_raster(tmp_path / "b.tif", beta_values, descriptions=["VV", "VH"], **common), {"RADIOMETRY": "beta0"}
+    )
+    got, log = run_logged(sarseg, "sarseg:segment", {"INPUT": beta, "OUTPUT": str(tmp_path / "b_classes.tif")})
+    classes = read_raster(got["OUTPUT"])[0]
+    assert (classes[valid] == reference_classes[valid]).mean() > 0.999
+    assert "The raster holds beta0 (its metadata item RADIOMETRY=beta0)" in log
+    assert "37.5 deg (assumed" in log
+    # the same values with nothing that says beta0: read as sigma0, another map
+    plain = write_raster(tmp_path / "p.tif", beta_values, descriptions=["VV", "VH"], **common)
+    got = sarseg.run("sarseg:segment", {"INPUT": plain, "OUTPUT": str(tmp_path / "p_classes.tif")})
+    classes = read_raster(got["OUTPUT"])[0]
+    assert (classes[valid] == reference_classes[valid]).mean() < 0.97
+
+
 def test_digital_numbers_are_refused(sarseg, scene, tmp_path):
     dn = np.round(np.sqrt(scene["linear"]) * 1000)
     src = write_raster(tmp_path / "dn.tif", dn, dtype=np.uint16, epsg=32631, geotransform=scene["grid"]["geotransform"],

@@ -136,3 +136,70 @@ def test_check_stats_fit():
         radiometry.check_stats_fit(stats, ["VV"])
     with pytest.raises(SarSegError):
         radiometry.check_stats_fit(stats, ["VV", "VH", "ratio"])
+
+
+# --- sigma0, gamma0, beta0 ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("Gamma0_VV", "gamma0"),
+        ("Gamma0_VH_db", "gamma0"),
+        ("Beta0_VV", "beta0"),
+        ("Sigma0_VV", "sigma0"),
+        ("sigma nought VH", "sigma0"),
+        ("γ0 VV", "gamma0"),
+        ("VV", None),
+        ("Gamma-MAP filtered VV", None),  # a speckle filter, not gamma nought
+        ("beta05", None),
+        ("", None),
+    ],
+)
+def test_radiometry_word(name, expected):
+    assert radiometry.radiometry_word(name) == expected
+
+
+def test_gamma0_and_beta0_gains_are_cos_and_sin_of_the_incidence():
+    # 30 deg: cos = sqrt(3)/2 -> -0.6247 dB, sin = 1/2 -> -3.0103 dB
+    gamma = radiometry.plan_radiometry({"INCIDENCE_ANGLE": "30"}, ["Gamma0_VV", "Gamma0_VH"])
+    beta = radiometry.plan_radiometry({"RADIOMETRY": "beta0", "INCIDENCE_ANGLE": "30"}, ["VV", "VH"])
+    assert (gamma.radiometry, beta.radiometry) == ("gamma0", "beta0")
+    assert gamma.gain == pytest.approx(3**0.5 / 2) and gamma.offset_db == pytest.approx(-0.6247, abs=1e-4)
+    assert beta.gain == pytest.approx(0.5) and beta.offset_db == pytest.approx(-3.0103, abs=1e-4)
+    assert not gamma.assumed_angle
+    assert "its band descriptions 'Gamma0_VV', 'Gamma0_VH'" in gamma.note()
+    assert "its metadata item RADIOMETRY=beta0" in beta.note() and "INCIDENCE_ANGLE=30" in beta.note()
+    assert beta.metadata()[radiometry.RADIOMETRY_METADATA_KEY].startswith("beta0 converted to sigma0 at 30 deg")
+
+
+def test_sigma0_or_nothing_said_converts_nothing():
+    said = radiometry.plan_radiometry({}, ["Sigma0_VV", "Sigma0_VH"])
+    unsaid = radiometry.plan_radiometry({"SARSEG_EVAL_SEED": "3"}, ["VV", "VH"], "/data/scene.tif")
+    assert not said.converts and not unsaid.converts and said.gain == unsaid.gain == 1.0
+    assert said.metadata() == {radiometry.RADIOMETRY_METADATA_KEY: "sigma0"} and unsaid.metadata() == {}
+    assert unsaid.source == ""
+
+
+def test_band_names_win_over_metadata_and_the_file_name():
+    plan = radiometry.plan_radiometry({"RADIOMETRY": "beta0"}, ["Sigma0_VV", "Sigma0_VH"], "/x/a_gamma0.tif")
+    assert plan.radiometry == "sigma0"
+    plan = radiometry.plan_radiometry({"RADIOMETRY": "beta0"}, ["VV", "VH"], "/x/a_gamma0.tif")
+    assert plan.radiometry == "beta0"
+    plan = radiometry.plan_radiometry({}, ["VV", "VH"], "/x/S1A_IW_20240101_VVVH_gamma0_db.tif")
+    assert plan.radiometry == "gamma0" and "its file name 'S1A_IW_20240101_VVVH_gamma0_db.tif'" in plan.source
+
+
+def test_without_an_angle_the_middle_of_the_iw_swath_is_assumed_and_said():
+    plan = radiometry.plan_radiometry({"INCIDENCE_ANGLE": "0.65"}, ["Gamma0_VV"])  # radians, not an angle we take
+    assert plan.assumed_angle and plan.incidence_deg == radiometry.ASSUMED_INCIDENCE_DEG
+    # the correction across the 29.1-46 deg of an IW swath, cos: -0.59 .. -1.58 dB
+    assert "the right correction is -0.6 to -1.6 dB" in plan.note()
+    # ESA SNAP's abstracted metadata names the swath's near and far incidence
+    snap = radiometry.plan_radiometry({"incidence_near": "30.0", "incidence_far": "46.0"}, ["Beta0_VV"])
+    assert snap.incidence_deg == pytest.approx(38.0) and not snap.assumed_angle
+
+
+def test_bands_of_different_coefficients_are_refused():
+    with pytest.raises(SarSegError, match="different backscatter coefficients.*'Sigma0_VV': sigma0.*'Gamma0_VH'"):
+        radiometry.plan_radiometry({}, ["Sigma0_VV", "Gamma0_VH"])

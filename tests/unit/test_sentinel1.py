@@ -245,6 +245,35 @@ def test_db_output_is_ten_log10_of_the_linear_one(product, tmp_path):
     assert md["POLARISATIONS"] == "VV,VH" and md["PRODUCT"] == product.name
 
 
+def grid_incidence_around(product, column: float) -> tuple[float, float]:
+    """The median incidenceAngle of the annotation's grid points in the grid columns either side of ``column``."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(s1._read_text(product.measurements["VV"].annotation))
+    points = [
+        (float(p.findtext("pixel")), float(p.findtext("incidenceAngle"))) for p in root.iter("geolocationGridPoint")
+    ]
+    below = max(px for px, _ in points if px <= column)
+    above = min(px for px, _ in points if px >= column)
+    return tuple(sorted(float(np.median([a for px, a in points if px == c])) for c in (below, above)))
+
+
+def test_the_incidence_angle_of_the_imported_columns_is_recorded(product, tmp_path):
+    """What brings gamma0 (cos) and beta0 (sin) back to sigma0 for the models; real IW grid: 30.6 .. 46 deg."""
+    out = tmp_path / "g.tif"
+    s1.import_product(product, str(out), pixel_size=800, radiometry="gamma0")
+    md = gdal.Open(str(out)).GetMetadata()
+    assert md["RADIOMETRY"] == "gamma0"
+    width = product_width(product)
+    low, high = grid_incidence_around(product, width / 2)
+    assert low - 0.05 <= float(md["INCIDENCE_ANGLE"]) <= high + 0.05
+    assert 37.0 < float(md["INCIDENCE_ANGLE"]) < 40.5  # the middle of an IW swath
+    # the near-range quarter of the swath only: a steeper angle
+    near = s1.incidence_angle(s1._read_text(product.measurements["VV"].annotation), 0, width / 4)
+    low, high = grid_incidence_around(product, width / 8)
+    assert low - 0.05 <= near <= high + 0.05 and near < 35.0
+
+
 @pytest.mark.parametrize(
     ("folder", "message"),
     [

@@ -167,6 +167,41 @@ def test_model_input_converts_each_band_to_the_models_unit():
     assert units.plan_model_input(linear_model, info, [LIN, DBV]).conversions == (units.TO_LINEAR, "")
 
 
+def test_gamma0_bands_reach_the_model_as_sigma0_in_its_unit():
+    """gamma0 = sigma0 / cos(incidence): a dB model gets 10 log10(gamma0 cos 40 deg), a linear one gamma0 cos 40 deg."""
+    cos40 = float(np.cos(np.radians(40.0)))
+    info = SimpleNamespace(metadata={"INCIDENCE_ANGLE": "40"}, path="x.tif", band_count=2, units=["linear", "dB"],
+                           descriptions=["Gamma0_VV", "Gamma0_VH_db"], dtype=np.dtype(np.float32))  # fmt: skip
+    block = np.stack([LIN[:100], DBV[:100]]).astype(np.float32).reshape(2, 10, 10)  # VV linear, VH dB
+    db_model = SimpleNamespace(name="m", input_bands=("VV", "VH"), input_units=("dB", "dB"))
+    plan = units.plan_model_input(db_model, info, [LIN, DBV])
+    assert plan.radiometry.radiometry == "gamma0" and not plan.warnings
+    out = plan.apply(block.copy())
+    np.testing.assert_allclose(out[0], 10 * np.log10(block[0].astype(np.float64) * cos40), atol=1e-4)
+    np.testing.assert_allclose(out[1], 10 * np.log10(10 ** (block[1].astype(np.float64) / 10) * cos40), atol=1e-4)
+    assert any("The raster holds gamma0" in note for note in plan.notes)
+    assert "gamma0 converted to sigma0 at 40 deg" in plan.metadata()["SARSEG_INPUT_RADIOMETRY"]
+    linear_model = SimpleNamespace(name="m", input_bands=("VV", "VH"), input_units=("linear", "linear"))
+    out = units.plan_model_input(linear_model, info, [LIN, DBV]).apply(block.copy())
+    np.testing.assert_allclose(out[0], block[0] * cos40, rtol=1e-5)
+    np.testing.assert_allclose(out[1], 10 ** (block[1] / 10) * cos40, rtol=1e-4)
+    # the same values named VV / VH: read as they are (sigma0), nothing said
+    info.descriptions = ["VV", "VH"]
+    plan = units.plan_model_input(db_model, info, [LIN, DBV])
+    np.testing.assert_allclose(plan.apply(block.copy())[0], 10 * np.log10(block[0]), rtol=1e-5)
+    assert "SARSEG_INPUT_RADIOMETRY" not in plan.metadata()
+
+
+def test_a_conversion_at_an_assumed_angle_is_a_warning():
+    info = SimpleNamespace(metadata={"RADIOMETRY": "beta0"}, path="x.tif", band_count=2, units=["dB", "dB"],
+                           descriptions=["VV", "VH"], dtype=np.dtype(np.float32))  # fmt: skip
+    meta = SimpleNamespace(name="m", input_bands=("VV", "VH"), input_units=("dB", "dB"))
+    plan = units.plan_model_input(meta, info, [DBV, DBV - 7])
+    assert [w for w in plan.warnings if "holds beta0" in w and "37.5 deg (assumed" in w]
+    out = plan.apply(np.full((2, 2, 2), -10.0, np.float32))
+    np.testing.assert_allclose(out, -10.0 + 10 * np.log10(np.sin(np.radians(37.5))), atol=1e-5)
+
+
 # --- amplitude read as power ------------------------------------------------------------------------------------
 
 AMPLITUDE_DOMAINS = ("ENL 4.4", "ENL 1", "ENL 20", "ENL 4.4 + Refined Lee", "20 m pixels", "untextured towns",
