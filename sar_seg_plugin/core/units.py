@@ -155,6 +155,11 @@ class BandScale:
         return f"{self.label}: {self.why}"
 
 
+#: A scene median above this (dB) is not calibrated backscatter, whatever the band's unit says: a scene of towns
+#: alone is about -4 dB in VV, while uncalibrated intensity (digital numbers squared) is some +30 to +60 dB.
+CALIBRATED_MAX_MEDIAN_DB = 5.0
+
+
 def scale_label(scale: str) -> str:
     """ "dB" or "linear power", for messages."""
     return "dB" if scale == DB else "linear power"
@@ -217,6 +222,20 @@ def resolve_band(
         )
     elif ev.scale is None and integer or ev.scale == LINEAR and integer and declared != LINEAR:
         raise SarSegError(_integer_message(label, dtype, sample, ev))
+    elif (
+        declared in (DB, LINEAR)
+        and ev.scale is None
+        and (median_db := _median_db(sample, declared)) is not None
+        and median_db > CALIBRATED_MAX_MEDIAN_DB
+    ):
+        raise SarSegError(
+            f"{label} is labelled {scale_label(declared)} ({stated}), but its median is "
+            f"{median_db:+.1f} dB ({ev.summary}): far above the backscatter of any calibrated "
+            f"scene (medians about -30 to 0 dB). Most likely uncalibrated intensity (digital numbers squared, such "
+            "as ESA SNAP's 'Intensity_VV' before 'Calibrate'). Calibrate to sigma0 first (SNAP Radiometric > "
+            "Calibrate, or 'Import Sentinel-1' on the product), or set 'Input units' if these values really are "
+            "backscatter."
+        )
     elif declared in (DB, LINEAR) and ev.scale in (declared, None):
         scale, source = declared, "unit"
         if ev.scale == declared:

@@ -220,6 +220,17 @@ def test_gamma0_and_beta0_are_brought_back_to_the_sigma0_the_model_was_trained_o
     assert (classes[valid] == reference_classes[valid]).mean() < 0.97
 
 
+def test_uncalibrated_intensity_labelled_linear_is_refused(sarseg, scene, tmp_path):
+    """Was: segmented with a warning (digital numbers squared, +43 dB, read as sigma0: a map of one class)."""
+    dn2 = np.where(scene["linear"] > 0, scene["linear"] * 4.5e5, 0)
+    src = write_raster(tmp_path / "intensity.tif", dn2, descriptions=["Intensity_VV", "Intensity_VH"],
+                       **scene["grid"])  # fmt: skip
+    out = tmp_path / "classes.tif"
+    refused(sarseg, "sarseg:segment", {"INPUT": src, "OUTPUT": str(out)},
+            "'Intensity_VV'", "far above the backscatter of any calibrated scene", "Calibrate")  # fmt: skip
+    assert not out.exists()
+
+
 def test_digital_numbers_are_refused(sarseg, scene, tmp_path):
     dn = np.round(np.sqrt(scene["linear"]) * 1000)
     src = write_raster(tmp_path / "dn.tif", dn, dtype=np.uint16, epsg=32631, geotransform=scene["grid"]["geotransform"],

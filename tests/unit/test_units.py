@@ -202,6 +202,26 @@ def test_a_conversion_at_an_assumed_angle_is_a_warning():
     np.testing.assert_allclose(out, -10.0 + 10 * np.log10(np.sin(np.radians(37.5))), atol=1e-5)
 
 
+@pytest.mark.parametrize(("unit", "description", "values"), [
+    ("linear", "VV", LIN * 4.5e5),  # digital numbers squared (Sentinel-1 GRD: DN about 670 x sqrt(sigma0))
+    ("", "Intensity_VV", LIN * 4.5e5),  # ESA SNAP's name for it before 'Calibrate'
+    ("dB", "VV", 10 * np.log10(LIN * 4.5e5)),  # the same in dB: median +43 dB
+])  # fmt: skip
+def test_uncalibrated_intensity_is_refused_whatever_its_label(unit, description, values):
+    with pytest.raises(SarSegError, match=r"median is \+4[23]\.\d dB .* uncalibrated intensity .* Calibrate"):
+        resolve(values, unit, description)
+    # 'Input units' still overrides
+    chosen = resolve(values, unit, description, choice=unit or LINEAR)
+    assert (chosen.scale, chosen.source) == (unit or LINEAR, "choice")
+
+
+def test_a_bright_calibrated_scene_is_not_taken_for_uncalibrated():
+    """Towns alone: VV median about -4 dB, p99 near +8 dB; 8 dB brighter still (+4 dB median) is read as labelled."""
+    for shift in (0.0, 8.0):
+        assert resolve(LIN * 10 ** ((10 + shift) / 10), "linear").scale == LINEAR
+        assert resolve(DBV + 10 + shift, "dB").scale == DB
+
+
 # --- amplitude read as power ------------------------------------------------------------------------------------
 
 AMPLITUDE_DOMAINS = ("ENL 4.4", "ENL 1", "ENL 20", "ENL 4.4 + Refined Lee", "20 m pixels", "untextured towns",
