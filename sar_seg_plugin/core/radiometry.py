@@ -20,15 +20,18 @@ DEFAULT_FLOOR_DB = -50.0
 
 def to_db(linear: np.ndarray, floor_db: float = DEFAULT_FLOOR_DB) -> np.ndarray:
     """10 log10(x) as float32, with values at or below ``10^(floor_db/10)`` (zeros, negatives) clamped to
-    ``floor_db``. Computed in float32 (within 4e-6 dB of float64 on SAR values, about 10x faster: the conversion
-    runs on every pixel the segmentation reads, beside the model); the input is not modified."""
+    ``floor_db``. Computed in float32 as (10 / ln 10) ln(x) (within 7e-6 dB of float64 on SAR values; numpy's
+    float32 logarithm is vectorised, its log10 is not: 4.4 against 13.8 ns a value on an AVX2 CPU, and about 10x
+    faster than float64. The conversion runs on every pixel the segmentation reads, beside the model); the input
+    is not modified."""
     x = np.asarray(linear, dtype=np.float32)
     y = np.empty_like(x)
     with np.errstate(invalid="ignore"):
-        np.maximum(x, np.float32(10.0 ** (floor_db / 10.0)), out=y)
-        np.log10(y, out=y)
-    y *= np.float32(10.0)
-    np.maximum(y, np.float32(floor_db), out=y)  # the floor itself, exactly
+        threshold = np.float32(10.0 ** (floor_db / 10.0))
+        np.maximum(x, threshold, out=y)
+        np.log(y, out=y)
+        y *= np.float32(10.0 / math.log(10.0))
+        np.copyto(y, np.float32(floor_db), where=x <= threshold)  # the floor itself, exactly, not rounded
     return y if y.ndim else y[()]
 
 
