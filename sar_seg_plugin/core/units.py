@@ -629,8 +629,8 @@ class ModelInput:
         return data
 
     def to_sigma0(self, values: np.ndarray, scale: str) -> np.ndarray:
-        """A copy of one backscatter band's ``values`` in ``scale`` (dB or linear) brought to sigma0 (the same
-        values when the raster holds sigma0)."""
+        """One backscatter band's ``values`` in ``scale`` (dB or linear) brought to sigma0: a new array, or
+        ``values`` itself when the raster holds sigma0."""
         if not self.radiometry.converts:
             return values
         if scale == DB:
