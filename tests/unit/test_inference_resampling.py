@@ -482,3 +482,30 @@ def test_a_web_mercator_raster_is_planned_in_ground_metres_and_its_areas_are_gro
     areas = {f.GetField("name"): f.GetField("area_km2") for f in layer_ds.GetLayer()}
     layer_ds = None
     assert areas["b"] == pytest.approx(5000e-6, rel=2e-3)
+
+
+@pytest.mark.parametrize("as_db", [False, True])
+def test_gamma0_is_brought_to_sigma0_on_the_resampled_path_too(model, work, tmp_path, as_db):
+    """The 20 m sample warped to the model's 10 m: the warped copy is read with the raster's gamma0 conversion."""
+    sigma0 = read_raster(work["coarse"], dtype=np.float64)
+    gamma0 = sigma0 / np.cos(np.radians(35.0))
+    if as_db:
+        gamma0 = np.where(gamma0 > 0, 10 * np.log10(np.maximum(gamma0, 1e-30)), -9999.0)
+    ref = gdal.Open(work["coarse"])
+    common = {"geotransform": ref.GetGeoTransform(), "nodata": -9999.0 if as_db else 0.0,
+              "units": ["dB", "dB"] if as_db else ["linear", "linear"]}  # fmt: skip
+    ref = None
+    named = write_raster(tmp_path / "gamma0.tif", gamma0, descriptions=["Gamma0_VV", "Gamma0_VH"], **common)
+    ds = gdal.Open(named, gdal.GA_Update)
+    ds.SetMetadata({"INCIDENCE_ANGLE": "35"})
+    ds = None
+    unnamed = write_raster(tmp_path / "plain.tif", gamma0, descriptions=["VV", "VH"], **common)
+    runs = {}
+    for name, src in (("sigma0", work["coarse"]), ("gamma0", named), ("plain", unnamed)):
+        logs: list[str] = []
+        result = segment_raster(src, str(tmp_path / f"{name}_classes.tif"), model, log=logs.append)
+        assert result["resampled"]
+        runs[name] = (read_raster(tmp_path / f"{name}_classes.tif")[0], logs)
+    assert agreement(runs["gamma0"][0], runs["sigma0"][0]) > 0.999
+    assert any("The raster holds gamma0" in line and "-0.87 dB" in line for line in runs["gamma0"][1])
+    assert agreement(runs["plain"][0], runs["sigma0"][0]) < 0.99  # read as sigma0, 0.87 dB too bright
