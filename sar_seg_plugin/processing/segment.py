@@ -68,9 +68,9 @@ class SegmentAlgorithm(SarSegAlgorithm):
         + RADIOMETRY_HELP
         + "<b>Bundled model</b>: a model shipped with the plugin: a U-Net trained on domain-randomised synthetic "
         "Sentinel-1-like VV/VH scenes (10-40 m pixels, 1-30 looks, speckle-filtered or not). "
-        "sarseg_unet_vvvh_int8 is its int8 copy: about 1.5x faster on a CPU, the same mIoU, the same class for "
-        "99.6-99.7 % of pixels (measured on a CPU with VNNI instructions; other CPUs run int8 through other "
-        "kernels). Their scores on data they were not trained on are in MODEL_CARD.md beside the model files.\n"
+        "sarseg_unet_vvvh_int8 is its int8 copy: 1.4-1.5x faster on a CPU (measured with and without VNNI "
+        "instructions), the same mIoU, the same class for 99.6-99.7 % of pixels. Their scores on data they were "
+        "not trained on are in MODEL_CARD.md beside the model files.\n"
         "<b>Model file</b>: optional .onnx model with SAR Seg (or Deepness) metadata; when given it is used "
         "instead of the bundled model.\n"
         "<b>Device</b>: auto (CUDA when onnxruntime offers it, else CPU), CPU, or CUDA (falls back to CPU when "
