@@ -24,6 +24,8 @@ from .errors import CancelledError, SarSegError
 from .outputs import OutputSet
 
 DEFAULT_BLOCK = 512
+#: The tile size of every GeoTIFF SAR Seg writes.
+TILE = 256
 
 ProgressFn = Callable[[float], None]
 CancelFn = Callable[[], bool]
@@ -431,7 +433,7 @@ def with_nodata(ds: gdal.Dataset, info: RasterInfo, value: float) -> tuple[gdal.
 
 
 def _creation_options(dtype: np.dtype, band_count: int, compress: str) -> list[str]:
-    opts = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "BIGTIFF=IF_SAFER", f"COMPRESS={compress}"]
+    opts = ["TILED=YES", f"BLOCKXSIZE={TILE}", f"BLOCKYSIZE={TILE}", "BIGTIFF=IF_SAFER", f"COMPRESS={compress}"]
     if compress in ("DEFLATE", "ZSTD", "LZW"):
         opts.append("PREDICTOR=2" if np.issubdtype(dtype, np.integer) else "PREDICTOR=3")
         opts.append("NUM_THREADS=ALL_CPUS")

@@ -359,7 +359,10 @@ def mask_input_nodata(
     nodata = [info.nodata[b - 1] for b in bands]
     class_pixels = np.zeros(class_count, dtype=np.int64)
     nodata_pixels = 0
-    for block in raster_io.iter_blocks(info.width, info.height):
+    # One output tile at a time: GDAL 3.6 decodes a read that spans several tiles of a file written with
+    # NUM_THREADS on worker threads, which for the band-interleaved multi-band probabilities prints a libtiff
+    # error per tile ("Bad value 4 for ExtraSamples"; the values read are right).
+    for block in raster_io.iter_blocks(info.width, info.height, raster_io.TILE):
         w = block.core
         ok = raster_io.valid_mask(raster_io.read_window(src, w, bands), nodata).all(axis=0)
         for k, (writer, value) in enumerate(writers):

@@ -509,3 +509,20 @@ def test_gamma0_is_brought_to_sigma0_on_the_resampled_path_too(model, work, tmp_
     assert agreement(runs["gamma0"][0], runs["sigma0"][0]) > 0.999
     assert any("The raster holds gamma0" in line and "-0.87 dB" in line for line in runs["gamma0"][1])
     assert agreement(runs["plain"][0], runs["sigma0"][0]) < 0.99  # read as sigma0, 0.87 dB too bright
+
+
+def test_a_resampled_run_with_probabilities_prints_no_gdal_errors(model, work, tmp_path, capfd):
+    """Was: a libtiff error per tile ("Bad value 4 for ExtraSamples") while the 5-band probabilities were read back
+    across several tiles to mask the input's nodata (GDAL 3.6 decodes such reads on worker threads)."""
+    linear = np.tile(read_raster(work["coarse"]), (1, 8, 8))[:, :600, :600]  # 600 px at 20 m: several output tiles
+    src = write_raster(tmp_path / "big_20m.tif", linear, pixel=20.0, nodata=0.0, units=["linear", "linear"],
+                       descriptions=["VV", "VH"])  # fmt: skip
+    capfd.readouterr()
+    result = segment_raster(src, str(tmp_path / "c.tif"), model, probabilities_path=str(tmp_path / "p.tif"))
+    assert result["resampled"]
+    err = capfd.readouterr().err
+    assert "ExtraSamples" not in err and "ERROR" not in err, err[:500]
+    probabilities = read_raster(tmp_path / "p.tif")
+    valid = np.isfinite(probabilities).all(axis=0)
+    assert probabilities.shape == (5, 600, 600) and valid.mean() > 0.9
+    np.testing.assert_allclose(probabilities.sum(axis=0)[valid], 1.0, atol=1e-3)  # the values read back are right
