@@ -249,8 +249,8 @@ class RadiometryPlan:
             ends = sorted(10.0 * math.log10(sigma0_gain(self.radiometry, a)) for a in IW_INCIDENCE_DEG)
             spread = (
                 f". Across a Sentinel-1 IW swath ({IW_INCIDENCE_DEG[0]:g}-{IW_INCIDENCE_DEG[1]:g} deg) the right "
-                f"correction is {ends[1]:+.1f} to {ends[0]:+.1f} dB; give the raster an {INCIDENCE_KEYS[0]} "
-                "metadata item (degrees) to use its own angle, or import it as sigma0"
+                f"correction is {ends[1]:+.1f} to {ends[0]:+.1f} dB; give the raster a band of incidence angles or "
+                f"an {INCIDENCE_KEYS[0]} metadata item (degrees) to use its own angle, or import it as sigma0"
             )
         return (
             f"The raster holds {self.radiometry} ({self.source}), the model was trained on sigma0: converted as "
@@ -272,11 +272,33 @@ class RadiometryPlan:
         }
 
 
-def plan_radiometry(metadata: Mapping[str, str], descriptions: Sequence[str], path: str = "") -> RadiometryPlan:
+_ANGLE_BAND = re.compile(r"incidence|(^|[^a-z])(angle|theta)([^a-z]|$)")
+
+
+def incidence_from_bands(descriptions: Sequence[str], samples: Sequence[np.ndarray]) -> tuple[float, str] | None:
+    """The median of a band named as an incidence angle (ESA SNAP's 'incidenceAngleFromEllipsoid' or
+    'localIncidenceAngle', Google Earth Engine's 'angle') whose values are angles in degrees, and where it came from;
+    None when the raster has no such band. ``samples``: a value sample of every band. A band of the ellipsoid's
+    incidence comes before one of the terrain's local incidence."""
+    named = [(b, d, s) for b, (d, s) in enumerate(zip(descriptions, samples), start=1) if _ANGLE_BAND.search(d.lower())]
+    for band, description, sample in sorted(named, key=lambda n: "ellipsoid" not in n[1].lower()):
+        v = np.asarray(sample, dtype=np.float64)
+        v = v[np.isfinite(v) & (v != 0)]
+        if v.size and _angle(f"{np.median(v)}") is not None:
+            return float(np.median(v)), f"the median of its band {band} '{description}'"
+    return None
+
+
+def plan_radiometry(
+    metadata: Mapping[str, str],
+    descriptions: Sequence[str],
+    path: str = "",
+    band_angle: tuple[float, str] | None = None,
+) -> RadiometryPlan:
     """What a raster holds, from (first that says) its bands' descriptions, its dataset metadata
     (:data:`RADIOMETRY_KEYS`) or its file name; sigma0 when none does. Bands naming different coefficients are
-    refused (SarSegError). The incidence angle of a conversion comes from the metadata
-    (:func:`incidence_from_metadata`), else :data:`ASSUMED_INCIDENCE_DEG` is taken."""
+    refused (SarSegError). The incidence angle of a conversion is ``band_angle`` (:func:`incidence_from_bands`)
+    when given, else the metadata's (:func:`incidence_from_metadata`), else :data:`ASSUMED_INCIDENCE_DEG`."""
     named = {d: radiometry_word(d) for d in descriptions if radiometry_word(d)}
     found: str | None = None
     source = ""
@@ -305,7 +327,7 @@ def plan_radiometry(metadata: Mapping[str, str], descriptions: Sequence[str], pa
         return RadiometryPlan()
     if found == SIGMA0:
         return RadiometryPlan(SIGMA0, source)
-    stated = incidence_from_metadata(metadata)
+    stated = band_angle or incidence_from_metadata(metadata)
     if stated is not None:
         return RadiometryPlan(found, source, stated[0], stated[1])
     return RadiometryPlan(

@@ -22,7 +22,16 @@ import numpy as np
 
 from ..models.metadata import ModelMetadata
 from .errors import SarSegError
-from .radiometry import DB, DEFAULT_FLOOR_DB, LINEAR, RadiometryPlan, from_db, plan_radiometry, to_db
+from .radiometry import (
+    DB,
+    DEFAULT_FLOOR_DB,
+    LINEAR,
+    RadiometryPlan,
+    from_db,
+    incidence_from_bands,
+    plan_radiometry,
+    to_db,
+)
 from .raster_io import RasterInfo
 
 AUTO = "auto"
@@ -709,7 +718,12 @@ def plan_model_input(
     radiometry = RadiometryPlan()
     if any(sar):
         sar_bands = [band for band, is_sar in zip(match.bands, sar) if is_sar]
-        radiometry = plan_radiometry(info.metadata, [info.descriptions[b - 1] for b in sar_bands], info.path)
+        radiometry = plan_radiometry(
+            info.metadata,
+            [info.descriptions[b - 1] for b in sar_bands],
+            info.path,
+            incidence_from_bands(info.descriptions, samples),
+        )
         if radiometry.source:
             (warnings if radiometry.assumed_angle else notes).append(radiometry.note())
     return ModelInput(match.bands, tuple(conversions), scales, notes, warnings, radiometry, tuple(meta.input_units))

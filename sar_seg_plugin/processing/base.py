@@ -69,8 +69,9 @@ INPUT_SCALE_HELP = (
 #: For the tools that give backscatter to a model.
 RADIOMETRY_HELP = (
     "<b>gamma0 and beta0</b>: bands or metadata that say so (e.g. ESA SNAP's Gamma0_VV, or 'Import Sentinel-1' "
-    "with radiometry gamma0) are converted to the sigma0 the models were trained on, with the incidence angle from "
-    "the metadata (INCIDENCE_ANGLE) or an assumed 37.5 deg (the middle of a Sentinel-1 IW swath), as the log says.\n"
+    "with radiometry gamma0) are converted to the sigma0 the models were trained on, with the incidence angle of a "
+    "band of angles (e.g. SNAP's incidenceAngleFromEllipsoid), else of the metadata (INCIDENCE_ANGLE), else an "
+    "assumed 37.5 deg (the middle of a Sentinel-1 IW swath), as the log says.\n"
 )
 
 

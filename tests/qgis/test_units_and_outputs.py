@@ -203,6 +203,14 @@ def test_gamma0_and_beta0_are_brought_back_to_the_sigma0_the_model_was_trained_o
     ds = gdal.Open(got["OUTPUT"])
     assert ds.GetMetadataItem("SARSEG_INPUT_RADIOMETRY").startswith("gamma0 converted to sigma0 at 34 deg")
     ds = None
+    # ESA SNAP's terrain correction can add the incidence as a band: its median is the angle
+    with_band = np.concatenate([linear / np.cos(np.radians(41.0)), np.full((1, *linear.shape[1:]), 41.0)])
+    three = write_raster(tmp_path / "g3.tif", with_band, **{**common, "units": ["linear", "linear", ""]},
+                         descriptions=["Gamma0_VV", "Gamma0_VH", "incidenceAngleFromEllipsoid"])  # fmt: skip
+    got, log = run_logged(sarseg, "sarseg:segment", {"INPUT": three, "OUTPUT": str(tmp_path / "g3_classes.tif")})
+    classes = read_raster(got["OUTPUT"])[0]
+    assert (classes[valid] == reference_classes[valid]).mean() > 0.999
+    assert "incidence of 41 deg (the median of its band 3 'incidenceAngleFromEllipsoid')" in log
     # sarseg:import_sentinel1's metadata, no angle: the middle of an IW swath is assumed, with a warning
     beta_values = linear / np.sin(np.radians(37.5))
     beta = with_metadata(

@@ -203,3 +203,20 @@ def test_without_an_angle_the_middle_of_the_iw_swath_is_assumed_and_said():
 def test_bands_of_different_coefficients_are_refused():
     with pytest.raises(SarSegError, match="different backscatter coefficients.*'Sigma0_VV': sigma0.*'Gamma0_VH'"):
         radiometry.plan_radiometry({}, ["Sigma0_VV", "Gamma0_VH"])
+
+
+def test_an_incidence_angle_band_gives_the_angle():
+    angles = np.linspace(33.0, 39.0, 101)  # median 36
+    got = radiometry.incidence_from_bands(["Gamma0_VV", "Gamma0_VH", "incidenceAngleFromEllipsoid"],
+                                          [np.ones(9), np.ones(9), angles])  # fmt: skip
+    assert got == (pytest.approx(36.0), "the median of its band 3 'incidenceAngleFromEllipsoid'")
+    # the ellipsoid's incidence before the terrain's local one, whatever their order
+    got = radiometry.incidence_from_bands(["localIncidenceAngle", "incidenceAngleFromEllipsoid"],
+                                          [np.full(9, 20.0), np.full(9, 40.0)])  # fmt: skip
+    assert got[0] == 40.0
+    assert radiometry.incidence_from_bands(["angle"], [np.full(9, 0.63)]) is None  # radians: not taken
+    assert radiometry.incidence_from_bands(["VV", "triangle"], [np.full(9, 35.0)] * 2) is None
+    assert radiometry.incidence_from_bands(["angle"], [np.full(9, 35.0)])[0] == 35.0  # Google Earth Engine's name
+    # the band's angle before the metadata's
+    plan = radiometry.plan_radiometry({"INCIDENCE_ANGLE": "30"}, ["Beta0_VV"], "", (36.0, "band 3"))
+    assert plan.incidence_deg == 36.0 and plan.gain == pytest.approx(np.sin(np.radians(36.0)))
