@@ -212,7 +212,7 @@ class RadiometryPlan:
     terrain-flattened gamma0 of ESA SNAP or ASF is converted the same way, which leaves its terrain correction in).
 
     ``source``: what said so (empty when nothing did and sigma0 is assumed); ``incidence_deg`` and
-    ``incidence_source``: the angle used and where it came from (metadata, or assumed)."""
+    ``incidence_source``: the angle used and where it came from (a band of angles, the metadata, or assumed)."""
 
     radiometry: str = SIGMA0
     source: str = ""
