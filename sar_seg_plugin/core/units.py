@@ -631,10 +631,8 @@ class ModelInput:
                 data[b] = convert_scale(data[b], *((LINEAR, DB) if conversion == TO_DB else (DB, LINEAR)))
         if self.radiometry.converts:
             for b, unit in enumerate(self.units):
-                if unit == DB:
-                    data[b] += np.float32(self.radiometry.offset_db)
-                elif unit == LINEAR:
-                    data[b] *= np.float32(self.radiometry.gain)
+                if unit in (DB, LINEAR):
+                    data[b] = self.to_sigma0(data[b], unit)
         return data
 
     def to_sigma0(self, values: np.ndarray, scale: str) -> np.ndarray:
