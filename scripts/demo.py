@@ -128,8 +128,11 @@ def print_model_card_figures(classes: Path) -> None:
         print(f"    {default} on the evaluation-only generator (never trained on): mIoU {figures} (MODEL_CARD.md)")
     ds = gdal.Open(str(classes))
     verdict, warnings = ds.GetMetadataItem("SARSEG_INPUT_DOMAIN"), ds.GetMetadataItem("SARSEG_DOMAIN_WARNINGS")
+    check = ds.GetMetadataItem("SARSEG_MODEL_CHECK")
     ds = None
     print(f"    input-domain check of this scene: {verdict}" + (f" ({warnings})" if warnings else ""))
+    if check:
+        print(f"    int8 check: {check}")
 
 
 def sentinel1_to_land_cover(data: Path, manifest: dict, step: Callable[..., dict[str, object]]) -> list[Path]:

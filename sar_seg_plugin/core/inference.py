@@ -23,9 +23,10 @@ import numpy as np
 from osgeo import gdal
 
 from ..models.metadata import ModelMetadata
-from . import domain, raster_io
+from . import domain, model_check, raster_io
 from .class_rasters import CLASS_NODATA, CONFIDENCE_MEASURES, RowStager, describe_confidence, open_writers
 from .errors import CancelledError, SarSegError
+from .model_check import CHECK_KEY, ModelCheck
 from .outputs import OutputSet, check_destinations, remove_folder, temporary_folder
 from .preprocess import check_has_data
 from .resampling import (
@@ -106,6 +107,7 @@ def segment_raster(
     polygons: PolygonRequest | None = None,
     tile_rows: TileRows | None = None,
     fill: float | bool | None = None,
+    reference: Any | None = None,
 ) -> dict[str, Any]:
     """Segment ``src_path`` with ``model`` (a ``registry.LoadedModel``) into a uint8 class raster at ``dst_path``.
 
@@ -144,6 +146,13 @@ def segment_raster(
     that declares no nodata value, are the fill outside a swath: the raster is then read as if it declared that
     value as nodata (:func:`.raster_io.declare_fill`; ``fill``, a value or False, imposes the decision, as a
     strip takes the whole raster's).
+
+    ``reference``: the model ``model`` is a fast copy of (the float32 U-Net of the bundled int8 copy), on the same
+    device. The first tiles holding data run through both (:class:`.model_check.ModelCheck`) and the reference's
+    classes are written for them; the reference runs the rest of the raster when the two agree on fewer than
+    :data:`.model_check.MIN_AGREEMENT` of those pixels. What was measured and decided goes to ``log`` (``warn``
+    when the reference takes over), to the outputs' metadata (``SARSEG_MODEL_CHECK``) and to the result
+    (``"model_check"``).
     """
     started = time.perf_counter()
     meta: ModelMetadata = model.metadata
@@ -154,6 +163,14 @@ def segment_raster(
         )
     if batch_size < 1:
         raise SarSegError(f"batch size must be at least 1, got {batch_size}")
+    if reference is not None:
+        differ = [
+            f
+            for f in ("class_names", "input_bands", "input_units", "tile_size", "tile_overlap", "normalization")
+            if getattr(reference.metadata, f) != getattr(meta, f)
+        ]
+        if differ:
+            raise SarSegError(f"model '{meta.name}' cannot be checked against a model whose {', '.join(differ)} differ")
     if confidence not in CONFIDENCE_MEASURES:
         raise SarSegError(
             f"unknown confidence measure '{confidence}': expected one of {', '.join(CONFIDENCE_MEASURES)}"
@@ -206,7 +223,8 @@ def segment_raster(
             metadata[FILL_KEY] = f"{found[0]:g} {found[1]:.4f}"
         with OutputSet() as run_outputs:
             run = _Run(model, model_input, (dst_path, probabilities_path, confidence_path), batch_size, confidence,
-                       metadata, started, progress, is_canceled, log, run_outputs, tile_rows)  # fmt: skip
+                       metadata, started, progress, is_canceled, log, run_outputs, tile_rows, reference,
+                       warn)  # fmt: skip
             result = _segment_resampled(src, plan, run) if plan else _segment_open_raster(src, run)
             if polygons is not None:  # from the class raster just written, moved into place with it
                 result["polygons"] = polygonize_classes(
@@ -247,6 +265,8 @@ class _Run:
     log: LogFn | None = None
     outputs: OutputSet | None = None  # the run's outputs, committed together (None: plain files)
     tile_rows: TileRows | None = None  # a strip of a taller raster, tiled as the whole one
+    reference: Any | None = None  # the model ``model`` is a fast copy of, checked on the first tiles (ModelCheck)
+    warn: LogFn | None = None
 
 
 def _segment_open_raster(src: Any, run: _Run) -> dict[str, Any]:
@@ -305,14 +325,29 @@ def _segment_open_raster(src: Any, run: _Run) -> dict[str, Any]:
         # batch and reads the next: reading and blending hide behind inference.
         pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="sarseg-model"))
         to_probabilities = _Probabilities(meta)
-        waiting: tuple[Batch, Future] | None = None
+        check = _model_check(run)
+        active = model  # the reference once the check finds the fast copy off
+        waiting: tuple[Batch, Future, bool] | None = None
         batches_iter = read_batches(src, info, meta, model_input, ys, xs, run.batch_size, run.is_canceled)
         while True:
             batch = next(batches_iter, None)
-            running = (batch, pool.submit(model.run, batch.tiles)) if batch is not None else None
+            running = None
+            if batch is not None:
+                both = check is not None and check.pending
+                future = (
+                    pool.submit(_run_both, model, run.reference, batch.tiles)
+                    if both
+                    else pool.submit(active.run, batch.tiles)
+                )
+                running = (batch, future, both)
             if waiting is not None:
-                done, future = waiting
-                blender.add(done, to_probabilities(future.result(), done.tiles.shape[2:]))
+                done, future, both = waiting
+                out = future.result()
+                if both:
+                    out = _checked(check, out, done)  # the reference's output
+                    if check.keep_fast is False:
+                        active = run.reference
+                blender.add(done, to_probabilities(out, done.tiles.shape[2:]))
                 batches += 1
                 done_tiles += len(done.xs)
                 if run.progress:
@@ -320,6 +355,9 @@ def _segment_open_raster(src: Any, run: _Run) -> dict[str, Any]:
             if running is None:
                 break
             waiting = running
+        if check is not None:
+            check.finish()
+            _tell_check(check, run, writers)
     class_pixels, nodata_pixels = blender.class_pixels, blender.nodata_pixels
 
     seconds = time.perf_counter() - run.started
@@ -336,7 +374,50 @@ def _segment_open_raster(src: Any, run: _Run) -> dict[str, Any]:
         "nodata_pixels": nodata_pixels,
         "confidence": blender.tally.summary(meta.class_names),
         **_input_summary(model_input),
+        **_check_summary(check),
     }
+
+
+def _model_check(run: _Run) -> ModelCheck | None:
+    """The check of ``run.model`` against ``run.reference`` (None without a reference)."""
+    if run.reference is None:
+        return None
+    fast, reference = run.model, run.reference
+    return ModelCheck(
+        Path(str(fast.path)).stem, Path(str(reference.path)).stem, model_check.CHECK_PIXELS, model_check.MIN_AGREEMENT
+    )
+
+
+def _run_both(model: Any, reference: Any, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return model.run(tiles), reference.run(tiles)
+
+
+def _checked(check: ModelCheck, outputs: tuple[np.ndarray, np.ndarray], batch: Batch) -> np.ndarray:
+    """Add a batch run through both models to ``check``; the reference's output."""
+    fast, reference = outputs
+    x_first = batch.xs[0]
+    tw = batch.valid.shape[1] - (batch.xs[-1] - x_first)  # the tiles of a batch are of one width
+    check.add(fast, reference, [batch.valid[:, x0 - x_first : x0 - x_first + tw] for x0 in batch.xs])
+    return reference
+
+
+def _tell_check(check: ModelCheck, run: _Run, writers: Sequence[Any]) -> None:
+    """Say what the model check measured and decided (a warning when the reference took over), and record it in
+    the outputs' metadata."""
+    note = "Model check: " + check.describe()
+    say = run.log if check.keep_fast or check.pixels < check.min_pixels else run.warn
+    if say:
+        say(note)
+    for writer in writers:
+        if writer is not None:
+            writer.ds.SetMetadataItem(CHECK_KEY, check.describe())
+
+
+def _check_summary(check: ModelCheck | None) -> dict[str, Any]:
+    if check is None:
+        return {}
+    return {"model_check": {"agreement": check.agreement, "pixels": check.pixels, "tiles": check.tiles,
+                            "fast_kept": bool(check.keep_fast), "note": check.describe()}}  # fmt: skip
 
 
 def _input_summary(model_input: ModelInput) -> dict[str, Any]:
@@ -507,6 +588,10 @@ def _segment_resampled(src: Any, plan: ResamplePlan, run: _Run) -> dict[str, Any
                 ),
             )
             warped = None
+            if "model_check" in stats:  # said by the run on the model's grid; recorded in the final outputs too
+                for writer in (class_writer, prob_writer, conf_writer):
+                    if writer is not None:
+                        writer.ds.SetMetadataItem(CHECK_KEY, stats["model_check"]["note"])
             back = [(tmp_paths[0], class_writer, "near", CLASS_NODATA)]
             if prob_writer:
                 back.append((tmp_paths[1], prob_writer, "bilinear", float("nan")))

@@ -100,14 +100,34 @@ def _model_task(path: str, _mtime_ns: int, _size: int) -> str:
 
 FLOAT32_SEGMENTATION = "sarseg_unet_vvvh"
 #: The int8 variant of the bundled U-Net, shipped only when it keeps at least 99.5 % of the float32 model's pixel
-#: classes on validation tiles, at about 1.5x its speed on a CPU. It is not the default: on scenes unlike the
-#: training family it keeps fewer (MODEL_CARD.md, "int8 variant"), and speed is not worth a different map.
+#: classes on validation tiles and on evaluation-only scenes (MODEL_CARD.md, "int8 variant"), at 1.4-1.5x its speed
+#: on a CPU. ``sarseg:segment`` offers it first on a CPU and checks it against the float32 model on the first tiles
+#: of every run (``core.model_check``).
 INT8_SEGMENTATION = "sarseg_unet_vvvh_int8"
+#: Bundled fast copies and the model each stands in for.
+FAST_COPIES = {INT8_SEGMENTATION: FLOAT32_SEGMENTATION}
 
 
 def default_segmentation_model() -> str:
-    """The bundled segmentation model the tools use unless told otherwise (the float32 U-Net)."""
+    """The bundled segmentation model the tools use inside other work (flood opinion, commune class shares) and
+    the one the card's figures are measured on: the float32 U-Net."""
     return FLOAT32_SEGMENTATION
+
+
+def fast_segmentation_model() -> str:
+    """The first model ``sarseg:segment`` offers: the int8 copy when it is bundled (checked against the float32
+    model on every run), else :func:`default_segmentation_model`."""
+    return INT8_SEGMENTATION if INT8_SEGMENTATION in bundled_models() else default_segmentation_model()
+
+
+def reference_of(path: str | os.PathLike) -> str | None:
+    """The bundled model a bundled fast copy at ``path`` stands in for (``FAST_COPIES``), None for any other file."""
+    bundled = bundled_models()
+    target = Path(path).resolve()
+    for fast, reference in FAST_COPIES.items():
+        if fast in bundled and reference in bundled and bundled[fast].resolve() == target:
+            return reference
+    return None
 
 
 def resolve_model(name_or_path: str) -> Path:

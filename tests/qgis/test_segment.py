@@ -162,3 +162,40 @@ def test_help_explains_every_parameter():
     help_text = algorithm.shortHelpString()
     for definition in algorithm.parameterDefinitions():
         assert f"<b>{definition.description().split(' (')[0]}" in help_text, definition.name()
+
+
+def test_default_is_the_int8_copy_checked_against_float32(sarseg, tmp_path, feedback):
+    """The first bundled model is the int8 copy; the run checks it on its first tiles and says so; its map is the
+    float32 model's but for near-ties, and scores as well against the labels of an evaluation-only scene."""
+    from qgis.core import QgsProcessingFeedback
+
+    from sar_seg_plugin.processing.segment import segmentation_models
+    from training import evalgen
+    from training.domain_eval import evaluation_only_scene
+
+    assert segmentation_models()[:2] == ["sarseg_unet_vvvh_int8", "sarseg_unet_vvvh"]
+    scene = evaluation_only_scene(71301, 800, evalgen.domain_by_name("ENL 4.4"))  # 3 x 3 tiles of 384 px
+    sar, labels = tmp_path / "scene.tif", tmp_path / "labels.tif"
+    evalgen.write_scene(scene, sar, labels)
+    fast, full = tmp_path / "int8.tif", tmp_path / "float32.tif"
+    sarseg.run(segment_algorithm(sarseg), {"INPUT": str(sar), "DEVICE": 1, "OUTPUT": str(fast)}, feedback=feedback)
+    sarseg.run(
+        segment_algorithm(sarseg),
+        {"INPUT": str(sar), "MODEL": 1, "DEVICE": 1, "OUTPUT": str(full)},
+        feedback=QgsProcessingFeedback(),
+    )
+    checks = [line for line in feedback.lines if line.startswith("Model check: ")]
+    assert len(checks) == 1, feedback.lines
+    assert "sarseg_unet_vvvh_int8 gave the class of sarseg_unet_vvvh on " in checks[0]
+    assert checks[0].endswith("sarseg_unet_vvvh_int8 runs the rest of the raster")
+    assert gdal.Open(str(fast)).GetMetadataItem("SARSEG_MODEL_CHECK") == checks[0].removeprefix("Model check: ")
+    assert gdal.Open(str(full)).GetMetadataItem("SARSEG_MODEL_CHECK") is None  # float32 chosen: unchecked
+    a, b, reference = read_raster(fast)[0], read_raster(full)[0], read_raster(labels)[0]
+    same = (a == b).mean()
+    assert 0.98 <= same < 1.0, same  # the same map but for near-ties, and not the float32 run itself
+    # the checked tiles (the first tile row's first tiles) are the float32 model's
+    assert (a[:300, :300] == b[:300, :300]).all()
+    miou_fast, _ = mean_iou(a, reference, 5)
+    miou_full, _ = mean_iou(b, reference, 5)
+    print(f"int8 checked: same class {same:.4f}, mIoU {miou_fast:.3f} against {miou_full:.3f} (float32)")
+    assert abs(miou_fast - miou_full) < 0.005, (miou_fast, miou_full)
