@@ -184,3 +184,25 @@ def test_a_reference_of_other_classes_is_refused(models, tmp_path):
     with pytest.raises(SarSegError, match="cannot be checked against a model whose tile_size differ"):
         segment_raster(src, str(tmp_path / "c.tif"), models["near"], reference=other)
     assert not (tmp_path / "c.tif").exists()
+
+
+def test_a_resampled_run_records_the_check_in_the_final_outputs(tmp_path, monkeypatch):
+    """A raster warped to the model's pixel size is segmented on the model's grid: the check is made there, and
+    the outputs on the raster's own grid carry its record."""
+    from osgeo import gdal
+
+    monkeypatch.setattr(model_check, "CHECK_PIXELS", 4000)
+    meta = dataclasses.replace(META, pixel_size_m=10.0)
+    near = WEIGHT + np.random.default_rng(5).normal(scale=0.02, size=WEIGHT.shape).astype(np.float32)
+    fast, reference = conv(tmp_path / "near.onnx", near, meta=meta), conv(tmp_path / "ref.onnx", WEIGHT, meta=meta)
+    src = write_raster(tmp_path / "db.tif", scene(100), descriptions=["VV", "VH"], units=["dB", "dB"], pixel=20.0)
+    out, probs = tmp_path / "classes.tif", tmp_path / "probs.tif"
+    logs: list[str] = []
+    result = segment_raster(src, str(out), fast, probabilities_path=str(probs), reference=reference, log=logs.append)
+    assert result["resampled"]["grid"] == [200, 200]  # checked on the model's 10 m grid
+    note = result["model_check"]["note"]
+    assert result["model_check"]["fast_kept"] and note.endswith("near runs the rest of the raster")
+    assert [line for line in logs if line.startswith("Model check: ")] == [f"Model check: {note}"]
+    for path in (out, probs):
+        ds = gdal.Open(str(path))
+        assert (ds.RasterXSize, ds.RasterYSize) == (100, 100) and ds.GetMetadataItem(CHECK_KEY) == note
