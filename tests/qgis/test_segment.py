@@ -199,3 +199,35 @@ def test_default_is_the_int8_copy_checked_against_float32(sarseg, tmp_path, feed
     miou_full, _ = mean_iou(b, reference, 5)
     print(f"int8 checked: same class {same:.4f}, mIoU {miou_fast:.3f} against {miou_full:.3f} (float32)")
     assert abs(miou_fast - miou_full) < 0.005, (miou_fast, miou_full)
+
+
+def test_the_float32_model_takes_over_where_the_int8_copy_differs(sarseg, tmp_path, feedback):
+    """A scene 9 dB brighter than calibrated (the domain check warns; values beyond those the copy was quantised
+    for): the int8 copy alone differs from float32 on about 4 % of the pixels, so the check hands the raster to the
+    float32 model, and the map is float32's throughout."""
+    from qgis.core import QgsProcessingFeedback
+
+    from sar_seg_plugin.core.inference import segment_raster
+    from sar_seg_plugin.models.registry import load_model
+    from training import evalgen
+    from training.domain_eval import evaluation_only_scene
+
+    scene = evaluation_only_scene(71501, 800, evalgen.domain_by_name("ENL 4.4"))
+    scene.sigma0[:] = scene.sigma0 * np.float32(10**0.9)
+    sar, labels = tmp_path / "bright.tif", tmp_path / "labels.tif"
+    evalgen.write_scene(scene, sar, labels)
+    checked, full, fast = tmp_path / "checked.tif", tmp_path / "float32.tif", tmp_path / "int8.tif"
+    sarseg.run(segment_algorithm(sarseg), {"INPUT": str(sar), "DEVICE": 1, "OUTPUT": str(checked)}, feedback=feedback)
+    sarseg.run(
+        segment_algorithm(sarseg),
+        {"INPUT": str(sar), "MODEL": 1, "DEVICE": 1, "OUTPUT": str(full)},
+        feedback=QgsProcessingFeedback(),
+    )
+    segment_raster(str(sar), str(fast), load_model("sarseg_unet_vvvh_int8", "cpu"))  # the copy alone, unchecked
+    a, b, c = read_raster(checked)[0], read_raster(full)[0], read_raster(fast)[0]
+    ok = b != 255
+    assert (c[ok] == b[ok]).mean() < 0.98  # what the check is there for
+    assert (a == b).all()
+    checks = [w for w in feedback.warnings if w.startswith("Model check: ")]
+    assert len(checks) == 1, feedback.warnings
+    assert checks[0].endswith("under the 98% it must keep: sarseg_unet_vvvh runs the rest of the raster")
