@@ -225,7 +225,7 @@ def main() -> int:
     seg = step(
         "8/13 Segment",
         "sarseg:segment",
-        {"INPUT": scenes[0], "MODEL": 0, "OUTPUT": classes, "OUTPUT_CONFIDENCE": confidence},
+        {"INPUT": scenes[0], "OUTPUT": classes, "OUTPUT_CONFIDENCE": confidence},
     )
     report = segmentation / "evaluation.html"
     r = step("9/13 Evaluate against the generator's truth", "sarseg:evaluate_segmentation",

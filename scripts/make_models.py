@@ -336,7 +336,7 @@ def int8_rows(r: dict) -> list[str]:
             else "It keeps 99.5 % on data like the training family but not on the evaluation-only scenes, where "
             "the float32 model is less sure of itself (more near-ties between two classes), "
         )
-        + "so `sarseg:segment` offers it first, for speed, on a CPU. onnxruntime runs int8 convolutions through "
+        + "so `sarseg:segment` runs it by default, for speed, on a CPU. onnxruntime runs int8 convolutions through "
         "other kernels on other CPUs (with or without VNNI, AVX-512, ARM), so every run checks it: its first tiles "
         "holding data run through both models and get the float32 classes, and the float32 model runs the rest "
         "where the two differ on more than 2 % of those pixels (`sar_seg_plugin.core.model_check`). The other "

@@ -101,7 +101,7 @@ def _model_task(path: str, _mtime_ns: int, _size: int) -> str:
 FLOAT32_SEGMENTATION = "sarseg_unet_vvvh"
 #: The int8 variant of the bundled U-Net, shipped only when it keeps at least 99.5 % of the float32 model's pixel
 #: classes on validation tiles and on evaluation-only scenes (MODEL_CARD.md, "int8 variant"), at 1.4-1.5x its speed
-#: on a CPU. ``sarseg:segment`` offers it first on a CPU and checks it against the float32 model on the first tiles
+#: on a CPU. ``sarseg:segment`` runs it by default on a CPU and checks it against the float32 model on the first tiles
 #: of every run (``core.model_check``).
 INT8_SEGMENTATION = "sarseg_unet_vvvh_int8"
 #: Bundled fast copies and the model each stands in for.
@@ -115,7 +115,7 @@ def default_segmentation_model() -> str:
 
 
 def fast_segmentation_model() -> str:
-    """The first model ``sarseg:segment`` offers: the int8 copy when it is bundled (checked against the float32
+    """The model ``sarseg:segment`` runs by default: the int8 copy when it is bundled (checked against the float32
     model on every run), else :func:`default_segmentation_model`."""
     return INT8_SEGMENTATION if INT8_SEGMENTATION in bundled_models() else default_segmentation_model()
 

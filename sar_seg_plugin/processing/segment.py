@@ -22,17 +22,31 @@ from ..core.inference import segment_raster
 from ..core.model_check import MIN_AGREEMENT
 from ..core.resampling import SINGLE_LOOK_ENL
 from ..core.vectors import PolygonRequest
-from ..models.registry import DEVICES, bundled_models, fast_segmentation_model, load_model, reference_of
+from ..models.registry import (
+    DEVICES,
+    bundled_models,
+    default_segmentation_model,
+    fast_segmentation_model,
+    load_model,
+    reference_of,
+)
 from .base import INPUT_SCALE_HELP, RADIOMETRY_HELP, SarSegAlgorithm
 from .styling import ClassPaletteStyle, GrayStretchStyle, style_on_load
 
 
 def segmentation_models() -> list[str]:
-    """Bundled segmentation models (by their metadata's task) offered in the MODEL list, the default first (the
-    int8 copy, checked against the float32 model on every run)."""
+    """Bundled segmentation models (by their metadata's task) offered in the MODEL list: the float32 U-Net first,
+    then the others by name (indexes that scripts passing MODEL keep)."""
     names = list(bundled_models("segmentation"))
-    default = fast_segmentation_model()
-    return sorted(names, key=lambda n: (n != default, n))
+    first = default_segmentation_model()
+    return sorted(names, key=lambda n: (n != first, n))
+
+
+def default_model_index() -> int:
+    """MODEL's default: the int8 copy (checked against the float32 model on every run) where it is bundled."""
+    names = segmentation_models()
+    fast = fast_segmentation_model()
+    return names.index(fast) if fast in names else 0
 
 
 class SegmentAlgorithm(SarSegAlgorithm):
@@ -70,7 +84,7 @@ class SegmentAlgorithm(SarSegAlgorithm):
         + RADIOMETRY_HELP
         + "<b>Bundled model</b>: a model shipped with the plugin: a U-Net trained on domain-randomised synthetic "
         "Sentinel-1-like VV/VH scenes (10-40 m pixels, 1-30 looks, speckle-filtered or not). "
-        "The first in the list, sarseg_unet_vvvh_int8, is its int8 copy: 1.4-1.5x faster on a CPU (measured with "
+        "The default, sarseg_unet_vvvh_int8, is its int8 copy: 1.4-1.5x faster on a CPU (measured with "
         "and without VNNI instructions), the same mIoU on every domain of the model card, the same class for "
         "99.5 % of pixels on average. Its kernels differ from CPU to CPU, so every run checks it: the first tiles "
         "holding data (two tiles' worth of pixels) run through both models and get the float32 classes, and the "
@@ -134,7 +148,7 @@ class SegmentAlgorithm(SarSegAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Input raster")))
         self.addParameter(
             QgsProcessingParameterEnum(
-                self.MODEL, self.tr("Bundled model"), options=segmentation_models(), defaultValue=0
+                self.MODEL, self.tr("Bundled model"), options=segmentation_models(), defaultValue=default_model_index()
             )
         )
         self.addParameter(

@@ -66,7 +66,6 @@ def test_segment_sample_scene_with_default_model(sarseg, sample_dir, tmp_path):
         segment_algorithm(sarseg),
         {
             "INPUT": str(sar),
-            "MODEL": 0,
             "DEVICE": 1,
             "OUTPUT": str(out),
             "OUTPUT_PROBABILITIES": str(probs),
@@ -165,15 +164,16 @@ def test_help_explains_every_parameter():
 
 
 def test_default_is_the_int8_copy_checked_against_float32(sarseg, tmp_path, feedback):
-    """The first bundled model is the int8 copy; the run checks it on its first tiles and says so; its map is the
+    """The default bundled model is the int8 copy; the run checks it on its first tiles and says so; its map is the
     float32 model's but for near-ties, and scores as well against the labels of an evaluation-only scene."""
     from qgis.core import QgsProcessingFeedback
 
-    from sar_seg_plugin.processing.segment import segmentation_models
+    from sar_seg_plugin.processing.segment import default_model_index, segmentation_models
     from training import evalgen
     from training.domain_eval import evaluation_only_scene
 
-    assert segmentation_models()[:2] == ["sarseg_unet_vvvh_int8", "sarseg_unet_vvvh"]
+    assert segmentation_models()[:2] == ["sarseg_unet_vvvh", "sarseg_unet_vvvh_int8"]  # indexes kept
+    assert default_model_index() == 1
     scene = evaluation_only_scene(71301, 800, evalgen.domain_by_name("ENL 4.4"))  # 3 x 3 tiles of 384 px
     sar, labels = tmp_path / "scene.tif", tmp_path / "labels.tif"
     evalgen.write_scene(scene, sar, labels)
@@ -181,7 +181,7 @@ def test_default_is_the_int8_copy_checked_against_float32(sarseg, tmp_path, feed
     sarseg.run(segment_algorithm(sarseg), {"INPUT": str(sar), "DEVICE": 1, "OUTPUT": str(fast)}, feedback=feedback)
     sarseg.run(
         segment_algorithm(sarseg),
-        {"INPUT": str(sar), "MODEL": 1, "DEVICE": 1, "OUTPUT": str(full)},
+        {"INPUT": str(sar), "MODEL": 0, "DEVICE": 1, "OUTPUT": str(full)},
         feedback=QgsProcessingFeedback(),
     )
     checks = [line for line in feedback.lines if line.startswith("Model check: ")]
@@ -220,7 +220,7 @@ def test_the_float32_model_takes_over_where_the_int8_copy_differs(sarseg, tmp_pa
     sarseg.run(segment_algorithm(sarseg), {"INPUT": str(sar), "DEVICE": 1, "OUTPUT": str(checked)}, feedback=feedback)
     sarseg.run(
         segment_algorithm(sarseg),
-        {"INPUT": str(sar), "MODEL": 1, "DEVICE": 1, "OUTPUT": str(full)},
+        {"INPUT": str(sar), "MODEL": 0, "DEVICE": 1, "OUTPUT": str(full)},
         feedback=QgsProcessingFeedback(),
     )
     segment_raster(str(sar), str(fast), load_model("sarseg_unet_vvvh_int8", "cpu"))  # the copy alone, unchecked
