@@ -10,34 +10,22 @@ import numpy as np
 import pytest
 from osgeo import gdal
 from rasters import read_raster, write_raster
+from tiny_models import CONV_META, conv3x3_model
 
 from sar_seg_plugin.core import inference, raster_io
 from sar_seg_plugin.core.class_rasters import argmax_and_max
 from sar_seg_plugin.core.errors import CancelledError, SarSegError
 from sar_seg_plugin.core.inference import segment_raster
 from sar_seg_plugin.core.tiling import batch_columns, blend_window, model_extent, tile_extent, tile_starts
-from sar_seg_plugin.models.metadata import ModelMetadata, Normalization, metadata_to_props
-from sar_seg_plugin.models.registry import load_model
+from sar_seg_plugin.models.metadata import ModelMetadata, Normalization
 
-onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-TILE, OVERLAP = 32, 8
+TILE, OVERLAP = CONV_META.tile_size, CONV_META.tile_overlap
 WIDTH, HEIGHT = 70, 53  # not multiples of the tile
-NAMES = ("water", "vegetation", "forest", "built-up", "bare soil")
-META = ModelMetadata(
-    task="segmentation",
-    name="tiny 3x3 conv",
-    input_bands=("VV", "VH"),
-    input_units=("dB", "dB"),
-    normalization=Normalization(mean=(-12.0, -19.0), std=(5.0, 4.0)),
-    tile_size=TILE,
-    tile_overlap=OVERLAP,
-    output_kind="classes",
-    class_names=NAMES,
-    class_colors=("#1f78b4", "#b2df8a", "#33a02c", "#e31a1c", "#d9b26f"),
-)
+NAMES = CONV_META.class_names
+META = CONV_META  # tiles of TILE px, overlap OVERLAP
 
 
 #: The same model declaring that its graph takes any tile size that is a multiple of 8 (tiles of the last row and
@@ -61,18 +49,7 @@ def _conv_model(path: Path, meta: ModelMetadata):
     rng = np.random.default_rng(3)
     weight = rng.normal(scale=0.6, size=(5, 2, 3, 3)).astype(np.float32)
     bias = rng.normal(size=5).astype(np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["input", "weight", "bias"], ["logits"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])],
-        "conv3x3",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 2, "h", "w"])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 5, "h", "w"])],
-        initializer=[numpy_helper.from_array(weight, "weight"), numpy_helper.from_array(bias, "bias")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    helper.set_model_props(model, metadata_to_props(meta))
-    onnx.save(model, path)
-    return load_model(str(path), "cpu")
+    return conv3x3_model(path, meta, weight, bias)
 
 
 def db_scene(seed: int = 0, width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:

@@ -14,43 +14,19 @@ from sar_seg_plugin.core import model_check
 from sar_seg_plugin.core.errors import SarSegError
 from sar_seg_plugin.core.inference import segment_raster
 from sar_seg_plugin.core.model_check import CHECK_KEY, ModelCheck
+from sar_seg_plugin.models.metadata import ModelMetadata
 
-onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from tiny_models import CONV_META, conv3x3_model  # noqa: E402
 
-from sar_seg_plugin.models.metadata import ModelMetadata, Normalization, metadata_to_props  # noqa: E402
-from sar_seg_plugin.models.registry import load_model  # noqa: E402
-
-META = ModelMetadata(
-    task="segmentation",
-    name="tiny 3x3 conv",
-    input_bands=("VV", "VH"),
-    input_units=("dB", "dB"),
-    normalization=Normalization(mean=(-12.0, -19.0), std=(5.0, 4.0)),
-    tile_size=32,
-    tile_overlap=8,
-    output_kind="classes",
-    class_names=("water", "vegetation", "forest", "built-up", "bare soil"),
-    class_colors=("#1f78b4", "#b2df8a", "#33a02c", "#e31a1c", "#d9b26f"),
-)
+META = CONV_META
 WEIGHT = np.random.default_rng(3).normal(scale=0.6, size=(5, 2, 3, 3)).astype(np.float32)
 BIAS = np.random.default_rng(4).normal(size=5).astype(np.float32)
 
 
 def conv(path: Path, weight: np.ndarray, bias: np.ndarray = BIAS, meta: ModelMetadata = META):
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["input", "weight", "bias"], ["logits"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])],
-        "conv3x3",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 2, "h", "w"])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 5, "h", "w"])],
-        initializer=[numpy_helper.from_array(weight, "weight"), numpy_helper.from_array(bias, "bias")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    helper.set_model_props(model, metadata_to_props(meta))
-    onnx.save(model, path)
-    return load_model(str(path), "cpu")
+    return conv3x3_model(path, meta, weight, bias)
 
 
 def whole_classes(weight: np.ndarray, db: np.ndarray) -> np.ndarray:
