@@ -326,7 +326,10 @@ def _segment_open_raster(src: Any, run: _Run) -> dict[str, Any]:
         pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="sarseg-model"))
         to_probabilities = _Probabilities(meta)
         check = _model_check(run)
-        active = model  # the reference once the check finds the fast copy off
+        active = model  # the reference once the check finds the fast copy off, or on a small raster
+        if check is not None and total_tiles < model_check.MIN_TILES:
+            check.skip(total_tiles)
+            active = run.reference
         waiting: tuple[Batch, Future, bool] | None = None
         batches_iter = read_batches(src, info, meta, model_input, ys, xs, run.batch_size, run.is_canceled)
         while True:
@@ -405,7 +408,7 @@ def _tell_check(check: ModelCheck, run: _Run, writers: Sequence[Any]) -> None:
     """Say what the model check measured and decided (a warning when the reference took over), and record it in
     the outputs' metadata."""
     note = "Model check: " + check.describe()
-    say = run.log if check.keep_fast or check.pixels < check.min_pixels else run.warn
+    say = run.log if check.keep_fast or check.pixels < check.min_pixels else run.warn  # skipped: no pixel compared
     if say:
         say(note)
     for writer in writers:

@@ -174,7 +174,7 @@ def test_default_is_the_int8_copy_checked_against_float32(sarseg, tmp_path, feed
 
     assert segmentation_models()[:2] == ["sarseg_unet_vvvh", "sarseg_unet_vvvh_int8"]  # indexes kept
     assert default_model_index() == 1
-    scene = evaluation_only_scene(71301, 800, evalgen.domain_by_name("ENL 4.4"))  # 3 x 3 tiles of 384 px
+    scene = evaluation_only_scene(71301, 1100, evalgen.domain_by_name("ENL 4.4"))  # 4 x 4 tiles of 384 px
     sar, labels = tmp_path / "scene.tif", tmp_path / "labels.tif"
     evalgen.write_scene(scene, sar, labels)
     fast, full = tmp_path / "int8.tif", tmp_path / "float32.tif"
@@ -212,7 +212,7 @@ def test_the_float32_model_takes_over_where_the_int8_copy_differs(sarseg, tmp_pa
     from training import evalgen
     from training.domain_eval import evaluation_only_scene
 
-    scene = evaluation_only_scene(71501, 800, evalgen.domain_by_name("ENL 4.4"))
+    scene = evaluation_only_scene(71501, 1100, evalgen.domain_by_name("ENL 4.4"))
     scene.sigma0[:] = scene.sigma0 * np.float32(10**0.9)
     sar, labels = tmp_path / "bright.tif", tmp_path / "labels.tif"
     evalgen.write_scene(scene, sar, labels)

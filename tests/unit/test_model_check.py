@@ -144,7 +144,8 @@ def test_a_copy_that_disagrees_hands_the_raster_to_the_reference(models, tmp_pat
     assert len(warnings) == 1 and "off runs" not in warnings[0] and "reference runs the rest" in warnings[0]
 
 
-def test_a_raster_smaller_than_the_check_is_all_the_references(models, tmp_path):
+def test_a_raster_smaller_than_the_check_is_all_the_references(models, tmp_path, monkeypatch):
+    monkeypatch.setattr(model_check, "MIN_TILES", 1)  # checked however few its tiles
     db = scene(70, seed=2)  # 4,900 pixels: fewer than CHECK_PIXELS
     src = write_raster(tmp_path / "db.tif", db, descriptions=["VV", "VH"], units=["dB", "dB"])
     reference, _, _, _ = _run(tmp_path, src, "reference_alone", models["reference"])
@@ -152,6 +153,20 @@ def test_a_raster_smaller_than_the_check_is_all_the_references(models, tmp_path)
     assert (checked == reference).all() and not warnings
     assert result["model_check"]["pixels"] == result["tiles"] * 32 * 32  # every tile whole: 3 x 3 tiles of 32 px
     assert any("the classes written are all reference's" in line for line in logs)
+
+
+def test_a_raster_of_few_tiles_runs_on_the_reference_alone(models, tmp_path, monkeypatch):
+    """Fewer tiles than MIN_TILES: no tile runs through the fast copy (its check would cost more than it saves)."""
+    db = scene(70, seed=2)  # 3 x 3 tiles of 32 px
+    src = write_raster(tmp_path / "db.tif", db, descriptions=["VV", "VH"], units=["dB", "dB"])
+    reference, _, _, _ = _run(tmp_path, src, "reference_alone", models["reference"])
+    calls = []
+    run = models["off"].run
+    monkeypatch.setattr(models["off"], "run", lambda tiles: calls.append(1) or run(tiles))
+    checked, result, logs, warnings = _run(tmp_path, src, "checked", models["off"], models["reference"])
+    assert (checked == reference).all() and not calls and not warnings  # "off" would differ on most pixels
+    assert result["tiles"] == 9 and result["model_check"]["pixels"] == 0
+    assert any("tiles are fewer than 12, too few for off to win back its check: reference runs" in x for x in logs)
 
 
 def test_a_reference_of_other_classes_is_refused(models, tmp_path):
