@@ -130,6 +130,24 @@ def reference_of(path: str | os.PathLike) -> str | None:
     return None
 
 
+def load_checked(
+    name_or_path: str, device: str = "auto", threads: int | None = None
+) -> tuple[LoadedModel, LoadedModel | None, str | None]:
+    """A segmentation model as the tools run it: ``(model, reference, note)``. For a bundled fast copy
+    (:data:`FAST_COPIES`) on a CPU, ``reference`` is the model it stands in for, opened on the CPU with the same
+    threads, for ``inference.segment_raster(..., reference=)`` to check it against; on another device the
+    reference itself is returned as ``model`` (the int8 copy is made for CPUs) and ``note`` says so. Any other
+    model: ``(model, None, None)``."""
+    model = load_model(name_or_path, device, threads)
+    reference = reference_of(model.path)
+    if reference is None:
+        return model, None, None
+    if model.device_used != "cpu":
+        note = f"The int8 copy is made for CPUs: on {model.device_used.upper()} its float32 model {reference} runs"
+        return load_model(reference, device, threads), None, note
+    return model, load_model(reference, "cpu", model.threads or None), None
+
+
 def resolve_model(name_or_path: str) -> Path:
     """A bundled model's name, or the path of an existing model file, as a path."""
     bundled = bundled_models()

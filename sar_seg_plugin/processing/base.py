@@ -216,6 +216,24 @@ class SarSegAlgorithm(QgsProcessingAlgorithm):
             "is_canceled": feedback.isCanceled,
         }
 
+    def load_segmentation(self, name_or_path: str, device: str, feedback: QgsProcessingFeedback) -> tuple:
+        """A segmentation model and the model to check it against on the run's first tiles (None: unchecked), as
+        ``models.registry.load_checked`` opens them; what was decided goes to the log."""
+        from ..core.model_check import MIN_AGREEMENT
+        from ..models.registry import load_checked
+
+        model, reference, note = self.run_core(lambda: load_checked(name_or_path, device))
+        if note:
+            feedback.pushInfo(note)
+        if reference is not None:
+            feedback.pushInfo(
+                self.tr(
+                    "{} is the int8 copy of {}: the first tiles holding data run through both, and {} runs the rest "
+                    "unless their classes differ on more than {:.0%} of those pixels"
+                ).format(model.path.stem, reference.path.stem, model.path.stem, 1.0 - MIN_AGREEMENT)
+            )
+        return model, reference
+
     def run_core(self, fn: Callable[[], T]) -> T:
         """Run core code, turning its errors into QgsProcessingException with the same plain message.
 

@@ -37,7 +37,7 @@ from ..core.cluster_report import report_data, write_report
 from ..core.clustering import K_MAX, K_MIN
 from ..core.inference import segment_raster
 from ..core.outputs import OutputSet
-from ..models.registry import DEVICES, bundled_models, default_segmentation_model, load_model
+from ..models.registry import DEVICES, bundled_models, fast_segmentation_model, load_model
 from .base import INPUT_SCALE_HELP, RADIOMETRY_HELP, SarSegAlgorithm, layer_path
 from .styling import ClusterStyle, style_on_load
 
@@ -402,12 +402,13 @@ class ClusterCommunesAlgorithm(SarSegAlgorithm):
         seg_file = self.parameterAsFile(parameters, self.SEGMENTATION_MODEL_FILE, context)
 
         def segment(src: str, dst: str) -> list[str]:
-            model = load_model(seg_file or default_segmentation_model(), device)
-            feedback.pushInfo(self.tr("Segmentation model: {}").format(model.metadata.name))
+            model, reference = self.load_segmentation(seg_file or fast_segmentation_model(), device, feedback)
+            feedback.pushInfo(self.tr("Segmentation model: {} ({})").format(model.metadata.name, model.path.name))
             segment_raster(
                 src,
                 dst,
                 model,
+                reference=reference,
                 input_scale=input_scale,
                 log=feedback.pushInfo,
                 warn=feedback.pushWarning,

@@ -32,7 +32,7 @@ from qgis.PyQt.QtCore import QMetaType
 from ..core import flood
 from ..core.inference import segment_raster
 from ..core.outputs import OutputSet, remove_folder, temporary_folder
-from ..models.registry import default_segmentation_model, load_model
+from ..models.registry import fast_segmentation_model
 from .base import INPUT_SCALE_HELP, SarSegAlgorithm, layer_path
 from .styling import ClassPaletteStyle, FloodCommunesStyle, FloodPolygonStyle, style_on_load
 
@@ -283,7 +283,7 @@ class FloodMapAlgorithm(SarSegAlgorithm):
 
     def _segment(self, post: str, folder, feedback: QgsProcessingFeedback) -> tuple[str, int]:  # noqa: ANN001
         """The post-event image segmented by the bundled model; its water class."""
-        model = load_model(default_segmentation_model(), "auto")
+        model, reference = self.load_segmentation(fast_segmentation_model(), "auto", feedback)
         names = [n.lower() for n in model.metadata.class_names]
         if "water" not in names:
             raise QgsProcessingException(self.tr("The segmentation model has no water class."))
@@ -292,7 +292,7 @@ class FloodMapAlgorithm(SarSegAlgorithm):
             self.tr("Segmenting the post-event image with {} (third opinion)").format(model.metadata.name)
         )
         segment_raster(post, path, model, log=feedback.pushInfo, warn=feedback.pushWarning,
-                       is_canceled=feedback.isCanceled)  # fmt: skip
+                       is_canceled=feedback.isCanceled, reference=reference)  # fmt: skip
         return path, names.index("water")
 
     def _communes(self, parameters, context, source, classes, post_layer, run, feedback):  # noqa: ANN001, ANN202

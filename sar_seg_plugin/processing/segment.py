@@ -19,7 +19,6 @@ from qgis.core import (
 
 from ..core.class_rasters import CONFIDENCE_MEASURES
 from ..core.inference import segment_raster
-from ..core.model_check import MIN_AGREEMENT
 from ..core.resampling import SINGLE_LOOK_ENL
 from ..core.vectors import PolygonRequest
 from ..models.registry import (
@@ -27,8 +26,6 @@ from ..models.registry import (
     bundled_models,
     default_segmentation_model,
     fast_segmentation_model,
-    load_model,
-    reference_of,
 )
 from .base import INPUT_SCALE_HELP, RADIOMETRY_HELP, SarSegAlgorithm
 from .styling import ClassPaletteStyle, GrayStretchStyle, style_on_load
@@ -236,26 +233,8 @@ class SegmentAlgorithm(SarSegAlgorithm):
         )
         input_scale = self.input_scale(parameters, context)
 
-        model = self.run_core(lambda: load_model(model_name, device))
-        reference = None
-        reference_name = reference_of(model.path)
-        if reference_name and model.device_used != "cpu":
-            feedback.pushInfo(
-                self.tr("The int8 copy is made for CPUs: on {} its float32 model {} runs").format(
-                    model.device_used.upper(), reference_name
-                )
-            )
-            model = self.run_core(lambda: load_model(reference_name, device))
-        elif reference_name:
-            reference = self.run_core(lambda: load_model(reference_name, "cpu", model.threads or None))
+        model, reference = self.load_segmentation(model_name, device, feedback)
         feedback.pushInfo(self.tr("Model: {} ({})").format(model.metadata.name, model.path))
-        if reference is not None:
-            feedback.pushInfo(
-                self.tr(
-                    "{} is the int8 copy of {}: the first tiles holding data run through both, and {} runs the rest "
-                    "unless their classes differ on more than {:.0%} of those pixels"
-                ).format(model.path.stem, reference.path.stem, model.path.stem, 1.0 - MIN_AGREEMENT)
-            )
         run = self.run_core(
             lambda: segment_raster(
                 src,

@@ -60,7 +60,7 @@ def features_of(layer_or_path) -> list[dict]:  # noqa: ANN001
     return rows
 
 
-def test_recovers_the_archetypes_and_writes_table_and_report(sarseg, scene, tmp_path):
+def test_recovers_the_archetypes_and_writes_table_and_report(sarseg, scene, tmp_path, feedback):
     """Without a class raster the bundled model segments the raster; the clusters still match the archetypes."""
     from qgis.core import QgsVectorLayer
 
@@ -78,7 +78,10 @@ def test_recovers_the_archetypes_and_writes_table_and_report(sarseg, scene, tmp_
             "OUTPUT_SIMILAR": str(tmp_path / "similar.csv"),
             "OUTPUT_REPORT": str(report),
         },
+        feedback=feedback,
     )
+    # the bundled int8 copy segments, checked as in sarseg:segment
+    assert [line for line in feedback.lines if line.startswith("Model check: ")], feedback.lines
     rows = features_of(result["OUTPUT"])
     assert len(rows) == 25
     truth = np.array([r["archetype_id"] for r in rows])

@@ -159,6 +159,7 @@ def test_the_models_opinion_only_adds_flood(sarseg, series, tmp_path):
     a, b = (gdal.Open(p).ReadAsArray() for p in (plain["OUTPUT"], voted["OUTPUT"]))
     assert ((a == 1) & (b != 1)).sum() <= 0.002 * (a == 1).sum()  # only the minimum mapping unit may move a pixel
     assert any("third opinion" in line for line in log.lines)
+    assert any(line.startswith("Model check: ") for line in log.lines)  # the int8 copy, checked as in segment
     truth = series["truth_flooded"]
     assert ((b == 1) & truth).sum() / ((b == 1) | truth).sum() > 0.8
 
