@@ -99,7 +99,7 @@ class ModelCheck:
         """What was measured and decided, for the log and the outputs' metadata."""
         if self.raster_tiles is not None:
             return (
-                f"the raster's {self.raster_tiles} tile{'s' if self.raster_tiles != 1 else ''} are fewer than "
+                f"the raster's {self.raster_tiles} tile{'s are' if self.raster_tiles != 1 else ' is'} fewer than "
                 f"{MIN_TILES}, too few for {self.fast_name} to win back its check: {self.reference_name} runs them all"
             )
         if self.pixels == 0:
