@@ -331,12 +331,12 @@ def int8_rows(r: dict) -> list[str]:
         f"and counted on pixels that hold data) {r['int8_agreement_eval']:.2%}. onnxruntime speed on 512 px tiles: "
         f"{r['int8_speed']['mps']:.2f} MP/s against {r['ort']['mps']:.2f} MP/s for float32. "
         + (
-            "It keeps at least 99.5 % on both, "
+            "It keeps at least 99.5 % on both. "
             if r["int8_agreement_eval"] >= 0.995
             else "It keeps 99.5 % on data like the training family but not on the evaluation-only scenes, where "
-            "the float32 model is less sure of itself (more near-ties between two classes), "
+            "the float32 model is less sure of itself (more near-ties between two classes). "
         )
-        + "so `sarseg:segment` runs it by default, for speed, on a CPU. onnxruntime runs int8 convolutions through "
+        + "`sarseg:segment` runs it by default, for speed, on a CPU. onnxruntime runs int8 convolutions through "
         "other kernels on other CPUs (with or without VNNI, AVX-512, ARM), so every run checks it: its first tiles "
         "holding data run through both models and get the float32 classes, and the float32 model runs the rest "
         "where the two differ on more than 2 % of those pixels (`sar_seg_plugin.core.model_check`). The other "
