@@ -407,13 +407,13 @@ def _checked(check: ModelCheck, outputs: tuple[np.ndarray, np.ndarray], batch: B
 def _tell_check(check: ModelCheck, run: _Run, writers: Sequence[Any]) -> None:
     """Say what the model check measured and decided (a warning when the reference took over), and record it in
     the outputs' metadata."""
-    note = "Model check: " + check.describe()
+    note = check.describe()
     say = run.log if check.keep_fast or check.pixels < check.min_pixels else run.warn  # skipped: no pixel compared
     if say:
-        say(note)
+        say("Model check: " + note)
     for writer in writers:
         if writer is not None:
-            writer.ds.SetMetadataItem(CHECK_KEY, check.describe())
+            writer.ds.SetMetadataItem(CHECK_KEY, note)
 
 
 def _check_summary(check: ModelCheck | None) -> dict[str, Any]:
