@@ -337,9 +337,10 @@ def int8_rows(r: dict) -> list[str]:
             "the float32 model is less sure of itself (more near-ties between two classes). "
         )
         + "`sarseg:segment` runs it by default, for speed, on a CPU. onnxruntime runs int8 convolutions through "
-        "other kernels on other CPUs (with or without VNNI, AVX-512, ARM), so every run checks it: its first tiles "
-        "holding data run through both models and get the float32 classes, and the float32 model runs the rest "
-        "where the two differ on more than 2 % of those pixels (`sar_seg_plugin.core.model_check`). The other "
+        "other kernels on other CPUs (with or without VNNI, AVX-512, ARM), so every run checks it: before the raster "
+        "is segmented, three tiles holding data, spread over the raster, run through both models, and the float32 "
+        "model segments the raster where the two differ on more than 2 % of those pixels or 3 % of any one tile's "
+        "(`sar_seg_plugin.core.model_check`). The other "
         "figures of this card are the float32 model's.",
         "",
     ]

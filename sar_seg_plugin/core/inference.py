@@ -148,8 +148,8 @@ def segment_raster(
     strip takes the whole raster's).
 
     ``reference``: the model ``model`` is a fast copy of (the float32 U-Net of the bundled int8 copy), on the same
-    device. The first tiles holding data run through both (:class:`.model_check.ModelCheck`) and the reference's
-    classes are written for them; the reference runs the rest of the raster when the two agree on fewer than
+    device. Before the raster is segmented, a few tiles holding data spread over it run through both
+    (:class:`.model_check.ModelCheck`); the reference segments the raster when the two agree on fewer than
     :data:`.model_check.MIN_AGREEMENT` of those pixels. What was measured and decided goes to ``log`` (``warn``
     when the reference takes over), to the outputs' metadata (``SARSEG_MODEL_CHECK``) and to the result
     (``"model_check"``).
@@ -265,7 +265,7 @@ class _Run:
     log: LogFn | None = None
     outputs: OutputSet | None = None  # the run's outputs, committed together (None: plain files)
     tile_rows: TileRows | None = None  # a strip of a taller raster, tiled as the whole one
-    reference: Any | None = None  # the model ``model`` is a fast copy of, checked on the first tiles (ModelCheck)
+    reference: Any | None = None  # the model ``model`` is a fast copy of, checked on tiles spread over the raster
     warn: LogFn | None = None
 
 
@@ -326,31 +326,23 @@ def _segment_open_raster(src: Any, run: _Run) -> dict[str, Any]:
         pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="sarseg-model"))
         to_probabilities = _Probabilities(meta)
         check = _model_check(run)
-        active = model  # the reference once the check finds the fast copy off, or on a small raster
-        if check is not None and total_tiles < model_check.MIN_TILES:
-            check.skip(total_tiles)
-            active = run.reference
-        waiting: tuple[Batch, Future, bool] | None = None
+        active = model  # the reference where the check finds the fast copy off, or on a small raster
+        if check is not None:
+            if total_tiles < model_check.MIN_TILES:
+                check.skip(total_tiles)
+            else:
+                _run_check(check, src, info, run, ys, xs)
+            _tell_check(check, run, writers)
+            if not check.keep_fast:
+                active = run.reference
+        waiting: tuple[Batch, Future] | None = None
         batches_iter = read_batches(src, info, meta, model_input, ys, xs, run.batch_size, run.is_canceled)
         while True:
             batch = next(batches_iter, None)
-            running = None
-            if batch is not None:
-                both = check is not None and check.pending
-                future = (
-                    pool.submit(_run_both, model, run.reference, batch.tiles)
-                    if both
-                    else pool.submit(active.run, batch.tiles)
-                )
-                running = (batch, future, both)
+            running = (batch, pool.submit(active.run, batch.tiles)) if batch is not None else None
             if waiting is not None:
-                done, future, both = waiting
-                out = future.result()
-                if both:
-                    out = _checked(check, out, done)  # the reference's output
-                    if check.keep_fast is False:
-                        active = run.reference
-                blender.add(done, to_probabilities(out, done.tiles.shape[2:]))
+                done, future = waiting
+                blender.add(done, to_probabilities(future.result(), done.tiles.shape[2:]))
                 batches += 1
                 done_tiles += len(done.xs)
                 if run.progress:
@@ -358,9 +350,6 @@ def _segment_open_raster(src: Any, run: _Run) -> dict[str, Any]:
             if running is None:
                 break
             waiting = running
-        if check is not None:
-            check.finish()
-            _tell_check(check, run, writers)
     class_pixels, nodata_pixels = blender.class_pixels, blender.nodata_pixels
 
     seconds = time.perf_counter() - run.started
@@ -386,29 +375,31 @@ def _model_check(run: _Run) -> ModelCheck | None:
     if run.reference is None:
         return None
     fast, reference = run.model, run.reference
+    tile = fast.metadata.tile_size
     return ModelCheck(
-        Path(str(fast.path)).stem, Path(str(reference.path)).stem, model_check.CHECK_PIXELS, model_check.MIN_AGREEMENT
-    )
+        Path(str(fast.path)).stem, Path(str(reference.path)).stem, model_check.CHECK_PIXELS, model_check.MIN_AGREEMENT,
+        model_check.TILE_FLOOR, tile * tile // 4,
+    )  # fmt: skip
 
 
-def _run_both(model: Any, reference: Any, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return model.run(tiles), reference.run(tiles)
-
-
-def _checked(check: ModelCheck, outputs: tuple[np.ndarray, np.ndarray], batch: Batch) -> np.ndarray:
-    """Add a batch run through both models to ``check``; the reference's output."""
-    fast, reference = outputs
-    x_first = batch.xs[0]
-    tw = batch.valid.shape[1] - (batch.xs[-1] - x_first)  # the tiles of a batch are of one width
-    check.add(fast, reference, [batch.valid[:, x0 - x_first : x0 - x_first + tw] for x0 in batch.xs])
-    return reference
+def _run_check(check: ModelCheck, src: Any, info: Any, run: _Run, ys: list[int], xs: list[int]) -> None:
+    """Run tiles spread over the raster (:func:`.model_check.spread_tiles`) through both models until ``check``
+    decides; tiles holding no data are skipped. Their outputs are only compared: the raster is segmented after."""
+    meta = run.model.metadata
+    for r, c in model_check.spread_tiles(len(ys), len(xs), model_check.MAX_CHECK_TILES):
+        batch = next(read_batches(src, info, meta, run.model_input, [ys[r]], [xs[c]], 1, run.is_canceled))
+        if batch.valid.any():
+            check.add(run.model.run(batch.tiles), run.reference.run(batch.tiles), [batch.valid])
+            if not check.pending:
+                return
+    check.finish()
 
 
 def _tell_check(check: ModelCheck, run: _Run, writers: Sequence[Any]) -> None:
     """Say what the model check measured and decided (a warning when the reference took over), and record it in
     the outputs' metadata."""
     note = check.describe()
-    say = run.log if check.keep_fast or check.pixels < check.min_pixels else run.warn  # skipped: no pixel compared
+    say = run.warn if check.refused else run.log
     if say:
         say("Model check: " + note)
     for writer in writers:
@@ -419,8 +410,9 @@ def _tell_check(check: ModelCheck, run: _Run, writers: Sequence[Any]) -> None:
 def _check_summary(check: ModelCheck | None) -> dict[str, Any]:
     if check is None:
         return {}
-    return {"model_check": {"agreement": check.agreement, "pixels": check.pixels, "tiles": check.tiles,
-                            "fast_kept": bool(check.keep_fast), "note": check.describe()}}  # fmt: skip
+    return {"model_check": {"agreement": check.agreement, "worst_tile": check.worst, "pixels": check.pixels,
+                            "tiles": check.tiles, "fast_kept": bool(check.keep_fast),
+                            "note": check.describe()}}  # fmt: skip
 
 
 def _input_summary(model_input: ModelInput) -> dict[str, Any]:

@@ -101,8 +101,8 @@ def _model_task(path: str, _mtime_ns: int, _size: int) -> str:
 FLOAT32_SEGMENTATION = "sarseg_unet_vvvh"
 #: The int8 variant of the bundled U-Net, shipped only when it keeps at least 99.5 % of the float32 model's pixel
 #: classes on validation tiles and on evaluation-only scenes (MODEL_CARD.md, "int8 variant"), at 1.4-1.5x its speed
-#: on a CPU. ``sarseg:segment`` runs it by default on a CPU and checks it against the float32 model on the first tiles
-#: of every run (``core.model_check``).
+#: on a CPU. ``sarseg:segment`` runs it by default on a CPU and checks it against the float32 model on tiles spread
+#: over the raster in every run (``core.model_check``).
 INT8_SEGMENTATION = "sarseg_unet_vvvh_int8"
 #: Bundled fast copies and the model each stands in for.
 FAST_COPIES = {INT8_SEGMENTATION: FLOAT32_SEGMENTATION}

@@ -217,9 +217,9 @@ class SarSegAlgorithm(QgsProcessingAlgorithm):
         }
 
     def load_segmentation(self, name_or_path: str, device: str, feedback: QgsProcessingFeedback) -> tuple:
-        """A segmentation model and the model to check it against on the run's first tiles (None: unchecked), as
+        """A segmentation model and the model to check it against on tiles spread over the raster (None: unchecked), as
         ``models.registry.load_checked`` opens them; what was decided goes to the log."""
-        from ..core.model_check import MIN_AGREEMENT
+        from ..core.model_check import MIN_AGREEMENT, TILE_FLOOR
         from ..models.registry import load_checked
 
         model, reference, note = self.run_core(lambda: load_checked(name_or_path, device))
@@ -228,9 +228,10 @@ class SarSegAlgorithm(QgsProcessingAlgorithm):
         if reference is not None:
             feedback.pushInfo(
                 self.tr(
-                    "{} is the int8 copy of {}: the first tiles holding data run through both, and {} runs the rest "
-                    "unless their classes differ on more than {:.0%} of those pixels"
-                ).format(model.path.stem, reference.path.stem, model.path.stem, 1.0 - MIN_AGREEMENT)
+                    "{} is the int8 copy of {}: tiles holding data, spread over the raster, run through both first, "
+                    "and {} segments the raster unless their classes differ on more than {:.0%} of those pixels, "
+                    "or on more than {:.0%} of any one tile's"
+                ).format(model.path.stem, reference.path.stem, model.path.stem, 1.0 - MIN_AGREEMENT, 1.0 - TILE_FLOOR)
             )
         return model, reference
 

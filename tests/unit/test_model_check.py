@@ -1,5 +1,5 @@
-"""A fast model copy checked against its reference on the first tiles (core.model_check, segment_raster's
-``reference``), with small ONNX convolutions whose agreement is known."""
+"""A fast model copy checked against its reference on tiles spread over the raster (core.model_check,
+segment_raster's ``reference``), with small ONNX convolutions whose agreement is known."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from rasters import read_raster, write_raster
 from sar_seg_plugin.core import model_check
 from sar_seg_plugin.core.errors import SarSegError
 from sar_seg_plugin.core.inference import segment_raster
-from sar_seg_plugin.core.model_check import CHECK_KEY, ModelCheck
+from sar_seg_plugin.core.model_check import CHECK_KEY, ModelCheck, spread_tiles
 from sar_seg_plugin.models.metadata import ModelMetadata
 
 pytest.importorskip("onnx")
@@ -54,6 +54,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "reference": conv(folder / "reference.onnx", WEIGHT),
         "near": conv(folder / "near.onnx", near),  # a copy within a few per mille of the reference's classes
         "off": conv(folder / "off.onnx", -WEIGHT),  # a copy that disagrees on most pixels
+        # a copy whose vegetation logit drifted: the same classes where one class leads by far (dark water),
+        # other classes on about 7 % of varied pixels
+        "drift": conv(folder / "drift.onnx", WEIGHT, BIAS + np.float32([0.0, 1.5, 0.0, 0.0, 0.0])),
         "weights": {"reference": WEIGHT, "near": near, "off": -WEIGHT},
     }
 
@@ -80,7 +83,31 @@ def test_check_counts_only_pixels_holding_data_and_decides_once_enough_are_seen(
     assert check.agreement == pytest.approx(120 / 124)
     check.add(_logits(1 - ref), _logits(ref), [valid])  # after the decision: counted, decision kept
     assert check.keep_fast and check.pixels == 186 and check.tiles == 3
-    assert "fast runs the rest" in check.describe()
+    assert "fast segments the raster" in check.describe()
+
+
+def test_one_tile_under_the_floor_hands_the_raster_to_the_reference_whatever_the_pooled_share():
+    ref = np.zeros((1, 10, 10), np.int64)
+    off = ref.copy()
+    off[0, 0, :5] = 1  # 95 of 100 pixels the same
+    check = ModelCheck("fast", "ref", min_pixels=1000, min_agreement=0.9, tile_floor=0.97, min_tile_pixels=50)
+    for _ in range(3):
+        check.add(_logits(ref), _logits(ref), [np.ones((10, 10), bool)])
+    assert check.pending and check.worst == 1.0
+    check.add(_logits(off), _logits(ref), [np.ones((10, 10), bool)])  # 395 / 400 pooled, but this tile 95 %
+    assert check.keep_fast is False and check.refused and check.worst == 0.95 and check.agreement > 0.98
+    assert check.describe().endswith(
+        "(95.00% on the tile where they agreed least), under the 97% each tile must keep: ref segments the raster"
+    )
+    # a tile holding fewer pixels of data than min_tile_pixels is pooled but not judged alone
+    few = ModelCheck("fast", "ref", min_pixels=300, min_agreement=0.9, tile_floor=0.97, min_tile_pixels=50)
+    edge = np.zeros((10, 10), bool)
+    edge[:4] = True  # 40 pixels of data, 5 of them off: 87.5 %
+    few.add(_logits(off), _logits(ref), [edge])
+    assert few.pending and np.isnan(few.worst) and few.tiles_judged == 0
+    for _ in range(3):
+        few.add(_logits(ref), _logits(ref), [np.ones((10, 10), bool)])
+    assert few.keep_fast and few.worst == 1.0 and few.agreement == pytest.approx(335 / 340)
 
 
 def test_check_keeps_the_reference_below_the_agreement_and_on_a_raster_too_small():
@@ -89,13 +116,13 @@ def test_check_keeps_the_reference_below_the_agreement_and_on_a_raster_too_small
     fast = ref.copy()
     fast[0, 0, 0] = 2  # 63 / 64 = 98.4 %
     low.add(_logits(fast), _logits(ref), [np.ones((8, 8), bool)])
-    assert low.keep_fast is False and "under the 99% it must keep: ref runs the rest" in low.describe()
+    assert low.keep_fast is False and "under the 99% it must keep: ref segments the raster" in low.describe()
 
     small = ModelCheck("fast", "ref", min_pixels=1000)
     small.add(_logits(ref), _logits(ref), [np.ones((5, 6), bool)])  # a tile cut to 5 x 6 raster pixels
     assert small.pending and small.pixels == 30
     small.finish()
-    assert small.keep_fast is False and "the classes written are all ref's" in small.describe()
+    assert small.keep_fast is False and "fewer than the 1,000 it is judged on: ref segments" in small.describe()
     with pytest.raises(ValueError, match="one shape"):
         small.add(_logits(ref), _logits(ref)[:, :, :4], [np.ones((8, 8), bool)])
 
@@ -111,8 +138,20 @@ def _run(tmp_path: Path, src: str, name: str, model, reference=None) -> tuple[np
     return read_raster(out, dtype=np.int64)[0], result, logs, warnings
 
 
-def test_a_close_copy_runs_after_the_first_tiles(models, tmp_path, monkeypatch):
-    monkeypatch.setattr(model_check, "CHECK_PIXELS", 4000)  # about the first 5 tiles of 32 px
+def test_spread_tiles_cover_the_grid_evenly_and_are_distinct():
+    cells = spread_tiles(10, 10, 12)
+    assert len(set(cells)) == 12 and all(0 <= r < 10 and 0 <= c < 10 for r, c in cells)
+    # the first three in three rows and three columns, none on the edge of the grid (where fill is most likely)
+    assert len({r for r, _ in cells[:3]}) == len({c for _, c in cells[:3]}) == 3
+    assert all(0 < r < 9 and 0 < c < 9 for r, c in cells[:3])
+    assert {(r // 5, c // 5) for r, c in cells[:5]} == {(0, 0), (0, 1), (1, 0), (1, 1)}  # every quadrant
+    assert sorted(spread_tiles(2, 3, 50)) == [(r, c) for r in range(2) for c in range(3)]  # all, none twice
+    assert spread_tiles(1, 40, 3) == spread_tiles(1, 40, 3) and len({c // 14 for _, c in spread_tiles(1, 40, 3)}) == 3
+    assert spread_tiles(0, 5, 3) == []
+
+
+def test_a_close_copy_segments_the_raster(models, tmp_path, monkeypatch):
+    monkeypatch.setattr(model_check, "CHECK_PIXELS", 4000)  # about 4 tiles of 32 px
     db = scene(200)
     src = write_raster(tmp_path / "db.tif", db, descriptions=["VV", "VH"], units=["dB", "dB"])
     alone, _, _, _ = _run(tmp_path, src, "near_alone", models["near"])
@@ -124,13 +163,10 @@ def test_a_close_copy_runs_after_the_first_tiles(models, tmp_path, monkeypatch):
     check = result["model_check"]
     assert check["fast_kept"] and check["pixels"] >= 4000 and abs(check["agreement"] - agreement) < 0.01
     assert not warnings and any(line.startswith("Model check: near gave the class of reference") for line in logs)
-    # the first tile row came from the reference (the checked tiles), the bottom rows from the copy
-    assert (checked[:16, :16] == reference[:16, :16]).all()
-    assert (checked[120:] == alone[120:]).all()
-    assert (alone != reference).any()
+    assert (checked == alone).all() and (alone != reference).any()  # the copy's map, every tile
     from osgeo import gdal
 
-    assert "near runs the rest" in gdal.Open(str(tmp_path / "checked.tif")).GetMetadataItem(CHECK_KEY)
+    assert "near segments the raster" in gdal.Open(str(tmp_path / "checked.tif")).GetMetadataItem(CHECK_KEY)
 
 
 def test_a_copy_that_disagrees_hands_the_raster_to_the_reference(models, tmp_path, monkeypatch):
@@ -141,18 +177,57 @@ def test_a_copy_that_disagrees_hands_the_raster_to_the_reference(models, tmp_pat
     checked, result, _, warnings = _run(tmp_path, src, "checked", models["off"], models["reference"])
     assert (checked == reference).all()  # every tile: the reference's output
     assert result["model_check"]["fast_kept"] is False and result["model_check"]["agreement"] < 0.5
-    assert len(warnings) == 1 and "off runs" not in warnings[0] and "reference runs the rest" in warnings[0]
+    assert len(warnings) == 1 and "off segments" not in warnings[0] and "reference segments the raster" in warnings[0]
 
 
-def test_a_raster_smaller_than_the_check_is_all_the_references(models, tmp_path, monkeypatch):
-    monkeypatch.setattr(model_check, "MIN_TILES", 1)  # checked however few its tiles
-    db = scene(70, seed=2)  # 4,900 pixels: fewer than CHECK_PIXELS
+def test_a_raster_that_begins_with_easy_pixels_is_judged_on_all_of_it(models, tmp_path, monkeypatch):
+    """Open water along the top of the raster, where the drifted copy gives the reference's class everywhere, and
+    varied ground below, where it does not: checked on its first tiles the copy would pass; checked on tiles
+    spread over the raster it does not."""
+    monkeypatch.setattr(model_check, "CHECK_PIXELS", 4000)
+    db = scene(200, seed=3)
+    db[0, :56], db[1, :56] = -25.0, -32.0  # the first two tile rows (32 px tiles, 24 px apart): dark water
     src = write_raster(tmp_path / "db.tif", db, descriptions=["VV", "VH"], units=["dB", "dB"])
+    drift = BIAS + np.float32([0.0, 1.5, 0.0, 0.0, 0.0])
+    ref_classes = whole_classes(WEIGHT, db)
+    x = np.pad(META.normalization.apply(db).astype(np.float64), ((0, 0), (1, 1), (1, 1)))
+    drift_classes = (  # the drifted copy in numpy: the reference's logits plus the bias change
+        np.stack([np.einsum("ob,bhw->ohw", WEIGHT[:, :, dy, dx], x[:, dy : dy + 200, dx : dx + 200])
+                  for dy in range(3) for dx in range(3)]).sum(axis=0) + drift[:, None, None]
+    ).argmax(axis=0)  # fmt: skip
+    assert (drift_classes[:50] == ref_classes[:50]).all()  # the easy rows: the same classes
+    assert (drift_classes[80:] == ref_classes[80:]).mean() < 0.95  # the rest: not
+
     reference, _, _, _ = _run(tmp_path, src, "reference_alone", models["reference"])
+    with monkeypatch.context() as m:  # judged on the first tile row only, as a check of the first tiles would be
+        m.setattr(model_check, "spread_tiles", lambda rows, cols, n: [(0, c) for c in range(min(n, cols))])
+        _, first, _, _ = _run(tmp_path, src, "first_tiles", models["drift"], models["reference"])
+    assert first["model_check"]["fast_kept"] and first["model_check"]["agreement"] == 1.0
+    checked, result, _, warnings = _run(tmp_path, src, "checked", models["drift"], models["reference"])
+    assert result["model_check"]["fast_kept"] is False and result["model_check"]["agreement"] < 0.98
+    assert (checked == reference).all() and len(warnings) == 1 and "reference segments the raster" in warnings[0]
+
+
+def test_tiles_without_data_are_not_run_and_too_few_pixels_leave_the_raster_to_the_reference(
+    models, tmp_path, monkeypatch
+):
+    """A swath covering a corner: tiles of fill are skipped; when the tiles tried hold fewer pixels than the
+    check is judged on, the reference segments the raster (nothing to judge the copy by)."""
+    db = scene(200, seed=2)
+    db[:, 40:, :] = np.nan  # data in the top 40 rows only (nan: no data)
+    src = write_raster(tmp_path / "db.tif", db, descriptions=["VV", "VH"], units=["dB", "dB"], nodata=np.nan)
+    reference, _, _, _ = _run(tmp_path, src, "reference_alone", models["reference"])
+    runs = []
+    run = models["near"].run
+    monkeypatch.setattr(models["near"], "run", lambda tiles: runs.append(len(tiles)) or run(tiles))
     checked, result, logs, warnings = _run(tmp_path, src, "checked", models["near"], models["reference"])
-    assert (checked == reference).all() and not warnings
-    assert result["model_check"]["pixels"] == result["tiles"] * 32 * 32  # every tile whole: 3 x 3 tiles of 32 px
-    assert any("the classes written are all reference's" in line for line in logs)
+    check = result["model_check"]
+    tried = model_check.spread_tiles(8, 8, model_check.MAX_CHECK_TILES)  # 8 x 8 tiles of 32 px, 24 px apart
+    holding = [cell for cell in tried if cell[0] * 24 < 40]
+    assert check["tiles"] == len(holding) == len(runs) > 0  # only the tiles holding data ran through the copy
+    assert check["pixels"] == sum(min(40 - r * 24, 32) * 32 for r, _ in holding)
+    assert check["fast_kept"] is False and (checked == reference).all() and not warnings
+    assert any(f"fewer than the {model_check.CHECK_PIXELS:,} it is judged on" in line for line in logs)
 
 
 def test_a_raster_of_few_tiles_runs_on_the_reference_alone(models, tmp_path, monkeypatch):
@@ -166,7 +241,10 @@ def test_a_raster_of_few_tiles_runs_on_the_reference_alone(models, tmp_path, mon
     checked, result, logs, warnings = _run(tmp_path, src, "checked", models["off"], models["reference"])
     assert (checked == reference).all() and not calls and not warnings  # "off" would differ on most pixels
     assert result["tiles"] == 9 and result["model_check"]["pixels"] == 0
-    assert any("tiles are fewer than 12, too few for off to win back its check: reference runs" in x for x in logs)
+    assert any(
+        f"tiles are fewer than {model_check.MIN_TILES}, too few for off to win back its check: reference runs" in x
+        for x in logs
+    )
 
 
 def test_a_reference_of_other_classes_is_refused(models, tmp_path):
@@ -192,7 +270,7 @@ def test_a_resampled_run_records_the_check_in_the_final_outputs(tmp_path, monkey
     result = segment_raster(src, str(out), fast, probabilities_path=str(probs), reference=reference, log=logs.append)
     assert result["resampled"]["grid"] == [200, 200]  # checked on the model's 10 m grid
     note = result["model_check"]["note"]
-    assert result["model_check"]["fast_kept"] and note.endswith("near runs the rest of the raster")
+    assert result["model_check"]["fast_kept"] and note.endswith("near segments the raster")
     assert [line for line in logs if line.startswith("Model check: ")] == [f"Model check: {note}"]
     for path in (out, probs):
         ds = gdal.Open(str(path))
