@@ -59,7 +59,7 @@ class ModelCheck:
     ) -> None:
         if min_pixels < 1 or not 0.0 < min_agreement <= 1.0 or not 0.0 <= tile_floor <= 1.0:
             raise ValueError(
-                f"min_pixels must be >= 1 and min_agreement and tile_floor in (0, 1], got {min_pixels}, "
+                f"min_pixels must be >= 1, min_agreement in (0, 1] and tile_floor in [0, 1], got {min_pixels}, "
                 f"{min_agreement}, {tile_floor}"
             )
         self.fast_name, self.reference_name = fast_name, reference_name
