@@ -2,7 +2,7 @@
 """Segmentation benchmark: the ``sarseg:segment`` algorithm against bare onnxruntime, and its peak memory.
 
 The model ``sarseg:segment`` runs by default (the int8 copy ``sarseg_unet_vvvh_int8``, checked against the float32
-``sarseg_unet_vvvh`` on three tiles spread over the raster; VV/VH in dB, tiles and overlap from its metadata) runs on
+``sarseg_unet_vvvh`` on tiles spread over the raster; VV/VH in dB, tiles and overlap from its metadata) runs on
 synthetic two-band linear-power SAR rasters (the generator of ``bench/harness.py``, bands tagged unit "linear"
 so the algorithm converts them to dB), written block by block with GDAL from a fixed seed.
 

@@ -338,10 +338,9 @@ def int8_rows(r: dict) -> list[str]:
         )
         + "`sarseg:segment` runs it by default, for speed, on a CPU. onnxruntime runs int8 convolutions through "
         "other kernels on other CPUs (with or without VNNI, AVX-512, ARM), so every run checks it: before the raster "
-        "is segmented, three tiles holding data, spread over the raster, run through both models, and the float32 "
-        "model segments the raster where the two differ on more than 2 % of those pixels or 3 % of any one tile's "
-        "(`sar_seg_plugin.core.model_check`). The other "
-        "figures of this card are the float32 model's.",
+        "is segmented, tiles holding data, spread over the raster and the most unlike first, run through both models, "
+        "and the float32 model segments the raster where the two differ on more than 2 % of those pixels or 3 % of "
+        "any one tile's (`sar_seg_plugin.core.model_check`). The other figures of this card are the float32 model's.",
         "",
     ]
 

@@ -148,9 +148,10 @@ def segment_raster(
     strip takes the whole raster's).
 
     ``reference``: the model ``model`` is a fast copy of (the float32 U-Net of the bundled int8 copy), on the same
-    device. Before the raster is segmented, a few tiles holding data spread over it run through both
-    (:class:`.model_check.ModelCheck`); the reference segments the raster when the two agree on fewer than
-    :data:`.model_check.MIN_AGREEMENT` of those pixels. What was measured and decided goes to ``log`` (``warn``
+    device. Before the raster is segmented, a few tiles holding data, spread over it and the most unlike one
+    another, run through both (:class:`.model_check.ModelCheck`); the reference segments the raster when the two
+    agree on fewer than :data:`.model_check.MIN_AGREEMENT` of those pixels (or :data:`.model_check.TILE_FLOOR` of
+    one tile's). What was measured and decided goes to ``log`` (``warn``
     when the reference takes over), to the outputs' metadata (``SARSEG_MODEL_CHECK``) and to the result
     (``"model_check"``).
     """
@@ -383,15 +384,22 @@ def _model_check(run: _Run) -> ModelCheck | None:
 
 
 def _run_check(check: ModelCheck, src: Any, info: Any, run: _Run, ys: list[int], xs: list[int]) -> None:
-    """Run tiles spread over the raster (:func:`.model_check.spread_tiles`) through both models until ``check``
-    decides; tiles holding no data are skipped. Their outputs are only compared: the raster is segmented after."""
+    """Read tiles spread over the raster (:func:`.model_check.spread_tiles`) and run those holding data through both
+    models, the most unlike first (:func:`.model_check.unlike_first`), until ``check`` decides. Their outputs are
+    only compared: the raster is segmented after."""
     meta = run.model.metadata
+    batches, features = [], []
     for r, c in model_check.spread_tiles(len(ys), len(xs), model_check.MAX_CHECK_TILES):
         batch = next(read_batches(src, info, meta, run.model_input, [ys[r]], [xs[c]], 1, run.is_canceled))
-        if batch.valid.any():
-            check.add(run.model.run(batch.tiles), run.reference.run(batch.tiles), [batch.valid])
-            if not check.pending:
-                return
+        found = model_check.tile_features(batch.tiles[0], batch.valid)
+        if found is not None:
+            batches.append(batch)
+            features.append(found)
+    for i in model_check.unlike_first(features):
+        batch = batches[i]
+        check.add(run.model.run(batch.tiles), run.reference.run(batch.tiles), [batch.valid])
+        if not check.pending:
+            return
     check.finish()
 
 

@@ -3,12 +3,13 @@
 Quantised convolutions run through other onnxruntime kernels on other CPUs (with or without VNNI, AVX-512, ARM),
 and values unlike the calibration tiles can fall outside the ranges the copy was quantised for: agreement measured
 on two CPUs and on synthetic scenes does not promise it on a user's CPU and raster. So before the raster is
-segmented, a few tiles holding data, spread over the whole raster (:func:`spread_tiles`), run through both models;
-when the two agree on fewer than :data:`MIN_AGREEMENT` of those pixels, or on fewer than :data:`TILE_FLOOR` of any
-one tile's, the reference segments the raster. Tiles spread over the raster rather than its first ones, and a floor
-per tile as well as the pooled share: a raster that begins with open sea, or is half sea, would otherwise be judged
-on its easiest pixels (the copy gives the reference's class on all of calm water, and the sea would hide land on
-which it does not). Pure numpy: no QGIS, no onnxruntime.
+segmented, tiles spread over the whole raster (:func:`spread_tiles`) are read, and those holding data run through
+both models, the most unlike one another first (:func:`unlike_first`: by their backscatter); when the two agree on
+fewer than :data:`MIN_AGREEMENT` of those pixels, or on fewer than :data:`TILE_FLOOR` of any one tile's, the
+reference segments the raster. Tiles spread over the raster rather than its first ones, picked for unlike ground,
+and a floor per tile as well as the pooled share: a raster that begins with open sea, or is mostly sea, would
+otherwise be judged on its easiest pixels (the copy gives the reference's class on all of calm water, and the sea
+would hide land on which it does not). Pure numpy: no QGIS, no onnxruntime.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 
 #: Pixels holding data compared before deciding: three of the bundled model's 384 px tiles.
 CHECK_PIXELS = 3 * 384 * 384
-#: Tiles tried at most (spread over the raster) to find those pixels; tiles without data are not run.
+#: Tiles read (spread over the raster) to choose those compared from; tiles without data are not run.
 MAX_CHECK_TILES = 12
 #: Share of those pixels on which the fast copy must give the reference's class. On 108 evaluation-only scenes of
 #: the 18 input domains of the model card (seeds 71200-71205, one 384 px tile each), the bundled int8 copy agreed on
@@ -32,8 +33,9 @@ MIN_AGREEMENT = 0.98
 TILE_FLOOR = 0.97
 #: A raster of fewer tiles than this runs on the reference alone: the check (its tiles through both models, and
 #: the reference's session) would cost more than the fast copy saves. Two CPU threads here: a 384 px tile takes
-#: 0.145 s in float32 and 0.093 s in int8 (0.052 s saved per tile), and the check's 3 tiles through both models
-#: take 0.71 s, plus 0.1-0.3 s for the reference's session: won back after about 18 int8 tiles.
+#: 0.145 s in float32 and 0.093 s in int8 (0.052 s saved per tile), and the check's 3-4 tiles through both models
+#: (three tiles' worth of pixels; tiles cut at the raster's edges hold fewer) take 0.7-0.95 s, plus 0.1-0.3 s for
+#: the reference's session: won back after 16-24 int8 tiles.
 MIN_TILES = 20
 #: Output metadata item recording which model ran and the agreement measured.
 CHECK_KEY = "SARSEG_MODEL_CHECK"
@@ -189,3 +191,32 @@ def _radical_inverse(i: int, base: int) -> float:
         value += digit * scale
         scale /= base
     return value
+
+
+def tile_features(tile: np.ndarray, valid: np.ndarray) -> np.ndarray | None:
+    """What a tile's ground looks like to the model: per band, the 10th, 50th and 90th percentiles of its input
+    values (``tile`` (bands, h, w), normalised as the model reads it) over the pixels holding data (``valid``, at
+    most h x w); None where the tile holds none."""
+    h, w = valid.shape
+    values = tile[:, :h, :w][:, valid]
+    if values.shape[1] == 0:
+        return None
+    return np.percentile(values, (10, 50, 90), axis=1).T.ravel()
+
+
+def unlike_first(features: Sequence[np.ndarray]) -> list[int]:
+    """Indices of ``features`` (one vector per tile) in the order a check should take them: first the tile furthest
+    from the mean of them all, then each time the one furthest from its nearest already taken (farthest-point
+    order): the few tiles compared cover the kinds of ground the raster holds, not one kind many times."""
+    if not features:
+        return []
+    points = np.asarray(features, dtype=np.float64)
+    first = int(np.argmax(((points - points.mean(axis=0)) ** 2).sum(axis=1)))
+    order = [first]
+    nearest = ((points - points[first]) ** 2).sum(axis=1)
+    while len(order) < len(points):
+        nearest[order] = -1.0
+        pick = int(np.argmax(nearest))
+        order.append(pick)
+        nearest = np.minimum(nearest, ((points - points[pick]) ** 2).sum(axis=1))
+    return order

@@ -13,7 +13,7 @@ from rasters import read_raster, write_raster
 from sar_seg_plugin.core import model_check
 from sar_seg_plugin.core.errors import SarSegError
 from sar_seg_plugin.core.inference import segment_raster
-from sar_seg_plugin.core.model_check import CHECK_KEY, ModelCheck, spread_tiles
+from sar_seg_plugin.core.model_check import CHECK_KEY, ModelCheck, spread_tiles, unlike_first
 from sar_seg_plugin.models.metadata import ModelMetadata
 
 pytest.importorskip("onnx")
@@ -148,6 +148,48 @@ def test_spread_tiles_cover_the_grid_evenly_and_are_distinct():
     assert sorted(spread_tiles(2, 3, 50)) == [(r, c) for r in range(2) for c in range(3)]  # all, none twice
     assert spread_tiles(1, 40, 3) == spread_tiles(1, 40, 3) and len({c // 14 for _, c in spread_tiles(1, 40, 3)}) == 3
     assert spread_tiles(0, 5, 3) == []
+
+
+def test_unlike_tiles_come_first():
+    sea = [np.array([-2.0, -1.8, -1.6]) + 0.01 * k for k in range(6)]
+    land = [np.array([0.5, 1.0, 1.6]), np.array([0.6, 1.1, 1.5])]
+    order = unlike_first(sea + land)
+    assert sorted(order) == list(range(8))
+    assert {order[0], order[1]} & {6, 7} and {order[0], order[1]} & set(range(6))  # both kinds among the first two
+    town = np.array([2.5, 3.0, 4.0])
+    assert unlike_first([*sea, town])[0] == 6  # the odd one out first
+    assert unlike_first([]) == []
+
+
+def test_tile_features_are_percentiles_of_the_pixels_holding_data():
+    rng = np.random.default_rng(7)
+    tile = rng.normal(size=(2, 48, 48)).astype(np.float32)
+    valid = np.zeros((40, 48), bool)  # a tile cut to 40 raster rows, padded to 48 for the model
+    valid[5:30, 10:] = True
+    found = model_check.tile_features(tile, valid)
+    for band in range(2):
+        expected = np.percentile(tile[band, :40][valid], (10, 50, 90))
+        assert np.allclose(found[3 * band : 3 * band + 3], expected)
+    assert model_check.tile_features(tile, np.zeros((40, 48), bool)) is None
+
+
+def test_a_raster_mostly_of_sea_is_judged_on_its_land_too(models, tmp_path, monkeypatch):
+    """Calm sea over the top three quarters: the first three tiles of the spread all fall on it. Taken in their
+    spread order the copy would pass; taken most unlike first, a land tile is among them and the copy does not."""
+    monkeypatch.setattr(model_check, "CHECK_PIXELS", 3000)  # three tiles of 32 px
+    db = scene(200, seed=4)
+    db[0, :152], db[1, :152] = -25.0, -32.0  # tile rows 0-5 (32 px tiles, 24 px apart): dark water
+    src = write_raster(tmp_path / "db.tif", db, descriptions=["VV", "VH"], units=["dB", "dB"])
+    assert all(r <= 5 for r, _ in spread_tiles(8, 8, 3))  # the first three of the spread: sea only
+    reference, _, _, _ = _run(tmp_path, src, "reference_alone", models["reference"])
+    with monkeypatch.context() as m:
+        m.setattr(model_check, "unlike_first", lambda features: list(range(len(features))))
+        _, spread, _, _ = _run(tmp_path, src, "spread_order", models["drift"], models["reference"])
+    assert spread["model_check"]["fast_kept"] and spread["model_check"]["agreement"] == 1.0
+    checked, result, _, warnings = _run(tmp_path, src, "checked", models["drift"], models["reference"])
+    assert result["model_check"]["fast_kept"] is False and result["model_check"]["worst_tile"] < 0.97
+    assert result["model_check"]["tiles"] <= 2  # the land met at once
+    assert (checked == reference).all() and len(warnings) == 1 and "each tile must keep" in warnings[0]
 
 
 def test_a_close_copy_segments_the_raster(models, tmp_path, monkeypatch):
