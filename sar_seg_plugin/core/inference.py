@@ -328,11 +328,12 @@ def _segment_open_raster(src: Any, run: _Run) -> dict[str, Any]:
         to_probabilities = _Probabilities(meta)
         check = _model_check(run)
         active = model  # the reference where the check finds the fast copy off, or on a small raster
+        checked: dict[tuple[int, int], np.ndarray] = {}  # (y0, x0) -> the chosen model's output of a checked tile
         if check is not None:
             if total_tiles < model_check.MIN_TILES:
                 check.skip(total_tiles)
             else:
-                _run_check(check, src, info, run, ys, xs)
+                checked = _run_check(check, src, info, run, ys, xs)
             _tell_check(check, run, writers)
             if not check.keep_fast:
                 active = run.reference
@@ -340,7 +341,7 @@ def _segment_open_raster(src: Any, run: _Run) -> dict[str, Any]:
         batches_iter = read_batches(src, info, meta, model_input, ys, xs, run.batch_size, run.is_canceled)
         while True:
             batch = next(batches_iter, None)
-            running = (batch, pool.submit(active.run, batch.tiles)) if batch is not None else None
+            running = (batch, _submit(pool, active, batch, ys, checked)) if batch is not None else None
             if waiting is not None:
                 done, future = waiting
                 blender.add(done, to_probabilities(future.result(), done.tiles.shape[2:]))
@@ -383,24 +384,44 @@ def _model_check(run: _Run) -> ModelCheck | None:
     )  # fmt: skip
 
 
-def _run_check(check: ModelCheck, src: Any, info: Any, run: _Run, ys: list[int], xs: list[int]) -> None:
+def _run_check(
+    check: ModelCheck, src: Any, info: Any, run: _Run, ys: list[int], xs: list[int]
+) -> dict[tuple[int, int], np.ndarray]:
     """Read tiles spread over the raster (:func:`.model_check.spread_tiles`) and run those holding data through both
-    models, the most unlike first (:func:`.model_check.unlike_first`), until ``check`` decides. Their outputs are
-    only compared: the raster is segmented after."""
+    models, the most unlike first (:func:`.model_check.unlike_first`), until ``check`` decides. The raster is
+    segmented after; returned, keyed by their (row, column) start, the outputs of the model chosen for the tiles
+    it ran, so that they are not run again."""
     meta = run.model.metadata
     batches, features = [], []
     for r, c in model_check.spread_tiles(len(ys), len(xs), model_check.MAX_CHECK_TILES):
         batch = next(read_batches(src, info, meta, run.model_input, [ys[r]], [xs[c]], 1, run.is_canceled))
         found = model_check.tile_features(batch.tiles[0], batch.valid)
         if found is not None:
-            batches.append(batch)
+            batches.append((ys[r], xs[c], batch))
             features.append(found)
+    outputs = {}
     for i in model_check.unlike_first(features):
-        batch = batches[i]
-        check.add(run.model.run(batch.tiles), run.reference.run(batch.tiles), [batch.valid])
+        y0, x0, batch = batches[i]
+        fast, reference = run.model.run(batch.tiles), run.reference.run(batch.tiles)
+        outputs[(y0, x0)] = (fast, reference)
+        check.add(fast, reference, [batch.valid])
         if not check.pending:
-            return
+            break
     check.finish()
+    return {key: pair[0] if check.keep_fast else pair[1] for key, pair in outputs.items()}
+
+
+def _submit(
+    pool: ThreadPoolExecutor, model: Any, batch: Batch, ys: list[int], checked: dict[tuple[int, int], np.ndarray]
+) -> Future:
+    """The model's output of ``batch``, running on ``pool``; at once where the check already ran ``model`` on every
+    tile of it."""
+    y0 = ys[batch.row]
+    if all((y0, x0) in checked for x0 in batch.xs):
+        done: Future = Future()
+        done.set_result(np.concatenate([checked[(y0, x0)] for x0 in batch.xs]))
+        return done
+    return pool.submit(model.run, batch.tiles)
 
 
 def _tell_check(check: ModelCheck, run: _Run, writers: Sequence[Any]) -> None:

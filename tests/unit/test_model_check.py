@@ -198,7 +198,15 @@ def test_a_close_copy_segments_the_raster(models, tmp_path, monkeypatch):
     src = write_raster(tmp_path / "db.tif", db, descriptions=["VV", "VH"], units=["dB", "dB"])
     alone, _, _, _ = _run(tmp_path, src, "near_alone", models["near"])
     reference, _, _, _ = _run(tmp_path, src, "reference_alone", models["reference"])
+    runs = {"near": [], "reference": []}
+    for name in runs:
+        run = models[name].run
+        monkeypatch.setattr(
+            models[name], "run", lambda tiles, run=run, name=name: runs[name].append(len(tiles)) or run(tiles)
+        )
     checked, result, logs, warnings = _run(tmp_path, src, "checked", models["near"], models["reference"])
+    # every tile through the copy once (the checked ones are not run again), the checked ones through the reference
+    assert sum(runs["near"]) == result["tiles"] and sum(runs["reference"]) == result["model_check"]["tiles"] >= 3
     # the copy's own agreement with the reference, computed independently over the whole raster
     agreement = (whole_classes(models["weights"]["near"], db) == whole_classes(WEIGHT, db)).mean()
     assert 0.98 < agreement < 0.9995
