@@ -87,7 +87,7 @@ class SegmentAlgorithm(SarSegAlgorithm):
         "segmented, tiles holding data, spread over the whole raster and the most unlike first, run through both "
         "models (three tiles' worth of pixels), and the float32 model segments the raster when the two differ on "
         "more than 2 % of those pixels or 3 % of any one tile's; the log and the outputs' metadata "
-        "(SARSEG_MODEL_CHECK) say what was measured. A raster of fewer than 20 tiles runs on the float32 model "
+        "(SARSEG_MODEL_CHECK) say what was measured. A raster of fewer than 16 tiles runs on the float32 model "
         "alone (the check would cost more than the copy saves). On a GPU the "
         "float32 model runs. sarseg_unet_vvvh, the float32 model, runs unchecked. Their scores on data they were "
         "not trained on are in MODEL_CARD.md beside the model files.\n"
