@@ -415,11 +415,11 @@ def _submit(
     pool: ThreadPoolExecutor, model: Any, batch: Batch, ys: list[int], checked: dict[tuple[int, int], np.ndarray]
 ) -> Future:
     """The model's output of ``batch``, running on ``pool``; at once where the check already ran ``model`` on every
-    tile of it."""
+    tile of it (those outputs then leave ``checked``)."""
     y0 = ys[batch.row]
     if all((y0, x0) in checked for x0 in batch.xs):
         done: Future = Future()
-        done.set_result(np.concatenate([checked[(y0, x0)] for x0 in batch.xs]))
+        done.set_result(np.concatenate([checked.pop((y0, x0)) for x0 in batch.xs]))
         return done
     return pool.submit(model.run, batch.tiles)
 

@@ -69,7 +69,6 @@ class ModelCheck:
         self.min_pixels, self.min_agreement = min_pixels, min_agreement
         self.tile_floor, self.min_tile_pixels = tile_floor, min_tile_pixels
         self.worst = float("nan")  # the lowest share of a tile holding at least min_tile_pixels pixels of data
-        self.tiles_judged = 0  # tiles holding that many
         self.same = 0
         self.pixels = 0
         self.tiles = 0
@@ -110,8 +109,8 @@ class ModelCheck:
             self.pixels += int(a.size)
             self.tiles += 1
             if a.size and a.size >= self.min_tile_pixels:
-                self.worst = min(self.worst, same / a.size) if self.tiles_judged else same / a.size
-                self.tiles_judged += 1
+                share = same / a.size
+                self.worst = share if math.isnan(self.worst) else min(self.worst, share)
         if self.pending and self.below_floor:
             self.keep_fast = False
         elif self.pending and self.pixels >= self.min_pixels:

@@ -104,7 +104,7 @@ def test_one_tile_under_the_floor_hands_the_raster_to_the_reference_whatever_the
     edge = np.zeros((10, 10), bool)
     edge[:4] = True  # 40 pixels of data, 5 of them off: 87.5 %
     few.add(_logits(off), _logits(ref), [edge])
-    assert few.pending and np.isnan(few.worst) and few.tiles_judged == 0
+    assert few.pending and np.isnan(few.worst)
     for _ in range(3):
         few.add(_logits(ref), _logits(ref), [np.ones((10, 10), bool)])
     assert few.keep_fast and few.worst == 1.0 and few.agreement == pytest.approx(335 / 340)
