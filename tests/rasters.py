@@ -87,6 +87,20 @@ def read_raster(path, dtype=None) -> np.ndarray:
     return data if dtype is None else data.astype(dtype)
 
 
+def bilinear_classes(probabilities: Path, factor: int) -> np.ndarray:
+    """Most probable classes of a coarse probability raster interpolated (bilinear, edges held) onto the grid
+    ``factor`` times finer: fine pixel i has its centre at coarse pixel coordinate (i + 0.5) / factor - 0.5."""
+    from scipy import ndimage
+
+    p = read_raster(probabilities).astype(np.float64)
+    rows, cols = ((np.arange(n * factor) + 0.5) / factor - 0.5 for n in p.shape[1:])
+    rr, cc = np.meshgrid(rows, cols, indexing="ij")
+    fine = np.stack([ndimage.map_coordinates(b, [rr, cc], order=1, mode="nearest") for b in p])
+    classes = fine.argmax(axis=0).astype(np.uint8)
+    classes[~np.isfinite(fine).all(axis=0)] = 255  # the class rasters' nodata
+    return classes
+
+
 def file_digest(path) -> str:
     """SHA-256 of a file's bytes (to check that an input was left untouched)."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -24,15 +24,15 @@ from osgeo import gdal
 
 from ..models.metadata import ModelMetadata
 from . import domain, model_check, raster_io
-from .class_rasters import CLASS_NODATA, CONFIDENCE_MEASURES, RowStager, describe_confidence, open_writers
+from .class_rasters import CONFIDENCE_MEASURES, RowStager, describe_confidence, open_writers
 from .errors import CancelledError, SarSegError
 from .model_check import CHECK_KEY, ModelCheck
 from .outputs import OutputSet, check_destinations, remove_folder, temporary_folder
 from .preprocess import check_has_data
 from .resampling import (
     ResamplePlan,
+    finish_from_probabilities,
     linear_copy,
-    mask_input_nodata,
     raster_pixel_size_m,
     resampling_plan,
     warp,
@@ -125,7 +125,7 @@ def segment_raster(
     With ``resample`` (the default), a raster whose pixel size differs from the model's ``pixel_size_m`` by more
     than 10 %, or whose CRS is geographic (degrees), is warped to the model's pixel size (bilinear, in linear
     power; in the local UTM zone for geographic input), segmented, and the results are warped back onto the
-    raster's exact grid (classes nearest, probabilities and confidence bilinear). A model that records the pixel
+    raster's exact grid (the probabilities bilinear, the classes and confidence read off them). A model that records the pixel
     sizes it was trained on resamples only outside that range. See :func:`resampling_plan`.
 
     When the model records the envelope of its training inputs, the raster's ENL, per-band dB percentiles and
@@ -558,7 +558,7 @@ def _segment_resampled(src: Any, plan: ResamplePlan, run: _Run) -> dict[str, Any
     )
     class_count = len(meta.class_names)
     tmp_dir = None
-    warped = source = tmp_ds = None
+    warped = source = tmp_ds = probabilities = None
     with ExitStack() as stack:
         # The final writers first: they check the output folders before any work, and abort on failure.
         class_writer, prob_writer, conf_writer = open_writers(
@@ -596,10 +596,8 @@ def _segment_resampled(src: Any, plan: ResamplePlan, run: _Run) -> dict[str, Any
             if log:
                 size = f"{warped.RasterXSize}x{warped.RasterYSize}"
                 log(f"Resampled the input from {info.width}x{info.height} to {size} px")
-            tmp_paths = [
-                str(tmp_dir / name) if path else None
-                for path, name in zip(paths, ("classes.tif", "probabilities.tif", "confidence.tif"))
-            ]
+            # The probabilities always come back (bilinear); the classes and the confidence are read off them.
+            tmp_paths = [str(tmp_dir / "classes.tif"), str(tmp_dir / "probabilities.tif"), None]
             stats = _segment_open_raster(
                 warped,
                 dataclasses.replace(
@@ -616,36 +614,36 @@ def _segment_resampled(src: Any, plan: ResamplePlan, run: _Run) -> dict[str, Any
                 for writer in (class_writer, prob_writer, conf_writer):
                     if writer is not None:
                         writer.ds.SetMetadataItem(CHECK_KEY, stats["model_check"]["note"])
-            back = [(tmp_paths[0], class_writer, "near", CLASS_NODATA)]
-            if prob_writer:
-                back.append((tmp_paths[1], prob_writer, "bilinear", float("nan")))
-            if conf_writer:
-                back.append((tmp_paths[2], conf_writer, "bilinear", float("nan")))
-            for i, (tmp, writer, method, nodata) in enumerate(back):
-                tmp_ds = raster_io.open_raster(tmp)
-                warp(
-                    writer.ds,
-                    tmp_ds,
-                    "the results back to the raster's grid",
-                    is_canceled,
-                    resampleAlg=method,
-                    srcNodata=nodata,
-                    dstNodata=nodata,
-                    warpOptions=["INIT_DEST=NO_DATA"],
-                    multithread=True,
-                    copyMetadata=False,  # the output keeps the run's metadata (input units, domain check)
+            if prob_writer is not None:
+                probabilities = prob_writer.ds
+            else:
+                probabilities = raster_io.create_like(
+                    str(tmp_dir / "probabilities_back.tif"), info, class_count, np.float32, float("nan")
                 )
-                tmp_ds = None
-                writer.release_cache()
-                if progress:
-                    progress(90.0 + 5.0 * (i + 1) / len(back))
-            writers = [(class_writer, CLASS_NODATA)]
-            writers += [(w, float("nan")) for w in (prob_writer, conf_writer) if w]
-            class_pixels, nodata_pixels = mask_input_nodata(src, model_input.bands, writers, class_count)
+            tmp_ds = raster_io.open_raster(tmp_paths[1])
+            warp(
+                probabilities,
+                tmp_ds,
+                "the results back to the raster's grid",
+                is_canceled,
+                resampleAlg="bilinear",
+                srcNodata=float("nan"),
+                dstNodata=float("nan"),
+                warpOptions=["INIT_DEST=NO_DATA"],
+                multithread=True,
+                copyMetadata=False,  # the output keeps the run's metadata (input units, domain check)
+            )
+            tmp_ds = None
+            if progress:
+                progress(95.0)
+            class_pixels, nodata_pixels = finish_from_probabilities(
+                src, model_input.bands, probabilities, class_writer, prob_writer, conf_writer, run.confidence
+            )
+            probabilities = None
             if progress:
                 progress(100.0)
         finally:
-            warped = source = tmp_ds = None
+            warped = source = tmp_ds = probabilities = None
             remove_folder(tmp_dir)
     seconds = time.perf_counter() - run.started
     if log:

@@ -444,6 +444,29 @@ def _creation_options(dtype: np.dtype, band_count: int, compress: str) -> list[s
     return opts
 
 
+def create_like(path: str, info: RasterInfo, band_count: int, dtype: np.dtype | type, nodata: float) -> gdal.Dataset:
+    """A scratch tiled, uncompressed GeoTIFF on the grid of ``info`` (for intermediate results a run deletes with
+    its temporary folder; outputs go through :class:`GeoTiffWriter`)."""
+    gdal_type = gdal_array.NumericTypeCodeToGDALTypeCode(np.dtype(dtype))
+    ds = gdal.GetDriverByName("GTiff").Create(
+        path,
+        info.width,
+        info.height,
+        band_count,
+        gdal_type,
+        options=_creation_options(np.dtype(dtype), band_count, "NONE"),
+    )
+    if ds is None:
+        raise SarSegError(f"Cannot create the temporary raster '{path}': {gdal.GetLastErrorMsg()}")
+    if info.georeferenced:
+        ds.SetGeoTransform(list(info.geotransform))
+    if info.projection:
+        ds.SetProjection(info.projection)
+    for i in range(band_count):
+        ds.GetRasterBand(i + 1).SetNoDataValue(nodata)
+    return ds
+
+
 class GeoTiffWriter:
     """Write a tiled, compressed GeoTIFF window by window; atomic on success, nothing left on failure.
 

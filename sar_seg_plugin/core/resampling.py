@@ -13,7 +13,7 @@ from osgeo import gdal, osr
 
 from ..models.metadata import ModelMetadata
 from . import domain, raster_io
-from .class_rasters import CLASS_NODATA
+from .class_rasters import CLASS_NODATA, argmax_and_max, confidence_of
 from .errors import CancelledError, SarSegError
 from .raster_io import GeoTiffWriter
 from .units import DB, LINEAR, ModelInput, convert_scale
@@ -350,13 +350,26 @@ def linear_copy(src: Any, path: str, model_input: ModelInput, is_canceled: Calla
         raster_io.map_blocks(src, writer, func, bands=model_input.bands, is_canceled=is_canceled)
 
 
-def mask_input_nodata(
-    src: Any, bands: Sequence[int], writers: list[tuple[GeoTiffWriter, float]], class_count: int
-) -> tuple[Any, int]:
-    """Set the outputs to nodata where the input's ``bands`` are nodata (the warps smear nodata edges); count
-    classes."""
+def finish_from_probabilities(
+    src: Any,
+    bands: Sequence[int],
+    probabilities: Any,
+    class_writer: GeoTiffWriter,
+    prob_writer: GeoTiffWriter | None,
+    conf_writer: GeoTiffWriter | None,
+    confidence: str,
+) -> tuple[np.ndarray, int]:
+    """Write the classes and confidence of the probabilities warped back onto the raster's grid
+    (``probabilities``: ``prob_writer``'s dataset, or a temporary one), nodata where the input's ``bands`` are
+    nodata (the warps smear nodata edges) or no probability came back; count classes.
+
+    The class of a pixel is the most probable class of the probabilities written for it, as on the open-raster
+    path: classes warped by nearest neighbour would put every boundary on the coarser grid the model ran on (on
+    evaluation-only scenes, mIoU 0.603 -> 0.608 single look, 0.640 -> 0.645 at 5 m: README, *Results on the
+    raster's grid*)."""
     info = raster_io.read_info(src)
     nodata = [info.nodata[b - 1] for b in bands]
+    class_count = probabilities.RasterCount
     class_pixels = np.zeros(class_count, dtype=np.int64)
     nodata_pixels = 0
     # One output tile at a time: GDAL 3.6 decodes a read that spans several tiles of a file written with
@@ -365,15 +378,23 @@ def mask_input_nodata(
     for block in raster_io.iter_blocks(info.width, info.height, raster_io.TILE):
         w = block.core
         ok = raster_io.valid_mask(raster_io.read_window(src, w, bands), nodata).all(axis=0)
-        for k, (writer, value) in enumerate(writers):
-            data = raster_io.read_window(writer.ds, w, dtype=writer.dtype)
-            data[:, ~ok] = value
-            if k == 0:
-                classes = data[0]
-                valid = classes != CLASS_NODATA
-                class_pixels += np.bincount(classes[valid], minlength=class_count)[:class_count]
-                nodata_pixels += int((~valid).sum())
-            writer.write(w, data)
-            writer.release_cache()
+        p = raster_io.read_window(probabilities, w)
+        ok &= np.isfinite(p).all(axis=0)
+        p[:, ~ok] = np.nan
+        classes, top = argmax_and_max(np.where(ok, p, 0.0))
+        classes[~ok] = CLASS_NODATA
+        class_pixels += np.bincount(classes[ok], minlength=class_count)[:class_count]
+        nodata_pixels += int((~ok).sum())
+        class_writer.write(w, classes[None])
+        class_writer.release_cache()
+        if prob_writer is not None:
+            prob_writer.write(w, p)
+            prob_writer.release_cache()
+        if conf_writer is not None:
+            conf = top if confidence == "max" else confidence_of(p, confidence)
+            conf = np.where(ok, conf, np.nan).astype(np.float32)
+            conf_writer.write(w, conf[None])
+            conf_writer.release_cache()
         src.FlushCache()
+        probabilities.FlushCache()
     return class_pixels, nodata_pixels

@@ -129,7 +129,10 @@ def test_20m_raster_is_resampled_to_10m_and_back(model, work, reference, tmp_pat
     assert sum(result["class_pixels"].values()) + result["nodata_pixels"] == 80 * 80
     p = read_raster(probs, dtype=np.float64)
     assert p.shape == (5, 80, 80) and np.isnan(p[:, input_nodata]).all()
-    assert np.isfinite(read_raster(conf)[0][predicted != CLASS_NODATA]).all()
+    classified = predicted != CLASS_NODATA
+    # the classes and the confidence are those of the probabilities written, not warped on their own
+    assert np.array_equal(predicted[classified], p.argmax(axis=0)[classified])
+    assert np.allclose(read_raster(conf, dtype=np.float64)[0][classified], p.max(axis=0)[classified])
     assert leftovers(tmp_path, keep=["classes.tif", "classes.tif.aux.xml", "probs.tif", "conf.tif"]) == [
         "reference_20m.tif"
     ]
