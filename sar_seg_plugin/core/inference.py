@@ -125,8 +125,8 @@ def segment_raster(
     With ``resample`` (the default), a raster whose pixel size differs from the model's ``pixel_size_m`` by more
     than 10 %, or whose CRS is geographic (degrees), is warped to the model's pixel size (bilinear, in linear
     power; in the local UTM zone for geographic input), segmented, and the results are warped back onto the
-    raster's exact grid (the probabilities bilinear, the classes and confidence read off them). A model that records the pixel
-    sizes it was trained on resamples only outside that range. See :func:`resampling_plan`.
+    raster's exact grid (the probabilities bilinear, the classes and confidence read off them). A model that records
+    the pixel sizes it was trained on resamples only outside that range. See :func:`resampling_plan`.
 
     When the model records the envelope of its training inputs, the raster's ENL, per-band dB percentiles and
     pixel size are measured on the sample its units are decided from (before any resampling) and compared with
