@@ -3,17 +3,21 @@
 Dask clusters of 1 and 2 workers, against one process doing the same work.
 
 Inputs: synthetic Sentinel-1-like VV/VH linear-power GeoTIFFs from the benchmarks' generator (``harness.make_raster``:
-EPSG:32631, 10 m, float32, Gamma(4.4) speckle): 8 rasters of 1024² px (``--quick``: 512²) and one of 4096² px
-(``--quick``: 2048²), kept in ``bench/.cache/batch/``.
+EPSG:32631, 10 m, float32, Gamma(4.4) speckle): 8 rasters of 1536² px (``--quick``: 512²; 25 tiles of the bundled
+model each, enough for its int8 copy's check) and one of 4096² px (``--quick``: 2048²), kept in
+``bench/.cache/batch/``.
 
 Sections:
 
-1. **8 rasters.** Baseline: one process segments them one after another with the bundled float32 U-Net on every
-   core (onnxruntime threads = cores). Then ``run_batch`` on a local cluster of 1 worker (threads = cores) and of 2
+1. **8 rasters.** Baseline: one process segments them one after another with ``sarseg:segment``'s default model
+   (the bundled int8 copy, checked against the float32 U-Net on each raster) on every core (onnxruntime threads =
+   cores); the batch runs the same by default. The same 8 rasters with the float32 U-Net, as batches ran it before,
+   are given for comparison. Then ``run_batch`` on a local cluster of 1 worker (threads = cores) and of 2
    workers (cores shared: threads = cores / 2). Seconds from submission to the last record (the cluster's start is
    given apart), MP/s, ratio to the baseline, each worker's peak RSS (VmHWM), and whether every output is the
    baseline's file byte for byte.
-2. **One raster split.** Baseline: one process segments the large raster whole (threads = cores). Then
+2. **One raster split.** Baseline: one process segments the large raster whole with the float32 U-Net, the model
+   every strip runs (threads = cores). Then
    ``split_segment`` into 2 and 4 strips on 2 workers: seconds (strips and the mosaic), MP/s, ratio, and whether
    the pixels equal the whole run's.
 
@@ -41,14 +45,14 @@ from osgeo import gdal
 
 from sar_seg_plugin.core import batch
 from sar_seg_plugin.core.inference import segment_raster
-from sar_seg_plugin.models.registry import load_model
+from sar_seg_plugin.models.registry import fast_segmentation_model, load_checked, load_model
 
 CACHE = Path(__file__).resolve().parent / ".cache" / "batch"
 SEED = 20261206
 
 
 def _rasters(quick: bool) -> tuple[list[Path], Path]:
-    small, large = (512, 2048) if quick else (1024, 4096)
+    small, large = (512, 2048) if quick else (1536, 4096)
     CACHE.mkdir(parents=True, exist_ok=True)
     paths = []
     for k in range(8):
@@ -90,13 +94,23 @@ def main() -> int:
 
     # 1. 8 rasters
     model = load_model("sarseg_unet_vvvh", "cpu", cores)
-    base = work / "single"
-    base.mkdir()
+    fast, reference, _ = load_checked(fast_segmentation_model(), "cpu", cores)
     started = time.perf_counter()
     for p in scenes:
-        segment_raster(str(p), str(base / f"{p.stem}_classes.tif"), model)
+        segment_raster(str(p), str(work / "float32.tif"), model)
+    float32_s = time.perf_counter() - started
+    base = work / "single"
+    base.mkdir()
+    kept = 0
+    started = time.perf_counter()
+    for p in scenes:
+        result = segment_raster(str(p), str(base / f"{p.stem}_classes.tif"), fast, reference=reference)
+        kept += bool(result.get("model_check", {}).get("fast_kept"))
     baseline = time.perf_counter() - started
-    rows = [("one process, sequential", cores, baseline, None, harness.peak_rss_mb(), True)]
+    rows = [
+        ("one process, float32 U-Net", cores, float32_s, None, None, None),
+        ("one process, default model", cores, baseline, None, harness.peak_rss_mb(), True),
+    ]
     for workers in (1, 2):
         threads = max(1, cores // workers)
         out = work / f"w{workers}"
@@ -115,12 +129,17 @@ def main() -> int:
             filecmp.cmp(base / Path(r.output).name, r.output, shallow=False) for r in records
         )
         rows.append((f"Dask, {workers} worker(s)", threads, seconds, start_s, rss, same))
-    print("1. 8 rasters, segment (bundled float32 U-Net)")
+    print(
+        f"1. 8 rasters, segment (default model: {fast.path.stem}, kept by its check on {kept} of 8; the batch runs "
+        "the same)"
+    )
     print(f"{'run':<28}{'threads':>8}{'seconds':>9}{'MP/s':>7}{'ratio':>7}{'start s':>9}{'peak RSS':>10}  identical")
     for name, threads, seconds, start_s, rss, same in rows:
         start = f"{start_s:9.1f}" if start_s is not None else f"{'-':>9}"
+        peak = f"{rss:8.0f} MB" if rss is not None else f"{'-':>11}"
+        identical = "-" if same is None else "yes" if same else "NO"
         print(f"{name:<28}{threads:>8}{seconds:9.1f}{mp / seconds:7.2f}{baseline / seconds:7.2f}{start}"
-              f"{rss:8.0f} MB  {'yes' if same else 'NO'}")  # fmt: skip
+              f"{peak}  {identical}")  # fmt: skip
 
     # 2. one raster split
     whole = work / "whole.tif"

@@ -44,7 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(default: the machine's cores shared among the workers)")  # fmt: skip
     parser.add_argument("--scheduler", default="", help="address of a running Dask scheduler (tcp://host:8786)")
     parser.add_argument("--split", type=int, default=0, help="segment: cut each raster into this many strips "
-                        "run side by side on the workers (same pixels as a whole run)")  # fmt: skip
+                        "run side by side on the workers (same pixels as a whole run of the float32 model, which "
+                        "every strip runs)")  # fmt: skip
     parser.add_argument("--summary", default="", help="summary CSV (default: <out>/batch_summary.csv)")
     parser.add_argument("--progress", choices=("bar", "lines", "none"), default="bar",
                         help="a bar on the terminal, a line per input (for programs), or nothing")  # fmt: skip

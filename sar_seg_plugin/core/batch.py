@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..models.registry import fast_segmentation_model
 from .errors import CancelledError, SarSegError
 
 TOOLS = ("import_sentinel1", "speckle_filter", "convert_db", "segment", "forecast", "flood_map")
@@ -45,7 +46,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "import_sentinel1": {"radiometry": "sigma0", "scale": "linear", "pixel_size": 10.0, "polarisations": ""},
     "speckle_filter": {"filter": "lee", "window": 7, "looks": 4.4},
     "convert_db": {"direction": "auto"},
-    "segment": {"model": "sarseg_unet_vvvh", "device": "cpu", "threads": 0, "confidence": False},
+    "segment": {"model": fast_segmentation_model(), "device": "cpu", "threads": 0, "confidence": False},
     "forecast": {"model": "sarseg_convlstm_classes", "method": "model", "prefix": "forecast", "threads": 0},
     "flood_map": {"min_area_m2": 1000.0},
 }
@@ -219,6 +220,27 @@ def _model(kind: str, name: str, device: str, threads: int) -> Any:
     return _MODELS[key]
 
 
+def _checked_model(opts: Mapping[str, Any], device: str | None = None) -> tuple[Any, Any | None]:
+    """The segmentation model of ``opts`` as ``sarseg:segment`` runs it (``models.registry.load_checked``): the
+    bundled int8 copy with the float32 model it is checked against on each raster, any other model unchecked;
+    loaded once per worker process."""
+    from ..models.registry import load_checked
+
+    device = device or opts["device"]
+    key = ("checked", opts["model"], device, str(int(opts.get("threads") or 0)))
+    if key not in _MODELS:
+        _MODELS[key] = load_checked(opts["model"], device, int(opts.get("threads") or 0) or None)[:2]
+    return _MODELS[key]
+
+
+def _strip_model(opts: Mapping[str, Any], device: str | None = None) -> Any:
+    """The model every strip of a split raster runs: the float32 model in place of its int8 copy. The copy's check
+    decides per raster, and strips segmented alone could each decide otherwise: one model for all keeps the strips'
+    pixels those of one run."""
+    model, reference = _checked_model(opts, device)
+    return reference if reference is not None else model
+
+
 def forecast_items(folder: str) -> list[Any]:
     """The dated rasters of a forecast area (dates from the file names, as in ``sarseg:forecast``)."""
     from .timeseries import DatedRaster, date_from_name
@@ -273,9 +295,9 @@ def _runner(task: Task) -> tuple[bool, Callable[[], None]]:
         from .inference import segment_raster
 
         def segment() -> None:
-            model = _model("segmentation", opts["model"], opts["device"], int(opts.get("threads") or 0))
+            model, reference = _checked_model(opts)
             confidence = str(Path(dst).with_name(Path(dst).stem + "_confidence.tif")) if opts["confidence"] else None
-            segment_raster(src, dst, model, confidence_path=confidence)
+            segment_raster(src, dst, model, confidence_path=confidence, reference=reference)
 
         return done, segment
     if task.tool == "flood_map":
@@ -336,8 +358,7 @@ def plan_split(task: Task, parts: int) -> SplitPlan | None:
     from .tiling import strip_rows
     from .units import plan_model_input
 
-    model = _model("segmentation", task.options["model"], "cpu", int(task.options.get("threads") or 0))
-    meta = model.metadata
+    meta = _strip_model(task.options, "cpu").metadata
     src = raster_io.open_raster(task.input)
     info = raster_io.read_info(src)
     windows = raster_io.read_spread_windows(src)
@@ -374,7 +395,7 @@ def segment_strip(task: Task, plan: SplitPlan, index: int) -> Record:
         return Record(task.input, target, SKIPPED, 0.0, "strip finished earlier", worker)
     Path(plan.folder).mkdir(parents=True, exist_ok=True)
     opts = task.options
-    model = _model("segmentation", opts["model"], opts["device"], int(opts.get("threads") or 0))
+    model = _strip_model(opts)
     src = gdal.Open(task.input)
     width = src.RasterXSize
     y0, y1 = strip.read

@@ -12,7 +12,7 @@ from qgisproc import qgis_process_env, run_algorithm
 
 from sar_seg_plugin.core import batch
 from sar_seg_plugin.core.inference import segment_raster
-from sar_seg_plugin.models.registry import load_model
+from sar_seg_plugin.models.registry import fast_segmentation_model, load_checked
 
 ALG = "sarseg:batch"
 SEGMENT = batch.TOOLS.index("segment")
@@ -31,11 +31,11 @@ def archive(sample_dir, tmp_path):
 
 
 def _expected(folder, tmp_path):
-    model = load_model("sarseg_unet_vvvh", "cpu")
+    model, reference, _ = load_checked(fast_segmentation_model(), "cpu")  # what sarseg:segment runs by default
     single = tmp_path / "single"
     single.mkdir()
     for p in sorted(folder.glob("sar_*.tif")):
-        segment_raster(str(p), str(single / f"{p.stem}_classes.tif"), model)
+        segment_raster(str(p), str(single / f"{p.stem}_classes.tif"), model, reference=reference)
     return single
 
 
@@ -116,9 +116,9 @@ def test_cancel_stops_the_batch_and_a_rerun_finishes_it_whole(sarseg, sample_dir
     assert 1 <= len(finished) < 24
     again = processing.run(ALG, params)
     assert again["SKIPPED"] >= len(finished) and again["DONE"] + again["SKIPPED"] == 24 and again["FAILED"] == 0
-    model = load_model("sarseg_unet_vvvh", "cpu")
+    model, reference, _ = load_checked(fast_segmentation_model(), "cpu")
     for p in sorted(sample_dir.glob("sar_*.tif")):
-        segment_raster(str(p), str(tmp_path / "single.tif"), model)
+        segment_raster(str(p), str(tmp_path / "single.tif"), model, reference=reference)
         for k in range(6):  # every output whole and right
             assert filecmp.cmp(tmp_path / "single.tif", out / f"{p.stem}_{k}_classes.tif", shallow=False)
     assert not [p.name for p in out.iterdir() if ".partial" in p.name]

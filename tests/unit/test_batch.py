@@ -23,7 +23,7 @@ from sar_seg_plugin.core.errors import SarSegError
 from sar_seg_plugin.core.inference import segment_raster
 from sar_seg_plugin.core.preprocess import SpeckleSettings, speckle_filter_raster
 from sar_seg_plugin.core.tiling import strip_rows, tile_starts
-from sar_seg_plugin.models.registry import load_model
+from sar_seg_plugin.models.registry import fast_segmentation_model, load_checked, load_model
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,6 +44,14 @@ def client():
 @pytest.fixture(scope="module")
 def model():
     return load_model("sarseg_unet_vvvh", "cpu", 1)
+
+
+@pytest.fixture(scope="module")
+def checked():
+    """The default model as sarseg:segment runs it: the int8 copy and the float32 model it is checked against."""
+    fast, reference, _ = load_checked(fast_segmentation_model(), "cpu", 1)
+    assert reference is not None and reference.path.stem == "sarseg_unet_vvvh"
+    return fast, reference
 
 
 @pytest.fixture
@@ -140,10 +148,32 @@ def test_a_strip_segmented_alone_gives_the_whole_runs_pixels(sample_dir, model, 
             assert not np.array_equal(_band(tmp_path / "s_conf.tif")[:8], conf[s.read[0] : s.read[0] + 8])
 
 
+def test_a_large_raster_runs_the_int8_copy_checked_as_sarseg_segment_does(sample_dir, checked, tmp_path):
+    """16 tiles (1120 x 1120 px): enough for the int8 copy's check, which a batch task runs as sarseg:segment does,
+    writing the same file; a strip runs the float32 model (one model for every strip of a raster)."""
+    ds = gdal.Open(str(sorted(sample_dir.glob("sar_*.tif"))[0]))
+    data = ds.ReadAsArray()
+    ds = None
+    big = np.tile(data, (1, -(-1120 // data.shape[1]), -(-1120 // data.shape[2])))[:, :1120, :1120]
+    src = write_raster(tmp_path / "big.tif", big, nodata=0, descriptions=["VV", "VH"], units=["linear", "linear"])
+    (task,) = batch.plan_tasks("segment", [{"input": src}], str(tmp_path / "out"),
+                               batch.parse_options("segment", ["threads=1"]))  # fmt: skip
+    assert task.options["model"] == "sarseg_unet_vvvh_int8"
+    record = batch.run_task(task)
+    assert record.status == batch.DONE, record
+    note = gdal.Open(task.output).GetMetadataItem("SARSEG_MODEL_CHECK")
+    assert note and "spread over the raster" in note, note
+    single = tmp_path / "single.tif"
+    result = segment_raster(src, str(single), checked[0], reference=checked[1])
+    assert result["model_check"]["note"] == note
+    assert filecmp.cmp(single, task.output, shallow=False)
+    assert batch._strip_model(task.options).path.stem == "sarseg_unet_vvvh"
+
+
 # --- on a local cluster of 2 workers ------------------------------------------------------------------------------
 
 
-def test_outputs_equal_a_single_process_run_and_one_bad_input_fails_alone(archive, client, model, tmp_path):
+def test_outputs_equal_a_single_process_run_and_one_bad_input_fails_alone(archive, client, checked, tmp_path):
     out = tmp_path / "out"
     tasks = batch.plan_tasks("segment", batch.find_inputs(str(archive), "segment"), str(out),
                              batch.parse_options("segment", ["threads=1"]))  # fmt: skip
@@ -155,10 +185,10 @@ def test_outputs_equal_a_single_process_run_and_one_bad_input_fails_alone(archiv
         "broken.tif"].message  # fmt: skip
     good = [r for r in records if r.status == batch.DONE]
     assert len(good) == 4 and len({r.worker for r in good}) == 2  # both workers took inputs
-    for r in good:  # byte for byte what one process writes
+    for r in good:  # byte for byte what one process writes with sarseg:segment's default model
         single = tmp_path / "single" / Path(r.output).name
         single.parent.mkdir(exist_ok=True)
-        segment_raster(r.input, str(single), model)
+        segment_raster(r.input, str(single), checked[0], reference=checked[1])
         assert filecmp.cmp(single, r.output, shallow=False), r.output
     assert not (out / "broken_classes.tif").exists() and partial_files(out) == []
 
@@ -213,7 +243,7 @@ def test_one_raster_split_across_workers_equals_the_whole_run(sample_dir, client
     assert sorted(os.listdir(tmp_path / "out")) == ["tall_classes.tif", "tall_classes.tif.aux.xml"]
 
 
-def test_the_command_line_resumes_after_being_killed(sample_dir, model, tmp_path):
+def test_the_command_line_resumes_after_being_killed(sample_dir, checked, tmp_path):
     """Killed (SIGKILL, the whole process group) once the first output appears; the rerun skips what was
     finished, writes the rest, and every output is whole."""
     archive = tmp_path / "in"
@@ -221,7 +251,7 @@ def test_the_command_line_resumes_after_being_killed(sample_dir, model, tmp_path
     _tall_raster(sample_dir, archive / "area_0.tif")
     for k in range(1, 6):
         shutil.copy(archive / "area_0.tif", archive / f"area_{k}.tif")
-    segment_raster(str(archive / "area_0.tif"), str(tmp_path / "single.tif"), model)
+    segment_raster(str(archive / "area_0.tif"), str(tmp_path / "single.tif"), checked[0], reference=checked[1])
     out = tmp_path / "out"
     command = [sys.executable, "-m", "sar_seg_plugin.batch", "segment", str(archive), "--out", str(out),
                "--workers", "2", "--progress", "lines", "-o", "threads=1"]  # fmt: skip
