@@ -210,27 +210,23 @@ _MODELS: dict[tuple[str, ...], Any] = {}
 
 
 def _model(kind: str, name: str, device: str, threads: int) -> Any:
-    """A model loaded once per worker process (onnxruntime sessions are reused across tasks)."""
-    from ..models.registry import load_forecaster, load_model
+    """A model loaded once per worker process (onnxruntime sessions are reused across tasks): a forecaster, or a
+    segmentation model as ``sarseg:segment`` runs it, ``(model, reference)`` (``models.registry.load_checked``: the
+    bundled int8 copy with the float32 model it is checked against on each raster; any other model unchecked)."""
+    from ..models.registry import load_checked, load_forecaster
 
     key = (kind, name, device, str(threads))
     if key not in _MODELS:
-        load = load_forecaster if kind == "forecaster" else load_model
-        _MODELS[key] = load(name, device, threads or None)
+        if kind == "forecaster":
+            _MODELS[key] = load_forecaster(name, device, threads or None)
+        else:
+            _MODELS[key] = load_checked(name, device, threads or None)[:2]
     return _MODELS[key]
 
 
 def _checked_model(opts: Mapping[str, Any], device: str | None = None) -> tuple[Any, Any | None]:
-    """The segmentation model of ``opts`` as ``sarseg:segment`` runs it (``models.registry.load_checked``): the
-    bundled int8 copy with the float32 model it is checked against on each raster, any other model unchecked;
-    loaded once per worker process."""
-    from ..models.registry import load_checked
-
-    device = device or opts["device"]
-    key = ("checked", opts["model"], device, str(int(opts.get("threads") or 0)))
-    if key not in _MODELS:
-        _MODELS[key] = load_checked(opts["model"], device, int(opts.get("threads") or 0) or None)[:2]
-    return _MODELS[key]
+    """The segmentation model of a task's ``opts`` and the model it is checked against (None: unchecked)."""
+    return _model("segmentation", opts["model"], device or opts["device"], int(opts.get("threads") or 0))
 
 
 def _strip_model(opts: Mapping[str, Any], device: str | None = None) -> Any:
